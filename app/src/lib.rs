@@ -1,0 +1,57 @@
+//! Anneal's web console, shared by the server (server-side rendering, feature `ssr`) and the
+//! browser (hydration, feature `hydrate`).
+//!
+//! This crate holds pages, components, server-function declarations and the wire types they carry.
+//! It never holds server logic: server functions reach the server through the [`backend`] handle
+//! that the `server` crate puts into Leptos' context, so the UI crate links neither the database
+//! nor libtorch.
+
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod backend;
+mod layout;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::StaticSegment;
+
+/// The HTML document the server renders around [`App`].
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The console: a navigation frame (Jobs, Models, Operations) around the routed page.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/anneal.css"/>
+        <Title formatter=|page: String| if page.is_empty() { "Anneal".to_string() } else { format!("{page} · Anneal") }/>
+        <Router>
+            <layout::Frame>
+                <Routes fallback=pages::NotFound>
+                    <Route path=StaticSegment("") view=pages::JobsPage/>
+                    <Route path=StaticSegment("jobs") view=pages::JobsPage/>
+                    <Route path=StaticSegment("models") view=pages::ModelsPage/>
+                    <Route path=StaticSegment("operations") view=pages::OperationsPage/>
+                </Routes>
+            </layout::Frame>
+        </Router>
+    }
+}

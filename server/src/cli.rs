@@ -1,0 +1,113 @@
+//! The `anneal` command line. `anneal serve` runs the server; client verbs that talk to a server
+//! over the REST API join here as they land.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+use crate::server::Server;
+
+/// Anneal: train, version and serve PyTorch models; compatible with the Cloud ML Engine API.
+#[derive(Debug, Parser)]
+#[command(name = "anneal", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Anneal server: REST API under /v1, web console at /, /healthz, /readyz, /metrics.
+    Serve(ServeArgs),
+}
+
+/// Flags of `anneal serve`. Each also has an `ANNEAL_*` environment variable and a config-file
+/// key of the same name; a flag given here beats both.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; env ANNEAL_ADDR]. Port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<std::net::SocketAddr>,
+    /// Directory for the database and local storage [default: ~/.anneal; env ANNEAL_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file with the same keys (addr, data_dir, log, log_format, site_root,
+    /// shutdown_grace_secs) [env ANNEAL_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format [default: text; env ANNEAL_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `anneal=debug` [default: info; env ANNEAL_LOG].
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+    /// Directory holding the console's built assets (`pkg/`) [default: found next to the binary;
+    /// env ANNEAL_SITE_ROOT].
+    #[arg(long, value_name = "DIR")]
+    site_root: Option<PathBuf>,
+}
+
+/// Runs the command line and returns the process exit code: 0 on success, 2 for bad usage (from
+/// clap), 1 for any other failure, reported as one `error:` line on stderr.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides {
+        addr: args.addr,
+        data_dir: args.data_dir,
+        log_format: args.log_format,
+        log: args.log,
+        site_root: args.site_root,
+    };
+    let config = match Config::load(args.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::telemetry::init_logging(config.log_format, &config.log) {
+        return fail(e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        let addr = server.local_addr()?;
+        // Tests and scripts read this line to learn the bound port.
+        println!("Anneal is listening on http://{addr} (console: http://{addr}/)");
+        server.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Prints help and version as clap renders them; any other usage error as its first line (clap's
+/// own `error: ...` line) with a pointer to `--help`, and exit code 2.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = error.print();
+        return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+    eprintln!("{first} (see 'anneal --help')");
+    ExitCode::from(2)
+}
+
+fn fail(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}

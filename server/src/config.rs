@@ -1,0 +1,219 @@
+//! Anneal's one typed configuration, layered: built-in defaults → config file → `ANNEAL_*`
+//! environment → command-line flags, and validated once at start.
+//!
+//! Nothing else in Anneal reads the environment; everything gets what it needs from [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The server's configuration after layering and validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address to listen on; port 0 picks a free port (the bound address is printed).
+    pub addr: SocketAddr,
+    /// Holds the SQLite database (`anneal.db`) and the local storage root (`storage/`).
+    pub data_dir: PathBuf,
+    /// Readable text or JSON log lines.
+    pub log_format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `anneal=debug,tower_http=info`.
+    pub log: String,
+    /// Where the console's built assets (`pkg/anneal.js`, `pkg/anneal_bg.wasm`, `pkg/anneal.css`)
+    /// are. When unset, Anneal looks next to its own executable (see [`crate::console`]).
+    pub site_root: Option<PathBuf>,
+    /// How long shutdown waits for in-flight requests and background tasks, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// The environment variables that configure the server, without the `ANNEAL_` prefix.
+const ENV_KEYS: &[&str] = &["addr", "data_dir", "log_format", "log", "site_root", "shutdown_grace_secs"];
+
+/// Values given on the command line; each one set overrides every other layer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_root: Option<PathBuf>,
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer held a value of the wrong type or an unknown key.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The config file named by `--config` or `ANNEAL_CONFIG` does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// No data directory was given and there is no home directory to default to.
+    #[error("no --data-dir given and HOME is not set to default it to ~/.anneal")]
+    NoHome,
+}
+
+impl Config {
+    /// Builds the configuration from the process environment, an optional config file (flag
+    /// first, then `ANNEAL_CONFIG`), and the command-line overrides.
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let from_env = std::env::var_os("ANNEAL_CONFIG").map(PathBuf::from);
+        let file = config_file.map(Path::to_path_buf).or(from_env);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Self::layered(home.as_deref(), file.as_deref(), Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)
+    }
+
+    fn layered(home: Option<&Path>, file: Option<&Path>, env: Env, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Defaults::new(home)));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let config: Self = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        if config.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::NoHome);
+        }
+        Ok(config)
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("anneal.db")
+    }
+
+    /// The root of local storage (staged packages, deployed model copies, job outputs).
+    pub fn storage_root(&self) -> PathBuf {
+        self.data_dir.join("storage")
+    }
+
+    /// How long shutdown waits for in-flight work.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// The built-in layer. `data_dir` defaults to `~/.anneal`; it is empty (and rejected) when there
+/// is no home directory and nothing else sets it.
+#[derive(Serialize)]
+struct Defaults {
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    log_format: LogFormat,
+    log: String,
+    shutdown_grace_secs: u64,
+}
+
+impl Defaults {
+    fn new(home: Option<&Path>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: home.map(|h| h.join(".anneal")).unwrap_or_default(),
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// figment's errors can span several lines (one per nested cause); the CLI prints one line.
+fn one_line(error: &figment::Error) -> String {
+    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(home: Option<&Path>, file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        Config::layered(home, file, Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_8080_with_data_under_home() {
+        Jail::expect_with(|_| {
+            let config = load(Some(Path::new("/home/u")), None, Overrides::default()).expect("defaults");
+            assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+            assert_eq!(config.data_dir, PathBuf::from("/home/u/.anneal"));
+            assert_eq!(config.log_format, LogFormat::Text);
+            assert_eq!(config.database_path(), PathBuf::from("/home/u/.anneal/anneal.db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("anneal.toml", "addr = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nlog = \"debug\"\n")?;
+            jail.set_env("ANNEAL_DATA_DIR", "/from/env");
+            jail.set_env("ANNEAL_LOG_FORMAT", "json");
+            let overrides = Overrides { log_format: Some(LogFormat::Text), ..Overrides::default() };
+            let config = load(None, Some(Path::new("anneal.toml")), overrides).expect("layered");
+            assert_eq!(config.addr.port(), 9000, "file beats defaults");
+            assert_eq!(config.data_dir, PathBuf::from("/from/env"), "env beats file");
+            assert_eq!(config.log, "debug", "file value kept when nothing overrides it");
+            assert_eq!(config.log_format, LogFormat::Text, "flag beats env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_variables_do_not_break_the_server_config() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ANNEAL_ENDPOINT", "http://elsewhere");
+            jail.set_env("ANNEAL_PROJECT", "demo");
+            load(Some(Path::new("/h")), None, Overrides::default()).expect("unrelated ANNEAL_* ignored");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_rejected() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ANNEAL_ADDR", "not-an-address");
+            let err = load(Some(Path::new("/h")), None, Overrides::default()).expect_err("bad addr");
+            assert!(err.to_string().contains("addr"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("anneal.toml", "adr = \"127.0.0.1:1\"\n")?;
+            let err = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default())
+                .expect_err("typo in file");
+            assert!(err.to_string().contains("adr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_and_missing_home_are_clear_errors() {
+        Jail::expect_with(|_| {
+            let err = load(Some(Path::new("/h")), Some(Path::new("nope.toml")), Overrides::default()).expect_err("missing");
+            assert!(matches!(err, ConfigError::MissingFile(_)), "{err}");
+            let err = load(None, None, Overrides::default()).expect_err("no home");
+            assert!(matches!(err, ConfigError::NoHome), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,45 @@
+//! Liveness and readiness: whether the server can do its work right now.
+
+use serde::Serialize;
+
+use super::Control;
+
+/// The outcome of one readiness check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Check {
+    fn from_result(name: &'static str, result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Self { name, ok: true, error: None },
+            Err(error) => Self { name, ok: false, error: Some(error) },
+        }
+    }
+}
+
+/// All readiness checks: the database is open with every migration applied, and storage is
+/// writable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Control {
+    /// Runs the readiness checks.
+    pub async fn readiness(&self) -> Readiness {
+        let database = Check::from_result("database", self.store.check_ready().await);
+        let storage = self.storage.clone();
+        let storage_result = tokio::task::spawn_blocking(move || storage.check_writable())
+            .await
+            .unwrap_or_else(|e| Err(format!("storage check did not finish: {e}")));
+        let storage = Check::from_result("storage", storage_result);
+        let checks = vec![database, storage];
+        Readiness { ready: checks.iter().all(|c| c.ok), checks }
+    }
+}

@@ -1,0 +1,141 @@
+//! Start-up and shutdown of `anneal serve`.
+//!
+//! Start-up opens every part in order and stops at the first failure with one clear message:
+//! data directory → database (migrations applied) → storage → libtorch → listener. Shutdown (on
+//! SIGINT or SIGTERM) stops accepting connections, lets in-flight requests finish, then cancels
+//! and waits for background tasks, within the configured grace period.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::console::Console;
+use crate::control::Control;
+use crate::serving::Accelerators;
+use crate::storage::LocalStorage;
+use crate::store::Store;
+use crate::tasks::Tasks;
+
+/// Why the server could not start. Each variant renders as one line for the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path} is not usable: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Storage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A server that has opened its parts and bound its listener but is not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    store: Store,
+    tasks: Tasks,
+    config: Config,
+}
+
+impl Server {
+    /// Opens every part and binds the listener.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        prepare_data_dir(&config.data_dir)?;
+        let store = Store::open(&config.database_path()).await?;
+        let storage = LocalStorage::open(&config.storage_root()).map_err(StartError::Storage)?;
+        let accelerators = Accelerators::detect().await;
+        metrics::gauge!("anneal_cuda_devices").set(accelerators.cuda_devices as f64);
+        tracing::info!(cuda_devices = accelerators.cuda_devices, device = accelerators.device_label(), "libtorch loaded");
+
+        let console = Console::new(config.site_root.as_deref());
+        let (site_root, found) = console.site_root();
+        if found {
+            tracing::info!(site_root, "console assets found");
+        } else {
+            tracing::warn!(site_root, "console assets not found: pages render but do not become interactive; run `make build`");
+        }
+
+        let control = Control::new(store.clone(), storage, accelerators, config.data_dir.clone());
+        let router = crate::http::app(control, console, crate::telemetry::metrics_handle());
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        Ok(Self { listener, router, store, tasks: Tasks::new(), config })
+    }
+
+    /// The address the listener is bound to (the real port when the configured port was 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, StartError> {
+        self.listener.local_addr().map_err(StartError::Serve)
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), StartError> {
+        let Self { listener, router, store, tasks, config } = self;
+        let shutdown = tasks.shutdown_token();
+        let signal_token = shutdown.clone();
+        tasks.spawn("signals", move |token| async move {
+            tokio::select! {
+                () = wait_for_signal() => signal_token.cancel(),
+                () = token.cancelled() => {}
+            }
+        });
+
+        let grace = config.shutdown_grace();
+        let drained = shutdown.clone();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { drained.cancelled().await });
+        let server = tokio::spawn(async move { serve.await });
+        shutdown.cancelled().await;
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+
+        match tokio::time::timeout(grace, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(StartError::Serve(e)),
+            Ok(Err(join)) => return Err(StartError::Serve(std::io::Error::other(join))),
+            Err(_) => tracing::warn!("requests still in flight after the grace period; closing them"),
+        }
+        if !tasks.shutdown(grace).await {
+            tracing::warn!("background tasks still running after the grace period");
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Creates the data directory if needed and proves it is writable, so a bad `--data-dir` fails
+/// here with its own message rather than later inside SQLite.
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |reason: String| StartError::DataDir { path: dir.display().to_string(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let probe = dir.join(".anneal-write-probe");
+    std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable: {e}")))?;
+    std::fs::remove_file(&probe).map_err(|e| fail(format!("not writable: {e}")))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,145 @@
+//! The shared black-box test helper: starts the real `anneal` binary on port 0 with a temporary
+//! data directory and drives it over HTTP. Later capabilities add one helper per endpoint here.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `anneal` binary under test.
+pub fn anneal_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_anneal")
+}
+
+/// A command for the binary with no `ANNEAL_*` variables inherited from the test environment.
+pub fn anneal_command() -> Command {
+    let mut command = Command::new(anneal_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ANNEAL_") {
+            command.env_remove(key);
+        }
+    }
+    command.kill_on_drop(true);
+    command
+}
+
+/// A running `anneal serve`.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The temporary data directory (removed on drop).
+    pub data: tempfile::TempDir,
+    stderr_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh data directory.
+    pub async fn start() -> Self {
+        Self::start_with(&[], &[]).await
+    }
+
+    /// Starts a server with extra flags and environment variables.
+    pub async fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("temp data dir");
+        Self::start_in(data, args, envs).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let stderr_path = data.path().join("test-server.stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut command = anneal_command();
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = command.spawn().expect("spawn anneal");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("anneal printed no address ({other:?}); stderr:\n{}", read(&stderr_path)),
+        };
+        let base = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self { child, base, data, stderr_path, client }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `GET path`, expecting a JSON body; returns the status and the body.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// What the server has logged so far.
+    pub fn stderr(&self) -> String {
+        read(&self.stderr_path)
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `INT`) and waits for the process to exit.
+    pub async fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s of the signal")
+            .expect("wait");
+        (status, self.stderr())
+    }
+
+    /// Stops the server with SIGTERM and returns its data directory for a restart.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let pid = self.child.id().expect("running").to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        self.child.wait().await.expect("wait");
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data, placeholder)
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Runs `anneal` with `args` to completion; returns the exit code, stdout and stderr.
+pub async fn run_anneal(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        anneal_command().args(args).envs(envs.iter().copied()).stdin(Stdio::null()).output(),
+    )
+    .await
+    .expect("anneal finishes within 60 s")
+    .expect("run anneal");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
