@@ -22,7 +22,7 @@ pub struct ServerInfo {
 
 /// Reads [`ServerInfo`] from the running server.
 #[server]
-pub async fn server_info() -> Result<ServerInfo, ServerFnError> {
+pub async fn fetch_server_info() -> Result<ServerInfo, ServerFnError> {
     let backend = crate::backend::from_context()?;
     backend.server_info().await.map_err(ServerFnError::new)
 }

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_location;
 
-use crate::api::{server_info, ServerInfo};
+use crate::api::{fetch_server_info, ServerInfo};
 
 /// The frame around each page. `data-hydrated` turns `true` once the browser has taken over the
 /// server-rendered page, which is what the browser tests wait for before they interact.
@@ -53,7 +53,7 @@ fn NavLink(href: &'static str, label: &'static str) -> impl IntoView {
 #[component]
 fn ServerPanel() -> impl IntoView {
     let refresh = RwSignal::new(0u32);
-    let info = Resource::new(move || refresh.get(), |_| server_info());
+    let info = Resource::new(move || refresh.get(), |_| fetch_server_info());
 
     view! {
         <section class="server-panel" aria-label="Server">

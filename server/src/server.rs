@@ -45,6 +45,8 @@ pub struct Server {
 impl Server {
     /// Opens every part and binds the listener.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        // The recorder goes first so that every metric recorded during start-up is kept.
+        let metrics = crate::telemetry::metrics_handle();
         prepare_data_dir(&config.data_dir)?;
         let store = Store::open(&config.database_path()).await?;
         let storage = LocalStorage::open(&config.storage_root()).map_err(StartError::Storage)?;
@@ -61,7 +63,7 @@ impl Server {
         }
 
         let control = Control::new(store.clone(), storage, accelerators, config.data_dir.clone());
-        let router = crate::http::app(control, console, crate::telemetry::metrics_handle());
+        let router = crate::http::app(control, console, metrics);
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
         Ok(Self { listener, router, store, tasks: Tasks::new(), config })

@@ -173,7 +173,7 @@ async fn a_database_from_a_newer_anneal_is_refused() {
     assert!(stderr.contains("error: database migration failed") && stderr.contains("99999"), "{stderr}");
 }
 
-async fn tamper(data_dir: &std::path::Path, sql: &str) {
+async fn tamper(data_dir: &std::path::Path, sql: &'static str) {
     use sqlx::Connection;
     let url = format!("sqlite://{}", data_dir.join("anneal.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open database");

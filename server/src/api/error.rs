@@ -2,7 +2,7 @@
 //! `{"error":{"code","message","status","details"}}`, with `google.rpc.Code` names and numbers.
 //! Each error is logged here, once; the text of internal errors never reaches the client.
 
-use axum::extract::Request;
+use axum::extract::{OriginalUri, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -78,7 +78,8 @@ impl IntoResponse for Error {
     }
 }
 
-/// The answer for any path or method under `/v1` that no API method serves.
-pub async fn no_route(request: Request) -> Error {
-    Error::NoRoute { method: request.method().to_string(), path: request.uri().path().replace("/@", ":") }
+/// The answer for any path or method under `/v1` that no API method serves. The message shows the
+/// path as the client sent it: with the `/v1` prefix and the custom verb back after its `:`.
+pub async fn no_route(OriginalUri(uri): OriginalUri, request: Request) -> Error {
+    Error::NoRoute { method: request.method().to_string(), path: uri.path().replace("/@", ":") }
 }
