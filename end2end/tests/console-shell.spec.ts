@@ -8,6 +8,9 @@ test("the console renders on the server and hydrates in the browser", async ({ p
   page.on("console", (message) => {
     if (message.type() === "error") errors.push(message.text());
   });
+  page.on("response", (response) => {
+    if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
+  });
 
   await page.goto(base() + "/");
   // Server-rendered content is there before any script runs.

@@ -33,7 +33,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `anneal=debug,tower_http=info`.
     pub log: String,
-    /// Where the console's built assets (`pkg/anneal.js`, `pkg/anneal_bg.wasm`, `pkg/anneal.css`)
+    /// Where the console's built assets (`pkg/anneal.js`, `pkg/anneal.wasm`, `pkg/anneal.css`)
     /// are. When unset, Anneal looks next to its own executable (see [`crate::console`]).
     pub site_root: Option<PathBuf>,
     /// How long shutdown waits for in-flight requests and background tasks, in seconds.

@@ -85,7 +85,7 @@ async fn the_console_is_served_at_the_root() {
     assert!(html.contains("<nav") && html.contains("Jobs") && html.contains("Models") && html.contains("Operations"), "{html}");
     assert!(html.contains("/pkg/anneal.js"), "loads the hydration script: {html}");
     // `make build` puts the assets where the binary finds them, whatever the working directory.
-    for asset in ["/pkg/anneal.js", "/pkg/anneal_bg.wasm", "/pkg/anneal.css"] {
+    for asset in ["/pkg/anneal.js", "/pkg/anneal.wasm", "/pkg/anneal.css"] {
         let response = server.get(asset).await;
         assert_eq!(response.status(), 200, "{asset}: run `make build` first so the console assets exist");
     }
