@@ -9,6 +9,7 @@
 pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
+mod components;
 mod layout;
 mod pages;
 

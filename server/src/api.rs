@@ -54,13 +54,19 @@ mod tests {
     use super::*;
 
     fn rewrite(uri: &str) -> String {
-        let request = Request::builder().uri(uri).body(axum::body::Body::empty()).expect("request");
+        let request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request");
         split_custom_verb(request).uri().to_string()
     }
 
     #[test]
     fn splits_verbs_off_the_last_segment_keeping_the_query() {
-        assert_eq!(rewrite("/v1/projects/demo:getConfig?alt=json"), "/v1/projects/demo/@getConfig?alt=json");
+        assert_eq!(
+            rewrite("/v1/projects/demo:getConfig?alt=json"),
+            "/v1/projects/demo/@getConfig?alt=json"
+        );
         assert_eq!(
             rewrite("/v1/projects/p/models/m/versions/v1:predict"),
             "/v1/projects/p/models/m/versions/v1/@predict"
@@ -69,7 +75,10 @@ mod tests {
 
     #[test]
     fn leaves_other_paths_alone() {
-        assert_eq!(rewrite("/v1/projects/demo/models?alt=json"), "/v1/projects/demo/models?alt=json");
+        assert_eq!(
+            rewrite("/v1/projects/demo/models?alt=json"),
+            "/v1/projects/demo/models?alt=json"
+        );
         assert_eq!(rewrite("/models:x"), "/models:x");
         assert_eq!(rewrite("/v1/projects:x/models"), "/v1/projects:x/models");
     }

@@ -24,8 +24,18 @@ pub struct Control {
 
 impl Control {
     /// Assembles the use cases over opened parts.
-    pub fn new(store: Store, storage: LocalStorage, accelerators: Accelerators, data_dir: PathBuf) -> Self {
-        Self { store, storage, accelerators, data_dir }
+    pub fn new(
+        store: Store,
+        storage: LocalStorage,
+        accelerators: Accelerators,
+        data_dir: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            storage,
+            accelerators,
+            data_dir,
+        }
     }
 
     /// What libtorch offers on this host.

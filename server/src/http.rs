@@ -30,7 +30,11 @@ pub fn app(control: Control, console: Console, metrics: PrometheusHandle) -> Rou
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http());
     // Routing happens inside `routes`, so the rewrite must wrap it from outside.
-    Router::new().fallback_service(ServiceBuilder::new().map_request(api::split_custom_verb).service(routes))
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .map_request(api::split_custom_verb)
+            .service(routes),
+    )
 }
 
 /// Liveness: the process is up and answering.
@@ -41,12 +45,22 @@ async fn healthz() -> &'static str {
 /// Readiness: database open with migrations applied, storage writable. 503 names what failed.
 async fn readyz(State(control): State<Control>) -> impl IntoResponse {
     let readiness = control.readiness().await;
-    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, api::Json(readiness))
 }
 
 /// Prometheus text exposition of every metric Anneal records.
 async fn render_metrics(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
     handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
 }

@@ -60,11 +60,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_project_ids_naming_the_field() {
-        for id in ["", "-lead", "has space", "slash/inside", "colon:verb", &"x".repeat(64)] {
+        for id in [
+            "",
+            "-lead",
+            "has space",
+            "slash/inside",
+            "colon:verb",
+            &"x".repeat(64),
+        ] {
             match ProjectId::parse("name", id) {
                 Err(Error::InvalidArgument(v)) => {
                     assert_eq!(v.field, "name");
-                    assert!(v.description.contains("not a valid project id"), "{}", v.description);
+                    assert!(
+                        v.description.contains("not a valid project id"),
+                        "{}",
+                        v.description
+                    );
                 }
                 other => panic!("{id:?} gave {other:?}"),
             }

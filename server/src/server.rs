@@ -28,7 +28,10 @@ pub enum StartError {
     #[error("{0}")]
     Storage(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -52,7 +55,11 @@ impl Server {
         let storage = LocalStorage::open(&config.storage_root()).map_err(StartError::Storage)?;
         let accelerators = Accelerators::detect().await;
         metrics::gauge!("anneal_cuda_devices").set(accelerators.cuda_devices as f64);
-        tracing::info!(cuda_devices = accelerators.cuda_devices, device = accelerators.device_label(), "libtorch loaded");
+        tracing::info!(
+            cuda_devices = accelerators.cuda_devices,
+            device = accelerators.device_label(),
+            "libtorch loaded"
+        );
 
         let console = Console::new(config.site_root.as_deref());
         let (site_root, found) = console.site_root();
@@ -62,11 +69,26 @@ impl Server {
             tracing::warn!(site_root, "console assets not found: pages render but do not become interactive; run `make build`");
         }
 
-        let control = Control::new(store.clone(), storage, accelerators, config.data_dir.clone());
+        let control = Control::new(
+            store.clone(),
+            storage,
+            accelerators,
+            config.data_dir.clone(),
+        );
         let router = crate::http::app(control, console, metrics);
-        let listener =
-            TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        Ok(Self { listener, router, store, tasks: Tasks::new(), config })
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            router,
+            store,
+            tasks: Tasks::new(),
+            config,
+        })
     }
 
     /// The address the listener is bound to (the real port when the configured port was 0).
@@ -76,7 +98,13 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<(), StartError> {
-        let Self { listener, router, store, tasks, config } = self;
+        let Self {
+            listener,
+            router,
+            store,
+            tasks,
+            config,
+        } = self;
         let shutdown = tasks.shutdown_token();
         let signal_token = shutdown.clone();
         tasks.spawn("signals", move |token| async move {
@@ -88,16 +116,22 @@ impl Server {
 
         let grace = config.shutdown_grace();
         let drained = shutdown.clone();
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { drained.cancelled().await });
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { drained.cancelled().await });
         let server = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
-        tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
 
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(StartError::Serve(e)),
             Ok(Err(join)) => return Err(StartError::Serve(std::io::Error::other(join))),
-            Err(_) => tracing::warn!("requests still in flight after the grace period; closing them"),
+            Err(_) => {
+                tracing::warn!("requests still in flight after the grace period; closing them")
+            }
         }
         if !tasks.shutdown(grace).await {
             tracing::warn!("background tasks still running after the grace period");
@@ -111,7 +145,10 @@ impl Server {
 /// Creates the data directory if needed and proves it is writable, so a bad `--data-dir` fails
 /// here with its own message rather than later inside SQLite.
 fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
-    let fail = |reason: String| StartError::DataDir { path: dir.display().to_string(), reason };
+    let fail = |reason: String| StartError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let probe = dir.join(".anneal-write-probe");
     std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable: {e}")))?;

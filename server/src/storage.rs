@@ -14,8 +14,11 @@ pub struct LocalStorage {
 impl LocalStorage {
     /// Opens storage at `root`, creating the directory, and checks that it is writable.
     pub fn open(root: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(root).map_err(|e| format!("cannot create the storage root {}: {e}", root.display()))?;
-        let storage = Self { root: root.to_path_buf() };
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("cannot create the storage root {}: {e}", root.display()))?;
+        let storage = Self {
+            root: root.to_path_buf(),
+        };
         storage.check_writable()?;
         Ok(storage)
     }
@@ -28,14 +31,19 @@ impl LocalStorage {
     /// Writes, reads back and removes a probe file under the root.
     pub fn check_writable(&self) -> Result<(), String> {
         let probe = self.root.join(format!(".probe-{}", std::process::id()));
-        let fail = |e: std::io::Error| format!("storage root {} is not writable: {e}", self.root.display());
+        let fail = |e: std::io::Error| {
+            format!("storage root {} is not writable: {e}", self.root.display())
+        };
         std::fs::write(&probe, b"anneal").map_err(fail)?;
         let back = std::fs::read(&probe).map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
         if back == b"anneal" {
             Ok(())
         } else {
-            Err(format!("storage root {} returned different bytes than written", self.root.display()))
+            Err(format!(
+                "storage root {} returned different bytes than written",
+                self.root.display()
+            ))
         }
     }
 }
@@ -50,7 +58,11 @@ mod tests {
         let storage = LocalStorage::open(&dir.path().join("storage")).expect("open");
         assert!(storage.root().is_dir());
         storage.check_writable().expect("writable");
-        assert_eq!(std::fs::read_dir(storage.root()).expect("list").count(), 0, "probe removed");
+        assert_eq!(
+            std::fs::read_dir(storage.root()).expect("list").count(),
+            0,
+            "probe removed"
+        );
     }
 
     #[test]
@@ -58,7 +70,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("write");
-        let err = LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
+        let err =
+            LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
         assert!(err.contains("cannot create the storage root"), "{err}");
     }
 }

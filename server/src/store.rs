@@ -11,7 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use projects::ProjectRecord;
 
@@ -38,7 +40,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_error)?
             .filename(path)
@@ -59,11 +64,12 @@ impl Store {
 
     /// Checks that the database answers and that every embedded migration is applied.
     pub async fn check_ready(&self) -> Result<(), String> {
-        let applied: Vec<(i64,)> =
-            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| format!("database unavailable: {e}"))?;
+        let applied: Vec<(i64,)> = sqlx::query_as(
+            "SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| format!("database unavailable: {e}"))?;
         let missing: Vec<i64> = MIGRATOR
             .iter()
             .map(|m| m.version)

@@ -45,7 +45,9 @@ impl Tasks {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.root.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -65,7 +67,10 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
         });
         assert!(tasks.shutdown(Duration::from_secs(5)).await);
-        assert!(finished.load(Ordering::SeqCst), "task saw the cancellation and finished");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "task saw the cancellation and finished"
+        );
     }
 
     #[tokio::test]

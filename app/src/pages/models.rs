@@ -1,17 +1,16 @@
 //! The Models page: models and their versions.
 
+use crate::components::{EmptyState, PageHeading};
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 /// Lists models.
 #[component]
 pub fn ModelsPage() -> impl IntoView {
     view! {
-        <Title text="Models"/>
-        <h1>"Models"</h1>
-        <div class="empty-state">
-            <p>"No models yet."</p>
-            <p class="muted">"Models you create, and the versions deployed from them, will be listed here."</p>
-        </div>
+        <PageHeading title="Models"/>
+        <EmptyState
+            message="No models yet."
+            hint="Models you create, and the versions deployed from them, will be listed here."
+        />
     }
 }

@@ -24,11 +24,17 @@ struct GetConfigResponse {
 
 impl From<ProjectConfig> for GetConfigResponse {
     fn from(config: ProjectConfig) -> Self {
-        Self { service_account: config.service_account, service_account_project: config.project.number.to_string() }
+        Self {
+            service_account: config.service_account,
+            service_account_project: config.project.number.to_string(),
+        }
     }
 }
 
-async fn get_config(State(control): State<Control>, Path(project): Path<String>) -> crate::Result<Json<GetConfigResponse>> {
+async fn get_config(
+    State(control): State<Control>,
+    Path(project): Path<String>,
+) -> crate::Result<Json<GetConfigResponse>> {
     let name = ProjectName(ProjectId::parse("name", &project)?);
     let config = control.get_project_config(&name).await?;
     Ok(Json(config.into()))

@@ -69,15 +69,27 @@ impl TestServer {
         let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         let line = match first {
             Ok(Ok(Some(line))) => line,
-            other => panic!("anneal printed no address ({other:?}); stderr:\n{}", read(&stderr_path)),
+            other => panic!(
+                "anneal printed no address ({other:?}); stderr:\n{}",
+                read(&stderr_path)
+            ),
         };
         let base = line
             .split_whitespace()
             .find(|word| word.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Self { child, base, data, stderr_path, client }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self {
+            child,
+            base,
+            data,
+            stderr_path,
+            client,
+        }
     }
 
     /// The URL of `path` on this server.
@@ -105,7 +117,10 @@ impl TestServer {
     /// Sends `signal` (e.g. `TERM`, `INT`) and waits for the process to exit.
     pub async fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
         let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
         assert!(sent.success(), "kill -{signal} {pid} failed");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -117,7 +132,10 @@ impl TestServer {
     /// Stops the server with SIGTERM and returns its data directory for a restart.
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         let pid = self.child.id().expect("running").to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         self.child.wait().await.expect("wait");
         let placeholder = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.data, placeholder)
@@ -132,7 +150,11 @@ fn read(path: &Path) -> String {
 pub async fn run_anneal(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        anneal_command().args(args).envs(envs.iter().copied()).stdin(Stdio::null()).output(),
+        anneal_command()
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output(),
     )
     .await
     .expect("anneal finishes within 60 s")
