@@ -1,9 +1,22 @@
 //! Model serving: the only module that touches libtorch (through `tch`).
 //!
-//! Tensors never run on the async runtime: every libtorch call here runs on a blocking thread
-//! (and, once versions are served, on each model's own worker threads).
+//! Tensors never run on the async runtime. Each served model belongs to its own worker threads
+//! fed by a bounded queue ([`model`]); async code only enqueues a request and awaits its reply.
+//! [`ModelHost`] keeps the models being served, by version name.
+
+pub mod instances;
+pub mod model;
+pub mod signature;
+mod tensors;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
+
+pub use model::{PredictError, ServedModel, ServingOptions, MODEL_FILE};
+pub use signature::{Signature, SIGNATURE_FILE};
 
 /// What libtorch offers on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -16,15 +29,9 @@ impl Accelerators {
     /// Asks libtorch which devices it can use. This loads libtorch's CUDA runtime, which takes a
     /// moment, so it runs on a blocking thread.
     pub async fn detect() -> Self {
-        let cuda_devices = tokio::task::spawn_blocking(|| {
-            if tch::Cuda::is_available() {
-                tch::Cuda::device_count()
-            } else {
-                0
-            }
-        })
-        .await
-        .unwrap_or(0);
+        let cuda_devices = tokio::task::spawn_blocking(|| if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 })
+            .await
+            .unwrap_or(0);
         Self { cuda_devices }
     }
 
@@ -35,5 +42,58 @@ impl Accelerators {
         } else {
             "cpu"
         }
+    }
+}
+
+/// The models being served, by the full name of their version.
+#[derive(Clone, Debug, Default)]
+pub struct ModelHost {
+    models: Arc<RwLock<HashMap<String, Arc<ServedModel>>>>,
+    options: ServingOptions,
+}
+
+impl ModelHost {
+    /// An empty host serving with `options`.
+    pub fn new(options: ServingOptions) -> Self {
+        Self { models: Arc::default(), options }
+    }
+
+    /// Loads the model in `dir` and serves it as `key`, replacing any model served as `key`.
+    pub async fn load(&self, key: &str, dir: &Path) -> Result<(), String> {
+        let dir = dir.to_path_buf();
+        let options = self.options.clone();
+        let model = tokio::task::spawn_blocking(move || ServedModel::load(&dir, &options))
+            .await
+            .map_err(|e| format!("model loading stopped unexpectedly: {e}"))??;
+        let previous = self.write().insert(key.to_owned(), Arc::new(model));
+        drop(previous);
+        Ok(())
+    }
+
+    /// The model served as `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<ServedModel>> {
+        self.models.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    /// Stops serving `key`; its workers finish queued requests, then end.
+    pub fn unload(&self, key: &str) {
+        self.write().remove(key);
+    }
+
+    /// Stops serving every model and waits for their workers (on a blocking thread).
+    pub async fn shutdown(&self) {
+        let models: Vec<Arc<ServedModel>> = self.write().drain().map(|(_, m)| m).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for model in models {
+                if let Ok(model) = Arc::try_unwrap(model) {
+                    model.shutdown();
+                }
+            }
+        })
+        .await;
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<ServedModel>>> {
+        self.models.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

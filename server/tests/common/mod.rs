@@ -165,3 +165,23 @@ pub async fn run_anneal(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The TorchScript models of `fixtures/make_models.py`, written once per test binary by the
+/// project's Python (the `.venv` that `make` sets up, or `$VIRTUAL_ENV`).
+pub fn fixture_models() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("VIRTUAL_ENV")
+            .map(|venv| PathBuf::from(venv).join("bin/python"))
+            .unwrap_or_else(|| root.join("../.venv/bin/python"));
+        let dir = std::env::temp_dir().join(format!("anneal-fixture-models-{}", std::process::id()));
+        let status = std::process::Command::new(&python)
+            .arg(root.join("tests/fixtures/make_models.py"))
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e} (run `make test` to set up .venv)", python.display()));
+        assert!(status.success(), "make_models.py failed");
+        dir
+    })
+}

@@ -1,0 +1,291 @@
+//! A loaded model and the worker threads that own its forward passes.
+//!
+//! Requests reach the workers through one bounded queue (`queue_capacity` requests); a full queue
+//! answers [`PredictError::Overloaded`] at once instead of waiting. Each worker takes a request,
+//! then gathers more whose inputs have the same layout until it has `max_batch_size` rows or
+//! `max_queue_delay` has passed (with a delay of zero it takes only what is already queued), runs
+//! one forward pass, and answers each request on its own reply channel. When a merged pass fails,
+//! each request is retried alone so one bad request cannot fail its neighbours.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde_json::Value;
+use tch::{CModule, Device};
+use tokio::sync::oneshot;
+
+use super::instances::{Batch, InstanceError};
+use super::signature::Signature;
+use super::tensors::{batch_to_inputs, outputs_to_rows};
+
+/// The TorchScript file a model directory must hold.
+pub const MODEL_FILE: &str = "model.pt";
+
+/// How a model is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingOptions {
+    /// The most rows one forward pass takes.
+    pub max_batch_size: usize,
+    /// How long a worker waits for more requests to fill a batch. Zero: batch only what is queued.
+    pub max_queue_delay: Duration,
+    /// Requests that may wait in the queue before new ones are refused.
+    pub queue_capacity: usize,
+    /// Worker threads, each running forward passes.
+    pub workers: usize,
+    /// libtorch intra-op threads per worker.
+    pub intra_op_threads: i32,
+    /// Run on CUDA when the host has it.
+    pub use_cuda: bool,
+}
+
+impl Default for ServingOptions {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 64,
+            max_queue_delay: Duration::ZERO,
+            queue_capacity: 1024,
+            workers: 1,
+            intra_op_threads: 1,
+            use_cuda: true,
+        }
+    }
+}
+
+/// Why a prediction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    /// An instance could not become a model input (HTTP 400).
+    #[error(transparent)]
+    BadInstance(#[from] InstanceError),
+    /// The model rejected its inputs or failed while running (HTTP 400).
+    #[error("Prediction failed: Error during model execution: {0}")]
+    Model(String),
+    /// The queue is full (HTTP 429).
+    #[error("the model's request queue is full; retry later")]
+    Overloaded,
+    /// The model's workers are gone (HTTP 503).
+    #[error("the model is not being served right now")]
+    Unavailable,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Value>, PredictError>>;
+
+struct Job {
+    batch: Batch,
+    reply: Reply,
+}
+
+/// A model loaded into libtorch with its worker threads.
+pub struct ServedModel {
+    sender: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    signature: Signature,
+    device: Device,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel").field("device", &self.device).field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl ServedModel {
+    /// Loads `dir/model.pt` (and `dir/signature.json` if present) and starts the workers. Blocks:
+    /// call it on a blocking thread.
+    pub fn load(dir: &Path, options: &ServingOptions) -> Result<Self, String> {
+        let path = dir.join(MODEL_FILE);
+        if !path.is_file() {
+            return Err(format!("{MODEL_FILE} not found in the model directory"));
+        }
+        let signature = Signature::read(dir)?;
+        let device = if options.use_cuda && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
+        let mut module = CModule::load_on_device(&path, device)
+            .map_err(|e| format!("{MODEL_FILE} is not a loadable TorchScript model: {}", first_line(&e.to_string())))?;
+        module.set_eval();
+        let module = Arc::new(module);
+        warm_up(&module, &signature, device)?;
+
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
+        let mut workers = Vec::with_capacity(options.workers.max(1));
+        for index in 0..options.workers.max(1) {
+            let worker = Worker { module: module.clone(), receiver: receiver.clone(), options: options.clone(), device, outputs: signature.outputs.clone() };
+            let handle = std::thread::Builder::new()
+                .name(format!("model-worker-{index}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("cannot start a model worker thread: {e}"))?;
+            workers.push(handle);
+        }
+        Ok(Self { sender: Some(sender), workers, signature, device })
+    }
+
+    /// The model's signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Where forward passes run.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Predicts `instances`, one prediction per instance, in order.
+    pub async fn predict(&self, instances: &[Value]) -> Result<Vec<Value>, PredictError> {
+        let batch = Batch::from_instances(instances, &self.signature.inputs)?;
+        let (reply, answer) = oneshot::channel();
+        let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
+        match sender.try_send(Job { batch, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(PredictError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(PredictError::Unavailable),
+        }
+        answer.await.unwrap_or(Err(PredictError::Unavailable))
+    }
+
+    /// Stops taking requests, lets the workers finish what is queued, and joins them. Blocks.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.sender = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for ServedModel {
+    fn drop(&mut self) {
+        // Closing the queue ends the workers once it is drained; they are not joined here so a
+        // drop on the async runtime never blocks it.
+        self.sender = None;
+    }
+}
+
+/// With a fully declared signature, one forward pass on zeros proves the model and signature
+/// agree, and makes the first real request as fast as the rest.
+fn warm_up(module: &CModule, signature: &Signature, device: Device) -> Result<(), String> {
+    if !signature.declared {
+        return Ok(());
+    }
+    let mut instance = serde_json::Map::new();
+    for input in &signature.inputs {
+        let Some(shape) = &input.shape else { return Ok(()) };
+        if shape.iter().any(|d| *d < 0) {
+            return Ok(());
+        }
+        instance.insert(input.name.clone(), zeros(shape));
+    }
+    let instance = if signature.inputs.len() == 1 { instance.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null) } else { Value::Object(instance) };
+    let batch = Batch::from_instances(&[instance], &signature.inputs).map_err(|e| e.message)?;
+    let _guard = tch::no_grad_guard();
+    let output = module.forward_is(&batch_to_inputs(&batch, device)).map_err(|e| {
+        format!("the model does not accept inputs of its declared signature: {}", first_line(&e.to_string()))
+    })?;
+    outputs_to_rows(output, 1, &signature.outputs).map(|_| ()).map_err(|e| format!("the model's output cannot be served: {e}"))
+}
+
+fn zeros(shape: &[i64]) -> Value {
+    match shape.split_first() {
+        None => Value::from(0),
+        Some((&n, rest)) => Value::Array((0..n).map(|_| zeros(rest)).collect()),
+    }
+}
+
+/// The informative line of a libtorch error: TorchScript errors carry a traceback and put the
+/// cause on a line like `RuntimeError: mat1 and mat2 shapes cannot be multiplied (...)`.
+fn first_line(text: &str) -> String {
+    let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.contains("Error: "))
+        .or_else(|| lines().next())
+        .unwrap_or(text)
+        .to_owned()
+}
+
+struct Worker {
+    module: Arc<CModule>,
+    receiver: Receiver<Job>,
+    options: ServingOptions,
+    device: Device,
+    outputs: Vec<String>,
+}
+
+impl Worker {
+    fn run(self) {
+        tch::set_num_threads(self.options.intra_op_threads.max(1));
+        let _guard = tch::no_grad_guard();
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match self.receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let (jobs, next) = self.gather(first);
+            held = next;
+            self.execute(jobs);
+        }
+    }
+
+    /// Collects requests that can share a forward pass with `first`. Returns them and, if one
+    /// arrived that cannot join, that one for the next pass.
+    fn gather(&self, first: Job) -> (Vec<Job>, Option<Job>) {
+        let mut rows = first.batch.rows;
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + self.options.max_queue_delay;
+        while rows < self.options.max_batch_size {
+            let next = if self.options.max_queue_delay.is_zero() {
+                self.receiver.try_recv().ok()
+            } else {
+                self.receiver.recv_deadline(deadline).ok()
+            };
+            let Some(job) = next else { break };
+            if job.batch.layout() != jobs[0].batch.layout() || rows + job.batch.rows > self.options.max_batch_size {
+                return (jobs, Some(job));
+            }
+            rows += job.batch.rows;
+            jobs.push(job);
+        }
+        (jobs, None)
+    }
+
+    fn execute(&self, mut jobs: Vec<Job>) {
+        if jobs.len() == 1 {
+            let job = jobs.remove(0);
+            let result = self.forward(&job.batch);
+            let _ = job.reply.send(result);
+            return;
+        }
+        let mut merged = jobs[0].batch.clone();
+        for job in &jobs[1..] {
+            merged.merge(job.batch.clone());
+        }
+        match self.forward(&merged) {
+            Ok(mut predictions) => {
+                for job in jobs {
+                    let rest = predictions.split_off(job.batch.rows.min(predictions.len()));
+                    let mine = std::mem::replace(&mut predictions, rest);
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(_) => {
+                for job in jobs {
+                    let result = self.forward(&job.batch);
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
+        let inputs = batch_to_inputs(batch, self.device);
+        let output = self.module.forward_is(&inputs).map_err(|e| PredictError::Model(first_line(&e.to_string())))?;
+        outputs_to_rows(output, batch.rows, &self.outputs).map_err(PredictError::Model)
+    }
+}

@@ -1,0 +1,129 @@
+//! Conversions between [`Batch`] columns, libtorch tensors and per-instance JSON predictions.
+//! Runs only on model worker threads.
+
+use serde_json::{Map, Value};
+use tch::{Device, IValue, Kind, Tensor};
+
+use super::instances::{Batch, ColumnData};
+
+/// Builds one input tensor per column, shaped `[rows, row_shape...]`, on `device`.
+pub fn batch_to_inputs(batch: &Batch, device: Device) -> Vec<IValue> {
+    batch
+        .columns
+        .iter()
+        .map(|column| {
+            let mut shape = vec![batch.rows as i64];
+            shape.extend_from_slice(&column.row_shape);
+            let flat = match &column.data {
+                ColumnData::F32(v) => Tensor::from_slice(v),
+                ColumnData::F64(v) => Tensor::from_slice(v),
+                ColumnData::I64(v) => Tensor::from_slice(v),
+                ColumnData::I32(v) => Tensor::from_slice(v),
+                ColumnData::U8(v) => Tensor::from_slice(v),
+                ColumnData::Bool(v) => Tensor::from_slice(v),
+            };
+            IValue::Tensor(flat.reshape(shape.as_slice()).to_device(device))
+        })
+        .collect()
+}
+
+/// Splits a model's output into one JSON prediction per row: a tensor gives each row's value; a
+/// tuple or list of tensors gives per-row objects keyed by `output_names` (or `output_0`, ...); a
+/// dict of tensors gives per-row objects keyed by the dict's keys.
+pub fn outputs_to_rows(output: IValue, rows: usize, output_names: &[String]) -> Result<Vec<Value>, String> {
+    match output {
+        IValue::Tensor(tensor) => tensor_rows(&tensor, rows),
+        IValue::Tuple(items) | IValue::GenericList(items) => {
+            let named = items.into_iter().enumerate().map(|(i, item)| {
+                let name = output_names.get(i).cloned().unwrap_or_else(|| format!("output_{i}"));
+                (name, item)
+            });
+            named_rows(named.collect(), rows)
+        }
+        IValue::TensorList(tensors) => {
+            let named = tensors.into_iter().enumerate().map(|(i, t)| {
+                let name = output_names.get(i).cloned().unwrap_or_else(|| format!("output_{i}"));
+                (name, IValue::Tensor(t))
+            });
+            named_rows(named.collect(), rows)
+        }
+        IValue::GenericDict(entries) => {
+            let mut named = Vec::with_capacity(entries.len());
+            for (key, value) in entries {
+                match key {
+                    IValue::String(name) => named.push((name, value)),
+                    other => return Err(format!("the model returned a dict with a non-string key ({other:?})")),
+                }
+            }
+            named_rows(named, rows)
+        }
+        other => Err(format!("the model returned {}, which is not a tensor, tuple or dict of tensors", kind_name(&other))),
+    }
+}
+
+fn named_rows(outputs: Vec<(String, IValue)>, rows: usize) -> Result<Vec<Value>, String> {
+    let mut per_row: Vec<Map<String, Value>> = vec![Map::new(); rows];
+    for (name, value) in outputs {
+        let IValue::Tensor(tensor) = value else {
+            return Err(format!("output '{name}' is {}, not a tensor", kind_name(&value)));
+        };
+        for (row, cell) in tensor_rows(&tensor, rows).map_err(|e| format!("output '{name}': {e}"))?.into_iter().enumerate() {
+            per_row[row].insert(name.clone(), cell);
+        }
+    }
+    Ok(per_row.into_iter().map(Value::Object).collect())
+}
+
+/// One JSON value per row of `tensor`, whose first dimension must be `rows`.
+fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, String> {
+    let size = tensor.size();
+    if size.first().copied() != Some(rows as i64) {
+        return Err(format!("output shape {size:?} does not start with the batch size {rows}"));
+    }
+    let row_shape = &size[1..];
+    let flat = tensor.to_device(Device::Cpu).contiguous().view([-1]);
+    let scalars: Vec<Value> = match flat.kind() {
+        Kind::Bool => Vec::<bool>::try_from(&flat).map_err(|e| e.to_string())?.into_iter().map(Value::from).collect(),
+        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => Vec::<i64>::try_from(&flat.to_kind(Kind::Int64))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(Value::from)
+            .collect(),
+        _ => Vec::<f64>::try_from(&flat.to_kind(Kind::Double))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
+            .collect(),
+    };
+    let per_row: usize = row_shape.iter().product::<i64>() as usize;
+    Ok(scalars.chunks(per_row.max(1)).take(rows).map(|chunk| nest(chunk, row_shape)).collect())
+}
+
+/// Rebuilds nested lists of `shape` from row-major scalars.
+fn nest(scalars: &[Value], shape: &[i64]) -> Value {
+    match shape.split_first() {
+        None => scalars.first().cloned().unwrap_or(Value::Null),
+        Some((&n, rest)) => {
+            let step = rest.iter().product::<i64>() as usize;
+            Value::Array((0..n as usize).map(|i| nest(&scalars[i * step..(i + 1) * step], rest)).collect())
+        }
+    }
+}
+
+fn kind_name(value: &IValue) -> &'static str {
+    match value {
+        IValue::None => "None",
+        IValue::Tensor(_) => "a tensor",
+        IValue::Double(_) => "a float",
+        IValue::Int(_) => "an int",
+        IValue::Bool(_) => "a bool",
+        IValue::Tuple(_) => "a tuple",
+        IValue::IntList(_) | IValue::DoubleList(_) | IValue::BoolList(_) | IValue::GenericList(_) => "a list",
+        IValue::String(_) | IValue::StringList(_) => "a string",
+        IValue::TensorList(_) => "a list of tensors",
+        IValue::GenericDict(_) => "a dict",
+        IValue::Object(_) => "an object",
+        IValue::Device(_) => "a device",
+        _ => "an unsupported value",
+    }
+}
