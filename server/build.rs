@@ -15,9 +15,7 @@ fn main() {
     }
     match torch_lib_dir() {
         Ok(dir) => println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display()),
-        Err(why) => println!(
-            "cargo:warning=no rpath to libtorch ({why}); set LD_LIBRARY_PATH to run anneal"
-        ),
+        Err(why) => println!("cargo:warning=no rpath to libtorch ({why}); set LD_LIBRARY_PATH to run anneal"),
     }
 }
 
@@ -28,23 +26,13 @@ fn torch_lib_dir() -> Result<PathBuf, String> {
     if env::var_os("LIBTORCH_USE_PYTORCH").is_none() {
         return Err("neither LIBTORCH nor LIBTORCH_USE_PYTORCH is set".into());
     }
-    let python = if env::var_os("VIRTUAL_ENV").is_some() {
-        "python"
-    } else {
-        "python3"
-    };
+    let python = if env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
     let output = Command::new(python)
-        .args([
-            "-c",
-            "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
-        ])
+        .args(["-c", "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !output.status.success() {
-        return Err(format!(
-            "{python} cannot import torch: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(format!("{python} cannot import torch: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if dir.join("libtorch_cpu.so").exists() || dir.join("libtorch_cpu.dylib").exists() {

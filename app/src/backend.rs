@@ -21,6 +21,5 @@ pub type Backend = Arc<dyn ConsoleBackend>;
 
 /// Looks up the backend handle the server provided for this request.
 pub fn from_context() -> Result<Backend, ServerFnError> {
-    use_context::<Backend>()
-        .ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))
+    use_context::<Backend>().ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))
 }

@@ -6,7 +6,13 @@
 //! [`split_custom_verb`], so routes read `/projects/{project}/@getConfig`.
 
 pub mod error;
+mod extract;
+mod models;
+mod operations;
+mod predict;
 mod projects;
+pub mod resources;
+mod versions;
 mod wire;
 
 use axum::extract::Request;
@@ -21,8 +27,20 @@ pub use wire::Json;
 pub fn router() -> Router<Control> {
     Router::new()
         .merge(projects::router())
+        .merge(models::router())
+        .merge(versions::router())
+        .merge(operations::router())
+        .merge(predict::router())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_route)
+}
+
+/// List filters are not supported yet; say so rather than ignore one and return too much.
+fn no_filter(filter: Option<&str>) -> crate::Result<()> {
+    match filter.map(str::trim) {
+        None | Some("") => Ok(()),
+        Some(_) => Err(crate::Error::Unimplemented("List filters are not supported yet.".into())),
+    }
 }
 
 /// Rewrites a custom verb in the last path segment of a `/v1` request into a segment of its own:
@@ -54,19 +72,13 @@ mod tests {
     use super::*;
 
     fn rewrite(uri: &str) -> String {
-        let request = Request::builder()
-            .uri(uri)
-            .body(axum::body::Body::empty())
-            .expect("request");
+        let request = Request::builder().uri(uri).body(axum::body::Body::empty()).expect("request");
         split_custom_verb(request).uri().to_string()
     }
 
     #[test]
     fn splits_verbs_off_the_last_segment_keeping_the_query() {
-        assert_eq!(
-            rewrite("/v1/projects/demo:getConfig?alt=json"),
-            "/v1/projects/demo/@getConfig?alt=json"
-        );
+        assert_eq!(rewrite("/v1/projects/demo:getConfig?alt=json"), "/v1/projects/demo/@getConfig?alt=json");
         assert_eq!(
             rewrite("/v1/projects/p/models/m/versions/v1:predict"),
             "/v1/projects/p/models/m/versions/v1/@predict"
@@ -75,10 +87,7 @@ mod tests {
 
     #[test]
     fn leaves_other_paths_alone() {
-        assert_eq!(
-            rewrite("/v1/projects/demo/models?alt=json"),
-            "/v1/projects/demo/models?alt=json"
-        );
+        assert_eq!(rewrite("/v1/projects/demo/models?alt=json"), "/v1/projects/demo/models?alt=json");
         assert_eq!(rewrite("/models:x"), "/models:x");
         assert_eq!(rewrite("/v1/projects:x/models"), "/v1/projects:x/models");
     }

@@ -76,10 +76,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = crate::telemetry::init_logging(config.log_format, &config.log) {
         return fail(e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -102,22 +99,13 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         let _ = error.print();
-        return if error.use_stderr() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
+        return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
     let rendered = error.render().to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or("error: invalid arguments");
+    let first = rendered.lines().next().unwrap_or("error: invalid arguments");
     eprintln!("{first} (see 'anneal --help')");
     ExitCode::from(2)
 }

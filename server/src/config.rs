@@ -38,17 +38,14 @@ pub struct Config {
     pub site_root: Option<PathBuf>,
     /// How long shutdown waits for in-flight requests and background tasks, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Directories besides the data dir that user URIs (`deploymentUri`, package URIs) may name.
+    pub storage_roots: Vec<PathBuf>,
+    /// The largest request body accepted, in bytes (predict requests included).
+    pub max_request_bytes: usize,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
-const ENV_KEYS: &[&str] = &[
-    "addr",
-    "data_dir",
-    "log_format",
-    "log",
-    "site_root",
-    "shutdown_grace_secs",
-];
+const ENV_KEYS: &[&str] = &["addr", "data_dir", "log_format", "log", "site_root", "shutdown_grace_secs"];
 
 /// Values given on the command line; each one set overrides every other layer.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -86,20 +83,10 @@ impl Config {
         let from_env = std::env::var_os("ANNEAL_CONFIG").map(PathBuf::from);
         let file = config_file.map(Path::to_path_buf).or(from_env);
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        Self::layered(
-            home.as_deref(),
-            file.as_deref(),
-            Env::prefixed("ANNEAL_").only(ENV_KEYS),
-            overrides,
-        )
+        Self::layered(home.as_deref(), file.as_deref(), Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)
     }
 
-    fn layered(
-        home: Option<&Path>,
-        file: Option<&Path>,
-        env: Env,
-        overrides: Overrides,
-    ) -> Result<Self, ConfigError> {
+    fn layered(home: Option<&Path>, file: Option<&Path>, env: Env, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Defaults::new(home)));
         if let Some(file) = file {
             if !file.is_file() {
@@ -108,9 +95,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let figment = figment.merge(env).merge(Serialized::defaults(overrides));
-        let config: Self = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(one_line(&e)))?;
+        let config: Self = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
         if config.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::NoHome);
         }
@@ -142,6 +127,8 @@ struct Defaults {
     log_format: LogFormat,
     log: String,
     shutdown_grace_secs: u64,
+    storage_roots: Vec<PathBuf>,
+    max_request_bytes: usize,
 }
 
 impl Defaults {
@@ -152,18 +139,16 @@ impl Defaults {
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace_secs: 30,
+            storage_roots: Vec::new(),
+            // The 1.5 MB online-prediction payload limit of ML Engine.
+            max_request_bytes: 1_572_864,
         }
     }
 }
 
 /// figment's errors can span several lines (one per nested cause); the CLI prints one line.
 fn one_line(error: &figment::Error) -> String {
-    error
-        .clone()
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -171,31 +156,18 @@ mod tests {
     use super::*;
     use figment::Jail;
 
-    fn load(
-        home: Option<&Path>,
-        file: Option<&Path>,
-        overrides: Overrides,
-    ) -> Result<Config, ConfigError> {
-        Config::layered(
-            home,
-            file,
-            Env::prefixed("ANNEAL_").only(ENV_KEYS),
-            overrides,
-        )
+    fn load(home: Option<&Path>, file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        Config::layered(home, file, Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)
     }
 
     #[test]
     fn defaults_listen_on_loopback_8080_with_data_under_home() {
         Jail::expect_with(|_| {
-            let config =
-                load(Some(Path::new("/home/u")), None, Overrides::default()).expect("defaults");
+            let config = load(Some(Path::new("/home/u")), None, Overrides::default()).expect("defaults");
             assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
             assert_eq!(config.data_dir, PathBuf::from("/home/u/.anneal"));
             assert_eq!(config.log_format, LogFormat::Text);
-            assert_eq!(
-                config.database_path(),
-                PathBuf::from("/home/u/.anneal/anneal.db")
-            );
+            assert_eq!(config.database_path(), PathBuf::from("/home/u/.anneal/anneal.db"));
             Ok(())
         });
     }
@@ -203,27 +175,14 @@ mod tests {
     #[test]
     fn layers_apply_in_order_file_env_flags() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "anneal.toml",
-                "addr = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nlog = \"debug\"\n",
-            )?;
+            jail.create_file("anneal.toml", "addr = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\nlog = \"debug\"\n")?;
             jail.set_env("ANNEAL_DATA_DIR", "/from/env");
             jail.set_env("ANNEAL_LOG_FORMAT", "json");
-            let overrides = Overrides {
-                log_format: Some(LogFormat::Text),
-                ..Overrides::default()
-            };
+            let overrides = Overrides { log_format: Some(LogFormat::Text), ..Overrides::default() };
             let config = load(None, Some(Path::new("anneal.toml")), overrides).expect("layered");
             assert_eq!(config.addr.port(), 9000, "file beats defaults");
-            assert_eq!(
-                config.data_dir,
-                PathBuf::from("/from/env"),
-                "env beats file"
-            );
-            assert_eq!(
-                config.log, "debug",
-                "file value kept when nothing overrides it"
-            );
+            assert_eq!(config.data_dir, PathBuf::from("/from/env"), "env beats file");
+            assert_eq!(config.log, "debug", "file value kept when nothing overrides it");
             assert_eq!(config.log_format, LogFormat::Text, "flag beats env");
             Ok(())
         });
@@ -234,8 +193,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("ANNEAL_ENDPOINT", "http://elsewhere");
             jail.set_env("ANNEAL_PROJECT", "demo");
-            load(Some(Path::new("/h")), None, Overrides::default())
-                .expect("unrelated ANNEAL_* ignored");
+            load(Some(Path::new("/h")), None, Overrides::default()).expect("unrelated ANNEAL_* ignored");
             Ok(())
         });
     }
@@ -244,19 +202,14 @@ mod tests {
     fn bad_values_and_unknown_keys_are_rejected() {
         Jail::expect_with(|jail| {
             jail.set_env("ANNEAL_ADDR", "not-an-address");
-            let err =
-                load(Some(Path::new("/h")), None, Overrides::default()).expect_err("bad addr");
+            let err = load(Some(Path::new("/h")), None, Overrides::default()).expect_err("bad addr");
             assert!(err.to_string().contains("addr"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
             jail.create_file("anneal.toml", "adr = \"127.0.0.1:1\"\n")?;
-            let err = load(
-                Some(Path::new("/h")),
-                Some(Path::new("anneal.toml")),
-                Overrides::default(),
-            )
-            .expect_err("typo in file");
+            let err = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default())
+                .expect_err("typo in file");
             assert!(err.to_string().contains("adr"), "{err}");
             Ok(())
         });
@@ -265,12 +218,8 @@ mod tests {
     #[test]
     fn missing_config_file_and_missing_home_are_clear_errors() {
         Jail::expect_with(|_| {
-            let err = load(
-                Some(Path::new("/h")),
-                Some(Path::new("nope.toml")),
-                Overrides::default(),
-            )
-            .expect_err("missing");
+            let err =
+                load(Some(Path::new("/h")), Some(Path::new("nope.toml")), Overrides::default()).expect_err("missing");
             assert!(matches!(err, ConfigError::MissingFile(_)), "{err}");
             let err = load(None, None, Overrides::default()).expect_err("no home");
             assert!(matches!(err, ConfigError::NoHome), "{err}");

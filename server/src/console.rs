@@ -33,24 +33,15 @@ impl Console {
             Some(root) => vec![root.to_path_buf()],
             None => exe_relative_roots(),
         };
-        let found = candidates
-            .iter()
-            .find(|root| root.join(MARKER).is_file())
-            .cloned();
-        let root = found
-            .clone()
-            .or_else(|| candidates.first().cloned())
-            .unwrap_or_else(|| PathBuf::from("site"));
+        let found = candidates.iter().find(|root| root.join(MARKER).is_file()).cloned();
+        let root = found.clone().or_else(|| candidates.first().cloned()).unwrap_or_else(|| PathBuf::from("site"));
         let options = LeptosOptions::builder()
             .output_name("anneal")
             .site_root(root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .env(leptos::config::Env::PROD)
             .build();
-        Self {
-            options,
-            assets_found: found.is_some(),
-        }
+        Self { options, assets_found: found.is_some() }
     }
 
     /// Where the assets are served from, and whether they were found there.
@@ -73,10 +64,7 @@ impl Console {
 }
 
 fn exe_relative_roots() -> Vec<PathBuf> {
-    let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    else {
+    let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) else {
         return vec![PathBuf::from("target/site")];
     };
     let mut roots = vec![dir.join("site")];

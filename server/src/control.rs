@@ -2,16 +2,27 @@
 //! all call these, so their behaviour cannot drift apart.
 
 mod health;
+mod models;
+mod operations;
+pub mod paging;
+mod predict;
 mod projects;
+mod versions;
 
 use std::path::PathBuf;
 
 pub use health::{Check, Readiness};
+pub use models::ModelPage;
+pub use operations::OperationPage;
+pub use paging::PageRequest;
+pub use predict::{PredictFailure, PredictTarget};
 pub use projects::ProjectConfig;
+pub use versions::{VersionPage, PYTORCH};
 
-use crate::serving::Accelerators;
+use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
+use crate::tasks::Tasks;
 
 /// The handle every surface holds: cheap to clone, shared by all requests.
 #[derive(Clone, Debug)]
@@ -20,22 +31,25 @@ pub struct Control {
     storage: LocalStorage,
     accelerators: Accelerators,
     data_dir: PathBuf,
+    host: ModelHost,
+    tasks: Tasks,
+}
+
+/// The parts [`Control`] works with.
+pub struct Parts {
+    pub store: Store,
+    pub storage: LocalStorage,
+    pub accelerators: Accelerators,
+    pub data_dir: PathBuf,
+    pub host: ModelHost,
+    pub tasks: Tasks,
 }
 
 impl Control {
     /// Assembles the use cases over opened parts.
-    pub fn new(
-        store: Store,
-        storage: LocalStorage,
-        accelerators: Accelerators,
-        data_dir: PathBuf,
-    ) -> Self {
-        Self {
-            store,
-            storage,
-            accelerators,
-            data_dir,
-        }
+    pub fn new(parts: Parts) -> Self {
+        let Parts { store, storage, accelerators, data_dir, host, tasks } = parts;
+        Self { store, storage, accelerators, data_dir, host, tasks }
     }
 
     /// What libtorch offers on this host.

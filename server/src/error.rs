@@ -18,10 +18,7 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// Creates a violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -90,9 +87,7 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         match error {
-            sqlx::Error::PoolTimedOut => {
-                Self::Unavailable("the metadata database is busy; retry shortly".into())
-            }
+            sqlx::Error::PoolTimedOut => Self::Unavailable("the metadata database is busy; retry shortly".into()),
             sqlx::Error::PoolClosed => Self::Unavailable("the server is shutting down".into()),
             other => Self::internal(format!("database: {other}")),
         }

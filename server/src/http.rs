@@ -1,7 +1,7 @@
 //! The HTTP surface of one server: the REST API at `/v1`, operational endpoints (`/healthz`,
 //! `/readyz`, `/metrics`) and the web console at `/`, with request tracing, metrics and gzip.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -16,25 +16,21 @@ use crate::console::Console;
 use crate::control::Control;
 
 /// Builds the whole application: every route, with the custom-verb rewrite applied before routing.
-pub fn app(control: Control, console: Console, metrics: PrometheusHandle) -> Router {
+pub fn app(control: Control, console: Console, metrics: PrometheusHandle, max_request_bytes: usize) -> Router {
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(control.clone())
         .route("/metrics", get(render_metrics).with_state(metrics));
     let routes = Router::new()
-        .nest("/v1", api::router().with_state(control.clone()))
+        .nest("/v1", api::router().with_state(control.clone()).layer(DefaultBodyLimit::max(max_request_bytes)))
         .merge(ops)
         .merge(console.router(control))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http());
     // Routing happens inside `routes`, so the rewrite must wrap it from outside.
-    Router::new().fallback_service(
-        ServiceBuilder::new()
-            .map_request(api::split_custom_verb)
-            .service(routes),
-    )
+    Router::new().fallback_service(ServiceBuilder::new().map_request(api::split_custom_verb).service(routes))
 }
 
 /// Liveness: the process is up and answering.
@@ -45,22 +41,12 @@ async fn healthz() -> &'static str {
 /// Readiness: database open with migrations applied, storage writable. 503 names what failed.
 async fn readyz(State(control): State<Control>) -> impl IntoResponse {
     let readiness = control.readiness().await;
-    let status = if readiness.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, api::Json(readiness))
 }
 
 /// Prometheus text exposition of every metric Anneal records.
 async fn render_metrics(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
     handle.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
 }

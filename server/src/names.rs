@@ -47,6 +47,91 @@ impl fmt::Display for ProjectName {
     }
 }
 
+/// Checks a model, version or job id: letters, digits and underscores, starting with a letter,
+/// at most 128 characters (the `ml` v1 naming rule).
+pub fn parse_resource_id(field: &str, kind: &str, id: &str) -> Result<String> {
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first_ok && rest_ok && id.len() <= 128 {
+        Ok(id.to_owned())
+    } else if id.is_empty() {
+        Err(Error::invalid(field, format!("A {kind} name is required.")))
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("'{id}' is not a valid {kind} name: use letters, digits and underscores, start with a letter, at most 128 characters."),
+        ))
+    }
+}
+
+/// `projects/{project}/models/{model}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelName {
+    pub project: ProjectId,
+    pub model: String,
+}
+
+impl ModelName {
+    /// Builds a model name from path segments, naming `field` in errors.
+    pub fn new(field: &str, project: &str, model: &str) -> Result<Self> {
+        Ok(Self { project: ProjectId::parse(field, project)?, model: parse_resource_id(field, "model", model)? })
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projects/{}/models/{}", self.project.as_str(), self.model)
+    }
+}
+
+/// `projects/{project}/models/{model}/versions/{version}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VersionName {
+    pub model: ModelName,
+    pub version: String,
+}
+
+impl VersionName {
+    /// Builds a version name from path segments, naming `field` in errors.
+    pub fn new(field: &str, project: &str, model: &str, version: &str) -> Result<Self> {
+        Ok(Self {
+            model: ModelName::new(field, project, model)?,
+            version: parse_resource_id(field, "version", version)?,
+        })
+    }
+}
+
+impl fmt::Display for VersionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/versions/{}", self.model, self.version)
+    }
+}
+
+/// `projects/{project}/operations/{operation}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OperationName {
+    pub project: ProjectId,
+    pub id: String,
+}
+
+impl OperationName {
+    /// Builds an operation name from path segments; operation ids are Anneal's own, so any
+    /// non-empty id is looked up (an unknown one is NOT_FOUND).
+    pub fn new(field: &str, project: &str, id: &str) -> Result<Self> {
+        if id.is_empty() || id.len() > 256 {
+            return Err(Error::invalid(field, "An operation id is required (at most 256 characters)."));
+        }
+        Ok(Self { project: ProjectId::parse(field, project)?, id: id.to_owned() })
+    }
+}
+
+impl fmt::Display for OperationName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projects/{}/operations/{}", self.project.as_str(), self.id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,26 +145,28 @@ mod tests {
 
     #[test]
     fn rejects_bad_project_ids_naming_the_field() {
-        for id in [
-            "",
-            "-lead",
-            "has space",
-            "slash/inside",
-            "colon:verb",
-            &"x".repeat(64),
-        ] {
+        for id in ["", "-lead", "has space", "slash/inside", "colon:verb", &"x".repeat(64)] {
             match ProjectId::parse("name", id) {
                 Err(Error::InvalidArgument(v)) => {
                     assert_eq!(v.field, "name");
-                    assert!(
-                        v.description.contains("not a valid project id"),
-                        "{}",
-                        v.description
-                    );
+                    assert!(v.description.contains("not a valid project id"), "{}", v.description);
                 }
                 other => panic!("{id:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn resource_ids_follow_the_ml_naming_rule() {
+        for ok in ["m", "mnist_v2", "A1", &"x".repeat(128)] {
+            assert_eq!(parse_resource_id("model.name", "model", ok).expect(ok), ok);
+        }
+        for bad in ["", "1model", "_m", "has-dash", "sp ace", &"x".repeat(129)] {
+            let err = parse_resource_id("model.name", "model", bad).expect_err(bad);
+            assert!(matches!(&err, Error::InvalidArgument(v) if v.field == "model.name"), "{err}");
+        }
+        let name = VersionName::new("name", "p", "m", "v1").expect("valid");
+        assert_eq!(name.to_string(), "projects/p/models/m/versions/v1");
     }
 
     #[test]

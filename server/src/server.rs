@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::console::Console;
-use crate::control::Control;
-use crate::serving::Accelerators;
+use crate::control::{Control, Parts};
+use crate::serving::{Accelerators, ModelHost, ServingOptions};
 use crate::storage::LocalStorage;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -28,10 +28,7 @@ pub enum StartError {
     #[error("{0}")]
     Storage(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -41,6 +38,7 @@ pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    host: ModelHost,
     tasks: Tasks,
     config: Config,
 }
@@ -52,7 +50,8 @@ impl Server {
         let metrics = crate::telemetry::metrics_handle();
         prepare_data_dir(&config.data_dir)?;
         let store = Store::open(&config.database_path()).await?;
-        let storage = LocalStorage::open(&config.storage_root()).map_err(StartError::Storage)?;
+        let storage = LocalStorage::open_with_roots(&config.storage_root(), &config.storage_roots)
+            .map_err(StartError::Storage)?;
         let accelerators = Accelerators::detect().await;
         metrics::gauge!("anneal_cuda_devices").set(accelerators.cuda_devices as f64);
         tracing::info!(
@@ -66,29 +65,37 @@ impl Server {
         if found {
             tracing::info!(site_root, "console assets found");
         } else {
-            tracing::warn!(site_root, "console assets not found: pages render but do not become interactive; run `make build`");
+            tracing::warn!(
+                site_root,
+                "console assets not found: pages render but do not become interactive; run `make build`"
+            );
         }
 
-        let control = Control::new(
-            store.clone(),
+        let tasks = Tasks::new();
+        let host = ModelHost::new(ServingOptions::default());
+        let control = Control::new(Parts {
+            store: store.clone(),
             storage,
             accelerators,
-            config.data_dir.clone(),
-        );
-        let router = crate::http::app(control, console, metrics);
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
-        Ok(Self {
-            listener,
-            router,
-            store,
-            tasks: Tasks::new(),
-            config,
-        })
+            data_dir: config.data_dir.clone(),
+            host: host.clone(),
+            tasks: tasks.clone(),
+        });
+        // Versions are reloaded in the background so the server answers (health, API) at once;
+        // a prediction for a version not loaded yet says so.
+        let reconciling = control.clone();
+        tasks.spawn("reconcile-versions", move |token| async move {
+            tokio::select! {
+                result = reconciling.reconcile_versions() => if let Err(e) = result {
+                    tracing::error!(error = %e, "reconciling versions after start failed");
+                },
+                () = token.cancelled() => {}
+            }
+        });
+        let router = crate::http::app(control, console, metrics, config.max_request_bytes);
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        Ok(Self { listener, router, store, host, tasks, config })
     }
 
     /// The address the listener is bound to (the real port when the configured port was 0).
@@ -98,13 +105,7 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<(), StartError> {
-        let Self {
-            listener,
-            router,
-            store,
-            tasks,
-            config,
-        } = self;
+        let Self { listener, router, store, host, tasks, config } = self;
         let shutdown = tasks.shutdown_token();
         let signal_token = shutdown.clone();
         tasks.spawn("signals", move |token| async move {
@@ -116,14 +117,10 @@ impl Server {
 
         let grace = config.shutdown_grace();
         let drained = shutdown.clone();
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { drained.cancelled().await });
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { drained.cancelled().await });
         let server = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining in-flight requests");
 
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(Ok(()))) => {}
@@ -136,6 +133,7 @@ impl Server {
         if !tasks.shutdown(grace).await {
             tracing::warn!("background tasks still running after the grace period");
         }
+        host.shutdown().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -145,10 +143,7 @@ impl Server {
 /// Creates the data directory if needed and proves it is writable, so a bad `--data-dir` fails
 /// here with its own message rather than later inside SQLite.
 fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
-    let fail = |reason: String| StartError::DataDir {
-        path: dir.display().to_string(),
-        reason,
-    };
+    let fail = |reason: String| StartError::DataDir { path: dir.display().to_string(), reason };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let probe = dir.join(".anneal-write-probe");
     std::fs::write(&probe, b"").map_err(|e| fail(format!("not writable: {e}")))?;

@@ -29,9 +29,10 @@ impl Accelerators {
     /// Asks libtorch which devices it can use. This loads libtorch's CUDA runtime, which takes a
     /// moment, so it runs on a blocking thread.
     pub async fn detect() -> Self {
-        let cuda_devices = tokio::task::spawn_blocking(|| if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 })
-            .await
-            .unwrap_or(0);
+        let cuda_devices =
+            tokio::task::spawn_blocking(|| if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 })
+                .await
+                .unwrap_or(0);
         Self { cuda_devices }
     }
 

@@ -1,24 +1,36 @@
 //! Artifact storage: staged trainer packages, deployed model copies, job outputs.
 //!
-//! The embedded default is a local directory under the data dir. User-given URIs will be confined
-//! to the configured storage roots here, so no request can reach files outside them.
+//! The embedded default is a local directory under the data dir. User-given URIs are confined
+//! to the data dir and the configured storage roots here, so no request can reach files outside them.
 
 use std::path::{Path, PathBuf};
 
-/// Local-directory storage rooted at one directory.
+/// Local-directory storage rooted at one directory, plus the other directories users may point
+/// URIs at.
 #[derive(Clone, Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// Canonical forms of the roots user URIs may name (the storage root's data dir first).
+    allowed: Vec<PathBuf>,
 }
 
 impl LocalStorage {
     /// Opens storage at `root`, creating the directory, and checks that it is writable.
     pub fn open(root: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| format!("cannot create the storage root {}: {e}", root.display()))?;
-        let storage = Self {
-            root: root.to_path_buf(),
-        };
+        Self::open_with_roots(root, &[])
+    }
+
+    /// Opens storage at `root`; user URIs may name files under `root`'s parent (the data dir)
+    /// or under any of `extra_roots`.
+    pub fn open_with_roots(root: &Path, extra_roots: &[PathBuf]) -> Result<Self, String> {
+        std::fs::create_dir_all(root).map_err(|e| format!("cannot create the storage root {}: {e}", root.display()))?;
+        let mut allowed = Vec::new();
+        for dir in root.parent().into_iter().chain(extra_roots.iter().map(PathBuf::as_path)) {
+            let canonical =
+                dir.canonicalize().map_err(|e| format!("storage root {} is not usable: {e}", dir.display()))?;
+            allowed.push(canonical);
+        }
+        let storage = Self { root: root.to_path_buf(), allowed };
         storage.check_writable()?;
         Ok(storage)
     }
@@ -28,24 +40,77 @@ impl LocalStorage {
         &self.root
     }
 
+    /// Resolves a user-given `file://` URI or plain absolute path to a directory or file inside the
+    /// allowed roots. `..`, symlinks that lead out, other schemes and missing paths are refused
+    /// with INVALID_ARGUMENT naming `field`.
+    pub fn resolve_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
+        let invalid = |why: String| crate::Error::invalid(field, why);
+        let path = match uri.split_once("://") {
+            Some(("file", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(invalid(format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots")))
+            }
+            None => uri,
+        };
+        let path = Path::new(path);
+        if !path.is_absolute() {
+            return Err(invalid(format!("'{uri}' is not an absolute path")));
+        }
+        let canonical = path.canonicalize().map_err(|e| invalid(format!("'{uri}' cannot be read: {e}")))?;
+        if self.allowed.iter().any(|root| canonical.starts_with(root)) {
+            Ok(canonical)
+        } else {
+            Err(invalid(format!("'{uri}' is outside the storage roots this server may read")))
+        }
+    }
+
+    /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
+    /// storage root. A symlink inside `source` is followed only when it stays within the allowed
+    /// roots. Blocks: call it on a blocking thread.
+    pub fn copy_into(&self, source: &Path, relative_dest: &Path) -> Result<PathBuf, String> {
+        let dest = self.root.join(relative_dest);
+        copy_tree(source, &dest, &self.allowed).map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+        Ok(dest)
+    }
+
+    /// Removes a directory this storage created.
+    pub fn remove_dir(&self, dir: &Path) {
+        if dir.starts_with(&self.root) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     /// Writes, reads back and removes a probe file under the root.
     pub fn check_writable(&self) -> Result<(), String> {
         let probe = self.root.join(format!(".probe-{}", std::process::id()));
-        let fail = |e: std::io::Error| {
-            format!("storage root {} is not writable: {e}", self.root.display())
-        };
+        let fail = |e: std::io::Error| format!("storage root {} is not writable: {e}", self.root.display());
         std::fs::write(&probe, b"anneal").map_err(fail)?;
         let back = std::fs::read(&probe).map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
         if back == b"anneal" {
             Ok(())
         } else {
-            Err(format!(
-                "storage root {} returned different bytes than written",
-                self.root.display()
-            ))
+            Err(format!("storage root {} returned different bytes than written", self.root.display()))
         }
     }
+}
+
+fn copy_tree(source: &Path, dest: &Path, allowed: &[PathBuf]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(source)? {
+        let entry = entry?;
+        let target = entry.path().canonicalize()?;
+        if !allowed.iter().any(|root| target.starts_with(root)) {
+            return Err(std::io::Error::other(format!("{} links outside the storage roots", entry.path().display())));
+        }
+        let to = dest.join(entry.file_name());
+        if target.is_dir() {
+            copy_tree(&target, &to, allowed)?;
+        } else {
+            std::fs::copy(&target, &to)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -58,11 +123,43 @@ mod tests {
         let storage = LocalStorage::open(&dir.path().join("storage")).expect("open");
         assert!(storage.root().is_dir());
         storage.check_writable().expect("writable");
-        assert_eq!(
-            std::fs::read_dir(storage.root()).expect("list").count(),
-            0,
-            "probe removed"
+        assert_eq!(std::fs::read_dir(storage.root()).expect("list").count(), 0, "probe removed");
+    }
+
+    #[test]
+    fn uris_resolve_only_inside_the_roots() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        let model = data.path().join("models/m1");
+        std::fs::create_dir_all(&model).expect("mkdir");
+        let canonical = model.canonicalize().expect("canonical");
+        assert_eq!(storage.resolve_uri("f", &format!("file://{}", model.display())).expect("file uri"), canonical);
+        assert_eq!(storage.resolve_uri("f", model.to_str().expect("utf8")).expect("path"), canonical);
+
+        let escape = format!(
+            "{}/models/../../{}",
+            data.path().display(),
+            outside.path().file_name().expect("name").to_string_lossy()
         );
+        let refused = [
+            escape,
+            outside.path().display().to_string(),
+            "gs://bucket/model".to_string(),
+            "relative/path".to_string(),
+            format!("{}/missing", data.path().display()),
+        ];
+        for uri in refused {
+            let err = storage.resolve_uri("version.deploymentUri", &uri).expect_err(&uri);
+            assert!(
+                matches!(&err, crate::Error::InvalidArgument(v) if v.field == "version.deploymentUri"),
+                "{uri}: {err}"
+            );
+        }
+
+        let link = data.path().join("models/link-out");
+        std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
+        assert!(storage.resolve_uri("f", link.to_str().expect("utf8")).is_err(), "a symlink out is refused");
     }
 
     #[test]
@@ -70,8 +167,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("write");
-        let err =
-            LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
+        let err = LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
         assert!(err.contains("cannot create the storage root"), "{err}");
     }
 }

@@ -4,18 +4,34 @@
 //! `sqlx` pool. Migrations in `migrations/sqlite/` are embedded in the binary and applied at start;
 //! a failed migration stops the server.
 
+mod models;
+mod operations;
 mod projects;
+mod versions;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use models::{ModelRecord, NewModel};
+pub use operations::{OperationKind, OperationOutcome, OperationRecord};
 pub use projects::ProjectRecord;
+pub use versions::{model_not_found, version_not_found, NewVersion, VersionRecord, VersionState};
+
+/// The current time as stored: RFC 3339 UTC with milliseconds.
+pub(crate) fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Parses a stored time.
+pub(crate) fn parse_time(text: &str) -> crate::Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| crate::Error::internal(format!("bad stored time '{text}': {e}")))
+}
 
 /// The SQLite migrations, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -40,10 +56,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_error = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
+        let open_error = |source| StoreError::Open { path: path.display().to_string(), source };
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_error)?
             .filename(path)
@@ -64,17 +77,13 @@ impl Store {
 
     /// Checks that the database answers and that every embedded migration is applied.
     pub async fn check_ready(&self) -> Result<(), String> {
-        let applied: Vec<(i64,)> = sqlx::query_as(
-            "SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| format!("database unavailable: {e}"))?;
-        let missing: Vec<i64> = MIGRATOR
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.iter().any(|(a,)| a == v))
-            .collect();
+        let applied: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| format!("database unavailable: {e}"))?;
+        let missing: Vec<i64> =
+            MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.iter().any(|(a,)| a == v)).collect();
         if missing.is_empty() {
             Ok(())
         } else {

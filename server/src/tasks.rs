@@ -45,9 +45,7 @@ impl Tasks {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.root.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok()
+        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
     }
 }
 
@@ -67,10 +65,7 @@ mod tests {
             flag.store(true, Ordering::SeqCst);
         });
         assert!(tasks.shutdown(Duration::from_secs(5)).await);
-        assert!(
-            finished.load(Ordering::SeqCst),
-            "task saw the cancellation and finished"
-        );
+        assert!(finished.load(Ordering::SeqCst), "task saw the cancellation and finished");
     }
 
     #[tokio::test]

@@ -10,31 +10,16 @@ async fn get_config_answers_with_int64_as_string_and_a_stable_project_number() {
     let server = TestServer::start().await;
     let response = server.get("/v1/projects/demo:getConfig?alt=json").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/json; charset=UTF-8",
-        "the API's content type"
-    );
+    assert_eq!(response.headers()["content-type"], "application/json; charset=UTF-8", "the API's content type");
     let body: serde_json::Value = response.json().await.expect("json");
-    let number = body["serviceAccountProject"]
-        .as_str()
-        .expect("int64 is a JSON string");
+    let number = body["serviceAccountProject"].as_str().expect("int64 is a JSON string");
     assert!(number.parse::<i64>().expect("numeric") > 0);
-    assert!(
-        body["serviceAccount"]
-            .as_str()
-            .expect("string")
-            .contains('@'),
-        "{body}"
-    );
+    assert!(body["serviceAccount"].as_str().expect("string").contains('@'), "{body}");
 
     let (_, again) = server.get_json("/v1/projects/demo:getConfig").await;
     assert_eq!(again, body, "same project, same answer");
     let (_, other) = server.get_json("/v1/projects/other:getConfig").await;
-    assert_ne!(
-        other["serviceAccountProject"], body["serviceAccountProject"],
-        "projects get their own numbers"
-    );
+    assert_ne!(other["serviceAccountProject"], body["serviceAccountProject"], "projects get their own numbers");
 }
 
 #[tokio::test]
@@ -75,30 +60,17 @@ async fn unknown_methods_and_paths_answer_not_found_in_the_envelope() {
         ("POST", "/v1/projects/demo:getConfig"),
         ("DELETE", "/v1"),
     ] {
-        let response = server
-            .client
-            .request(method.parse().expect("method"), server.url(path))
-            .send()
-            .await
-            .expect("request");
+        let response =
+            server.client.request(method.parse().expect("method"), server.url(path)).send().await.expect("request");
         assert_eq!(response.status(), 404, "{method} {path}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/json; charset=UTF-8"
-        );
+        assert_eq!(response.headers()["content-type"], "application/json; charset=UTF-8");
         let body: serde_json::Value = response.json().await.expect("json envelope");
-        assert_eq!(
-            body["error"]["status"], "NOT_FOUND",
-            "{method} {path}: {body}"
-        );
+        assert_eq!(body["error"]["status"], "NOT_FOUND", "{method} {path}: {body}");
         assert_eq!(body["error"]["code"], 404);
         let message = body["error"]["message"].as_str().expect("message");
         assert!(message.contains(method), "{message}");
         let shown_path = path.split('?').next().expect("path");
-        assert!(
-            message.contains(shown_path),
-            "names the path as sent: {message}"
-        );
+        assert!(message.contains(shown_path), "names the path as sent: {message}");
     }
 }
 
@@ -109,23 +81,13 @@ async fn the_console_is_served_at_the_root() {
     assert_eq!(response.status(), 200);
     let html = response.text().await.expect("html");
     assert!(
-        html.contains("<nav")
-            && html.contains("Jobs")
-            && html.contains("Models")
-            && html.contains("Operations"),
+        html.contains("<nav") && html.contains("Jobs") && html.contains("Models") && html.contains("Operations"),
         "{html}"
     );
-    assert!(
-        html.contains("/pkg/anneal.js"),
-        "loads the hydration script: {html}"
-    );
+    assert!(html.contains("/pkg/anneal.js"), "loads the hydration script: {html}");
     // `make build` puts the assets where the binary finds them, whatever the working directory.
     for asset in ["/pkg/anneal.js", "/pkg/anneal.wasm", "/pkg/anneal.css"] {
         let response = server.get(asset).await;
-        assert_eq!(
-            response.status(),
-            200,
-            "{asset}: run `make build` first so the console assets exist"
-        );
+        assert_eq!(response.status(), 200, "{asset}: run `make build` first so the console assets exist");
     }
 }

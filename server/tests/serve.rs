@@ -8,16 +8,8 @@ use common::{run_anneal, TestServer};
 #[tokio::test]
 async fn serves_health_readiness_and_metrics_on_a_free_port() {
     let server = TestServer::start().await;
-    assert!(
-        server.base.starts_with("http://127.0.0.1:"),
-        "{}",
-        server.base
-    );
-    assert!(
-        !server.base.ends_with(":0"),
-        "prints the bound port, not 0: {}",
-        server.base
-    );
+    assert!(server.base.starts_with("http://127.0.0.1:"), "{}", server.base);
+    assert!(!server.base.ends_with(":0"), "prints the bound port, not 0: {}", server.base);
 
     let health = server.get("/healthz").await;
     assert_eq!(health.status(), 200);
@@ -26,22 +18,12 @@ async fn serves_health_readiness_and_metrics_on_a_free_port() {
     let (status, ready) = server.get_json("/readyz").await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["ready"], true);
-    let names: Vec<&str> = ready["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| c["name"].as_str().expect("name"))
-        .collect();
+    let names: Vec<&str> =
+        ready["checks"].as_array().expect("checks").iter().map(|c| c["name"].as_str().expect("name")).collect();
     assert_eq!(names, ["database", "storage"]);
 
-    assert!(
-        server.data.path().join("anneal.db").is_file(),
-        "SQLite database in the data dir"
-    );
-    assert!(
-        server.data.path().join("storage").is_dir(),
-        "local storage root in the data dir"
-    );
+    assert!(server.data.path().join("anneal.db").is_file(), "SQLite database in the data dir");
+    assert!(server.data.path().join("storage").is_dir(), "local storage root in the data dir");
 
     let metrics = server.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
@@ -49,16 +31,12 @@ async fn serves_health_readiness_and_metrics_on_a_free_port() {
     assert!(text.contains("anneal_build_info{version=\""), "{text}");
     assert!(text.contains("anneal_cuda_devices"), "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("anneal_http_requests_total{")
-                && l.contains("route=\"/readyz\"")
-                && l.contains("status=\"200\"")),
+        text.lines().any(|l| l.starts_with("anneal_http_requests_total{")
+            && l.contains("route=\"/readyz\"")
+            && l.contains("status=\"200\"")),
         "request counter labelled by route and status:\n{text}"
     );
-    assert!(
-        text.contains("anneal_http_request_duration_seconds_bucket"),
-        "latency histogram:\n{text}"
-    );
+    assert!(text.contains("anneal_http_request_duration_seconds_bucket"), "latency histogram:\n{text}");
 }
 
 #[tokio::test]
@@ -78,18 +56,8 @@ async fn readiness_fails_with_the_reason_when_storage_is_gone() {
         .expect("storage check")
         .clone();
     assert_eq!(storage_check["ok"], false);
-    assert!(
-        storage_check["error"]
-            .as_str()
-            .expect("error")
-            .contains("not writable"),
-        "{storage_check}"
-    );
-    assert_eq!(
-        server.get("/healthz").await.status(),
-        200,
-        "liveness is unaffected"
-    );
+    assert!(storage_check["error"].as_str().expect("error").contains("not writable"), "{storage_check}");
+    assert_eq!(server.get("/healthz").await.status(), 200, "liveness is unaffected");
 }
 
 #[tokio::test]
@@ -101,12 +69,8 @@ async fn logs_json_lines_with_log_format_json() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "logs something at start");
     for line in lines {
-        let value: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            value.get("level").is_some() && value.get("timestamp").is_some(),
-            "{line}"
-        );
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some() && value.get("timestamp").is_some(), "{line}");
     }
     assert!(stderr.contains("libtorch loaded"), "{stderr}");
 }
@@ -121,25 +85,13 @@ async fn environment_and_config_file_configure_the_server() {
     // helper does not pass as a flag, and the file layer with another.
     let server = TestServer::start_with(
         &["--config", config.to_str().expect("utf8")],
-        &[
-            ("ANNEAL_LOG", "debug"),
-            ("ANNEAL_DATA_DIR", from_env.to_str().expect("utf8")),
-        ],
+        &[("ANNEAL_LOG", "debug"), ("ANNEAL_DATA_DIR", from_env.to_str().expect("utf8"))],
     )
     .await;
     let stderr = server.stderr();
-    assert!(
-        stderr.lines().next().is_some_and(|l| l.starts_with('{')),
-        "file set JSON logs:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("\"level\":\"DEBUG\""),
-        "env set the debug filter:\n{stderr}"
-    );
-    assert!(
-        !from_env.exists(),
-        "the --data-dir flag beats ANNEAL_DATA_DIR"
-    );
+    assert!(stderr.lines().next().is_some_and(|l| l.starts_with('{')), "file set JSON logs:\n{stderr}");
+    assert!(stderr.contains("\"level\":\"DEBUG\""), "env set the debug filter:\n{stderr}");
+    assert!(!from_env.exists(), "the --data-dir flag beats ANNEAL_DATA_DIR");
 }
 
 #[tokio::test]
@@ -151,31 +103,19 @@ async fn data_dir_from_the_environment_is_used_when_no_flag_is_given() {
     let port = taken.local_addr().expect("addr").port().to_string();
     let (code, stdout, stderr) = run_anneal(
         &["serve", "--log", "off"],
-        &[
-            ("ANNEAL_DATA_DIR", dir.to_str().expect("utf8")),
-            ("ANNEAL_ADDR", &format!("127.0.0.1:{port}")),
-        ],
+        &[("ANNEAL_DATA_DIR", dir.to_str().expect("utf8")), ("ANNEAL_ADDR", &format!("127.0.0.1:{port}"))],
     )
     .await;
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
-    assert!(
-        dir.join("anneal.db").is_file(),
-        "ANNEAL_DATA_DIR was used and migrated before binding"
-    );
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(dir.join("anneal.db").is_file(), "ANNEAL_DATA_DIR was used and migrated before binding");
 }
 
 #[tokio::test]
 async fn bad_flags_give_one_error_line_and_exit_2() {
-    for args in [
-        &["serve", "--bogus"][..],
-        &["serve", "--addr", "nope"],
-        &["serve", "--log-format", "xml"],
-        &["frobnicate"],
-    ] {
+    for args in
+        [&["serve", "--bogus"][..], &["serve", "--addr", "nope"], &["serve", "--log-format", "xml"], &["frobnicate"]]
+    {
         let (code, stdout, stderr) = run_anneal(args, &[]).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
@@ -184,26 +124,18 @@ async fn bad_flags_give_one_error_line_and_exit_2() {
         assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
     }
     let (_, _, stderr) = run_anneal(&["serve", "--addr", "nope"], &[]).await;
-    assert!(
-        stderr.contains("--addr") && stderr.contains("nope"),
-        "names the flag and the value: {stderr}"
-    );
+    assert!(stderr.contains("--addr") && stderr.contains("nope"), "names the flag and the value: {stderr}");
 }
 
 #[tokio::test]
 async fn bad_environment_values_give_one_error_line_and_exit_1() {
     let data = tempfile::tempdir().expect("tempdir");
-    let (code, _, stderr) = run_anneal(
-        &["serve", "--data-dir", data.path().to_str().expect("utf8")],
-        &[("ANNEAL_ADDR", "not-an-address")],
-    )
-    .await;
+    let (code, _, stderr) =
+        run_anneal(&["serve", "--data-dir", data.path().to_str().expect("utf8")], &[("ANNEAL_ADDR", "not-an-address")])
+            .await;
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: invalid configuration") && stderr.contains("addr"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: invalid configuration") && stderr.contains("addr"), "{stderr}");
 }
 
 #[tokio::test]
@@ -213,27 +145,12 @@ async fn unusable_data_dir_gives_one_error_line_and_exit_1() {
     std::fs::write(&file, b"x").expect("write");
     // A directory below a regular file cannot exist, even for root.
     let bad = file.join("data");
-    let (code, stdout, stderr) = run_anneal(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            bad.to_str().expect("utf8"),
-        ],
-        &[],
-    )
-    .await;
+    let (code, stdout, stderr) =
+        run_anneal(&["serve", "--addr", "127.0.0.1:0", "--data-dir", bad.to_str().expect("utf8")], &[]).await;
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("data directory") && errors[0].contains("a-file/data"),
-        "{stderr}"
-    );
+    assert!(errors[0].contains("data directory") && errors[0].contains("a-file/data"), "{stderr}");
     assert!(stdout.is_empty(), "never claimed to listen: {stdout}");
 }
 
@@ -241,28 +158,12 @@ async fn unusable_data_dir_gives_one_error_line_and_exit_1() {
 async fn a_modified_migration_stops_the_server_with_a_clear_message() {
     let server = TestServer::start().await;
     let data = server.stop_keeping_data().await;
-    tamper(
-        data.path(),
-        "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
-    )
-    .await;
-    let (code, stdout, stderr) = run_anneal(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().expect("utf8"),
-        ],
-        &[],
-    )
-    .await;
+    tamper(data.path(), "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1").await;
+    let (code, stdout, stderr) =
+        run_anneal(&["serve", "--addr", "127.0.0.1:0", "--data-dir", data.path().to_str().expect("utf8")], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stdout.is_empty(), "did not start serving: {stdout}");
-    assert!(
-        stderr.contains("error: database migration failed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error: database migration failed"), "{stderr}");
     assert!(stderr.contains("modified"), "says why: {stderr}");
 }
 
@@ -276,30 +177,16 @@ async fn a_database_from_a_newer_anneal_is_refused() {
          VALUES (99999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
     )
     .await;
-    let (code, _, stderr) = run_anneal(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.path().to_str().expect("utf8"),
-        ],
-        &[],
-    )
-    .await;
+    let (code, _, stderr) =
+        run_anneal(&["serve", "--addr", "127.0.0.1:0", "--data-dir", data.path().to_str().expect("utf8")], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("error: database migration failed") && stderr.contains("99999"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("error: database migration failed") && stderr.contains("99999"), "{stderr}");
 }
 
 async fn tamper(data_dir: &std::path::Path, sql: &'static str) {
     use sqlx::Connection;
     let url = format!("sqlite://{}", data_dir.join("anneal.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("open database");
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open database");
     sqlx::query(sql).execute(&mut conn).await.expect("tamper");
     conn.close().await.expect("close");
 }
@@ -312,10 +199,7 @@ async fn restart_keeps_the_data_and_state() {
     let again = TestServer::start_in(data, &[], &[]).await;
     let (status, second) = again.get_json("/v1/projects/keep:getConfig").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        first, second,
-        "the project keeps its number across restarts"
-    );
+    assert_eq!(first, second, "the project keeps its number across restarts");
 }
 
 #[tokio::test]
@@ -325,10 +209,7 @@ async fn sigterm_and_sigint_stop_the_server_cleanly() {
         assert_eq!(server.get("/healthz").await.status(), 200);
         let (status, stderr) = server.stop_with(signal).await;
         assert_eq!(status.code(), Some(0), "SIG{signal}: {stderr}");
-        assert!(
-            stderr.contains("shutting down") && stderr.contains("stopped"),
-            "SIG{signal}: {stderr}"
-        );
+        assert!(stderr.contains("shutting down") && stderr.contains("stopped"), "SIG{signal}: {stderr}");
     }
 }
 
@@ -336,8 +217,5 @@ async fn sigterm_and_sigint_stop_the_server_cleanly() {
 async fn version_flag_prints_the_version() {
     let (code, stdout, _) = run_anneal(&["--version"], &[]).await;
     assert_eq!(code, Some(0));
-    assert_eq!(
-        stdout.trim(),
-        format!("anneal {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(stdout.trim(), format!("anneal {}", env!("CARGO_PKG_VERSION")));
 }

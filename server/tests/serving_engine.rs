@@ -20,14 +20,18 @@ fn load(name: &str, options: &ServingOptions) -> Result<ServedModel, String> {
 fn close(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b)),
-        (Value::Number(x), Value::Number(y)) => (x.as_f64().unwrap_or(f64::NAN) - y.as_f64().unwrap_or(f64::NAN)).abs() < 1e-5,
+        (Value::Number(x), Value::Number(y)) => {
+            (x.as_f64().unwrap_or(f64::NAN) - y.as_f64().unwrap_or(f64::NAN)).abs() < 1e-5
+        }
         _ => a == b,
     }
 }
 
 #[tokio::test]
 async fn predictions_equal_pytorch_own_output() {
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(models().join("expected.json")).expect("expected")).expect("json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(models().join("expected.json")).expect("expected"))
+            .expect("json");
     let instances = expected["mlp"]["instances"].as_array().expect("instances").clone();
     for name in ["mlp", "mlp_unsigned"] {
         let model = load(name, &ServingOptions::default()).expect("loads");
@@ -66,7 +70,9 @@ async fn bad_instances_and_model_errors_are_reported_not_crashed() {
     // Without a signature nothing checks shapes before the model does.
     let unsigned = load("mlp_unsigned", &ServingOptions::default()).expect("loads");
     match unsigned.predict(&[json!([1.0, 2.0])]).await {
-        Err(PredictError::Model(message)) => assert!(message.contains("shape") || message.contains("size"), "{message}"),
+        Err(PredictError::Model(message)) => {
+            assert!(message.contains("shape") || message.contains("size"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     // The model keeps serving after a failure.
@@ -106,7 +112,11 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
 
 #[tokio::test]
 async fn a_full_queue_answers_overloaded_at_once() {
-    let options = ServingOptions { queue_capacity: 1, max_queue_delay: std::time::Duration::from_millis(200), ..ServingOptions::default() };
+    let options = ServingOptions {
+        queue_capacity: 1,
+        max_queue_delay: std::time::Duration::from_millis(200),
+        ..ServingOptions::default()
+    };
     let model = Arc::new(load("mlp", &options).expect("loads"));
     let instance = [json!([0.0, 0.0, 0.0, 0.0])];
     let mut pending = Vec::new();

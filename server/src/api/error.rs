@@ -51,21 +51,13 @@ fn bad_request(violation: &FieldViolation) -> Vec<Detail> {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (http, status, details) = match &self {
-            Error::InvalidArgument(v) => {
-                (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", bad_request(v))
-            }
+            Error::InvalidArgument(v) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", bad_request(v)),
             Error::NotFound(v) => (StatusCode::NOT_FOUND, "NOT_FOUND", bad_request(v)),
             Error::NoRoute { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND", Vec::new()),
             Error::AlreadyExists(v) => (StatusCode::CONFLICT, "ALREADY_EXISTS", bad_request(v)),
-            Error::FailedPrecondition(_) => {
-                (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", Vec::new())
-            }
+            Error::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", Vec::new()),
             Error::Aborted(_) => (StatusCode::CONFLICT, "ABORTED", Vec::new()),
-            Error::ResourceExhausted(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "RESOURCE_EXHAUSTED",
-                Vec::new(),
-            ),
+            Error::ResourceExhausted(_) => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", Vec::new()),
             Error::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED", Vec::new()),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Vec::new()),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", Vec::new()),
@@ -84,14 +76,7 @@ impl IntoResponse for Error {
                 other.to_string()
             }
         };
-        let envelope = Envelope {
-            error: Status {
-                code: http.as_u16(),
-                message,
-                status,
-                details,
-            },
-        };
+        let envelope = Envelope { error: Status { code: http.as_u16(), message, status, details } };
         (http, Json(envelope)).into_response()
     }
 }
@@ -99,8 +84,5 @@ impl IntoResponse for Error {
 /// The answer for any path or method under `/v1` that no API method serves. The message shows the
 /// path as the client sent it: with the `/v1` prefix and the custom verb back after its `:`.
 pub async fn no_route(OriginalUri(uri): OriginalUri, request: Request) -> Error {
-    Error::NoRoute {
-        method: request.method().to_string(),
-        path: uri.path().replace("/@", ":"),
-    }
+    Error::NoRoute { method: request.method().to_string(), path: uri.path().replace("/@", ":") }
 }

@@ -24,10 +24,7 @@ struct GetConfigResponse {
 
 impl From<ProjectConfig> for GetConfigResponse {
     fn from(config: ProjectConfig) -> Self {
-        Self {
-            service_account: config.service_account,
-            service_account_project: config.project.number.to_string(),
-        }
+        Self { service_account: config.service_account, service_account_project: config.project.number.to_string() }
     }
 }
 

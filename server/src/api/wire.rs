@@ -13,15 +13,12 @@ impl<T: Serialize> IntoResponse for Json<T> {
         match serde_json::to_vec(&self.0) {
             Ok(body) => {
                 let mut response = body.into_response();
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=UTF-8"),
-                );
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
                 response
             }
-            Err(e) => {
-                crate::Error::internal(format!("cannot serialise a response: {e}")).into_response()
-            }
+            Err(e) => crate::Error::internal(format!("cannot serialise a response: {e}")).into_response(),
         }
     }
 }

@@ -16,16 +16,8 @@ pub struct Check {
 impl Check {
     fn from_result(name: &'static str, result: Result<(), String>) -> Self {
         match result {
-            Ok(()) => Self {
-                name,
-                ok: true,
-                error: None,
-            },
-            Err(error) => Self {
-                name,
-                ok: false,
-                error: Some(error),
-            },
+            Ok(()) => Self { name, ok: true, error: None },
+            Err(error) => Self { name, ok: false, error: Some(error) },
         }
     }
 }
@@ -48,9 +40,6 @@ impl Control {
             .unwrap_or_else(|e| Err(format!("storage check did not finish: {e}")));
         let storage = Check::from_result("storage", storage_result);
         let checks = vec![database, storage];
-        Readiness {
-            ready: checks.iter().all(|c| c.ok),
-            checks,
-        }
+        Readiness { ready: checks.iter().all(|c| c.ok), checks }
     }
 }

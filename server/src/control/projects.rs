@@ -18,9 +18,6 @@ impl Control {
     pub async fn get_project_config(&self, name: &ProjectName) -> crate::Result<ProjectConfig> {
         let project = self.store.ensure_project(&name.0).await?;
         let service_account = format!("service-{}@anneal.local", project.number);
-        Ok(ProjectConfig {
-            project,
-            service_account,
-        })
+        Ok(ProjectConfig { project, service_account })
     }
 }

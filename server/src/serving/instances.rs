@@ -133,7 +133,12 @@ impl Batch {
     pub fn from_instances(instances: &[Value], inputs: &[InputSpec]) -> Result<Self, InstanceError> {
         let mut columns: Vec<Column> = inputs
             .iter()
-            .map(|spec| Column { name: spec.name.clone(), dtype: spec.dtype, row_shape: Vec::new(), data: ColumnData::new(spec.dtype) })
+            .map(|spec| Column {
+                name: spec.name.clone(),
+                dtype: spec.dtype,
+                row_shape: Vec::new(),
+                data: ColumnData::new(spec.dtype),
+            })
             .collect();
         for (index, instance) in instances.iter().enumerate() {
             let fail = |message: String| InstanceError { index, message };
@@ -148,11 +153,16 @@ impl Batch {
                 let value = input_value(instance, spec, inputs.len()).map_err(fail)?;
                 let mut shape = Vec::new();
                 let mut data = ColumnData::new(spec.dtype);
-                flatten(decode_b64(value).as_ref(), spec.dtype, 0, &mut shape, &mut data).map_err(|m| fail(format!("input '{}': {m}", spec.name)))?;
+                flatten(decode_b64(value).as_ref(), spec.dtype, 0, &mut shape, &mut data)
+                    .map_err(|m| fail(format!("input '{}': {m}", spec.name)))?;
                 if let Some(expected) = &spec.shape {
-                    let matches = expected.len() == shape.len() && expected.iter().zip(&shape).all(|(e, s)| *e == -1 || e == s);
+                    let matches =
+                        expected.len() == shape.len() && expected.iter().zip(&shape).all(|(e, s)| *e == -1 || e == s);
                     if !matches {
-                        return Err(fail(format!("input '{}' has shape {shape:?}, the model expects {expected:?}", spec.name)));
+                        return Err(fail(format!(
+                            "input '{}' has shape {shape:?}, the model expects {expected:?}",
+                            spec.name
+                        )));
                     }
                 }
                 if index == 0 {
@@ -180,7 +190,9 @@ fn input_value<'a>(instance: &'a Value, spec: &InputSpec, input_count: usize) ->
             }
             map.get(&spec.name).ok_or_else(|| format!("Input {} was missing in at least one input instance", spec.name))
         }
-        _ if input_count > 1 => Err(format!("the model has {input_count} inputs, so each instance must be an object naming them")),
+        _ if input_count > 1 => {
+            Err(format!("the model has {input_count} inputs, so each instance must be an object naming them"))
+        }
         other => Ok(other),
     }
 }
@@ -202,13 +214,21 @@ fn decode_b64(value: &Value) -> std::borrow::Cow<'_, Value> {
 }
 
 /// Appends the scalars of a (nested) JSON value to `data`, recording its shape at `depth`.
-fn flatten(value: &Value, dtype: DType, depth: usize, shape: &mut Vec<i64>, data: &mut ColumnData) -> Result<(), String> {
+fn flatten(
+    value: &Value,
+    dtype: DType,
+    depth: usize,
+    shape: &mut Vec<i64>,
+    data: &mut ColumnData,
+) -> Result<(), String> {
     match value {
         Value::Array(items) => {
             let len = items.len() as i64;
             match shape.get(depth) {
                 None => shape.push(len),
-                Some(&known) if known != len => return Err(format!("ragged list: length {len} where {known} was expected at depth {depth}")),
+                Some(&known) if known != len => {
+                    return Err(format!("ragged list: length {len} where {known} was expected at depth {depth}"))
+                }
                 Some(_) => {}
             }
             for item in items {
@@ -249,7 +269,8 @@ mod tests {
 
     #[test]
     fn stacks_nested_lists_into_one_column() {
-        let batch = Batch::from_instances(&[json!([[1, 2], [3, 4]]), json!([[5, 6], [7, 8.5]])], &one_input()).expect("valid");
+        let batch =
+            Batch::from_instances(&[json!([[1, 2], [3, 4]]), json!([[5, 6], [7, 8.5]])], &one_input()).expect("valid");
         assert_eq!(batch.rows, 2);
         assert_eq!(batch.columns[0].row_shape, vec![2, 2]);
         assert_eq!(batch.columns[0].data, ColumnData::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.5]));

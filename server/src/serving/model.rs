@@ -111,7 +111,13 @@ impl ServedModel {
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let mut workers = Vec::with_capacity(options.workers.max(1));
         for index in 0..options.workers.max(1) {
-            let worker = Worker { module: module.clone(), receiver: receiver.clone(), options: options.clone(), device, outputs: signature.outputs.clone() };
+            let worker = Worker {
+                module: module.clone(),
+                receiver: receiver.clone(),
+                options: options.clone(),
+                device,
+                outputs: signature.outputs.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
                 .spawn(move || worker.run())
@@ -179,13 +185,19 @@ fn warm_up(module: &CModule, signature: &Signature, device: Device) -> Result<()
         }
         instance.insert(input.name.clone(), zeros(shape));
     }
-    let instance = if signature.inputs.len() == 1 { instance.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null) } else { Value::Object(instance) };
+    let instance = if signature.inputs.len() == 1 {
+        instance.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null)
+    } else {
+        Value::Object(instance)
+    };
     let batch = Batch::from_instances(&[instance], &signature.inputs).map_err(|e| e.message)?;
     let _guard = tch::no_grad_guard();
     let output = module.forward_is(&batch_to_inputs(&batch, device)).map_err(|e| {
         format!("the model does not accept inputs of its declared signature: {}", first_line(&e.to_string()))
     })?;
-    outputs_to_rows(output, 1, &signature.outputs).map(|_| ()).map_err(|e| format!("the model's output cannot be served: {e}"))
+    outputs_to_rows(output, 1, &signature.outputs)
+        .map(|_| ())
+        .map_err(|e| format!("the model's output cannot be served: {e}"))
 }
 
 fn zeros(shape: &[i64]) -> Value {
@@ -199,11 +211,7 @@ fn zeros(shape: &[i64]) -> Value {
 /// cause on a line like `RuntimeError: mat1 and mat2 shapes cannot be multiplied (...)`.
 fn first_line(text: &str) -> String {
     let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
-        .find(|l| l.contains("Error: "))
-        .or_else(|| lines().next())
-        .unwrap_or(text)
-        .to_owned()
+    lines().find(|l| l.contains("Error: ")).or_else(|| lines().next()).unwrap_or(text).to_owned()
 }
 
 struct Worker {

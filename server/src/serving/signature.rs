@@ -106,7 +106,9 @@ mod tests {
     fn rejects_bad_files_with_reasons() {
         assert!(Signature::parse("{}").expect_err("no inputs").contains("not valid"));
         assert!(Signature::parse(r#"{"inputs":[]}"#).expect_err("empty").contains("names no inputs"));
-        assert!(Signature::parse(r#"{"inputs":[{"name":"x","dtype":"complex"}]}"#).expect_err("dtype").contains("unknown dtype"));
+        assert!(Signature::parse(r#"{"inputs":[{"name":"x","dtype":"complex"}]}"#)
+            .expect_err("dtype")
+            .contains("unknown dtype"));
         assert!(Signature::parse(r#"{"inputs":[{"name":"x"},{"name":"x"}]}"#).expect_err("dup").contains("twice"));
     }
 }

@@ -57,7 +57,9 @@ pub fn outputs_to_rows(output: IValue, rows: usize, output_names: &[String]) -> 
             }
             named_rows(named, rows)
         }
-        other => Err(format!("the model returned {}, which is not a tensor, tuple or dict of tensors", kind_name(&other))),
+        other => {
+            Err(format!("the model returned {}, which is not a tensor, tuple or dict of tensors", kind_name(&other)))
+        }
     }
 }
 
@@ -67,7 +69,9 @@ fn named_rows(outputs: Vec<(String, IValue)>, rows: usize) -> Result<Vec<Value>,
         let IValue::Tensor(tensor) = value else {
             return Err(format!("output '{name}' is {}, not a tensor", kind_name(&value)));
         };
-        for (row, cell) in tensor_rows(&tensor, rows).map_err(|e| format!("output '{name}': {e}"))?.into_iter().enumerate() {
+        for (row, cell) in
+            tensor_rows(&tensor, rows).map_err(|e| format!("output '{name}': {e}"))?.into_iter().enumerate()
+        {
             per_row[row].insert(name.clone(), cell);
         }
     }
@@ -84,11 +88,13 @@ fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, String> {
     let flat = tensor.to_device(Device::Cpu).contiguous().view([-1]);
     let scalars: Vec<Value> = match flat.kind() {
         Kind::Bool => Vec::<bool>::try_from(&flat).map_err(|e| e.to_string())?.into_iter().map(Value::from).collect(),
-        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => Vec::<i64>::try_from(&flat.to_kind(Kind::Int64))
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(Value::from)
-            .collect(),
+        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => {
+            Vec::<i64>::try_from(&flat.to_kind(Kind::Int64))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(Value::from)
+                .collect()
+        }
         _ => Vec::<f64>::try_from(&flat.to_kind(Kind::Double))
             .map_err(|e| e.to_string())?
             .into_iter()

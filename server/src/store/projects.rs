@@ -27,17 +27,8 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         let create_time = DateTime::parse_from_rfc3339(&create_time)
-            .map_err(|e| {
-                crate::Error::internal(format!(
-                    "project {} has a bad create_time: {e}",
-                    id.as_str()
-                ))
-            })?
+            .map_err(|e| crate::Error::internal(format!("project {} has a bad create_time: {e}", id.as_str())))?
             .with_timezone(&Utc);
-        Ok(ProjectRecord {
-            id: id.clone(),
-            number,
-            create_time,
-        })
+        Ok(ProjectRecord { id: id.clone(), number, create_time })
     }
 }

@@ -69,27 +69,15 @@ impl TestServer {
         let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
         let line = match first {
             Ok(Ok(Some(line))) => line,
-            other => panic!(
-                "anneal printed no address ({other:?}); stderr:\n{}",
-                read(&stderr_path)
-            ),
+            other => panic!("anneal printed no address ({other:?}); stderr:\n{}", read(&stderr_path)),
         };
         let base = line
             .split_whitespace()
             .find(|word| word.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Self {
-            child,
-            base,
-            data,
-            stderr_path,
-            client,
-        }
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self { child, base, data, stderr_path, client }
     }
 
     /// The URL of `path` on this server.
@@ -117,10 +105,7 @@ impl TestServer {
     /// Sends `signal` (e.g. `TERM`, `INT`) and waits for the process to exit.
     pub async fn stop_with(mut self, signal: &str) -> (ExitStatus, String) {
         let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .expect("kill");
+        let sent = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
         assert!(sent.success(), "kill -{signal} {pid} failed");
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -132,10 +117,7 @@ impl TestServer {
     /// Stops the server with SIGTERM and returns its data directory for a restart.
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         let pid = self.child.id().expect("running").to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         self.child.wait().await.expect("wait");
         let placeholder = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.data, placeholder)
@@ -150,11 +132,7 @@ fn read(path: &Path) -> String {
 pub async fn run_anneal(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        anneal_command()
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .output(),
+        anneal_command().args(args).envs(envs.iter().copied()).stdin(Stdio::null()).output(),
     )
     .await
     .expect("anneal finishes within 60 s")
@@ -184,4 +162,64 @@ pub fn fixture_models() -> &'static Path {
         assert!(status.success(), "make_models.py failed");
         dir
     })
+}
+
+impl TestServer {
+    /// `POST path` with a JSON body; returns the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self.client.post(self.url(path)).json(body).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// `DELETE path`; returns the status and the JSON answer.
+    pub async fn delete_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.client.delete(self.url(path)).send().await.expect("DELETE");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Polls an operation (by full name) until it is done, at most 60 s; returns it.
+    pub async fn wait_operation(&self, name: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, op) = self.get_json(&format!("/v1/{name}")).await;
+            assert_eq!(status, 200, "{op}");
+            if op["done"] == true {
+                return op;
+            }
+            assert!(std::time::Instant::now() < deadline, "operation {name} not done after 60 s: {op}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates model `model` in project `p`.
+    pub async fn create_model(&self, model: &str) {
+        let (status, body) = self.post_json("/v1/projects/p/models", &serde_json::json!({"name": model})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Deploys the fixture model `fixture` as `p/model/version` and waits; returns the operation.
+    pub async fn deploy(&self, model: &str, version: &str, fixture: &str) -> serde_json::Value {
+        let dir = self.stage_fixture(fixture);
+        let (status, op) = self
+            .post_json(
+                &format!("/v1/projects/p/models/{model}/versions"),
+                &serde_json::json!({"name": version, "deploymentUri": format!("file://{}", dir.display())}),
+            )
+            .await;
+        assert_eq!(status, 200, "{op}");
+        self.wait_operation(op["name"].as_str().expect("operation name")).await
+    }
+
+    /// Copies a fixture model into this server's data dir (where deployment URIs may point).
+    pub fn stage_fixture(&self, fixture: &str) -> PathBuf {
+        let dest = self.data.path().join("uploads").join(fixture);
+        std::fs::create_dir_all(&dest).expect("mkdir");
+        for entry in std::fs::read_dir(fixture_models().join(fixture)).expect("fixture") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), dest.join(entry.file_name())).expect("copy");
+        }
+        dest
+    }
 }

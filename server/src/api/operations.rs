@@ -1,0 +1,49 @@
+//! `projects.operations`: get, list.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::Router;
+
+use super::extract::Query;
+use super::resources::{ListQuery, Operation};
+use super::{no_filter, Json};
+use crate::control::{Control, PageRequest};
+use crate::names::{OperationName, ProjectId};
+
+pub fn router() -> Router<Control> {
+    Router::new()
+        .route("/projects/{project}/operations", get(list))
+        .route("/projects/{project}/operations/{operation}", get(fetch))
+}
+
+async fn fetch(
+    State(control): State<Control>,
+    Path((project, operation)): Path<(String, String)>,
+) -> crate::Result<Json<Operation>> {
+    let name = OperationName::new("name", &project, &operation)?;
+    Ok(Json(control.get_operation(&name).await?.into()))
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListOperationsResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    operations: Vec<Operation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+async fn list(
+    State(control): State<Control>,
+    Path(project): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> crate::Result<Json<ListOperationsResponse>> {
+    let project = ProjectId::parse("name", &project)?;
+    no_filter(query.filter.as_deref())?;
+    let page =
+        control.list_operations(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?).await?;
+    Ok(Json(ListOperationsResponse {
+        operations: page.operations.into_iter().map(Operation::from).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}

@@ -1,0 +1,99 @@
+//! `projects.predict` on a model (its default version) or a version.
+//!
+//! The body is raw JSON `{"instances": [...], "signature_name"?: ...}`. Problems with the
+//! instances or the model run answer HTTP 400 with `{"error": "<message>"}` (the regional ML
+//! Engine endpoints' form); problems with the named resource use the normal error envelope.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::Value;
+
+use super::Json;
+use crate::control::{Control, PredictFailure, PredictTarget};
+use crate::names::{ModelName, VersionName};
+use crate::serving::PredictError;
+
+pub fn router() -> Router<Control> {
+    Router::new()
+        .route("/projects/{project}/models/{model}/@predict", post(predict_model))
+        .route("/projects/{project}/models/{model}/versions/{version}/@predict", post(predict_version))
+}
+
+async fn predict_model(
+    State(control): State<Control>,
+    Path((project, model)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match ModelName::new("name", &project, &model) {
+        Ok(name) => predict(control, PredictTarget::Model(name), body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn predict_version(
+    State(control): State<Control>,
+    Path((project, model, version)): Path<(String, String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match VersionName::new("name", &project, &model, &version) {
+        Ok(name) => predict(control, PredictTarget::Version(name), body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn predict(control: Control, target: PredictTarget, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return prediction_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request payload size exceeds the limit; send fewer instances per request.".into(),
+            )
+        }
+        Err(rejection) => {
+            return prediction_error(
+                StatusCode::BAD_REQUEST,
+                format!("Cannot read the request body: {}", rejection.body_text()),
+            )
+        }
+    };
+    let instances = match parse(&body) {
+        Ok(instances) => instances,
+        Err(message) => return prediction_error(StatusCode::BAD_REQUEST, message),
+    };
+    match control.predict(&target, &instances).await {
+        Ok(predictions) => Json(serde_json::json!({ "predictions": predictions })).into_response(),
+        Err(PredictFailure::Resource(e)) => e.into_response(),
+        Err(PredictFailure::Prediction(e)) => {
+            let status = match e {
+                PredictError::BadInstance(_) | PredictError::Model(_) => StatusCode::BAD_REQUEST,
+                PredictError::Overloaded => return crate::Error::ResourceExhausted(e.to_string()).into_response(),
+                PredictError::Unavailable => return crate::Error::Unavailable(e.to_string()).into_response(),
+            };
+            prediction_error(status, e.to_string())
+        }
+    }
+}
+
+/// Reads `instances` out of the request body.
+fn parse(body: &[u8]) -> Result<Vec<Value>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let Value::Object(mut object) = value else {
+        return Err("The request body must be a JSON object with an \"instances\" list.".into());
+    };
+    match object.remove("instances") {
+        Some(Value::Array(instances)) if !instances.is_empty() => Ok(instances),
+        Some(Value::Array(_)) => Err("\"instances\" is empty; send at least one instance.".into()),
+        Some(_) => Err("\"instances\" must be a list.".into()),
+        None => Err("The request body has no \"instances\" list.".into()),
+    }
+}
+
+fn prediction_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,249 @@
+//! Version use cases: create (copy the artifacts, load the model), get, list, delete, set
+//! default; and reconciling versions left mid-change by a previous run.
+//!
+//! Create and delete are long-running: the request stores the version's new state and its
+//! operation in one transaction and returns the operation; an owned background task does the work
+//! and finishes both.
+
+use std::path::{Path, PathBuf};
+
+use super::paging::PageRequest;
+use super::Control;
+use crate::error::{Error, Result};
+use crate::names::{ModelName, VersionName};
+use crate::serving::{MODEL_FILE, SIGNATURE_FILE};
+use crate::store::{
+    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord, VersionState,
+};
+
+/// The framework Anneal serves.
+pub const PYTORCH: &str = "PYTORCH";
+
+/// A page of versions.
+pub struct VersionPage {
+    pub versions: Vec<VersionRecord>,
+    pub next_page_token: Option<String>,
+}
+
+impl Control {
+    /// Validates the request, stores the CREATING version with its operation, and starts the work.
+    pub async fn create_version(&self, name: &VersionName, mut new: NewVersion) -> Result<OperationRecord> {
+        if new.deployment_uri.is_empty() {
+            return Err(Error::invalid(
+                "version.deploymentUri",
+                "A deploymentUri is required: the directory holding model.pt.",
+            ));
+        }
+        let source = self.storage.resolve_uri("version.deploymentUri", &new.deployment_uri)?;
+        new.framework = detect_framework(&source, &new.framework)?;
+        let pending = OperationRecord::start(
+            &name.model.project,
+            OperationKind::CreateVersion,
+            &format!("{}_{}", name.model.model, name.version),
+            name.model.to_string(),
+            None,
+        );
+        let version = self.store.insert_version(name, &new, &pending).await?;
+        let operation = OperationRecord { version: Some(version.clone()), labels: version.labels.clone(), ..pending };
+        let control = self.clone();
+        let (name, op) = (name.clone(), operation.clone());
+        self.tasks.spawn("create-version", move |token| async move {
+            tokio::select! {
+                () = control.finish_create(&name, &source, &op) => {}
+                () = token.cancelled() => tracing::info!(version.name = %name, "server stopping; version creation resumes as FAILED on restart"),
+            }
+        });
+        Ok(operation)
+    }
+
+    async fn finish_create(&self, name: &VersionName, source: &Path, op: &OperationRecord) {
+        let result = self.deploy(name, source).await;
+        let outcome = match &result {
+            Ok(dir) => match self
+                .store
+                .transition_version(
+                    name,
+                    VersionState::Creating,
+                    VersionState::Ready,
+                    None,
+                    Some(&dir.to_string_lossy()),
+                )
+                .await
+            {
+                Ok(_) => self.version_outcome(name).await,
+                Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+            },
+            Err(message) => {
+                let _ = self
+                    .store
+                    .transition_version(name, VersionState::Creating, VersionState::Failed, Some(message), None)
+                    .await;
+                OperationOutcome::Error { code: 9, message: message.clone() }
+            }
+        };
+        match &result {
+            Ok(_) => tracing::info!(version.name = %name, "version READY"),
+            Err(message) => tracing::warn!(version.name = %name, error = %message, "version FAILED"),
+        }
+        if let Err(e) = self.store.finish_operation(&op.project, &op.id, &outcome).await {
+            tracing::error!(operation = %op.id, error = %e, "cannot record the end of an operation");
+        }
+    }
+
+    /// Copies the model into storage and loads it. Returns the stored copy's directory.
+    async fn deploy(&self, name: &VersionName, source: &Path) -> Result<PathBuf, String> {
+        let storage = self.storage.clone();
+        let relative = PathBuf::from("models").join(name.model.project.as_str()).join(&name.model.model).join(format!(
+            "{}-{}",
+            name.version,
+            chrono::Utc::now().timestamp_micros()
+        ));
+        let source = source.to_path_buf();
+        let dir = tokio::task::spawn_blocking(move || storage.copy_into(&source, &relative))
+            .await
+            .map_err(|e| format!("copying stopped unexpectedly: {e}"))??;
+        if let Err(message) = self.host.load(&name.to_string(), &dir).await {
+            self.storage.remove_dir(&dir);
+            return Err(message);
+        }
+        Ok(dir)
+    }
+
+    async fn version_outcome(&self, name: &VersionName) -> OperationOutcome {
+        match self.store.get_version(name).await {
+            Ok(Some(version)) => OperationOutcome::Version { version: Box::new(version) },
+            Ok(None) => OperationOutcome::Error {
+                code: 5,
+                message: format!("Version {name} was deleted while it was created."),
+            },
+            Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+        }
+    }
+
+    /// The version, or NOT_FOUND.
+    pub async fn get_version(&self, name: &VersionName) -> Result<VersionRecord> {
+        self.store.get_version(name).await?.ok_or_else(|| version_not_found(name))
+    }
+
+    /// A page of the model's versions, ordered by name.
+    pub async fn list_versions(&self, model: &ModelName, page: PageRequest) -> Result<VersionPage> {
+        self.get_model(model).await?;
+        let mut versions = self.store.list_versions(model, page.after.as_deref(), page.fetch_limit()).await?;
+        let next_page_token = page.finish(&mut versions, |v| &v.version);
+        Ok(VersionPage { versions, next_page_token })
+    }
+
+    /// Makes the version its model's default (synchronous). Only READY versions can be default.
+    pub async fn set_default_version(&self, name: &VersionName) -> Result<VersionRecord> {
+        let version = self.get_version(name).await?;
+        if version.state != VersionState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "Version {name} is {}; only a READY version can be the default.",
+                version.state.as_str()
+            )));
+        }
+        self.store.set_default_version(&name.model, &name.version).await?;
+        self.get_version(name).await
+    }
+
+    /// Marks the version DELETING and starts removing it; returns the operation.
+    pub async fn delete_version(&self, name: &VersionName) -> Result<OperationRecord> {
+        let pending = OperationRecord::start(
+            &name.model.project,
+            OperationKind::DeleteVersion,
+            &format!("{}_{}", name.model.model, name.version),
+            name.model.to_string(),
+            None,
+        );
+        let version = self.store.begin_version_delete(name, &pending).await?;
+        let operation = OperationRecord { version: Some(version.clone()), labels: version.labels.clone(), ..pending };
+        let control = self.clone();
+        let (name, op) = (name.clone(), operation.clone());
+        self.tasks
+            .spawn("delete-version", move |_token| async move { control.finish_delete(&name, version, &op).await });
+        Ok(operation)
+    }
+
+    async fn finish_delete(&self, name: &VersionName, version: VersionRecord, op: &OperationRecord) {
+        self.host.unload(&name.to_string());
+        if let Some(dir) = &version.artifact_dir {
+            let storage = self.storage.clone();
+            let dir = PathBuf::from(dir);
+            let _ = tokio::task::spawn_blocking(move || storage.remove_dir(&dir)).await;
+        }
+        let outcome = match self.store.remove_version(name).await {
+            Ok(()) => OperationOutcome::Empty,
+            Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+        };
+        if let Err(e) = self.store.finish_operation(&op.project, &op.id, &outcome).await {
+            tracing::error!(operation = %op.id, error = %e, "cannot record the end of an operation");
+        }
+    }
+
+    /// Brings versions back after a restart: READY versions are loaded again (FAILED if their
+    /// files cannot be loaded any more); versions left CREATING end FAILED; versions left
+    /// DELETING are removed. Unfinished operations are finished accordingly.
+    pub async fn reconcile_versions(&self) -> Result<()> {
+        let interrupted = "Interrupted by a server restart; create the version again.";
+        for version in self.store.versions_in_state(VersionState::Creating).await? {
+            let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
+            self.store
+                .transition_version(&name, VersionState::Creating, VersionState::Failed, Some(interrupted), None)
+                .await?;
+        }
+        for version in self.store.versions_in_state(VersionState::Deleting).await? {
+            let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
+            self.store.remove_version(&name).await?;
+        }
+        for op in self.store.unfinished_operations().await? {
+            let outcome = match op.kind {
+                OperationKind::CreateVersion => OperationOutcome::Error { code: 14, message: interrupted.to_owned() },
+                OperationKind::DeleteVersion | OperationKind::DeleteModel => OperationOutcome::Empty,
+            };
+            self.store.finish_operation(&op.project, &op.id, &outcome).await?;
+        }
+        for version in self.store.versions_in_state(VersionState::Ready).await? {
+            let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
+            let loaded = match &version.artifact_dir {
+                Some(dir) => self.host.load(&name.to_string(), Path::new(dir)).await,
+                None => Err("the version has no stored model files".to_owned()),
+            };
+            match loaded {
+                Ok(()) => tracing::info!(version.name = %name, "version loaded"),
+                Err(message) => {
+                    tracing::warn!(version.name = %name, error = %message, "a READY version could not be loaded again");
+                    let message = format!("Could not be loaded after a restart: {message}");
+                    self.store
+                        .transition_version(&name, VersionState::Ready, VersionState::Failed, Some(&message), None)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `framework` (or detects it from the files): Anneal serves TorchScript only.
+fn detect_framework(dir: &Path, framework: &str) -> Result<String> {
+    let requested = framework.trim().to_ascii_uppercase();
+    match requested.as_str() {
+        "" | "FRAMEWORK_UNSPECIFIED" | PYTORCH => {}
+        other => {
+            return Err(Error::invalid(
+                "version.framework",
+                format!("Framework {other} is not supported; Anneal serves PYTORCH (a TorchScript {MODEL_FILE}, optionally with {SIGNATURE_FILE})."),
+            ))
+        }
+    }
+    if dir.join(MODEL_FILE).is_file() {
+        return Ok(PYTORCH.to_owned());
+    }
+    let found = if dir.join("saved_model.pb").exists() || dir.join("saved_model.pbtxt").exists() {
+        " (it holds a TensorFlow SavedModel, which Anneal does not serve)"
+    } else if dir.join("model.joblib").exists() || dir.join("model.pkl").exists() || dir.join("model.bst").exists() {
+        " (it holds a scikit-learn or XGBoost model, which Anneal does not serve)"
+    } else {
+        ""
+    };
+    Err(Error::invalid("version.deploymentUri", format!("The deployment directory has no {MODEL_FILE}{found}.")))
+}

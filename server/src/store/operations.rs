@@ -1,0 +1,240 @@
+//! SQL for long-running operations.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Sqlite, Transaction};
+
+use super::models::ModelRecord;
+use super::versions::VersionRecord;
+use super::{now_text, parse_time, Store};
+use crate::error::{Error, Result};
+use crate::names::{OperationName, ProjectId};
+
+/// What an operation does (`OperationMetadata.operationType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    CreateVersion,
+    DeleteVersion,
+    DeleteModel,
+}
+
+impl OperationKind {
+    /// The API's enum name, also the stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateVersion => "CREATE_VERSION",
+            Self::DeleteVersion => "DELETE_VERSION",
+            Self::DeleteModel => "DELETE_MODEL",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "CREATE_VERSION" => Self::CreateVersion,
+            "DELETE_VERSION" => Self::DeleteVersion,
+            "DELETE_MODEL" => Self::DeleteModel,
+            other => return Err(Error::internal(format!("unknown stored operation type '{other}'"))),
+        })
+    }
+}
+
+/// How a finished operation ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OperationOutcome {
+    /// Succeeded with a version (create).
+    Version { version: Box<VersionRecord> },
+    /// Succeeded with a model.
+    Model { model: Box<ModelRecord> },
+    /// Succeeded with nothing to return (deletes).
+    Empty,
+    /// Failed with a `google.rpc.Code` and a message.
+    Error { code: i32, message: String },
+}
+
+/// A stored operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationRecord {
+    pub project: String,
+    pub id: String,
+    pub kind: OperationKind,
+    pub model_name: String,
+    pub version: Option<VersionRecord>,
+    pub labels: BTreeMap<String, String>,
+    pub create_time: DateTime<Utc>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    /// Set when done.
+    pub outcome: Option<OperationOutcome>,
+}
+
+impl OperationRecord {
+    /// A new, running operation named by its kind, subject and the current time, the way ML
+    /// Engine names them (`create_m1_v1-1544773675000123`).
+    pub fn start(
+        project: &ProjectId,
+        kind: OperationKind,
+        subject: &str,
+        model_name: String,
+        version: Option<VersionRecord>,
+    ) -> Self {
+        let now = Utc::now();
+        let verb = match kind {
+            OperationKind::CreateVersion => "create",
+            OperationKind::DeleteVersion | OperationKind::DeleteModel => "delete",
+        };
+        Self {
+            project: project.as_str().to_owned(),
+            id: format!("{verb}_{subject}-{}", now.timestamp_micros()),
+            kind,
+            model_name,
+            labels: version.as_ref().map(|v| v.labels.clone()).unwrap_or_default(),
+            version,
+            create_time: now,
+            start_time: Some(now),
+            end_time: None,
+            cancel_requested: false,
+            outcome: None,
+        }
+    }
+
+    /// The operation's full name.
+    pub fn name(&self) -> String {
+        format!("projects/{}/operations/{}", self.project, self.id)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    project_id: String,
+    operation_id: String,
+    operation_type: String,
+    model_name: String,
+    version_snapshot: Option<String>,
+    labels: String,
+    create_time: String,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    cancel_requested: i64,
+    response: Option<String>,
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.map(|t| serde_json::from_str(&t).map_err(Error::internal)).transpose()
+}
+
+impl TryFrom<Row> for OperationRecord {
+    type Error = Error;
+    fn try_from(row: Row) -> Result<Self> {
+        Ok(Self {
+            kind: OperationKind::parse(&row.operation_type)?,
+            version: from_json(row.version_snapshot)?,
+            labels: serde_json::from_str(&row.labels).map_err(Error::internal)?,
+            create_time: parse_time(&row.create_time)?,
+            start_time: row.start_time.as_deref().map(parse_time).transpose()?,
+            end_time: row.end_time.as_deref().map(parse_time).transpose()?,
+            cancel_requested: row.cancel_requested != 0,
+            outcome: from_json(row.response)?,
+            project: row.project_id,
+            id: row.operation_id,
+            model_name: row.model_name,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "project_id, operation_id, operation_type, model_name, version_snapshot, labels, create_time, start_time, end_time, cancel_requested, response";
+
+/// Stores a new operation inside a caller's transaction.
+pub(super) async fn insert_operation(tx: &mut Transaction<'_, Sqlite>, op: &OperationRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO operations (project_id, operation_id, operation_type, model_name, version_snapshot, labels, create_time, start_time) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&op.project)
+    .bind(&op.id)
+    .bind(op.kind.as_str())
+    .bind(&op.model_name)
+    .bind(op.version.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?)
+    .bind(serde_json::to_string(&op.labels).map_err(Error::internal)?)
+    .bind(op.create_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    .bind(op.start_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Stores an operation on its own (for operations not tied to a version change).
+    pub async fn insert_operation(&self, op: &OperationRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_operation(&mut tx, op).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends an operation with `outcome`.
+    pub async fn finish_operation(&self, project: &str, id: &str, outcome: &OperationOutcome) -> Result<()> {
+        sqlx::query(
+            "UPDATE operations SET done = 1, end_time = ?, response = ? WHERE project_id = ? AND operation_id = ?",
+        )
+        .bind(now_text())
+        .bind(serde_json::to_string(outcome).map_err(Error::internal)?)
+        .bind(project)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The operation, if it exists.
+    pub async fn get_operation(&self, name: &OperationName) -> Result<Option<OperationRecord>> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM operations WHERE project_id = ? AND operation_id = ?"
+        )))
+        .bind(name.project.as_str())
+        .bind(&name.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(OperationRecord::try_from).transpose()
+    }
+
+    /// Operations of `project`, newest first, after the operation id `after`, at most `limit`.
+    pub async fn list_operations(
+        &self,
+        project: &ProjectId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OperationRecord>> {
+        let rows: Vec<Row> = match after {
+            None => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE project_id = ? ORDER BY create_time DESC, operation_id DESC LIMIT ?")))
+                .bind(project.as_str())
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?,
+            Some(after) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM operations o WHERE project_id = ?1 AND (create_time, operation_id) < \
+                 (SELECT create_time, operation_id FROM operations WHERE project_id = ?1 AND operation_id = ?2) \
+                 ORDER BY create_time DESC, operation_id DESC LIMIT ?3"
+            )))
+            .bind(project.as_str())
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.into_iter().map(OperationRecord::try_from).collect()
+    }
+
+    /// Operations not yet done (for reconciling at start).
+    pub async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>> {
+        let rows: Vec<Row> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE done = 0")))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(OperationRecord::try_from).collect()
+    }
+}

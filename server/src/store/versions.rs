@@ -1,0 +1,325 @@
+//! SQL for versions. Every state change of a version and the operation that tracks it happen in
+//! one transaction, so a version and its operation never disagree.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::operations::{insert_operation, OperationRecord};
+use super::{now_text, parse_time, Store};
+use crate::error::{Error, FieldViolation, Result};
+use crate::names::{ModelName, VersionName};
+
+/// The life of a version: CREATING → READY | FAILED; READY/FAILED → DELETING → gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionState {
+    Creating,
+    Ready,
+    Failed,
+    Deleting,
+}
+
+impl VersionState {
+    /// The stored (and API) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "CREATING",
+            Self::Ready => "READY",
+            Self::Failed => "FAILED",
+            Self::Deleting => "DELETING",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "CREATING" => Self::Creating,
+            "READY" => Self::Ready,
+            "FAILED" => Self::Failed,
+            "DELETING" => Self::Deleting,
+            other => return Err(Error::internal(format!("unknown stored version state '{other}'"))),
+        })
+    }
+}
+
+/// A stored version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub project: String,
+    pub model: String,
+    pub version: String,
+    pub state: VersionState,
+    pub error_message: Option<String>,
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    pub deployment_uri: String,
+    pub framework: String,
+    pub runtime_version: String,
+    pub python_version: String,
+    pub machine_type: String,
+    pub artifact_dir: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub revision: i64,
+    /// Whether it is its model's default version (from the model row).
+    pub is_default: bool,
+}
+
+/// What a client sets when creating a version.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewVersion {
+    pub description: String,
+    pub labels: BTreeMap<String, String>,
+    pub deployment_uri: String,
+    pub framework: String,
+    pub runtime_version: String,
+    pub python_version: String,
+    pub machine_type: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    project_id: String,
+    model_id: String,
+    version_id: String,
+    state: String,
+    error_message: Option<String>,
+    description: String,
+    labels: String,
+    deployment_uri: String,
+    framework: String,
+    runtime_version: String,
+    python_version: String,
+    machine_type: String,
+    artifact_dir: Option<String>,
+    create_time: String,
+    revision: i64,
+    is_default: i64,
+}
+
+impl TryFrom<Row> for VersionRecord {
+    type Error = Error;
+    fn try_from(row: Row) -> Result<Self> {
+        Ok(Self {
+            state: VersionState::parse(&row.state)?,
+            labels: serde_json::from_str(&row.labels).map_err(Error::internal)?,
+            create_time: parse_time(&row.create_time)?,
+            project: row.project_id,
+            model: row.model_id,
+            version: row.version_id,
+            error_message: row.error_message,
+            description: row.description,
+            deployment_uri: row.deployment_uri,
+            framework: row.framework,
+            runtime_version: row.runtime_version,
+            python_version: row.python_version,
+            machine_type: row.machine_type,
+            artifact_dir: row.artifact_dir,
+            revision: row.revision,
+            is_default: row.is_default != 0,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT v.project_id, v.model_id, v.version_id, v.state, v.error_message, v.description, v.labels, \
+     v.deployment_uri, v.framework, v.runtime_version, v.python_version, v.machine_type, v.artifact_dir, v.create_time, \
+     v.revision, (m.default_version_id IS v.version_id) AS is_default \
+     FROM versions v JOIN models m ON m.project_id = v.project_id AND m.model_id = v.model_id";
+
+impl Store {
+    /// Stores a CREATING version and the operation that creates it, in one transaction; the
+    /// model's first version becomes its default. NOT_FOUND without the model, ALREADY_EXISTS for
+    /// a taken name.
+    pub async fn insert_version(
+        &self,
+        name: &VersionName,
+        new: &NewVersion,
+        operation: &OperationRecord,
+    ) -> Result<VersionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let model_exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM models WHERE project_id = ? AND model_id = ?")
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if model_exists.is_none() {
+            return Err(model_not_found(&name.model));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO versions (project_id, model_id, version_id, state, description, labels, deployment_uri, framework, \
+             runtime_version, python_version, machine_type, create_time) VALUES (?, ?, ?, 'CREATING', ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .bind(&new.description)
+        .bind(serde_json::to_string(&new.labels).map_err(Error::internal)?)
+        .bind(&new.deployment_uri)
+        .bind(&new.framework)
+        .bind(&new.runtime_version)
+        .bind(&new.python_version)
+        .bind(&new.machine_type)
+        .bind(now_text())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::AlreadyExists(FieldViolation::new(
+                "version.name",
+                "A version with the same name already exists.",
+            )));
+        }
+        sqlx::query("UPDATE models SET default_version_id = ?, revision = revision + 1 WHERE project_id = ? AND model_id = ? AND default_version_id IS NULL")
+            .bind(&name.version)
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .execute(&mut *tx)
+            .await?;
+        insert_operation(&mut tx, operation).await?;
+        tx.commit().await?;
+        self.get_version(name).await?.ok_or_else(|| Error::internal("a version vanished right after it was stored"))
+    }
+
+    /// The version, if it exists.
+    pub async fn get_version(&self, name: &VersionName) -> Result<Option<VersionRecord>> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id = ?"
+        )))
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(VersionRecord::try_from).transpose()
+    }
+
+    /// Versions of `model` ordered by id, after `after`, at most `limit`.
+    pub async fn list_versions(
+        &self,
+        model: &ModelName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id > ? ORDER BY v.version_id LIMIT ?"
+        )))
+        .bind(model.project.as_str())
+        .bind(&model.model)
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(VersionRecord::try_from).collect()
+    }
+
+    /// Versions in `state`, across all projects (for reconciling at start).
+    pub async fn versions_in_state(&self, state: VersionState) -> Result<Vec<VersionRecord>> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE v.state = ?")))
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(VersionRecord::try_from).collect()
+    }
+
+    /// Moves a version from `from` to `to` (with `error_message` and `artifact_dir` when given).
+    /// Returns false if the version was not in `from`, so racing transitions cannot both win.
+    pub async fn transition_version(
+        &self,
+        name: &VersionName,
+        from: VersionState,
+        to: VersionState,
+        error_message: Option<&str>,
+        artifact_dir: Option<&str>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE versions SET state = ?, error_message = COALESCE(?, error_message), artifact_dir = COALESCE(?, artifact_dir), \
+             revision = revision + 1 WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = ?",
+        )
+        .bind(to.as_str())
+        .bind(error_message)
+        .bind(artifact_dir)
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Marks a READY or FAILED version DELETING and stores the operation that deletes it. The
+    /// default version may be deleted only when it is the model's last version.
+    pub async fn begin_version_delete(&self, name: &VersionName, operation: &OperationRecord) -> Result<VersionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id = ?"
+        )))
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let version = row.map(VersionRecord::try_from).transpose()?.ok_or_else(|| version_not_found(name))?;
+        if !matches!(version.state, VersionState::Ready | VersionState::Failed) {
+            return Err(Error::FailedPrecondition(format!(
+                "Version {name} is {}; only READY or FAILED versions can be deleted.",
+                version.state.as_str()
+            )));
+        }
+        if version.is_default {
+            let (others,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM versions WHERE project_id = ? AND model_id = ? AND version_id <> ?",
+            )
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .fetch_one(&mut *tx)
+            .await?;
+            if others > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "Version {name} is the default version of its model and other versions exist; set another version as default first."
+                )));
+            }
+        }
+        sqlx::query("UPDATE versions SET state = 'DELETING', revision = revision + 1 WHERE project_id = ? AND model_id = ? AND version_id = ?")
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .execute(&mut *tx)
+            .await?;
+        insert_operation(&mut tx, operation).await?;
+        tx.commit().await?;
+        Ok(VersionRecord { state: VersionState::Deleting, ..version })
+    }
+
+    /// Removes a DELETING version (and clears the model's default if it was the default).
+    pub async fn remove_version(&self, name: &VersionName) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM versions WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = 'DELETING'",
+        )
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE models SET default_version_id = NULL, revision = revision + 1 WHERE project_id = ? AND model_id = ? AND default_version_id = ?")
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// NOT_FOUND for a model.
+pub fn model_not_found(name: &ModelName) -> Error {
+    Error::not_found("name", format!("Model {name} not found."))
+}
+
+/// NOT_FOUND for a version.
+pub fn version_not_found(name: &VersionName) -> Error {
+    Error::not_found("name", format!("Version {name} not found."))
+}
