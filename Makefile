@@ -75,9 +75,9 @@ run: build
 
 test: setup build test-rust test-e2e
 
+# One invocation, so `app` is built with the features the server gives it (no second build).
 test-rust:
-	cargo test --release -p app --features ssr
-	cargo test --release -p server
+	cargo test --release -p app -p server
 
 test-e2e:
 	cd end2end && npx playwright test

@@ -35,14 +35,6 @@ pub fn router() -> Router<Control> {
         .method_not_allowed_fallback(error::no_route)
 }
 
-/// List filters are not supported yet; say so rather than ignore one and return too much.
-fn no_filter(filter: Option<&str>) -> crate::Result<()> {
-    match filter.map(str::trim) {
-        None | Some("") => Ok(()),
-        Some(_) => Err(crate::Error::Unimplemented("List filters are not supported yet.".into())),
-    }
-}
-
 /// Rewrites a custom verb in the last path segment of a `/v1` request into a segment of its own:
 /// `/v1/projects/demo:getConfig` becomes `/v1/projects/demo/@getConfig`. Resource ids cannot
 /// contain `:`, so a `:` in the last segment is always a verb. Other paths pass unchanged.

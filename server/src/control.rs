@@ -1,6 +1,7 @@
 //! Use cases: the one place where Anneal decides things. The REST API, the console and the CLI
 //! all call these, so their behaviour cannot drift apart.
 
+pub mod filter;
 mod health;
 mod models;
 mod operations;
@@ -11,6 +12,7 @@ mod versions;
 
 use std::path::PathBuf;
 
+pub use filter::Filter;
 pub use health::{Check, Readiness};
 pub use models::ModelPage;
 pub use operations::OperationPage;

@@ -54,12 +54,23 @@ async fn bad_model_requests_are_invalid_argument_naming_the_field() {
         assert_eq!(error["error"]["status"], "INVALID_ARGUMENT", "{body}: {error}");
         assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}: {error}");
     }
-    let response = server.client.post(server.url("/v1/projects/p/models")).body("{not json").header("content-type", "application/json").send().await.expect("post");
+    let response = server
+        .client
+        .post(server.url("/v1/projects/p/models"))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("envelope");
     assert!(body["error"]["message"].as_str().expect("message").contains("Invalid JSON payload"), "{body}");
     let (status, error) = server.get_json("/v1/projects/p/models?pageSize=-3").await;
-    assert_eq!((status, &error["error"]["details"][0]["fieldViolations"][0]["field"]), (400, &json!("pageSize")), "{error}");
+    assert_eq!(
+        (status, &error["error"]["details"][0]["fieldViolations"][0]["field"]),
+        (400, &json!("pageSize")),
+        "{error}"
+    );
     let (status, error) = server.get_json("/v1/projects/p/models?pageSize=abc").await;
     assert_eq!((status, &error["error"]["status"]), (400, &json!("INVALID_ARGUMENT")), "{error}");
 }
@@ -73,9 +84,12 @@ async fn lists_page_with_tokens() {
     let mut names = Vec::new();
     let mut token = String::new();
     loop {
-        let (status, page) = server.get_json(&format!("/v1/projects/p/models?pageSize=2&alt=json&pageToken={token}")).await;
+        let (status, page) =
+            server.get_json(&format!("/v1/projects/p/models?pageSize=2&alt=json&pageToken={token}")).await;
         assert_eq!(status, 200, "{page}");
-        names.extend(page["models"].as_array().expect("models").iter().map(|m| m["name"].as_str().expect("name").to_owned()));
+        names.extend(
+            page["models"].as_array().expect("models").iter().map(|m| m["name"].as_str().expect("name").to_owned()),
+        );
         match page["nextPageToken"].as_str() {
             Some(next) => token = next.to_owned(),
             None => break,
@@ -98,7 +112,9 @@ async fn deploy_predict_set_default_and_delete_a_version() {
     assert_eq!(op["metadata"]["operationType"], "CREATE_VERSION");
     assert_eq!(op["metadata"]["modelName"], "projects/p/models/mnist");
 
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(common::fixture_models().join("expected.json")).expect("read")).expect("json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture_models().join("expected.json")).expect("read"))
+            .expect("json");
     let instances = &expected["mlp"]["instances"];
     for path in ["/v1/projects/p/models/mnist:predict", "/v1/projects/p/models/mnist/versions/v1:predict?alt=json"] {
         let (status, body) = server.post_json(path, &json!({"instances": instances})).await;
@@ -122,7 +138,11 @@ async fn deploy_predict_set_default_and_delete_a_version() {
     let (status, error) = server.delete_json("/v1/projects/p/models/mnist/versions/v1").await;
     assert_eq!((status, &error["error"]["status"]), (400, &json!("FAILED_PRECONDITION")), "{error}");
     let (status, error) = server.delete_json("/v1/projects/p/models/mnist").await;
-    assert_eq!((status, &error["error"]["status"]), (400, &json!("FAILED_PRECONDITION")), "model with versions: {error}");
+    assert_eq!(
+        (status, &error["error"]["status"]),
+        (400, &json!("FAILED_PRECONDITION")),
+        "model with versions: {error}"
+    );
 
     let (status, v2) = server.post_json("/v1/projects/p/models/mnist/versions/v2:setDefault", &json!({})).await;
     assert_eq!(status, 200, "{v2}");
@@ -135,7 +155,9 @@ async fn deploy_predict_set_default_and_delete_a_version() {
     assert_eq!(done["response"]["@type"], "type.googleapis.com/google.protobuf.Empty", "{done}");
     let (status, _) = server.get_json("/v1/projects/p/models/mnist/versions/v1").await;
     assert_eq!(status, 404);
-    let (status, body) = server.post_json("/v1/projects/p/models/mnist/versions/v1:predict", &json!({"instances": [[0, 0, 0, 0]]})).await;
+    let (status, body) = server
+        .post_json("/v1/projects/p/models/mnist/versions/v1:predict", &json!({"instances": [[0, 0, 0, 0]]}))
+        .await;
     assert_eq!(status, 404, "{body}");
 
     let (status, list) = server.get_json("/v1/projects/p/models/mnist/versions").await;
@@ -144,7 +166,12 @@ async fn deploy_predict_set_default_and_delete_a_version() {
 
     let (status, ops) = server.get_json("/v1/projects/p/operations?alt=json").await;
     assert_eq!(status, 200);
-    let kinds: Vec<&str> = ops["operations"].as_array().expect("operations").iter().map(|o| o["metadata"]["operationType"].as_str().expect("type")).collect();
+    let kinds: Vec<&str> = ops["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .map(|o| o["metadata"]["operationType"].as_str().expect("type"))
+        .collect();
     assert_eq!(kinds, ["DELETE_VERSION", "CREATE_VERSION", "CREATE_VERSION"], "newest first");
 }
 
@@ -177,12 +204,32 @@ async fn version_create_rejects_bad_uris_frameworks_and_files() {
     let outside = tempfile::tempdir().expect("tempdir");
     let staged = server.stage_fixture("mlp");
     let cases = [
-        (json!({"name": "v", "deploymentUri": outside.path().display().to_string()}), "version.deploymentUri", "outside the storage roots"),
-        (json!({"name": "v", "deploymentUri": format!("{}/../../..", staged.display())}), "version.deploymentUri", "outside the storage roots"),
-        (json!({"name": "v", "deploymentUri": "gs://bucket/model"}), "version.deploymentUri", "scheme is not supported"),
+        (
+            json!({"name": "v", "deploymentUri": outside.path().display().to_string()}),
+            "version.deploymentUri",
+            "outside the storage roots",
+        ),
+        (
+            json!({"name": "v", "deploymentUri": format!("{}/../../..", staged.display())}),
+            "version.deploymentUri",
+            "outside the storage roots",
+        ),
+        (
+            json!({"name": "v", "deploymentUri": "gs://bucket/model"}),
+            "version.deploymentUri",
+            "scheme is not supported",
+        ),
         (json!({"name": "v"}), "version.deploymentUri", "required"),
-        (json!({"name": "v", "deploymentUri": staged.display().to_string(), "framework": "TENSORFLOW"}), "version.framework", "PYTORCH"),
-        (json!({"name": "bad-name", "deploymentUri": staged.display().to_string()}), "version.name", "not a valid version name"),
+        (
+            json!({"name": "v", "deploymentUri": staged.display().to_string(), "framework": "TENSORFLOW"}),
+            "version.framework",
+            "PYTORCH",
+        ),
+        (
+            json!({"name": "bad-name", "deploymentUri": staged.display().to_string()}),
+            "version.name",
+            "not a valid version name",
+        ),
     ];
     for (body, field, text) in cases {
         let (status, error) = server.post_json("/v1/projects/p/models/m/versions", &body).await;
@@ -190,7 +237,12 @@ async fn version_create_rejects_bad_uris_frameworks_and_files() {
         assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}: {error}");
         assert!(error["error"]["message"].as_str().expect("message").contains(text), "{body}: {error}");
     }
-    let (status, error) = server.post_json("/v1/projects/p/models/nope/versions", &json!({"name": "v", "deploymentUri": staged.display().to_string()})).await;
+    let (status, error) = server
+        .post_json(
+            "/v1/projects/p/models/nope/versions",
+            &json!({"name": "v", "deploymentUri": staged.display().to_string()}),
+        )
+        .await;
     assert_eq!((status, &error["error"]["status"]), (404, &json!("NOT_FOUND")), "{error}");
 
     // A directory that is not TorchScript: the operation fails and the version is FAILED.
@@ -200,7 +252,8 @@ async fn version_create_rejects_bad_uris_frameworks_and_files() {
     let (_, version) = server.get_json("/v1/projects/p/models/m/versions/broken").await;
     assert_eq!(version["state"], "FAILED");
     assert!(version["errorMessage"].as_str().expect("errorMessage").contains("TorchScript"), "{version}");
-    let (status, body) = server.post_json("/v1/projects/p/models/m/versions/broken:predict", &json!({"instances": [1]})).await;
+    let (status, body) =
+        server.post_json("/v1/projects/p/models/m/versions/broken:predict", &json!({"instances": [1]})).await;
     assert_eq!((status, &body["error"]["status"]), (400, &json!("FAILED_PRECONDITION")), "{body}");
 }
 
@@ -216,7 +269,8 @@ async fn deployed_versions_survive_a_restart_and_a_changed_source() {
     let server = TestServer::start_in(data, &[], &[]).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (status, body) = server.post_json("/v1/projects/p/models/m:predict", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]})).await;
+        let (status, body) =
+            server.post_json("/v1/projects/p/models/m:predict", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]})).await;
         if status == 200 {
             assert_eq!(body["predictions"].as_array().expect("predictions").len(), 1);
             break;
@@ -224,4 +278,40 @@ async fn deployed_versions_survive_a_restart_and_a_changed_source() {
         assert!(std::time::Instant::now() < deadline, "not serving after restart: {body}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn lists_filter_by_field_label_and_prefix() {
+    let server = TestServer::start().await;
+    for (name, team) in [("vision_a", "vision"), ("vision_b", "vision"), ("text_a", "text")] {
+        let (status, body) =
+            server.post_json("/v1/projects/p/models", &json!({"name": name, "labels": {"team": team}})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let names = |page: &Value| -> Vec<String> {
+        page["models"]
+            .as_array()
+            .map(|m| m.iter().map(|m| m["name"].as_str().expect("name").to_owned()).collect())
+            .unwrap_or_default()
+    };
+    // `+` is a space in a query string, as the official client sends it.
+    let (status, page) =
+        server.get_json("/v1/projects/p/models?filter=labels.team%3Avision+AND+name%3Avision_b&alt=json").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(names(&page), ["projects/p/models/vision_b"]);
+    let (_, page) = server.get_json("/v1/projects/p/models?filter=name%3Avision*&pageSize=1").await;
+    assert_eq!(names(&page), ["projects/p/models/vision_a"]);
+    let token = page["nextPageToken"].as_str().expect("a second filtered page");
+    let (_, page) =
+        server.get_json(&format!("/v1/projects/p/models?filter=name%3Avision*&pageSize=1&pageToken={token}")).await;
+    assert_eq!(names(&page), ["projects/p/models/vision_b"]);
+    assert!(page.get("nextPageToken").is_none(), "text_a does not match, so no more pages: {page}");
+    let (_, page) = server.get_json("/v1/projects/p/models?filter=labels.team%3Anobody").await;
+    assert_eq!(page, json!({}));
+    let (status, error) = server.get_json("/v1/projects/p/models?filter=nonsense").await;
+    assert_eq!(
+        (status, &error["error"]["details"][0]["fieldViolations"][0]["field"]),
+        (400, &json!("filter")),
+        "{error}"
+    );
 }

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::extract::{Body, Query};
 use super::resources::{ListQuery, Model, Operation};
-use super::{no_filter, Json};
-use crate::control::{Control, PageRequest};
+use super::Json;
+use crate::control::{Control, Filter, PageRequest};
 use crate::error::Error;
 use crate::names::{parse_resource_id, ModelName, ProjectId};
 use crate::store::NewModel;
@@ -101,8 +101,9 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListModelsResponse>> {
     let project = ProjectId::parse("parent", &project)?;
-    no_filter(query.filter.as_deref())?;
-    let page = control.list_models(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?).await?;
+    let filter = Filter::parse(query.filter.as_deref())?;
+    let page =
+        control.list_models(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter).await?;
     let mut models = Vec::with_capacity(page.models.len());
     for record in page.models {
         let name = ModelName { project: project.clone(), model: record.model.clone() };

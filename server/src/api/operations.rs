@@ -6,8 +6,8 @@ use axum::Router;
 
 use super::extract::Query;
 use super::resources::{ListQuery, Operation};
-use super::{no_filter, Json};
-use crate::control::{Control, PageRequest};
+use super::Json;
+use crate::control::{Control, Filter, PageRequest};
 use crate::names::{OperationName, ProjectId};
 
 pub fn router() -> Router<Control> {
@@ -39,9 +39,10 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListOperationsResponse>> {
     let project = ProjectId::parse("name", &project)?;
-    no_filter(query.filter.as_deref())?;
-    let page =
-        control.list_operations(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?).await?;
+    let filter = Filter::parse(query.filter.as_deref())?;
+    let page = control
+        .list_operations(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter)
+        .await?;
     Ok(Json(ListOperationsResponse {
         operations: page.operations.into_iter().map(Operation::from).collect(),
         next_page_token: page.next_page_token,

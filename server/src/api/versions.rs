@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::extract::{Body, Query};
 use super::resources::{ListQuery, Operation, Version};
-use super::{no_filter, Json};
-use crate::control::{Control, PageRequest};
+use super::Json;
+use crate::control::{Control, Filter, PageRequest};
 use crate::names::{parse_resource_id, ModelName, VersionName};
 use crate::store::NewVersion;
 
@@ -116,8 +116,9 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListVersionsResponse>> {
     let model = ModelName::new("parent", &project, &model)?;
-    no_filter(query.filter.as_deref())?;
-    let page = control.list_versions(&model, PageRequest::new(query.page_size, query.page_token.as_deref())?).await?;
+    let filter = Filter::parse(query.filter.as_deref())?;
+    let page =
+        control.list_versions(&model, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter).await?;
     Ok(Json(ListVersionsResponse {
         versions: page.versions.into_iter().map(Version::from).collect(),
         next_page_token: page.next_page_token,

@@ -1,6 +1,7 @@
 //! Model use cases: create, get, list, delete.
 
-use super::paging::PageRequest;
+use super::filter::{labels, Filter};
+use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{ModelName, ProjectId};
@@ -27,9 +28,12 @@ impl Control {
     }
 
     /// A page of the project's models, ordered by name.
-    pub async fn list_models(&self, project: &ProjectId, page: PageRequest) -> Result<ModelPage> {
-        let mut models = self.store.list_models(project, page.after.as_deref(), page.fetch_limit()).await?;
-        let next_page_token = page.finish(&mut models, |m| &m.model);
+    pub async fn list_models(&self, project: &ProjectId, page: PageRequest, filter: &Filter) -> Result<ModelPage> {
+        let fetch = |after: Option<String>, limit| async move {
+            self.store.list_models(project, after.as_deref(), limit).await
+        };
+        let keep = |m: &ModelRecord| filter.matches(&model_fields(m));
+        let (models, next_page_token) = filtered_page(&page, keep, |m| &m.model, fetch).await?;
         Ok(ModelPage { models, next_page_token })
     }
 
@@ -55,4 +59,18 @@ impl Control {
         operation.end_time = Some(chrono::Utc::now());
         Ok(operation)
     }
+}
+
+/// The fields a list filter can name on a model.
+fn model_fields(m: &ModelRecord) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("name".to_owned(), m.model.clone()),
+        ("name".to_owned(), format!("projects/{}/models/{}", m.project, m.model)),
+        ("description".to_owned(), m.description.clone()),
+    ];
+    if let Some(default) = &m.default_version {
+        fields.push(("defaultVersion.name".to_owned(), default.clone()));
+    }
+    fields.extend(labels(&m.labels));
+    fields
 }

@@ -1,6 +1,7 @@
 //! Operation use cases: get and list.
 
-use super::paging::PageRequest;
+use super::filter::{labels, Filter};
+use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{OperationName, ProjectId};
@@ -22,9 +23,30 @@ impl Control {
     }
 
     /// A page of the project's operations, newest first.
-    pub async fn list_operations(&self, project: &ProjectId, page: PageRequest) -> Result<OperationPage> {
-        let mut operations = self.store.list_operations(project, page.after.as_deref(), page.fetch_limit()).await?;
-        let next_page_token = page.finish(&mut operations, |o| &o.id);
+    pub async fn list_operations(
+        &self,
+        project: &ProjectId,
+        page: PageRequest,
+        filter: &Filter,
+    ) -> Result<OperationPage> {
+        let fetch = |after: Option<String>, limit| async move {
+            self.store.list_operations(project, after.as_deref(), limit).await
+        };
+        let keep = |o: &OperationRecord| filter.matches(&operation_fields(o));
+        let (operations, next_page_token) = filtered_page(&page, keep, |o| &o.id, fetch).await?;
         Ok(OperationPage { operations, next_page_token })
     }
+}
+
+/// The fields a list filter can name on an operation.
+fn operation_fields(o: &OperationRecord) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("name".to_owned(), o.id.clone()),
+        ("name".to_owned(), o.name()),
+        ("done".to_owned(), o.outcome.is_some().to_string()),
+        ("metadata.operationType".to_owned(), o.kind.as_str().to_owned()),
+        ("metadata.modelName".to_owned(), o.model_name.clone()),
+    ];
+    fields.extend(labels(&o.labels));
+    fields
 }

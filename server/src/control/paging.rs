@@ -53,6 +53,42 @@ impl PageRequest {
     }
 }
 
+/// Reads rows in id order through `fetch(after, limit)`, keeps those `keep` accepts, and returns
+/// one page of them with the token of the next. Reading goes on past rejected rows, so a filtered
+/// page is as full as an unfiltered one.
+pub async fn filtered_page<T, F, Fut>(
+    page: &PageRequest,
+    keep: impl Fn(&T) -> bool,
+    id: impl Fn(&T) -> &str,
+    fetch: F,
+) -> Result<(Vec<T>, Option<String>)>
+where
+    F: Fn(Option<String>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    const CHUNK: usize = 200;
+    let mut kept = Vec::new();
+    let mut after = page.after.clone();
+    loop {
+        let rows = fetch(after.clone(), CHUNK).await?;
+        let exhausted = rows.len() < CHUNK;
+        for row in rows {
+            after = Some(id(&row).to_owned());
+            if keep(&row) {
+                kept.push(row);
+                if kept.len() == page.fetch_limit() {
+                    break;
+                }
+            }
+        }
+        if exhausted || kept.len() == page.fetch_limit() {
+            break;
+        }
+    }
+    let token = page.finish(&mut kept, id);
+    Ok((kept, token))
+}
+
 fn encode(id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
 }

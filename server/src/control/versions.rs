@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::paging::PageRequest;
+use super::filter::{labels, Filter};
+use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{ModelName, VersionName};
@@ -126,10 +127,13 @@ impl Control {
     }
 
     /// A page of the model's versions, ordered by name.
-    pub async fn list_versions(&self, model: &ModelName, page: PageRequest) -> Result<VersionPage> {
+    pub async fn list_versions(&self, model: &ModelName, page: PageRequest, filter: &Filter) -> Result<VersionPage> {
         self.get_model(model).await?;
-        let mut versions = self.store.list_versions(model, page.after.as_deref(), page.fetch_limit()).await?;
-        let next_page_token = page.finish(&mut versions, |v| &v.version);
+        let fetch = |after: Option<String>, limit| async move {
+            self.store.list_versions(model, after.as_deref(), limit).await
+        };
+        let keep = |v: &VersionRecord| filter.matches(&version_fields(v));
+        let (versions, next_page_token) = filtered_page(&page, keep, |v| &v.version, fetch).await?;
         Ok(VersionPage { versions, next_page_token })
     }
 
@@ -246,4 +250,19 @@ fn detect_framework(dir: &Path, framework: &str) -> Result<String> {
         ""
     };
     Err(Error::invalid("version.deploymentUri", format!("The deployment directory has no {MODEL_FILE}{found}.")))
+}
+
+/// The fields a list filter can name on a version.
+fn version_fields(v: &VersionRecord) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("name".to_owned(), v.version.clone()),
+        ("name".to_owned(), format!("projects/{}/models/{}/versions/{}", v.project, v.model, v.version)),
+        ("state".to_owned(), v.state.as_str().to_owned()),
+        ("framework".to_owned(), v.framework.clone()),
+        ("description".to_owned(), v.description.clone()),
+        ("runtimeVersion".to_owned(), v.runtime_version.clone()),
+        ("isDefault".to_owned(), v.is_default.to_string()),
+    ];
+    fields.extend(labels(&v.labels));
+    fields
 }
