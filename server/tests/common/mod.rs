@@ -144,15 +144,21 @@ pub async fn run_anneal(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, S
     )
 }
 
+/// The project's Python: `$VIRTUAL_ENV/bin/python`, else the repository's `.venv` (both set up by
+/// `make`, with torch and the official `ml` v1 client).
+pub fn python() -> PathBuf {
+    std::env::var_os("VIRTUAL_ENV")
+        .map(|venv| PathBuf::from(venv).join("bin/python"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
 /// The TorchScript models of `fixtures/make_models.py`, written once per test binary by the
 /// project's Python (the `.venv` that `make` sets up, or `$VIRTUAL_ENV`).
 pub fn fixture_models() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = std::env::var_os("VIRTUAL_ENV")
-            .map(|venv| PathBuf::from(venv).join("bin/python"))
-            .unwrap_or_else(|| root.join("../.venv/bin/python"));
+        let python = python();
         let dir = std::env::temp_dir().join(format!("anneal-fixture-models-{}", std::process::id()));
         let status = std::process::Command::new(&python)
             .arg(root.join("tests/fixtures/make_models.py"))

@@ -1,0 +1,114 @@
+"""Drives a running Anneal with Google's official `ml` v1 client (google-api-python-client, built
+from the discovery document its wheel ships), the way ML Engine users' scripts do.
+
+Usage: python official_client.py   (ANNEAL_URL and MODEL_DIR in the environment)
+Exits non-zero with a message on the first difference.
+"""
+
+import os
+import time
+
+import google.auth.credentials
+import googleapiclient.discovery
+import torch
+from googleapiclient.errors import HttpError
+
+URL = os.environ["ANNEAL_URL"]
+MODEL_DIR = os.environ["MODEL_DIR"]
+PROJECT = "projects/compat"
+
+ml = googleapiclient.discovery.build(
+    "ml",
+    "v1",
+    static_discovery=True,
+    cache_discovery=False,
+    credentials=google.auth.credentials.AnonymousCredentials(),
+    client_options={"api_endpoint": URL},
+)
+
+
+def expect_http_error(status, call, contains=""):
+    try:
+        call.execute()
+    except HttpError as error:
+        assert error.resp.status == status, f"expected HTTP {status}, got {error.resp.status}: {error.content!r}"
+        assert contains in error.content.decode(), f"{contains!r} not in {error.content!r}"
+        return error
+    raise AssertionError(f"expected HTTP {status}, the call succeeded")
+
+
+def wait(operation):
+    for _ in range(600):
+        if operation.get("done"):
+            return operation
+        time.sleep(0.05)
+        operation = ml.projects().operations().get(name=operation["name"]).execute()
+    raise AssertionError(f"operation never finished: {operation}")
+
+
+config = ml.projects().getConfig(name=PROJECT).execute()
+assert config["serviceAccountProject"].isdigit(), config
+
+model = ml.projects().models().create(
+    parent=PROJECT, body={"name": "m1", "regions": ["us-central1"], "onlinePredictionLogging": True, "labels": {"team": "compat"}}
+).execute()
+assert model["name"] == f"{PROJECT}/models/m1", model
+error = expect_http_error(409, ml.projects().models().create(parent=PROJECT, body={"name": "m1"}), "ALREADY_EXISTS")
+assert error.error_details[0]["fieldViolations"][0]["field"] == "model.name", error.error_details
+expect_http_error(404, ml.projects().models().get(name=f"{PROJECT}/models/missing"), "NOT_FOUND")
+expect_http_error(400, ml.projects().models().create(parent=PROJECT, body={"name": "9lives"}), "INVALID_ARGUMENT")
+
+operation = ml.projects().models().versions().create(
+    parent=f"{PROJECT}/models/m1",
+    body={"name": "v1", "deploymentUri": f"file://{MODEL_DIR}", "runtimeVersion": "2.13", "framework": "PYTORCH", "pythonVersion": "3.11"},
+).execute()
+assert operation["metadata"]["operationType"] == "CREATE_VERSION", operation
+operation = wait(operation)
+assert "error" not in operation, operation
+version = operation["response"]
+assert version["state"] == "READY" and version["isDefault"] is True, version
+
+instances = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
+with torch.no_grad():
+    expected = torch.jit.load(os.path.join(MODEL_DIR, "model.pt"))(torch.tensor(instances)).tolist()
+for name in (f"{PROJECT}/models/m1", f"{PROJECT}/models/m1/versions/v1"):
+    response = ml.projects().predict(name=name, body={"instances": instances}).execute()
+    got = response["predictions"]
+    assert len(got) == len(expected), response
+    for row, want in zip(got, expected):
+        assert all(abs(a - b) < 1e-5 for a, b in zip(row, want)), (row, want)
+expect_http_error(400, ml.projects().predict(name=f"{PROJECT}/models/m1", body={"instances": [[1, 2]]}), "Prediction failed")
+expect_http_error(400, ml.projects().predict(name=f"{PROJECT}/models/m1", body={"instances": [[1, 2], [1, "x"]]}), "Failed to process element: 1")
+
+second = wait(
+    ml.projects().models().versions().create(parent=f"{PROJECT}/models/m1", body={"name": "v2", "deploymentUri": MODEL_DIR}).execute()
+)
+assert second["response"]["state"] == "READY", second
+expect_http_error(400, ml.projects().models().versions().delete(name=f"{PROJECT}/models/m1/versions/v1"), "FAILED_PRECONDITION")
+default = ml.projects().models().versions().setDefault(name=f"{PROJECT}/models/m1/versions/v2", body={}).execute()
+assert default["isDefault"] is True, default
+
+versions = ml.projects().models().versions().list(parent=f"{PROJECT}/models/m1", filter="state:READY", pageSize=1)
+seen = []
+while versions is not None:
+    page = versions.execute()
+    seen += [v["name"].rsplit("/", 1)[1] for v in page.get("versions", [])]
+    versions = ml.projects().models().versions().list_next(versions, page)
+assert seen == ["v1", "v2"], seen
+
+models = ml.projects().models().list(parent=PROJECT, filter="labels.team:compat").execute()
+assert [m["name"] for m in models["models"]] == [f"{PROJECT}/models/m1"], models
+assert models["models"][0]["defaultVersion"]["name"].endswith("/versions/v2"), models
+
+expect_http_error(400, ml.projects().models().delete(name=f"{PROJECT}/models/m1"), "FAILED_PRECONDITION")
+for v in ("v1", "v2"):
+    done = wait(ml.projects().models().versions().delete(name=f"{PROJECT}/models/m1/versions/{v}").execute())
+    assert "error" not in done, done
+wait(ml.projects().models().delete(name=f"{PROJECT}/models/m1").execute())
+assert ml.projects().models().list(parent=PROJECT).execute() == {}
+
+operations = ml.projects().operations().list(name=PROJECT).execute()["operations"]
+kinds = [o["metadata"]["operationType"] for o in operations]
+assert kinds[0] == "DELETE_MODEL" and kinds.count("CREATE_VERSION") == 2, kinds
+
+print("official client: all checks passed")

@@ -1,0 +1,28 @@
+//! The compatibility proof: Google's official `ml` v1 Python client (from the project's `.venv`)
+//! drives a real Anneal through models, versions, operations, predictions and error shapes.
+
+mod common;
+
+use common::TestServer;
+
+#[tokio::test]
+async fn the_official_python_client_works_unchanged() {
+    let server = TestServer::start().await;
+    let model_dir = server.stage_fixture("mlp_unsigned");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/official_client.py");
+    let output = tokio::process::Command::new(common::python())
+        .arg(script)
+        .env("ANNEAL_URL", &server.base)
+        .env("MODEL_DIR", &model_dir)
+        .output()
+        .await
+        .expect("run the official client script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "official client failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        server.stderr()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
