@@ -63,7 +63,8 @@ impl ModelHost {
     pub async fn load(&self, key: &str, dir: &Path) -> Result<(), String> {
         let dir = dir.to_path_buf();
         let options = self.options.clone();
-        let model = tokio::task::spawn_blocking(move || ServedModel::load(&dir, &options))
+        let name = key.to_owned();
+        let model = tokio::task::spawn_blocking(move || ServedModel::load(&name, &dir, &options))
             .await
             .map_err(|e| format!("model loading stopped unexpectedly: {e}"))??;
         let previous = self.write().insert(key.to_owned(), Arc::new(model));

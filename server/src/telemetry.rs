@@ -30,6 +30,9 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets for rows per forward pass.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// The process-wide Prometheus recorder. The `metrics` facade has one global recorder, so it is
 /// installed once per process and shared by every server the process runs.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -39,6 +42,8 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("the latency buckets are a non-empty constant")
+                .set_buckets_for_metric(Matcher::Full("anneal_predict_batch_rows".into()), BATCH_BUCKETS)
+                .expect("the batch buckets are a non-empty constant")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then our handle renders nothing,

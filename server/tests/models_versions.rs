@@ -160,6 +160,21 @@ async fn deploy_predict_set_default_and_delete_a_version() {
         .await;
     assert_eq!(status, 404, "{body}");
 
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    let v1 = "version=\"projects/p/models/mnist/versions/v1\"";
+    assert!(
+        metrics.lines().any(|l| l.starts_with("anneal_predict_requests_total{")
+            && l.contains(v1)
+            && l.contains("outcome=\"ok\"")
+            && l.ends_with(" 2")),
+        "{metrics}"
+    );
+    for name in
+        ["anneal_predict_duration_seconds_bucket{", "anneal_predict_batch_rows_bucket{", "anneal_predict_queue_depth{"]
+    {
+        assert!(metrics.lines().any(|l| l.starts_with(name) && l.contains(v1)), "{name} for v1 missing:\n{metrics}");
+    }
+
     let (status, list) = server.get_json("/v1/projects/p/models/mnist/versions").await;
     assert_eq!(status, 200);
     assert_eq!(list["versions"].as_array().expect("versions").len(), 1);

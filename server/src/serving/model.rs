@@ -84,6 +84,49 @@ pub struct ServedModel {
     workers: Vec<JoinHandle<()>>,
     signature: Signature,
     device: Device,
+    metrics: ModelMetrics,
+}
+
+/// Per-version metrics, labelled by the version's name; handles are made once at load.
+#[derive(Clone)]
+struct ModelMetrics {
+    ok: metrics::Counter,
+    bad_instance: metrics::Counter,
+    model_error: metrics::Counter,
+    overloaded: metrics::Counter,
+    unavailable: metrics::Counter,
+    latency: metrics::Histogram,
+    batch_rows: metrics::Histogram,
+    queue_depth: metrics::Gauge,
+}
+
+impl ModelMetrics {
+    fn new(version: &str) -> Self {
+        let version = version.to_owned();
+        let requests = |outcome: &'static str| metrics::counter!("anneal_predict_requests_total", "version" => version.clone(), "outcome" => outcome);
+        Self {
+            ok: requests("ok"),
+            bad_instance: requests("bad_instance"),
+            model_error: requests("model_error"),
+            overloaded: requests("overloaded"),
+            unavailable: requests("unavailable"),
+            latency: metrics::histogram!("anneal_predict_duration_seconds", "version" => version.clone()),
+            batch_rows: metrics::histogram!("anneal_predict_batch_rows", "version" => version.clone()),
+            queue_depth: metrics::gauge!("anneal_predict_queue_depth", "version" => version),
+        }
+    }
+
+    fn record(&self, result: &Result<Vec<Value>, PredictError>, started: Instant) {
+        self.latency.record(started.elapsed().as_secs_f64());
+        let counter = match result {
+            Ok(_) => &self.ok,
+            Err(PredictError::BadInstance(_)) => &self.bad_instance,
+            Err(PredictError::Model(_)) => &self.model_error,
+            Err(PredictError::Overloaded) => &self.overloaded,
+            Err(PredictError::Unavailable) => &self.unavailable,
+        };
+        counter.increment(1);
+    }
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -95,7 +138,7 @@ impl std::fmt::Debug for ServedModel {
 impl ServedModel {
     /// Loads `dir/model.pt` (and `dir/signature.json` if present) and starts the workers. Blocks:
     /// call it on a blocking thread.
-    pub fn load(dir: &Path, options: &ServingOptions) -> Result<Self, String> {
+    pub fn load(name: &str, dir: &Path, options: &ServingOptions) -> Result<Self, String> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
             return Err(format!("{MODEL_FILE} not found in the model directory"));
@@ -108,6 +151,7 @@ impl ServedModel {
         let module = Arc::new(module);
         warm_up(&module, &signature, device)?;
 
+        let metrics = ModelMetrics::new(name);
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let mut workers = Vec::with_capacity(options.workers.max(1));
         for index in 0..options.workers.max(1) {
@@ -117,6 +161,7 @@ impl ServedModel {
                 options: options.clone(),
                 device,
                 outputs: signature.outputs.clone(),
+                metrics: metrics.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
@@ -124,7 +169,7 @@ impl ServedModel {
                 .map_err(|e| format!("cannot start a model worker thread: {e}"))?;
             workers.push(handle);
         }
-        Ok(Self { sender: Some(sender), workers, signature, device })
+        Ok(Self { sender: Some(sender), workers, signature, device, metrics })
     }
 
     /// The model's signature.
@@ -139,11 +184,18 @@ impl ServedModel {
 
     /// Predicts `instances`, one prediction per instance, in order.
     pub async fn predict(&self, instances: &[Value]) -> Result<Vec<Value>, PredictError> {
+        let started = Instant::now();
+        let result = self.enqueue_and_wait(instances).await;
+        self.metrics.record(&result, started);
+        result
+    }
+
+    async fn enqueue_and_wait(&self, instances: &[Value]) -> Result<Vec<Value>, PredictError> {
         let batch = Batch::from_instances(instances, &self.signature.inputs)?;
         let (reply, answer) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
         match sender.try_send(Job { batch, reply }) {
-            Ok(()) => {}
+            Ok(()) => self.metrics.queue_depth.set(sender.len() as f64),
             Err(TrySendError::Full(_)) => return Err(PredictError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(PredictError::Unavailable),
         }
@@ -220,6 +272,7 @@ struct Worker {
     options: ServingOptions,
     device: Device,
     outputs: Vec<String>,
+    metrics: ModelMetrics,
 }
 
 impl Worker {
@@ -237,6 +290,8 @@ impl Worker {
             };
             let (jobs, next) = self.gather(first);
             held = next;
+            self.metrics.queue_depth.set(self.receiver.len() as f64);
+            self.metrics.batch_rows.record(jobs.iter().map(|j| j.batch.rows).sum::<usize>() as f64);
             self.execute(jobs);
         }
     }
