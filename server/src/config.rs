@@ -42,10 +42,36 @@ pub struct Config {
     pub storage_roots: Vec<PathBuf>,
     /// The largest request body accepted, in bytes (predict requests included).
     pub max_request_bytes: usize,
+    /// The most rows one forward pass takes (1 turns batching off).
+    pub predict_max_batch_size: usize,
+    /// How long a model worker waits for more requests to fill a batch, in microseconds; 0 batches
+    /// only what is already queued.
+    pub predict_max_queue_delay_us: u64,
+    /// Predict requests that may wait per version before new ones get 429.
+    pub predict_queue_capacity: usize,
+    /// Worker threads per served version.
+    pub predict_workers: usize,
+    /// libtorch intra-op threads per worker.
+    pub predict_intra_op_threads: i32,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
-const ENV_KEYS: &[&str] = &["addr", "data_dir", "log_format", "log", "site_root", "shutdown_grace_secs"];
+/// A test checks that every field of [`Config`] is listed.
+const ENV_KEYS: &[&str] = &[
+    "addr",
+    "data_dir",
+    "log_format",
+    "log",
+    "site_root",
+    "shutdown_grace_secs",
+    "storage_roots",
+    "max_request_bytes",
+    "predict_max_batch_size",
+    "predict_max_queue_delay_us",
+    "predict_queue_capacity",
+    "predict_workers",
+    "predict_intra_op_threads",
+];
 
 /// Values given on the command line; each one set overrides every other layer.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -112,6 +138,18 @@ impl Config {
         self.data_dir.join("storage")
     }
 
+    /// How versions are served.
+    pub fn serving_options(&self) -> crate::serving::ServingOptions {
+        crate::serving::ServingOptions {
+            max_batch_size: self.predict_max_batch_size.max(1),
+            max_queue_delay: Duration::from_micros(self.predict_max_queue_delay_us),
+            queue_capacity: self.predict_queue_capacity.max(1),
+            workers: self.predict_workers.max(1),
+            intra_op_threads: self.predict_intra_op_threads.max(1),
+            use_cuda: true,
+        }
+    }
+
     /// How long shutdown waits for in-flight work.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -129,6 +167,11 @@ struct Defaults {
     shutdown_grace_secs: u64,
     storage_roots: Vec<PathBuf>,
     max_request_bytes: usize,
+    predict_max_batch_size: usize,
+    predict_max_queue_delay_us: u64,
+    predict_queue_capacity: usize,
+    predict_workers: usize,
+    predict_intra_op_threads: i32,
 }
 
 impl Defaults {
@@ -142,6 +185,11 @@ impl Defaults {
             storage_roots: Vec::new(),
             // The 1.5 MB online-prediction payload limit of ML Engine.
             max_request_bytes: 1_572_864,
+            predict_max_batch_size: 64,
+            predict_max_queue_delay_us: 0,
+            predict_queue_capacity: 1024,
+            predict_workers: 1,
+            predict_intra_op_threads: 1,
         }
     }
 }
@@ -184,6 +232,34 @@ mod tests {
             assert_eq!(config.data_dir, PathBuf::from("/from/env"), "env beats file");
             assert_eq!(config.log, "debug", "file value kept when nothing overrides it");
             assert_eq!(config.log_format, LogFormat::Text, "flag beats env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_config_field_has_an_environment_variable() {
+        Jail::expect_with(|_| {
+            let config = load(Some(Path::new("/h")), None, Overrides::default()).expect("defaults");
+            let fields = serde_json::to_value(&config).expect("serialise");
+            let mut names: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
+            let mut listed = ENV_KEYS.to_vec();
+            names.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(names, listed);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn serving_settings_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ANNEAL_PREDICT_MAX_BATCH_SIZE", "1");
+            jail.set_env("ANNEAL_STORAGE_ROOTS", "[/srv/models]");
+            let config = load(Some(Path::new("/h")), None, Overrides::default()).expect("env");
+            assert_eq!(config.serving_options().max_batch_size, 1);
+            assert_eq!(config.storage_roots, vec![PathBuf::from("/srv/models")]);
+            jail.set_env("ANNEAL_PREDICT_MAX_BATCH_SIZE", "abc");
+            assert!(load(Some(Path::new("/h")), None, Overrides::default()).is_err(), "a bad number is refused");
             Ok(())
         });
     }

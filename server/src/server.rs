@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::console::Console;
 use crate::control::{Control, Parts};
-use crate::serving::{Accelerators, ModelHost, ServingOptions};
+use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -72,7 +72,7 @@ impl Server {
         }
 
         let tasks = Tasks::new();
-        let host = ModelHost::new(ServingOptions::default());
+        let host = ModelHost::new(config.serving_options());
         let control = Control::new(Parts {
             store: store.clone(),
             storage,

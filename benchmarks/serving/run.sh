@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Online prediction benchmark: (a) in-process tch forward (the floor), (b) Anneal over HTTP with
+# dynamic batching, (b') Anneal with batching off, (c) FastAPI + uvicorn + PyTorch, for a small and
+# a larger MLP; p50/p99 latency at concurrency 1 and throughput at concurrency 1, 8 and 64 (wrk).
+#
+# Reproduce from the repository root, after `make build`:   benchmarks/serving/run.sh
+# Needs wrk (Debian: apt-get install wrk). Writes results.jsonl, results.md and results.png here.
+# DURATION (seconds per load run, default 10) can be set in the environment.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/benchmarks/serving
+DURATION=${DURATION:-10}
+export VIRTUAL_ENV=$ROOT/.venv PATH=$ROOT/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+python -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
+cargo build --release --quiet -p server --bin anneal --example predict_floor
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/data/exports"
+python "$HERE/make_models.py" "$WORK/data/exports"
+RESULTS=$HERE/results.jsonl
+: > "$RESULTS"
+
+record() { # system model concurrency json
+  python - "$@" >> "$RESULTS" <<'PY'
+import json, sys
+system, model, concurrency, line = sys.argv[1:5]
+row = json.loads(line)
+row.update(system=system, model=model, concurrency=int(concurrency))
+print(json.dumps(row))
+PY
+}
+
+load() { # system model url
+  for c in 1 8 64; do
+    line=$(BODY_FILE="$WORK/data/exports/$2.body.json" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "$3" | tail -n 1)
+    echo "  $1 $2 c=$c $line"
+    record "$1" "$2" "$c" "$line"
+  done
+}
+
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+declare -A SIZE=([small]=784 [large]=2048)
+for model in small large; do
+  line=$(target/release/examples/predict_floor "$WORK/data/exports/$model" "${SIZE[$model]}" 3000)
+  echo "  floor $model $line"
+  record floor "$model" 1 "$line"
+done
+
+serve_anneal() { # system port extra-env...
+  local system=$1 port=$2; shift 2
+  env "$@" ANNEAL_LOG=warn target/release/anneal serve --addr "127.0.0.1:$port" --data-dir "$WORK/data" > "$WORK/$system.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/readyz"
+  for model in small large; do
+    curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models" -d "{\"name\": \"$model\"}" -H 'content-type: application/json' > /dev/null || true
+    op=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions" -H 'content-type: application/json' \
+      -d "{\"name\": \"${system}\", \"deploymentUri\": \"$WORK/data/exports/$model\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
+    until curl -fsS "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+    curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions/${system}:setDefault" -d '{}' > /dev/null
+    load "$system" "$model" "http://127.0.0.1:$port/v1/projects/bench/models/$model:predict"
+  done
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
+serve_anneal anneal 18081
+serve_anneal anneal_nobatch 18082 ANNEAL_PREDICT_MAX_BATCH_SIZE=1
+
+for model in small large; do
+  python "$HERE/fastapi_server.py" "$WORK/data/exports/$model" 18083 > "$WORK/fastapi.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:18083/docs"
+  load fastapi "$model" "http://127.0.0.1:18083/predict"
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+done
+
+python "$HERE/report.py" "$RESULTS" "$HERE/results.md" "$HERE/results.png"
+echo "wrote $HERE/results.md and $HERE/results.png"
