@@ -9,6 +9,7 @@ pub mod error;
 mod extract;
 mod models;
 mod operations;
+mod patch;
 mod predict;
 mod projects;
 pub mod resources;

@@ -19,7 +19,7 @@ pub use operations::OperationPage;
 pub use paging::PageRequest;
 pub use predict::{PredictFailure, PredictTarget};
 pub use projects::ProjectConfig;
-pub use versions::{VersionPage, PYTORCH};
+pub use versions::{Update, VersionPage, PYTORCH};
 
 use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;

@@ -330,3 +330,72 @@ async fn lists_filter_by_field_label_and_prefix() {
         "{error}"
     );
 }
+
+async fn patch_json(server: &TestServer, path: &str, body: &Value) -> (u16, Value) {
+    let response = server.client.patch(server.url(path)).json(body).send().await.expect("PATCH");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn patch_models_and_versions_with_update_masks_and_etags() {
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    server.deploy("m", "v1", "mlp").await;
+    server.deploy("m", "v2", "mlp").await;
+    let (_, model) = server.get_json("/v1/projects/p/models/m").await;
+    let etag = model["etag"].as_str().expect("etag").to_owned();
+
+    let (status, op) = patch_json(
+        &server,
+        "/v1/projects/p/models/m?updateMask=description%2CdefaultVersion.name&alt=json",
+        &json!({"description": "now v2", "defaultVersion": {"name": "projects/p/models/m/versions/v2"}, "etag": etag}),
+    )
+    .await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(op["done"], true);
+    assert_eq!(op["metadata"]["operationType"], "UPDATE_MODEL");
+    assert_eq!(op["response"]["@type"], "type.googleapis.com/google.cloud.ml.v1.Model");
+    assert_eq!(op["response"]["description"], "now v2");
+    let (_, v2) = server.get_json("/v1/projects/p/models/m/versions/v2").await;
+    assert_eq!(v2["isDefault"], true);
+
+    let (status, stale) = patch_json(
+        &server,
+        "/v1/projects/p/models/m?updateMask=description",
+        &json!({"description": "x", "etag": etag}),
+    )
+    .await;
+    assert_eq!((status, &stale["error"]["status"]), (409, &json!("ABORTED")), "a stale etag: {stale}");
+    let (status, bad) =
+        patch_json(&server, "/v1/projects/p/models/m?updateMask=regions", &json!({"regions": ["x"]})).await;
+    assert_eq!(
+        (status, &bad["error"]["details"][0]["fieldViolations"][0]["field"]),
+        (400, &json!("updateMask")),
+        "{bad}"
+    );
+    let (status, bad) = patch_json(&server, "/v1/projects/p/models/m", &json!({"description": "no mask"})).await;
+    assert_eq!(status, 400, "{bad}");
+
+    let (status, op) = patch_json(
+        &server,
+        "/v1/projects/p/models/m/versions/v1?updateMask=labels,autoScaling.minNodes",
+        &json!({"labels": {"stage": "canary"}, "autoScaling": {"minNodes": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(op["metadata"]["operationType"], "UPDATE_VERSION");
+    assert_eq!(op["response"]["labels"]["stage"], "canary");
+    let (status, bad) =
+        patch_json(&server, "/v1/projects/p/models/m/versions/v1?updateMask=labels", &json!({"bogus": 1})).await;
+    assert_eq!((status, &bad["error"]["status"]), (400, &json!("INVALID_ARGUMENT")), "unknown field: {bad}");
+
+    // Cancelling a finished operation changes nothing.
+    let op_name = op["name"].as_str().expect("name").to_owned();
+    let (status, empty) = server.post_json(&format!("/v1/{op_name}:cancel"), &json!({})).await;
+    assert_eq!((status, empty), (200, json!({})));
+    let (_, again) = server.get_json(&format!("/v1/{op_name}")).await;
+    assert_eq!(again["response"]["labels"]["stage"], "canary", "{again}");
+    let (status, missing) = server.post_json("/v1/projects/p/operations/nope:cancel", &json!({})).await;
+    assert_eq!(status, 404, "{missing}");
+}

@@ -8,9 +8,10 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::extract::{Body, Query};
+use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{ListQuery, Model, Operation};
 use super::Json;
-use crate::control::{Control, Filter, PageRequest};
+use crate::control::{Control, Filter, PageRequest, Update};
 use crate::error::Error;
 use crate::names::{parse_resource_id, ModelName, ProjectId};
 use crate::store::NewModel;
@@ -18,7 +19,7 @@ use crate::store::NewModel;
 pub fn router() -> Router<Control> {
     Router::new()
         .route("/projects/{project}/models", get(list).post(create))
-        .route("/projects/{project}/models/{model}", get(fetch).delete(delete))
+        .route("/projects/{project}/models/{model}", get(fetch).delete(delete).patch(patch))
 }
 
 /// The fields a client may send in a Model; output-only fields are accepted and ignored.
@@ -37,10 +38,14 @@ struct ModelBody {
     online_prediction_logging: bool,
     #[serde(default)]
     online_prediction_console_logging: bool,
-    #[allow(dead_code)]
-    default_version: Option<serde_json::Value>,
-    #[allow(dead_code)]
+    default_version: Option<DefaultVersion>,
     etag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DefaultVersion {
+    #[serde(default)]
+    name: String,
 }
 
 async fn create(
@@ -119,4 +124,31 @@ async fn delete(
 ) -> crate::Result<Json<Operation>> {
     let name = ModelName::new("name", &project, &model)?;
     Ok(Json(control.delete_model(&name).await?.into()))
+}
+
+async fn patch(
+    State(control): State<Control>,
+    Path((project, model)): Path<(String, String)>,
+    Query(query): Query<PatchQuery>,
+    Body(body): Body<ModelBody>,
+) -> crate::Result<Json<Operation>> {
+    let name = ModelName::new("name", &project, &model)?;
+    let paths = mask_paths(
+        query.update_mask.as_deref(),
+        &["description", "labels", "defaultVersion.name"],
+        &["defaultVersion"],
+    )?;
+    let mut update = Update { expected_revision: revision(body.etag.as_deref())?, ..Update::default() };
+    for path in paths {
+        match path.as_str() {
+            "description" => update.description = Some(body.description.clone()),
+            "labels" => update.labels = Some(body.labels.clone()),
+            _ => {
+                let full = body.default_version.as_ref().map(|d| d.name.as_str()).unwrap_or_default();
+                let id = full.rsplit('/').next().unwrap_or_default();
+                update.default_version = Some(parse_resource_id("model.defaultVersion.name", "version", id)?);
+            }
+        }
+    }
+    Ok(Json(control.update_model(&name, update).await?.into()))
 }

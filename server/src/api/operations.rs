@@ -1,7 +1,7 @@
 //! `projects.operations`: get, list.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use super::extract::Query;
@@ -14,6 +14,7 @@ pub fn router() -> Router<Control> {
     Router::new()
         .route("/projects/{project}/operations", get(list))
         .route("/projects/{project}/operations/{operation}", get(fetch))
+        .route("/projects/{project}/operations/{operation}/@cancel", post(cancel))
 }
 
 async fn fetch(
@@ -47,4 +48,14 @@ async fn list(
         operations: page.operations.into_iter().map(Operation::from).collect(),
         next_page_token: page.next_page_token,
     }))
+}
+
+/// `operations.cancel`: answers `{}`; the operation ends CANCELLED if it was still running.
+async fn cancel(
+    State(control): State<Control>,
+    Path((project, operation)): Path<(String, String)>,
+) -> crate::Result<Json<serde_json::Value>> {
+    let name = OperationName::new("name", &project, &operation)?;
+    control.cancel_operation(&name).await?;
+    Ok(Json(serde_json::json!({})))
 }

@@ -8,16 +8,17 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::extract::{Body, Query};
+use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{ListQuery, Operation, Version};
 use super::Json;
-use crate::control::{Control, Filter, PageRequest};
+use crate::control::{Control, Filter, PageRequest, Update};
 use crate::names::{parse_resource_id, ModelName, VersionName};
 use crate::store::NewVersion;
 
 pub fn router() -> Router<Control> {
     Router::new()
         .route("/projects/{project}/models/{model}/versions", get(list).post(create))
-        .route("/projects/{project}/models/{model}/versions/{version}", get(fetch).delete(delete))
+        .route("/projects/{project}/models/{model}/versions/{version}", get(fetch).delete(delete).patch(patch))
         .route("/projects/{project}/models/{model}/versions/{version}/@setDefault", post(set_default))
 }
 
@@ -139,4 +140,34 @@ async fn set_default(
 ) -> crate::Result<Json<Version>> {
     let name = VersionName::new("name", &project, &model, &version)?;
     Ok(Json(control.set_default_version(&name).await?.into()))
+}
+
+/// Version fields ML Engine clients may name in a patch mask that mean nothing on one Anneal host.
+const ACCEPTED_MASK: &[&str] = &[
+    "requestLoggingConfig",
+    "autoScaling.minNodes",
+    "autoScaling.maxNodes",
+    "manualScaling.nodes",
+    "predictionClass",
+    "packageUris",
+];
+
+async fn patch(
+    State(control): State<Control>,
+    Path((project, model, version)): Path<(String, String, String)>,
+    Query(query): Query<PatchQuery>,
+    Body(body): Body<VersionBody>,
+) -> crate::Result<Json<Operation>> {
+    let name = VersionName::new("name", &project, &model, &version)?;
+    let paths = mask_paths(query.update_mask.as_deref(), &["description", "labels"], ACCEPTED_MASK)?;
+    let etag = body.recorded.etag.as_ref().and_then(|e| e.as_str()).map(str::to_owned);
+    let mut update = Update { expected_revision: revision(etag.as_deref())?, ..Update::default() };
+    for path in paths {
+        match path.as_str() {
+            "description" => update.description = Some(body.description.clone()),
+            "labels" => update.labels = Some(body.labels.clone()),
+            _ => {}
+        }
+    }
+    Ok(Json(control.update_version(&name, update).await?.into()))
 }

@@ -2,9 +2,10 @@
 
 use super::filter::{labels, Filter};
 use super::paging::{filtered_page, PageRequest};
+use super::versions::Update;
 use super::Control;
 use crate::error::{Error, Result};
-use crate::names::{ModelName, ProjectId};
+use crate::names::{ModelName, ProjectId, VersionName};
 use crate::store::{ModelRecord, NewModel, OperationKind, OperationOutcome, OperationRecord};
 
 /// A page of models.
@@ -46,16 +47,57 @@ impl Control {
                 "Model {name} has versions; delete its versions before deleting the model."
             )));
         }
-        let mut operation = OperationRecord::start(
+        let subject = format!("model_{}", name.model);
+        self.finished_operation(
             &name.project,
             OperationKind::DeleteModel,
-            &format!("model_{}", name.model),
+            &subject,
             name.to_string(),
             None,
-        );
+            OperationOutcome::Empty,
+        )
+        .await
+    }
+
+    /// Changes a model's description, labels or default version (`models.patch`); returns the
+    /// finished operation with the updated model. With an etag, nothing changes unless the model
+    /// is still at the etag's revision (else ABORTED).
+    pub async fn update_model(&self, name: &ModelName, update: Update) -> Result<OperationRecord> {
+        let current = self.get_model(name).await?;
+        if update.expected_revision.is_some_and(|r| r != current.revision) {
+            return Err(Error::Aborted(format!(
+                "Model {name} was changed by another request (etag mismatch); read it again."
+            )));
+        }
+        let mut expected = update.expected_revision;
+        if let Some(version) = &update.default_version {
+            self.set_default_version(&VersionName { model: name.clone(), version: version.clone() }).await?;
+            expected = None;
+        }
+        if update.description.is_some() || update.labels.is_some() {
+            self.store.update_model(name, update.description.as_deref(), update.labels.as_ref(), expected).await?;
+        }
+        let model = self.get_model(name).await?;
+        let subject = format!("model_{}", name.model);
+        let outcome = OperationOutcome::Model { model: Box::new(model) };
+        self.finished_operation(&name.project, OperationKind::UpdateModel, &subject, name.to_string(), None, outcome)
+            .await
+    }
+
+    /// Stores an operation that is already finished (for changes made within the request).
+    pub(super) async fn finished_operation(
+        &self,
+        project: &ProjectId,
+        kind: OperationKind,
+        subject: &str,
+        model_name: String,
+        version: Option<crate::store::VersionRecord>,
+        outcome: OperationOutcome,
+    ) -> Result<OperationRecord> {
+        let mut operation = OperationRecord::start(project, kind, subject, model_name, version);
         self.store.insert_operation(&operation).await?;
-        self.store.finish_operation(&operation.project, &operation.id, &OperationOutcome::Empty).await?;
-        operation.outcome = Some(OperationOutcome::Empty);
+        self.store.finish_operation(&operation.project, &operation.id, &outcome).await?;
+        operation.outcome = Some(outcome);
         operation.end_time = Some(chrono::Utc::now());
         Ok(operation)
     }

@@ -22,6 +22,15 @@ impl Control {
             .ok_or_else(|| Error::not_found("name", format!("Operation {name} not found.")))
     }
 
+    /// Asks a running operation to stop (`operations.cancel`). A version creation that is
+    /// cancelled ends with error code 1 (CANCELLED) and the version FAILED; an operation that is
+    /// already done is left as it is.
+    pub async fn cancel_operation(&self, name: &OperationName) -> Result<()> {
+        self.get_operation(name).await?;
+        self.store.request_cancel(name).await?;
+        Ok(())
+    }
+
     /// A page of the project's operations, newest first.
     pub async fn list_operations(
         &self,

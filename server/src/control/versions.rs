@@ -17,8 +17,22 @@ use crate::store::{
     version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord, VersionState,
 };
 
+/// The message of a version creation cancelled through its operation.
+const CANCELLED: &str = "Cancelled by request: operations.cancel was called before the version was ready.";
+
 /// The framework Anneal serves.
 pub const PYTORCH: &str = "PYTORCH";
+
+/// What a patch changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Update {
+    pub description: Option<String>,
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// `defaultVersion.name` (models only).
+    pub default_version: Option<String>,
+    /// The revision the client's etag names; the change applies only at that revision.
+    pub expected_revision: Option<i64>,
+}
 
 /// A page of versions.
 pub struct VersionPage {
@@ -58,7 +72,14 @@ impl Control {
     }
 
     async fn finish_create(&self, name: &VersionName, source: &Path, op: &OperationRecord) {
-        let result = self.deploy(name, source).await;
+        let mut result = self.deploy(name, source).await;
+        if self.store.cancel_requested(&op.project, &op.id).await.unwrap_or(false) {
+            if let Ok(dir) = &result {
+                self.host.unload(&name.to_string());
+                self.storage.remove_dir(dir);
+            }
+            result = Err(CANCELLED.to_owned());
+        }
         let outcome = match &result {
             Ok(dir) => match self
                 .store
@@ -150,6 +171,26 @@ impl Control {
         self.get_version(name).await
     }
 
+    /// Changes a READY version's description or labels (`versions.patch`); returns the finished
+    /// operation with the updated version.
+    pub async fn update_version(&self, name: &VersionName, update: Update) -> Result<OperationRecord> {
+        self.store
+            .update_version(name, update.description.as_deref(), update.labels.as_ref(), update.expected_revision)
+            .await?;
+        let version = self.get_version(name).await?;
+        let subject = format!("{}_{}", name.model.model, name.version);
+        let outcome = OperationOutcome::Version { version: Box::new(version.clone()) };
+        self.finished_operation(
+            &name.model.project,
+            OperationKind::UpdateVersion,
+            &subject,
+            name.model.to_string(),
+            Some(version),
+            outcome,
+        )
+        .await
+    }
+
     /// Marks the version DELETING and starts removing it; returns the operation.
     pub async fn delete_version(&self, name: &VersionName) -> Result<OperationRecord> {
         let pending = OperationRecord::start(
@@ -203,6 +244,10 @@ impl Control {
             let outcome = match op.kind {
                 OperationKind::CreateVersion => OperationOutcome::Error { code: 14, message: interrupted.to_owned() },
                 OperationKind::DeleteVersion | OperationKind::DeleteModel => OperationOutcome::Empty,
+                // Updates finish in the request that starts them; an unfinished one was cut short.
+                OperationKind::UpdateModel | OperationKind::UpdateVersion => {
+                    OperationOutcome::Error { code: 14, message: interrupted.to_owned() }
+                }
             };
             self.store.finish_operation(&op.project, &op.id, &outcome).await?;
         }

@@ -138,6 +138,36 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Changes a model's description and labels (each when given); with `expected_revision`, only
+    /// if the model is still at that revision (else ABORTED).
+    pub async fn update_model(
+        &self,
+        name: &ModelName,
+        description: Option<&str>,
+        labels: Option<&BTreeMap<String, String>>,
+        expected_revision: Option<i64>,
+    ) -> Result<()> {
+        let labels = labels.map(serde_json::to_string).transpose().map_err(Error::internal)?;
+        let result = sqlx::query(
+            "UPDATE models SET description = COALESCE(?, description), labels = COALESCE(?, labels), revision = revision + 1 \
+             WHERE project_id = ? AND model_id = ? AND (? IS NULL OR revision = ?)",
+        )
+        .bind(description)
+        .bind(labels)
+        .bind(name.project.as_str())
+        .bind(&name.model)
+        .bind(expected_revision)
+        .bind(expected_revision)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::Aborted(format!(
+                "Model {name} was changed by another request (etag mismatch); read it again."
+            )));
+        }
+        Ok(())
+    }
+
     /// Makes `version` the model's default version.
     pub async fn set_default_version(&self, name: &ModelName, version: &str) -> Result<()> {
         sqlx::query(

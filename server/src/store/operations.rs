@@ -18,6 +18,8 @@ pub enum OperationKind {
     CreateVersion,
     DeleteVersion,
     DeleteModel,
+    UpdateModel,
+    UpdateVersion,
 }
 
 impl OperationKind {
@@ -27,6 +29,8 @@ impl OperationKind {
             Self::CreateVersion => "CREATE_VERSION",
             Self::DeleteVersion => "DELETE_VERSION",
             Self::DeleteModel => "DELETE_MODEL",
+            Self::UpdateModel => "UPDATE_MODEL",
+            Self::UpdateVersion => "UPDATE_VERSION",
         }
     }
 
@@ -35,6 +39,8 @@ impl OperationKind {
             "CREATE_VERSION" => Self::CreateVersion,
             "DELETE_VERSION" => Self::DeleteVersion,
             "DELETE_MODEL" => Self::DeleteModel,
+            "UPDATE_MODEL" => Self::UpdateModel,
+            "UPDATE_VERSION" => Self::UpdateVersion,
             other => return Err(Error::internal(format!("unknown stored operation type '{other}'"))),
         })
     }
@@ -85,6 +91,7 @@ impl OperationRecord {
         let verb = match kind {
             OperationKind::CreateVersion => "create",
             OperationKind::DeleteVersion | OperationKind::DeleteModel => "delete",
+            OperationKind::UpdateModel | OperationKind::UpdateVersion => "update",
         };
         Self {
             project: project.as_str().to_owned(),
@@ -227,6 +234,29 @@ impl Store {
             .await?,
         };
         rows.into_iter().map(OperationRecord::try_from).collect()
+    }
+
+    /// Records that a client asked to cancel the operation. Returns whether it was still running.
+    pub async fn request_cancel(&self, name: &OperationName) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE operations SET cancel_requested = 1 WHERE project_id = ? AND operation_id = ? AND done = 0",
+        )
+        .bind(name.project.as_str())
+        .bind(&name.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Whether a client asked to cancel the operation.
+    pub async fn cancel_requested(&self, project: &str, id: &str) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT cancel_requested FROM operations WHERE project_id = ? AND operation_id = ?")
+                .bind(project)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some_and(|(c,)| c != 0))
     }
 
     /// Operations not yet done (for reconciling at start).

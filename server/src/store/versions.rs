@@ -247,6 +247,44 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Changes a READY version's description and labels (each when given); with
+    /// `expected_revision`, only if the version is still at that revision.
+    pub async fn update_version(
+        &self,
+        name: &VersionName,
+        description: Option<&str>,
+        labels: Option<&BTreeMap<String, String>>,
+        expected_revision: Option<i64>,
+    ) -> Result<()> {
+        let version = self.get_version(name).await?.ok_or_else(|| version_not_found(name))?;
+        if version.state != VersionState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "Version {name} is {}; only READY versions can be updated.",
+                version.state.as_str()
+            )));
+        }
+        let labels = labels.map(serde_json::to_string).transpose().map_err(Error::internal)?;
+        let result = sqlx::query(
+            "UPDATE versions SET description = COALESCE(?, description), labels = COALESCE(?, labels), revision = revision + 1 \
+             WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = 'READY' AND (? IS NULL OR revision = ?)",
+        )
+        .bind(description)
+        .bind(labels)
+        .bind(name.model.project.as_str())
+        .bind(&name.model.model)
+        .bind(&name.version)
+        .bind(expected_revision)
+        .bind(expected_revision)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::Aborted(format!(
+                "Version {name} was changed by another request (etag mismatch); read it again."
+            )));
+        }
+        Ok(())
+    }
+
     /// Marks a READY or FAILED version DELETING and stores the operation that deletes it. The
     /// default version may be deleted only when it is the model's last version.
     pub async fn begin_version_delete(&self, name: &VersionName, operation: &OperationRecord) -> Result<VersionRecord> {
