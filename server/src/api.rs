@@ -32,8 +32,17 @@ pub fn router() -> Router<Control> {
         .merge(versions::router())
         .merge(operations::router())
         .merge(predict::router())
+        .route("/openapi.json", axum::routing::get(openapi))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_route)
+}
+
+/// This API's OpenAPI 3 document (`server/src/api/openapi.json`; a test keeps it in step with
+/// the routes).
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json; charset=UTF-8")], OPENAPI)
 }
 
 /// Rewrites a custom verb in the last path segment of a `/v1` request into a segment of its own:
