@@ -46,6 +46,15 @@ impl Accelerators {
     }
 }
 
+/// What one version asks of its serving, over the host's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VersionSettings {
+    pub workers: Option<usize>,
+    pub intra_op_threads: Option<i32>,
+    /// Run on CUDA when the host has it.
+    pub use_cuda: bool,
+}
+
 /// The models being served, by the full name of their version.
 #[derive(Clone, Debug, Default)]
 pub struct ModelHost {
@@ -60,9 +69,17 @@ impl ModelHost {
     }
 
     /// Loads the model in `dir` and serves it as `key`, replacing any model served as `key`.
-    pub async fn load(&self, key: &str, dir: &Path) -> Result<(), String> {
+    /// `workers`, `intra_op_threads` and `use_cuda` override the host's defaults when given.
+    pub async fn load(&self, key: &str, dir: &Path, settings: VersionSettings) -> Result<(), String> {
         let dir = dir.to_path_buf();
-        let options = self.options.clone();
+        let mut options = self.options.clone();
+        if let Some(workers) = settings.workers {
+            options.workers = workers;
+        }
+        if let Some(threads) = settings.intra_op_threads {
+            options.intra_op_threads = threads;
+        }
+        options.use_cuda = settings.use_cuda;
         let name = key.to_owned();
         let model = tokio::task::spawn_blocking(move || ServedModel::load(&name, &dir, &options))
             .await

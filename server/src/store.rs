@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use models::{ModelRecord, NewModel};
 pub use operations::{OperationKind, OperationOutcome, OperationRecord};
 pub use projects::ProjectRecord;
-pub use versions::{model_not_found, version_not_found, NewVersion, VersionRecord, VersionState};
+pub use versions::{model_not_found, version_not_found, NewVersion, ServingSettings, VersionRecord, VersionState};
 
 /// The current time as stored: RFC 3339 UTC with milliseconds.
 pub(crate) fn now_text() -> String {

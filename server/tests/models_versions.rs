@@ -399,3 +399,38 @@ async fn patch_models_and_versions_with_update_masks_and_etags() {
     let (status, missing) = server.post_json("/v1/projects/p/operations/nope:cancel", &json!({})).await;
     assert_eq!(status, 404, "{missing}");
 }
+
+#[tokio::test]
+async fn versions_choose_their_workers_threads_and_accelerator() {
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let dir = server.stage_fixture("mlp");
+    let (status, op) = server
+        .post_json(
+            "/v1/projects/p/models/m/versions",
+            &json!({"name": "v", "deploymentUri": dir.display().to_string(), "machineType": "mls1-c2-m2",
+                    "manualScaling": {"nodes": 2}, "acceleratorConfig": {"count": "1", "type": "NVIDIA_TESLA_T4"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{op}");
+    let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+    let version = &done["response"];
+    assert_eq!(version["state"], "READY", "{done}");
+    assert_eq!(version["machineType"], "mls1-c2-m2");
+    assert_eq!(version["manualScaling"]["nodes"], 2);
+    assert_eq!(version["acceleratorConfig"]["count"], "1", "int64 as a string");
+    let (status, body) =
+        server.post_json("/v1/projects/p/models/m:predict", &json!({"instances": [[0, 0, 0, 0], [1, 1, 1, 1]]})).await;
+    assert_eq!(status, 200, "served without a GPU too: {body}");
+    for (extra, field) in [
+        (json!({"machineType": "huge"}), "version.machineType"),
+        (json!({"manualScaling": {"nodes": 0}}), "version.manualScaling.nodes"),
+        (json!({"manualScaling": {"nodes": 99}}), "version.manualScaling.nodes"),
+    ] {
+        let mut body = json!({"name": "bad", "deploymentUri": dir.display().to_string()});
+        body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        let (status, error) = server.post_json("/v1/projects/p/models/m/versions", &body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{error}");
+    }
+}

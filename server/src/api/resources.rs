@@ -83,6 +83,10 @@ pub struct Version {
     pub machine_type: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual_scaling: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator_config: Option<serde_json::Value>,
     pub etag: String,
 }
 
@@ -101,7 +105,28 @@ impl From<VersionRecord> for Version {
             python_version: v.python_version,
             machine_type: v.machine_type,
             labels: v.labels,
+            manual_scaling: v.serving.workers.map(|nodes| serde_json::json!({ "nodes": nodes })),
+            accelerator_config: (v.serving.accelerator_count > 0).then(|| {
+                serde_json::json!({ "count": v.serving.accelerator_count.to_string(), "type": v.serving.accelerator_type })
+            }),
             etag: etag(v.revision),
+        }
+    }
+}
+
+/// Reads an int64 field sent as a JSON number or a string (the API writes int64 as strings).
+pub fn int64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int64 {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Int64>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Int64::Number(n)) => Ok(Some(n)),
+        Some(Int64::Text(t)) => {
+            t.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("'{t}' is not an int64")))
         }
     }
 }

@@ -13,7 +13,7 @@ use super::resources::{ListQuery, Operation, Version};
 use super::Json;
 use crate::control::{Control, Filter, PageRequest, Update};
 use crate::names::{parse_resource_id, ModelName, VersionName};
-use crate::store::NewVersion;
+use crate::store::{NewVersion, ServingSettings};
 
 pub fn router() -> Router<Control> {
     Router::new()
@@ -43,6 +43,10 @@ struct VersionBody {
     python_version: String,
     #[serde(default)]
     machine_type: String,
+    #[serde(default)]
+    manual_scaling: Option<ManualScaling>,
+    #[serde(default)]
+    accelerator_config: Option<AcceleratorConfig>,
     #[serde(flatten)]
     #[allow(dead_code)]
     recorded: Recorded,
@@ -61,8 +65,6 @@ struct Recorded {
     error_message: Option<serde_json::Value>,
     etag: Option<serde_json::Value>,
     auto_scaling: Option<serde_json::Value>,
-    manual_scaling: Option<serde_json::Value>,
-    accelerator_config: Option<serde_json::Value>,
     package_uris: Option<serde_json::Value>,
     prediction_class: Option<serde_json::Value>,
     service_account: Option<serde_json::Value>,
@@ -72,6 +74,22 @@ struct Recorded {
     routes: Option<serde_json::Value>,
     last_migration_time: Option<serde_json::Value>,
     last_migration_model_id: Option<serde_json::Value>,
+}
+
+/// `manualScaling`: on Anneal, `nodes` worker threads serve the version.
+#[derive(Deserialize)]
+struct ManualScaling {
+    #[serde(default)]
+    nodes: Option<u32>,
+}
+
+/// `acceleratorConfig`: a count above 0 runs the version on CUDA when the host has a GPU.
+#[derive(Deserialize)]
+struct AcceleratorConfig {
+    #[serde(default, deserialize_with = "super::resources::int64")]
+    count: Option<i64>,
+    #[serde(default, rename = "type")]
+    kind: String,
 }
 
 async fn create(
@@ -90,6 +108,12 @@ async fn create(
         runtime_version: body.runtime_version,
         python_version: body.python_version,
         machine_type: body.machine_type,
+        serving: ServingSettings {
+            workers: body.manual_scaling.and_then(|m| m.nodes),
+            intra_op_threads: None,
+            accelerator_count: body.accelerator_config.as_ref().and_then(|a| a.count).unwrap_or(0).clamp(0, 16) as u32,
+            accelerator_type: body.accelerator_config.map(|a| a.kind).unwrap_or_default(),
+        },
     };
     Ok(Json(control.create_version(&name, new).await?.into()))
 }

@@ -12,9 +12,10 @@ use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{ModelName, VersionName};
-use crate::serving::{MODEL_FILE, SIGNATURE_FILE};
+use crate::serving::{VersionSettings, MODEL_FILE, SIGNATURE_FILE};
 use crate::store::{
-    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord, VersionState,
+    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, ServingSettings, VersionRecord,
+    VersionState,
 };
 
 /// The message of a version creation cancelled through its operation.
@@ -51,6 +52,15 @@ impl Control {
         }
         let source = self.storage.resolve_uri("version.deploymentUri", &new.deployment_uri)?;
         new.framework = detect_framework(&source, &new.framework)?;
+        new.serving.intra_op_threads = threads_for_machine_type(&new.machine_type)?;
+        if let Some(workers) = new.serving.workers {
+            if !(1..=MAX_WORKERS).contains(&workers) {
+                return Err(Error::invalid(
+                    "version.manualScaling.nodes",
+                    format!("nodes is the number of worker threads serving the version: 1 to {MAX_WORKERS}."),
+                ));
+            }
+        }
         let pending = OperationRecord::start(
             &name.model.project,
             OperationKind::CreateVersion,
@@ -72,7 +82,8 @@ impl Control {
     }
 
     async fn finish_create(&self, name: &VersionName, source: &Path, op: &OperationRecord) {
-        let mut result = self.deploy(name, source).await;
+        let settings = op.version.as_ref().map(|v| settings(&v.serving)).unwrap_or_default();
+        let mut result = self.deploy(name, source, settings).await;
         if self.store.cancel_requested(&op.project, &op.id).await.unwrap_or(false) {
             if let Ok(dir) = &result {
                 self.host.unload(&name.to_string());
@@ -113,7 +124,7 @@ impl Control {
     }
 
     /// Copies the model into storage and loads it. Returns the stored copy's directory.
-    async fn deploy(&self, name: &VersionName, source: &Path) -> Result<PathBuf, String> {
+    async fn deploy(&self, name: &VersionName, source: &Path, settings: VersionSettings) -> Result<PathBuf, String> {
         let storage = self.storage.clone();
         let relative = PathBuf::from("models").join(name.model.project.as_str()).join(&name.model.model).join(format!(
             "{}-{}",
@@ -124,7 +135,7 @@ impl Control {
         let dir = tokio::task::spawn_blocking(move || storage.copy_into(&source, &relative))
             .await
             .map_err(|e| format!("copying stopped unexpectedly: {e}"))??;
-        if let Err(message) = self.host.load(&name.to_string(), &dir).await {
+        if let Err(message) = self.host.load(&name.to_string(), &dir, settings).await {
             self.storage.remove_dir(&dir);
             return Err(message);
         }
@@ -254,7 +265,7 @@ impl Control {
         for version in self.store.versions_in_state(VersionState::Ready).await? {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
-                Some(dir) => self.host.load(&name.to_string(), Path::new(dir)).await,
+                Some(dir) => self.host.load(&name.to_string(), Path::new(dir), settings(&version.serving)).await,
                 None => Err("the version has no stored model files".to_owned()),
             };
             match loaded {
@@ -269,6 +280,39 @@ impl Control {
             }
         }
         Ok(())
+    }
+}
+
+/// The most worker threads one version may ask for.
+const MAX_WORKERS: u32 = 16;
+
+/// The serving settings a stored version asks for.
+fn settings(serving: &ServingSettings) -> VersionSettings {
+    VersionSettings {
+        workers: serving.workers.map(|w| w as usize),
+        intra_op_threads: serving.intra_op_threads.map(|t| t as i32),
+        use_cuda: serving.accelerator_count > 0,
+    }
+}
+
+/// The intra-op threads a machine type stands for: its vCPUs (`mls1-c4-m2` → 4,
+/// `n1-standard-8` → 8). Empty: the server's default. Anything else is INVALID_ARGUMENT.
+fn threads_for_machine_type(machine_type: &str) -> Result<Option<u32>> {
+    if machine_type.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = machine_type.split('-').collect();
+    let cpus = match parts.as_slice() {
+        ["mls1", cores, _memory] => cores.strip_prefix('c').and_then(|c| c.parse::<u32>().ok()),
+        [_family, _kind, cores] => cores.parse::<u32>().ok(),
+        _ => None,
+    };
+    match cpus {
+        Some(n) if (1..=64).contains(&n) => Ok(Some(n)),
+        _ => Err(Error::invalid(
+            "version.machineType",
+            format!("Machine type '{machine_type}' is not known; use mls1-c<N>-m<M> or <family>-<kind>-<N> (e.g. n1-standard-4): N vCPUs become N libtorch threads."),
+        )),
     }
 }
 
@@ -310,4 +354,21 @@ fn version_fields(v: &VersionRecord) -> Vec<(String, String)> {
     ];
     fields.extend(labels(&v.labels));
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_types_become_thread_counts() {
+        assert_eq!(threads_for_machine_type("").expect("empty"), None);
+        assert_eq!(threads_for_machine_type("mls1-c1-m2").expect("mls1"), Some(1));
+        assert_eq!(threads_for_machine_type("mls1-c4-m2").expect("mls1"), Some(4));
+        assert_eq!(threads_for_machine_type("n1-standard-8").expect("n1"), Some(8));
+        for bad in ["big", "n1-standard-x", "mls1-4-m2", "n1-standard-0"] {
+            let err = threads_for_machine_type(bad).expect_err(bad);
+            assert!(matches!(&err, Error::InvalidArgument(v) if v.field == "version.machineType"), "{bad}: {err}");
+        }
+    }
 }

@@ -43,6 +43,20 @@ impl VersionState {
     }
 }
 
+/// How a version asks to be served; unset fields take the server's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServingSettings {
+    /// Worker threads (`manualScaling.nodes`).
+    pub workers: Option<u32>,
+    /// libtorch intra-op threads per worker (from `machineType`).
+    pub intra_op_threads: Option<u32>,
+    /// GPUs asked for (`acceleratorConfig.count`); more than 0 runs on CUDA when the host has it.
+    pub accelerator_count: u32,
+    /// `acceleratorConfig.type`, recorded.
+    pub accelerator_type: String,
+}
+
 /// A stored version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
@@ -63,6 +77,8 @@ pub struct VersionRecord {
     pub revision: i64,
     /// Whether it is its model's default version (from the model row).
     pub is_default: bool,
+    #[serde(default)]
+    pub serving: ServingSettings,
 }
 
 /// What a client sets when creating a version.
@@ -75,6 +91,7 @@ pub struct NewVersion {
     pub runtime_version: String,
     pub python_version: String,
     pub machine_type: String,
+    pub serving: ServingSettings,
 }
 
 #[derive(sqlx::FromRow)]
@@ -95,6 +112,7 @@ struct Row {
     create_time: String,
     revision: i64,
     is_default: i64,
+    serving: String,
 }
 
 impl TryFrom<Row> for VersionRecord {
@@ -117,13 +135,14 @@ impl TryFrom<Row> for VersionRecord {
             artifact_dir: row.artifact_dir,
             revision: row.revision,
             is_default: row.is_default != 0,
+            serving: serde_json::from_str(&row.serving).map_err(Error::internal)?,
         })
     }
 }
 
 const SELECT: &str = "SELECT v.project_id, v.model_id, v.version_id, v.state, v.error_message, v.description, v.labels, \
      v.deployment_uri, v.framework, v.runtime_version, v.python_version, v.machine_type, v.artifact_dir, v.create_time, \
-     v.revision, (m.default_version_id IS v.version_id) AS is_default \
+     v.revision, (m.default_version_id IS v.version_id) AS is_default, v.serving \
      FROM versions v JOIN models m ON m.project_id = v.project_id AND m.model_id = v.model_id";
 
 impl Store {
@@ -147,7 +166,7 @@ impl Store {
         }
         let inserted = sqlx::query(
             "INSERT INTO versions (project_id, model_id, version_id, state, description, labels, deployment_uri, framework, \
-             runtime_version, python_version, machine_type, create_time) VALUES (?, ?, ?, 'CREATING', ?, ?, ?, ?, ?, ?, ?, ?) \
+             runtime_version, python_version, machine_type, create_time, serving) VALUES (?, ?, ?, 'CREATING', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT DO NOTHING",
         )
         .bind(name.model.project.as_str())
@@ -161,6 +180,7 @@ impl Store {
         .bind(&new.python_version)
         .bind(&new.machine_type)
         .bind(now_text())
+        .bind(serde_json::to_string(&new.serving).map_err(Error::internal)?)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
