@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use anneal::serving::{ModelHost, PredictError, ServedModel, ServingOptions};
+use anneal::serving::{ModelHost, PredictError, ServedModel, ServingOptions, VersionSettings};
 use serde_json::{json, Value};
 
 fn models() -> &'static Path {
@@ -94,7 +94,9 @@ async fn broken_models_fail_to_load_with_a_reason() {
 async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
     let options = ServingOptions { max_queue_delay: std::time::Duration::from_millis(5), ..ServingOptions::default() };
     let host = ModelHost::new(options);
-    host.load("projects/p/models/m/versions/v", &models().join("tuple_out")).await.expect("loads");
+    // Two workers share the queue; every request must still get its own answer.
+    let settings = VersionSettings { workers: Some(2), ..VersionSettings::default() };
+    host.load("projects/p/models/m/versions/v", &models().join("tuple_out"), settings).await.expect("loads");
     let model = host.get("projects/p/models/m/versions/v").expect("served");
     let mut tasks = Vec::new();
     for i in 0..200 {
