@@ -11,7 +11,7 @@ use super::extract::{Body, Query};
 use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{ListQuery, Model, Operation};
 use super::Json;
-use crate::control::{Control, Filter, PageRequest, Update};
+use crate::control::{Control, Update};
 use crate::error::Error;
 use crate::names::{parse_resource_id, ModelName, ProjectId};
 use crate::store::NewModel;
@@ -106,9 +106,8 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListModelsResponse>> {
     let project = ProjectId::parse("parent", &project)?;
-    let filter = Filter::parse(query.filter.as_deref())?;
-    let page =
-        control.list_models(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter).await?;
+    let (page, filter) = query.parse()?;
+    let page = control.list_models(&project, page, &filter).await?;
     let mut models = Vec::with_capacity(page.models.len());
     for record in page.models {
         let name = ModelName { project: project.clone(), model: record.model.clone() };

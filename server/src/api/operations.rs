@@ -7,7 +7,7 @@ use axum::Router;
 use super::extract::Query;
 use super::resources::{ListQuery, Operation};
 use super::Json;
-use crate::control::{Control, Filter, PageRequest};
+use crate::control::Control;
 use crate::names::{OperationName, ProjectId};
 
 pub fn router() -> Router<Control> {
@@ -40,10 +40,8 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListOperationsResponse>> {
     let project = ProjectId::parse("name", &project)?;
-    let filter = Filter::parse(query.filter.as_deref())?;
-    let page = control
-        .list_operations(&project, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter)
-        .await?;
+    let (page, filter) = query.parse()?;
+    let page = control.list_operations(&project, page, &filter).await?;
     Ok(Json(ListOperationsResponse {
         operations: page.operations.into_iter().map(Operation::from).collect(),
         next_page_token: page.next_page_token,

@@ -226,3 +226,11 @@ pub struct ListQuery {
     pub page_token: Option<String>,
     pub filter: Option<String>,
 }
+
+impl ListQuery {
+    /// The validated page request and filter.
+    pub fn parse(&self) -> crate::Result<(crate::control::PageRequest, crate::control::Filter)> {
+        let page = crate::control::PageRequest::new(self.page_size, self.page_token.as_deref())?;
+        Ok((page, crate::control::Filter::parse(self.filter.as_deref())?))
+    }
+}

@@ -11,7 +11,7 @@ use super::extract::{Body, Query};
 use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{ListQuery, Operation, Version};
 use super::Json;
-use crate::control::{Control, Filter, PageRequest, Update};
+use crate::control::{Control, Update};
 use crate::names::{parse_resource_id, ModelName, VersionName};
 use crate::store::{NewVersion, ServingSettings};
 
@@ -141,9 +141,8 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> crate::Result<Json<ListVersionsResponse>> {
     let model = ModelName::new("parent", &project, &model)?;
-    let filter = Filter::parse(query.filter.as_deref())?;
-    let page =
-        control.list_versions(&model, PageRequest::new(query.page_size, query.page_token.as_deref())?, &filter).await?;
+    let (page, filter) = query.parse()?;
+    let page = control.list_versions(&model, page, &filter).await?;
     Ok(Json(ListVersionsResponse {
         versions: page.versions.into_iter().map(Version::from).collect(),
         next_page_token: page.next_page_token,

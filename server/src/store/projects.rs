@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Store;
+use super::{now_text, parse_time, Store};
 use crate::names::ProjectId;
 
 /// A registered project.
@@ -18,7 +18,7 @@ impl Store {
     pub async fn ensure_project(&self, id: &ProjectId) -> crate::Result<ProjectRecord> {
         sqlx::query("INSERT INTO projects (project_id, create_time) VALUES (?, ?) ON CONFLICT (project_id) DO NOTHING")
             .bind(id.as_str())
-            .bind(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .bind(now_text())
             .execute(&self.pool)
             .await?;
         let (number, create_time): (i64, String) =
@@ -26,9 +26,6 @@ impl Store {
                 .bind(id.as_str())
                 .fetch_one(&self.pool)
                 .await?;
-        let create_time = DateTime::parse_from_rfc3339(&create_time)
-            .map_err(|e| crate::Error::internal(format!("project {} has a bad create_time: {e}", id.as_str())))?
-            .with_timezone(&Utc);
-        Ok(ProjectRecord { id: id.clone(), number, create_time })
+        Ok(ProjectRecord { id: id.clone(), number, create_time: parse_time(&create_time)? })
     }
 }
