@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# How long should a model worker wait to fill a batch? Serves the large MLP with
+# predict_max_queue_delay_us = 0, 250, 1000, 4000 and measures throughput and latency at 8 and 64
+# connections. Writes delay_sweep.md here.
+# Reproduce from the repository root, after `make build`:   benchmarks/serving/delay_sweep.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+HERE=$ROOT/benchmarks/serving
+DURATION=${DURATION:-8}
+export VIRTUAL_ENV=$ROOT/.venv PATH=$ROOT/.venv/bin:$PATH
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/data/exports"
+python "$HERE/make_models.py" "$WORK/data/exports"
+OUT=$HERE/delay_sweep.md
+{
+  echo "# Batching window sweep (large MLP, $(nproc) cores shared with wrk)"
+  echo
+  echo "Reproduce: \`make build && benchmarks/serving/delay_sweep.sh\`."
+  echo
+  echo "| predict_max_queue_delay_us | req/s c=8 | p50 µs c=8 | p99 µs c=8 | req/s c=64 | p50 µs c=64 | p99 µs c=64 |"
+  echo "|---|---|---|---|---|---|---|"
+} > "$OUT"
+port=18190
+for delay in 0 250 1000 4000; do
+  port=$((port + 1))
+  ANNEAL_LOG=warn ANNEAL_PREDICT_MAX_QUEUE_DELAY_US=$delay target/release/anneal serve --addr 127.0.0.1:$port --data-dir "$WORK/data-$delay" > "$WORK/log-$delay" 2>&1 &
+  pid=$!
+  until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.1; done
+  mkdir -p "$WORK/data-$delay/exports" && cp -r "$WORK/data/exports/large" "$WORK/data-$delay/exports/"
+  curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/b/models" -H 'content-type: application/json' -d '{"name": "large"}' > /dev/null
+  op=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/b/models/large/versions" -H 'content-type: application/json' \
+    -d "{\"name\": \"v\", \"deploymentUri\": \"$WORK/data-$delay/exports/large\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
+  until curl -fsS "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+  row="| $delay"
+  for c in 8 64; do
+    line=$(BODY_FILE="$WORK/data/exports/large.body.json" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/large:predict" | tail -n 1)
+    echo "  delay=$delay c=$c $line"
+    row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f | %d | %d" % (r["rps"], r["p50_us"], r["p99_us"]))' "$line")"
+  done
+  echo "$row |" >> "$OUT"
+  kill $pid; wait $pid 2>/dev/null || true
+done
+echo "wrote $OUT"
