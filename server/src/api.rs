@@ -7,6 +7,7 @@
 
 pub mod error;
 mod extract;
+mod jobs;
 mod models;
 mod operations;
 mod patch;
@@ -28,6 +29,7 @@ pub use wire::Json;
 pub fn router() -> Router<Control> {
     Router::new()
         .merge(projects::router())
+        .merge(jobs::router())
         .merge(models::router())
         .merge(versions::router())
         .merge(operations::router())

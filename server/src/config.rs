@@ -53,6 +53,13 @@ pub struct Config {
     pub predict_workers: usize,
     /// libtorch intra-op threads per worker.
     pub predict_intra_op_threads: i32,
+    /// The Python that runs training replicas (it must have torch). Unset: the `.venv` next to
+    /// the binary's repository if there is one, else `python3` on PATH.
+    pub python: Option<PathBuf>,
+    /// Replica slots of this host: a job starts when all of its replicas fit.
+    pub training_slots: usize,
+    /// Seconds between SIGTERM and SIGKILL when replicas are stopped.
+    pub kill_grace_secs: u64,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
@@ -71,6 +78,9 @@ const ENV_KEYS: &[&str] = &[
     "predict_queue_capacity",
     "predict_workers",
     "predict_intra_op_threads",
+    "python",
+    "training_slots",
+    "kill_grace_secs",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -150,6 +160,18 @@ impl Config {
         }
     }
 
+    /// The Python that runs training replicas.
+    pub fn runtime_python(&self) -> PathBuf {
+        if let Some(python) = &self.python {
+            return python.clone();
+        }
+        let repo_venv = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join(".venv/bin/python")))
+            .filter(|p| p.is_file());
+        repo_venv.unwrap_or_else(|| PathBuf::from("python3"))
+    }
+
     /// How long shutdown waits for in-flight work.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -172,6 +194,8 @@ struct Defaults {
     predict_queue_capacity: usize,
     predict_workers: usize,
     predict_intra_op_threads: i32,
+    training_slots: usize,
+    kill_grace_secs: u64,
 }
 
 impl Defaults {
@@ -190,6 +214,8 @@ impl Defaults {
             predict_queue_capacity: 1024,
             predict_workers: 1,
             predict_intra_op_threads: 1,
+            training_slots: std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4)),
+            kill_grace_secs: 5,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod filter;
 mod health;
+mod jobs;
 mod models;
 mod operations;
 pub mod paging;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 
 pub use filter::Filter;
 pub use health::{Check, Readiness};
+pub use jobs::{training_spec, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};
 pub use models::ModelPage;
 pub use operations::OperationPage;
 pub use paging::PageRequest;
@@ -21,6 +23,7 @@ pub use predict::{PredictFailure, PredictTarget};
 pub use projects::ProjectConfig;
 pub use versions::{Update, VersionPage, PYTORCH};
 
+use crate::executor::Executor;
 use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
@@ -35,6 +38,7 @@ pub struct Control {
     data_dir: PathBuf,
     host: ModelHost,
     tasks: Tasks,
+    executor: Executor,
 }
 
 /// The parts [`Control`] works with.
@@ -45,13 +49,14 @@ pub struct Parts {
     pub data_dir: PathBuf,
     pub host: ModelHost,
     pub tasks: Tasks,
+    pub executor: Executor,
 }
 
 impl Control {
     /// Assembles the use cases over opened parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts { store, storage, accelerators, data_dir, host, tasks } = parts;
-        Self { store, storage, accelerators, data_dir, host, tasks }
+        let Parts { store, storage, accelerators, data_dir, host, tasks, executor } = parts;
+        Self { store, storage, accelerators, data_dir, host, tasks, executor }
     }
 
     /// What libtorch offers on this host.

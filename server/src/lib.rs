@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod error;
+pub mod executor;
 pub mod http;
 pub mod names;
 pub mod server;

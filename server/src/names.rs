@@ -132,6 +132,26 @@ impl fmt::Display for OperationName {
     }
 }
 
+/// `projects/{project}/jobs/{job}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobName {
+    pub project: ProjectId,
+    pub job: String,
+}
+
+impl JobName {
+    /// Builds a job name from path segments, naming `field` in errors.
+    pub fn new(field: &str, project: &str, job: &str) -> Result<Self> {
+        Ok(Self { project: ProjectId::parse(field, project)?, job: parse_resource_id(field, "job", job)? })
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "projects/{}/jobs/{}", self.project.as_str(), self.job)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

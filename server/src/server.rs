@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::console::Console;
 use crate::control::{Control, Parts};
+use crate::executor::{Executor, ExecutorConfig};
 use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
@@ -73,6 +74,16 @@ impl Server {
 
         let tasks = Tasks::new();
         let host = ModelHost::new(config.serving_options());
+        let executor = Executor::new(
+            store.clone(),
+            storage.clone(),
+            ExecutorConfig {
+                python: config.runtime_python(),
+                slots: config.training_slots.max(1),
+                kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
+            },
+            tasks.clone(),
+        );
         let control = Control::new(Parts {
             store: store.clone(),
             storage,
@@ -80,7 +91,9 @@ impl Server {
             data_dir: config.data_dir.clone(),
             host: host.clone(),
             tasks: tasks.clone(),
+            executor: executor.clone(),
         });
+        executor.start().await.map_err(|e| StartError::Storage(format!("cannot start the training executor: {e}")))?;
         // Versions are reloaded in the background so the server answers (health, API) at once;
         // a prediction for a version not loaded yet says so.
         let reconciling = control.clone();

@@ -64,6 +64,30 @@ impl LocalStorage {
         }
     }
 
+    /// Resolves a user-given output location (a job dir) that may not exist yet: its nearest
+    /// existing ancestor must lie inside the allowed roots, and `..` is refused.
+    pub fn resolve_output_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
+        let invalid = |why: String| crate::Error::invalid(field, why);
+        let path = match uri.split_once("://") {
+            Some(("file", rest)) => rest,
+            Some((scheme, _)) => {
+                return Err(invalid(format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots")))
+            }
+            None => uri,
+        };
+        let path = Path::new(path);
+        if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(invalid(format!("'{uri}' must be an absolute path without '..'")));
+        }
+        let existing = path.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+        let canonical = existing.canonicalize().map_err(|e| invalid(format!("'{uri}' cannot be reached: {e}")))?;
+        if self.allowed.iter().any(|root| canonical.starts_with(root)) {
+            Ok(canonical.join(path.strip_prefix(existing).unwrap_or(Path::new(""))))
+        } else {
+            Err(invalid(format!("'{uri}' is outside the storage roots this server may write")))
+        }
+    }
+
     /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
     /// storage root. A symlink inside `source` is followed only when it stays within the allowed
     /// roots. Blocks: call it on a blocking thread.

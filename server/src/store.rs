@@ -4,6 +4,7 @@
 //! `sqlx` pool. Migrations in `migrations/sqlite/` are embedded in the binary and applied at start;
 //! a failed migration stops the server.
 
+mod jobs;
 mod models;
 mod operations;
 mod projects;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use jobs::{JobRecord, JobState};
 pub use models::{ModelRecord, NewModel};
 pub use operations::{OperationKind, OperationOutcome, OperationRecord};
 pub use projects::ProjectRecord;

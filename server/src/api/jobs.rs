@@ -1,0 +1,205 @@
+//! `projects.jobs` (training jobs): create, get, list, patch (labels), cancel; and Anneal's
+//! `jobs/{job}/logs`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Body, Query};
+use super::patch::{mask_paths, revision, PatchQuery};
+use super::resources::{etag, time, ListQuery};
+use super::Json;
+use crate::control::{Control, TrainingInput};
+use crate::error::Error;
+use crate::names::{parse_resource_id, JobName, ProjectId};
+use crate::store::JobRecord;
+
+pub fn router() -> Router<Control> {
+    Router::new()
+        .route("/projects/{project}/jobs", get(list).post(create))
+        .route("/projects/{project}/jobs/{job}", get(fetch).patch(patch))
+        .route("/projects/{project}/jobs/{job}/@cancel", post(cancel))
+        .route("/projects/{project}/jobs/{job}/logs", get(logs))
+}
+
+/// The fields a client may send in a Job; output-only ones are accepted and ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JobBody {
+    #[serde(default)]
+    job_id: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    training_input: Option<TrainingInput>,
+    prediction_input: Option<serde_json::Value>,
+    #[serde(flatten)]
+    #[allow(dead_code)]
+    output_only: OutputOnly,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct OutputOnly {
+    state: Option<serde_json::Value>,
+    error_message: Option<serde_json::Value>,
+    create_time: Option<serde_json::Value>,
+    start_time: Option<serde_json::Value>,
+    end_time: Option<serde_json::Value>,
+    job_position: Option<serde_json::Value>,
+    training_output: Option<serde_json::Value>,
+    prediction_output: Option<serde_json::Value>,
+    etag: Option<serde_json::Value>,
+}
+
+/// `GoogleCloudMlV1__Job`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Job {
+    job_id: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    training_input: serde_json::Value,
+    training_output: serde_json::Value,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    create_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<String>,
+    job_position: String,
+    etag: String,
+}
+
+impl Job {
+    fn new(record: JobRecord, position: i64) -> Self {
+        Self {
+            job_id: record.job,
+            labels: record.labels,
+            training_input: record.training_input,
+            training_output: serde_json::json!({}),
+            state: record.state.as_str(),
+            error_message: record.error_message,
+            create_time: time(&record.create_time),
+            start_time: record.start_time.as_ref().map(time),
+            end_time: record.end_time.as_ref().map(time),
+            job_position: position.to_string(),
+            etag: etag(record.revision),
+        }
+    }
+}
+
+async fn create(
+    State(control): State<Control>,
+    Path(project): Path<String>,
+    Body(body): Body<JobBody>,
+) -> crate::Result<Json<Job>> {
+    let project = ProjectId::parse("parent", &project)?;
+    let job = parse_resource_id("job.jobId", "job", &body.job_id)?;
+    let input = match (body.training_input, body.prediction_input) {
+        (Some(input), None) => input,
+        (None, Some(_)) => {
+            return Err(Error::Unimplemented("Batch prediction jobs (predictionInput) are not supported yet.".into()))
+        }
+        _ => return Err(Error::invalid("job", "Exactly one of trainingInput and predictionInput is required.")),
+    };
+    let record = control.create_job(&JobName { project, job }, body.labels, input).await?;
+    let position = control.job_position(&record).await?;
+    Ok(Json(Job::new(record, position)))
+}
+
+async fn fetch(
+    State(control): State<Control>,
+    Path((project, job)): Path<(String, String)>,
+) -> crate::Result<Json<Job>> {
+    let name = JobName::new("name", &project, &job)?;
+    let record = control.get_job(&name).await?;
+    let position = control.job_position(&record).await?;
+    Ok(Json(Job::new(record, position)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListJobsResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    jobs: Vec<Job>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+async fn list(
+    State(control): State<Control>,
+    Path(project): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> crate::Result<Json<ListJobsResponse>> {
+    let project = ProjectId::parse("parent", &project)?;
+    let (page, filter) = query.parse()?;
+    let page = control.list_jobs(&project, page, &filter).await?;
+    let mut jobs = Vec::with_capacity(page.jobs.len());
+    for record in page.jobs {
+        let position = control.job_position(&record).await?;
+        jobs.push(Job::new(record, position));
+    }
+    Ok(Json(ListJobsResponse { jobs, next_page_token: page.next_page_token }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobPatch {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    etag: Option<String>,
+}
+
+async fn patch(
+    State(control): State<Control>,
+    Path((project, job)): Path<(String, String)>,
+    Query(query): Query<PatchQuery>,
+    Body(body): Body<JobPatch>,
+) -> crate::Result<Json<Job>> {
+    let name = JobName::new("name", &project, &job)?;
+    mask_paths(query.update_mask.as_deref(), &["labels"], &["etag"])?;
+    let record = control.update_job_labels(&name, body.labels, revision(body.etag.as_deref())?).await?;
+    let position = control.job_position(&record).await?;
+    Ok(Json(Job::new(record, position)))
+}
+
+async fn cancel(
+    State(control): State<Control>,
+    Path((project, job)): Path<(String, String)>,
+) -> crate::Result<Json<serde_json::Value>> {
+    let name = JobName::new("name", &project, &job)?;
+    control.cancel_job(&name).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    replica: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsResponse {
+    lines: Vec<crate::executor::LogLine>,
+    next_offset: usize,
+}
+
+async fn logs(
+    State(control): State<Control>,
+    Path((project, job)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> crate::Result<Json<LogsResponse>> {
+    let name = JobName::new("name", &project, &job)?;
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let (lines, next_offset) = control.job_logs(&name, query.replica, query.offset, limit).await?;
+    Ok(Json(LogsResponse { lines, next_offset }))
+}

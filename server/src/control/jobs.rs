@@ -1,0 +1,297 @@
+//! Training-job use cases: validate and queue a job, read, list, label, cancel. The executor runs
+//! what is queued.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::filter::{labels, Filter};
+use super::paging::{filtered_page, PageRequest};
+use super::Control;
+use crate::error::{Error, Result};
+use crate::names::{JobName, ProjectId};
+use crate::storage::LocalStorage;
+use crate::store::{JobRecord, JobState};
+
+/// The TrainingInput fields Anneal acts on; every other field is kept and echoed as given.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingInput {
+    #[serde(default)]
+    pub scale_tier: Option<String>,
+    #[serde(default)]
+    pub package_uris: Vec<String>,
+    #[serde(default)]
+    pub python_module: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_dir: Option<String>,
+    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
+    pub worker_count: Option<i64>,
+    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
+    pub parameter_server_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+    /// region, runtimeVersion, pythonVersion, machine types, replica configs, ...: recorded.
+    #[serde(flatten)]
+    pub recorded: serde_json::Map<String, Value>,
+}
+
+/// `Scheduling`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_time: Option<String>,
+}
+
+/// int64 fields: read as numbers or strings, written as strings.
+mod int64_text {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.serialize_str(&v.to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+        crate::api::resources::int64(deserializer)
+    }
+}
+
+/// The replica pools of a job: (type, count), master first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicas {
+    pub workers: i64,
+    pub parameter_servers: i64,
+}
+
+impl Replicas {
+    /// Every replica, as (type, index).
+    pub fn all(&self) -> Vec<(&'static str, i64)> {
+        let mut all = vec![("master", 0)];
+        all.extend((0..self.workers).map(|i| ("worker", i)));
+        all.extend((0..self.parameter_servers).map(|i| ("ps", i)));
+        all
+    }
+}
+
+/// What the executor needs to run a validated job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingSpec {
+    pub packages: Vec<PathBuf>,
+    pub module: String,
+    pub args: Vec<String>,
+    pub job_dir: Option<PathBuf>,
+    pub replicas: Replicas,
+    pub max_running_time: Option<std::time::Duration>,
+}
+
+/// Replica counts of the predefined scale tiers on one host.
+fn tier_replicas(tier: &str) -> Option<Replicas> {
+    Some(match tier {
+        "BASIC" | "BASIC_GPU" | "BASIC_TPU" => Replicas { workers: 0, parameter_servers: 0 },
+        "STANDARD_1" => Replicas { workers: 4, parameter_servers: 3 },
+        "PREMIUM_1" => Replicas { workers: 19, parameter_servers: 11 },
+        _ => return None,
+    })
+}
+
+/// A page of jobs.
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    pub next_page_token: Option<String>,
+}
+
+impl Control {
+    /// Validates a training job and queues it.
+    pub async fn create_job(
+        &self,
+        name: &JobName,
+        labels: BTreeMap<String, String>,
+        input: TrainingInput,
+    ) -> Result<JobRecord> {
+        let spec = training_spec(&self.storage, &input)?;
+        let slots = spec.replicas.all().len() as i64;
+        if slots as usize > self.executor.slots() {
+            return Err(Error::invalid(
+                "job.trainingInput.scaleTier",
+                format!(
+                    "The job has {slots} replicas; this host runs at most {} at once (training_slots).",
+                    self.executor.slots()
+                ),
+            ));
+        }
+        let priority = input.scheduling.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let training_input = serde_json::to_value(&input).map_err(Error::internal)?;
+        let job = self.store.insert_job(name, &labels, &training_input, priority, slots).await?;
+        self.executor.wake();
+        Ok(job)
+    }
+
+    /// The job, or NOT_FOUND.
+    pub async fn get_job(&self, name: &JobName) -> Result<JobRecord> {
+        self.store.get_job(name).await?.ok_or_else(|| Error::not_found("name", format!("Job {name} not found.")))
+    }
+}
+
+/// Checks a TrainingInput and resolves what the executor needs from it (URIs confined to the
+/// storage roots).
+pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<TrainingSpec> {
+    let field = |f: &str| format!("job.trainingInput.{f}");
+    let tier = input.scale_tier.as_deref().unwrap_or("BASIC");
+    let counts_given = input.worker_count.unwrap_or(0) != 0 || input.parameter_server_count.unwrap_or(0) != 0;
+    let replicas = if tier == "CUSTOM" {
+        let workers = input.worker_count.unwrap_or(0);
+        let parameter_servers = input.parameter_server_count.unwrap_or(0);
+        if workers < 0 || parameter_servers < 0 {
+            return Err(Error::invalid(field("workerCount"), "Replica counts cannot be negative."));
+        }
+        Replicas { workers, parameter_servers }
+    } else {
+        let replicas = tier_replicas(tier).ok_or_else(|| {
+            Error::invalid(
+                field("scaleTier"),
+                format!(
+                    "Unknown scale tier '{tier}'; use BASIC, STANDARD_1, PREMIUM_1, BASIC_GPU, BASIC_TPU or CUSTOM."
+                ),
+            )
+        })?;
+        if counts_given {
+            return Err(Error::invalid(
+                field("workerCount"),
+                "workerCount and parameterServerCount are allowed only with scaleTier CUSTOM.",
+            ));
+        }
+        replicas
+    };
+    if input.package_uris.is_empty() {
+        return Err(Error::invalid(
+            field("packageUris"),
+            "At least one package URI is required (an sdist, a wheel or a folder).",
+        ));
+    }
+    if input.python_module.trim().is_empty() {
+        return Err(Error::invalid(
+            field("pythonModule"),
+            "pythonModule is required: the module run as python -m <module>.",
+        ));
+    }
+    let mut packages = Vec::with_capacity(input.package_uris.len());
+    for (i, uri) in input.package_uris.iter().enumerate() {
+        packages.push(storage.resolve_uri(&format!("{}[{i}]", field("packageUris")), uri)?);
+    }
+    let job_dir = input.job_dir.as_deref().map(|d| storage.resolve_output_uri(&field("jobDir"), d)).transpose()?;
+    let scheduling = input.scheduling.clone().unwrap_or_default();
+    if let Some(priority) = scheduling.priority {
+        if !(0..=1000).contains(&priority) {
+            return Err(Error::invalid(field("scheduling.priority"), "priority must be between 0 and 1000."));
+        }
+    }
+    let max_running_time = scheduling
+        .max_running_time
+        .as_deref()
+        .map(|d| {
+            parse_duration(d).ok_or_else(|| {
+                Error::invalid(field("scheduling.maxRunningTime"), format!("'{d}' is not a duration like \"3600s\"."))
+            })
+        })
+        .transpose()?;
+    Ok(TrainingSpec {
+        packages,
+        module: input.python_module.clone(),
+        args: input.args.clone(),
+        job_dir,
+        replicas,
+        max_running_time,
+    })
+}
+
+impl Control {
+    /// A page of the project's jobs, ordered by id.
+    pub async fn list_jobs(&self, project: &ProjectId, page: PageRequest, filter: &Filter) -> Result<JobPage> {
+        let fetch =
+            |after: Option<String>, limit| async move { self.store.list_jobs(project, after.as_deref(), limit).await };
+        let keep = |j: &JobRecord| filter.matches(&job_fields(j));
+        let (jobs, next_page_token) = filtered_page(&page, keep, |j| &j.job, fetch).await?;
+        Ok(JobPage { jobs, next_page_token })
+    }
+
+    /// A queued job's place in the queue (1 = next to start), else 0.
+    pub async fn job_position(&self, job: &JobRecord) -> Result<i64> {
+        if job.state != JobState::Queued {
+            return Ok(0);
+        }
+        let queue = self.store.jobs_in_states(&[JobState::Queued]).await?;
+        Ok(queue.iter().position(|j| j.project == job.project && j.job == job.job).map_or(0, |i| i as i64 + 1))
+    }
+
+    /// The job's log from line `offset`, for `replica` when given.
+    pub async fn job_logs(
+        &self,
+        name: &JobName,
+        replica: Option<String>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<crate::executor::LogLine>, usize)> {
+        self.get_job(name).await?;
+        let path = self.executor.work_dir(name).join("job.log");
+        tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), offset, limit))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)
+    }
+
+    /// Replaces the job's labels (`jobs.patch`, the only patchable field).
+    pub async fn update_job_labels(
+        &self,
+        name: &JobName,
+        labels: BTreeMap<String, String>,
+        expected_revision: Option<i64>,
+    ) -> Result<JobRecord> {
+        self.get_job(name).await?;
+        self.store.update_job_labels(name, &labels, expected_revision).await?;
+        self.get_job(name).await
+    }
+
+    /// Cancels a job: a queued one at once; a preparing or running one through CANCELLING while
+    /// the executor stops its processes. A job that has ended cannot be cancelled.
+    pub async fn cancel_job(&self, name: &JobName) -> Result<()> {
+        let job = self.get_job(name).await?;
+        if job.state.is_final() {
+            return Err(Error::FailedPrecondition(format!("Job {name} has already ended ({}).", job.state.as_str())));
+        }
+        if self
+            .store
+            .transition_job(name, &[JobState::Queued], JobState::Cancelled, Some("Cancelled by request."))
+            .await?
+        {
+            return Ok(());
+        }
+        self.store.transition_job(name, &[JobState::Preparing, JobState::Running], JobState::Cancelling, None).await?;
+        self.executor.cancel(name);
+        Ok(())
+    }
+}
+
+/// The fields a list filter can name on a job.
+fn job_fields(j: &JobRecord) -> Vec<(String, String)> {
+    let mut fields = vec![("jobId".to_owned(), j.job.clone()), ("state".to_owned(), j.state.as_str().to_owned())];
+    fields.extend(labels(&j.labels));
+    fields
+}
+
+/// Parses a protobuf JSON duration such as `"3600s"` or `"1.5s"`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+}

@@ -1,0 +1,164 @@
+//! The training executor: runs queued jobs' replicas as local processes.
+//!
+//! This is the embedded default; a cluster backend would offer the same handle (`slots`, `wake`,
+//! `cancel`, `start`). The scheduler starts a job only when all of its replicas fit in the free
+//! slots, in queue order (priority, then submission time), and moves its state in the database
+//! before any process starts. Each started job is an owned task with its own cancellation token.
+
+mod logs;
+mod run;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use logs::{read_logs, LogLine};
+
+use crate::names::JobName;
+use crate::storage::LocalStorage;
+use crate::store::{JobState, Store};
+use crate::tasks::Tasks;
+
+/// How the executor runs replicas.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// The Python that runs replicas (with torch).
+    pub python: PathBuf,
+    /// Replica slots of this host.
+    pub slots: usize,
+    /// Time between SIGTERM and SIGKILL when replicas are stopped.
+    pub kill_grace: Duration,
+}
+
+/// The handle to the local executor; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    storage: LocalStorage,
+    config: ExecutorConfig,
+    tasks: Tasks,
+    wake: Notify,
+    /// Running jobs by full name: their cancellation token and the slots they hold.
+    running: Mutex<HashMap<String, (CancellationToken, usize)>>,
+}
+
+impl Executor {
+    /// Creates the executor; [`Executor::start`] begins scheduling.
+    pub fn new(store: Store, storage: LocalStorage, config: ExecutorConfig, tasks: Tasks) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                storage,
+                config,
+                tasks,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Replica slots of this host.
+    pub fn slots(&self) -> usize {
+        self.inner.config.slots
+    }
+
+    /// Asks the scheduler to look at the queue now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops a running job's replicas; the job ends CANCELLED.
+    pub fn cancel(&self, name: &JobName) {
+        if let Some((token, _)) = self.running().get(&name.to_string()) {
+            token.cancel();
+        }
+    }
+
+    /// Ends jobs a previous run left mid-way (their processes are gone with it), then starts the
+    /// scheduler.
+    pub async fn start(&self) -> crate::Result<()> {
+        let orphaned = [JobState::Preparing, JobState::Running, JobState::Cancelling];
+        for job in self.inner.store.jobs_in_states(&orphaned).await? {
+            let name = JobName::new("name", &job.project, &job.job)?;
+            let (to, message) = if job.state == JobState::Cancelling {
+                (JobState::Cancelled, "Cancelled by request; the server restarted while the job was stopping.")
+            } else {
+                (
+                    JobState::Failed,
+                    "The server restarted while the job ran; its replicas were stopped with it. Submit the job again.",
+                )
+            };
+            self.inner.store.transition_job(&name, &orphaned, to, Some(message)).await?;
+        }
+        let executor = self.clone();
+        self.inner.tasks.spawn("job-scheduler", move |token| async move { executor.schedule_loop(token).await });
+        Ok(())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, usize)>> {
+        self.inner.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn schedule_loop(&self, token: CancellationToken) {
+        loop {
+            if let Err(e) = self.schedule(&token).await {
+                tracing::error!(error = %e, "scheduling jobs failed");
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Starts queued jobs, in order, while the next one fits.
+    async fn schedule(&self, token: &CancellationToken) -> crate::Result<()> {
+        for job in self.inner.store.jobs_in_states(&[JobState::Queued]).await? {
+            let used: usize = self.running().values().map(|(_, slots)| slots).sum();
+            let needed = job.replicas.max(1) as usize;
+            if used + needed > self.inner.config.slots {
+                return Ok(());
+            }
+            let name = JobName::new("name", &job.project, &job.job)?;
+            if !self.inner.store.transition_job(&name, &[JobState::Queued], JobState::Preparing, None).await? {
+                continue;
+            }
+            let job_token = token.child_token();
+            self.running().insert(name.to_string(), (job_token.clone(), needed));
+            let executor = self.clone();
+            self.inner.tasks.spawn("training-job", move |_| async move {
+                run::run_job(
+                    &executor.inner.store,
+                    &executor.inner.storage,
+                    &executor.inner.config,
+                    &name,
+                    job,
+                    job_token,
+                )
+                .await;
+                executor.running().remove(&name.to_string());
+                executor.wake();
+            });
+        }
+        Ok(())
+    }
+
+    /// Where a job's logs and replica working directories live.
+    pub fn work_dir(&self, name: &JobName) -> PathBuf {
+        work_dir(&self.inner.storage, name)
+    }
+}
+
+fn work_dir(storage: &LocalStorage, name: &JobName) -> PathBuf {
+    storage.root().join("jobs").join(name.project.as_str()).join(&name.job)
+}

@@ -1,0 +1,388 @@
+//! Running one job: prepare its packages, start every replica in its own process group with the
+//! ML Engine and PyTorch-distributed environment, supervise them, and record how the job ended.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{logs, work_dir, ExecutorConfig};
+use crate::control::{training_spec, TrainingInput, TrainingSpec};
+use crate::names::JobName;
+use crate::storage::LocalStorage;
+use crate::store::{JobRecord, JobState, Store};
+
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// How a job's run ended.
+enum Ending {
+    Succeeded,
+    Failed(String),
+    Stopped,
+    TimedOut,
+}
+
+/// Runs `job` to its end and records the outcome.
+pub async fn run_job(
+    store: &Store,
+    storage: &LocalStorage,
+    config: &ExecutorConfig,
+    name: &JobName,
+    job: JobRecord,
+    token: CancellationToken,
+) {
+    let ending = match prepare_and_run(store, storage, config, name, &job, &token).await {
+        Ok(ending) => ending,
+        Err(message) => Ending::Failed(message),
+    };
+    let all = [JobState::Preparing, JobState::Running, JobState::Cancelling];
+    let result = match ending {
+        Ending::Succeeded => store.transition_job(name, &[JobState::Running], JobState::Succeeded, None).await,
+        Ending::Failed(message) => store.transition_job(name, &all, JobState::Failed, Some(&message)).await,
+        Ending::TimedOut => {
+            store
+                .transition_job(
+                    name,
+                    &all,
+                    JobState::Cancelled,
+                    Some("Cancelled: the job ran longer than scheduling.maxRunningTime."),
+                )
+                .await
+        }
+        Ending::Stopped => match store.get_job(name).await {
+            Ok(Some(current)) if current.state == JobState::Cancelling => {
+                store.transition_job(name, &all, JobState::Cancelled, Some("Cancelled by request.")).await
+            }
+            _ => {
+                store
+                    .transition_job(
+                        name,
+                        &all,
+                        JobState::Failed,
+                        Some("The server stopped while the job ran; submit it again."),
+                    )
+                    .await
+            }
+        },
+    };
+    if let Err(e) = result {
+        tracing::error!(job.name = %name, error = %e, "cannot record how a job ended");
+    }
+}
+
+async fn prepare_and_run(
+    store: &Store,
+    storage: &LocalStorage,
+    config: &ExecutorConfig,
+    name: &JobName,
+    job: &JobRecord,
+    token: &CancellationToken,
+) -> Result<Ending, String> {
+    let input: TrainingInput =
+        serde_json::from_value(job.training_input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
+    let spec = training_spec(storage, &input).map_err(|e| e.to_string())?;
+    let dir = work_dir(storage, name);
+    std::fs::create_dir_all(dir.join("replicas")).map_err(|e| format!("cannot create the job's directory: {e}"))?;
+    if let Some(job_dir) = &spec.job_dir {
+        std::fs::create_dir_all(job_dir)
+            .map_err(|e| format!("cannot create the job dir {}: {e}", job_dir.display()))?;
+    }
+    let (log, writer) = logs::writer(&dir.join("job.log")).map_err(|e| format!("cannot open the job log: {e}"))?;
+
+    let python_path = tokio::select! {
+        prepared = prepare(storage, &config.python, &spec.packages, &log) => prepared?,
+        () = token.cancelled() => return Ok(Ending::Stopped),
+    };
+    if !store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await.map_err(|e| e.to_string())? {
+        return Ok(Ending::Stopped);
+    }
+    let ending = supervise(config, name, job, &spec, &dir, &python_path, log, token).await;
+    let _ = writer.await;
+    ending
+}
+
+/// Installs the packages (once per distinct set: cached by their content) and returns the
+/// PYTHONPATH entries that make them importable.
+async fn prepare(
+    storage: &LocalStorage,
+    python: &Path,
+    packages: &[PathBuf],
+    log: &mpsc::UnboundedSender<(String, String)>,
+) -> Result<Vec<PathBuf>, String> {
+    let mut path = Vec::new();
+    let mut installable = Vec::new();
+    for package in packages {
+        let is_project = package.join("setup.py").exists() || package.join("pyproject.toml").exists();
+        if package.is_dir() && !is_project {
+            path.push(package.clone());
+        } else {
+            installable.push(package.clone());
+        }
+    }
+    if installable.is_empty() {
+        return Ok(path);
+    }
+    let key = fingerprint(&installable);
+    let env = storage.root().join("envs").join(format!("{key:016x}"));
+    if env.join(".complete").exists() {
+        let _ = log.send(("service".into(), format!("Using the cached environment for these packages ({key:016x}).")));
+        path.insert(0, env);
+        return Ok(path);
+    }
+    let _ = log.send(("service".into(), "Installing the trainer packages with pip.".into()));
+    let staging = env.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+        ])
+        .arg(&staging)
+        .args(&installable)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {} -m pip: {e}", python.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(format!(
+            "Installing the packages failed (pip exit {}): {}",
+            output.status.code().unwrap_or(-1),
+            last.join("\n")
+        ));
+    }
+    std::fs::write(staging.join(".complete"), b"").map_err(|e| e.to_string())?;
+    if std::fs::rename(&staging, &env).is_err() {
+        // Another job installed the same set meanwhile; use theirs.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    path.insert(0, env);
+    Ok(path)
+}
+
+/// A stable hash of the packages' paths, sizes and modification times (FNV-1a).
+fn fingerprint(packages: &[PathBuf]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let mut files = Vec::new();
+    for package in packages {
+        collect_files(package, &mut files);
+    }
+    files.sort();
+    for file in files {
+        feed(file.to_string_lossy().as_bytes());
+        if let Ok(meta) = std::fs::metadata(&file) {
+            feed(&meta.len().to_le_bytes());
+            let modified =
+                meta.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+            feed(&modified.as_nanos().to_le_bytes());
+        }
+    }
+    hash
+}
+
+/// The files that make up a package, leaving out what building it leaves behind (pip builds a
+/// folder in place: `build/`, `*.egg-info/`, `__pycache__/`).
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if matches!(name.as_str(), "build" | "dist" | "__pycache__") || name.ends_with(".egg-info") {
+                continue;
+            }
+            collect_files(&entry.path(), files);
+        }
+    } else {
+        files.push(path.to_path_buf());
+    }
+}
+
+struct Replica {
+    task: String,
+    child: Child,
+}
+
+/// Starts every replica and waits for the job's end.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    config: &ExecutorConfig,
+    name: &JobName,
+    job: &JobRecord,
+    spec: &TrainingSpec,
+    dir: &Path,
+    python_path: &[PathBuf],
+    log: mpsc::UnboundedSender<(String, String)>,
+    token: &CancellationToken,
+) -> Result<Ending, String> {
+    let replicas = spec.replicas.all();
+    let ports: Vec<u16> = replicas.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
+    let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let pool = |kind: &str| -> Vec<String> {
+        replicas.iter().enumerate().filter(|(_, (k, _))| *k == kind).map(|(i, _)| address(i)).collect()
+    };
+    let mut cluster = serde_json::Map::new();
+    cluster.insert("master".into(), pool("master").into());
+    if spec.replicas.workers > 0 {
+        cluster.insert("worker".into(), pool("worker").into());
+    }
+    if spec.replicas.parameter_servers > 0 {
+        cluster.insert("ps".into(), pool("ps").into());
+    }
+    let world_size = 1 + spec.replicas.workers;
+    let tail: Tail = Arc::default();
+    let mut children = Vec::new();
+    for (kind, index) in &replicas {
+        let task = format!("{kind}-replica-{index}");
+        let cwd = dir.join("replicas").join(&task);
+        std::fs::create_dir_all(&cwd).map_err(|e| format!("cannot create {}: {e}", cwd.display()))?;
+        let tf_config = serde_json::json!({
+            "cluster": cluster,
+            "task": {"type": kind, "index": index},
+            "job": job.training_input,
+            "environment": "cloud",
+        });
+        let mut command = Command::new(&config.python);
+        command.arg("-m").arg(&spec.module).args(&spec.args);
+        if let Some(job_dir) = &spec.job_dir {
+            command.arg(format!("--job-dir={}", job_dir.display()));
+        }
+        let rank = match *kind {
+            "master" => Some(0),
+            "worker" => Some(index + 1),
+            _ => None,
+        };
+        command
+            .current_dir(&cwd)
+            .env("TF_CONFIG", tf_config.to_string())
+            .env("CLOUD_ML_JOB_ID", &name.job)
+            .env("CLOUD_ML_HP_METRIC_FILE", cwd.join("hypertune.metrics"))
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", ports[0].to_string())
+            .env("WORLD_SIZE", world_size.to_string())
+            .env("LOCAL_RANK", "0")
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONPATH", std::env::join_paths(python_path).map_err(|e| e.to_string())?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(rank) = rank {
+            command.env("RANK", rank.to_string());
+        }
+        let mut child = command.spawn().map_err(|e| format!("cannot start {task}: {e}"))?;
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(logs::pump(stdout, task.clone(), log.clone(), tail.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(logs::pump(stderr, task.clone(), log.clone(), tail.clone()));
+        }
+        children.push(Replica { task, child });
+    }
+    drop(log);
+
+    let (exits, mut exited) = mpsc::unbounded_channel::<(usize, std::io::Result<ExitStatus>)>();
+    let pids: Vec<Option<u32>> = children.iter().map(|r| r.child.id()).collect();
+    let tasks: Vec<String> = children.iter().map(|r| r.task.clone()).collect();
+    let mut waiters = Vec::new();
+    for (i, mut replica) in children.into_iter().enumerate() {
+        let exits = exits.clone();
+        waiters.push(tokio::spawn(async move {
+            let status = replica.child.wait().await;
+            let _ = exits.send((i, status));
+        }));
+    }
+    drop(exits);
+    let deadline = spec.max_running_time.map(|d| tokio::time::Instant::now() + d);
+    let mut alive = tasks.len();
+    let ending = loop {
+        let timeout = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = token.cancelled() => break Ending::Stopped,
+            () = timeout => break Ending::TimedOut,
+            event = exited.recv() => {
+                let Some((i, status)) = event else { break Ending::Failed("every replica stopped without a status".into()) };
+                alive -= 1;
+                let status = status.map_err(|e| e.to_string())?;
+                if status.success() {
+                    if i == 0 { break Ending::Succeeded; }
+                    if alive == 0 { break Ending::Failed("the master replica did not finish".into()); }
+                    continue;
+                }
+                // Let the pumps forward the last lines before reading the tail.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let last = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n");
+                break Ending::Failed(format!("Replica {} exited with {}. Last log lines:\n{last}", tasks[i], describe(status)));
+            }
+        }
+    };
+    stop_all(&pids, config.kill_grace, &mut exited, alive).await;
+    for waiter in waiters {
+        let _ = waiter.await;
+    }
+    Ok(ending)
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "an unknown status".into(),
+    }
+}
+
+/// SIGTERM to every replica's process group, SIGKILL to those still alive after `grace`.
+async fn stop_all(
+    pids: &[Option<u32>],
+    grace: Duration,
+    exited: &mut mpsc::UnboundedReceiver<(usize, std::io::Result<ExitStatus>)>,
+    mut alive: usize,
+) {
+    let signal_all = |signal: Signal| {
+        for pid in pids.iter().flatten() {
+            let _ = killpg(Pid::from_raw(*pid as i32), signal);
+        }
+    };
+    signal_all(Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while alive > 0 {
+        match tokio::time::timeout_at(deadline, exited.recv()).await {
+            Ok(Some(_)) => alive -= 1,
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    // Children of replicas may outlive them in the group: the group gets SIGKILL either way.
+    signal_all(Signal::SIGKILL);
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}

@@ -1,0 +1,236 @@
+//! SQL for training jobs. A job's state changes through [`Store::transition_job`] only, which
+//! moves it from one of the states it may leave to the next.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{now_text, parse_time, Store};
+use crate::error::{Error, FieldViolation, Result};
+use crate::names::{JobName, ProjectId};
+
+/// The life of a job: QUEUED → PREPARING → RUNNING → SUCCEEDED | FAILED; CANCELLING → CANCELLED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Queued,
+    Preparing,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelling,
+    Cancelled,
+}
+
+impl JobState {
+    /// The stored (and API) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Preparing => "PREPARING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelling => "CANCELLING",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "QUEUED" => Self::Queued,
+            "PREPARING" => Self::Preparing,
+            "RUNNING" => Self::Running,
+            "SUCCEEDED" => Self::Succeeded,
+            "FAILED" => Self::Failed,
+            "CANCELLING" => Self::Cancelling,
+            "CANCELLED" => Self::Cancelled,
+            other => return Err(Error::internal(format!("unknown stored job state '{other}'"))),
+        })
+    }
+
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A stored job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub project: String,
+    pub job: String,
+    pub state: JobState,
+    pub labels: BTreeMap<String, String>,
+    /// The TrainingInput as the API returns it.
+    pub training_input: serde_json::Value,
+    pub priority: i64,
+    pub replicas: i64,
+    pub error_message: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub revision: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    project_id: String,
+    job_id: String,
+    state: String,
+    labels: String,
+    training_input: String,
+    priority: i64,
+    replicas: i64,
+    error_message: Option<String>,
+    create_time: String,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    revision: i64,
+}
+
+impl TryFrom<Row> for JobRecord {
+    type Error = Error;
+    fn try_from(row: Row) -> Result<Self> {
+        Ok(Self {
+            state: JobState::parse(&row.state)?,
+            labels: serde_json::from_str(&row.labels).map_err(Error::internal)?,
+            training_input: serde_json::from_str(&row.training_input).map_err(Error::internal)?,
+            create_time: parse_time(&row.create_time)?,
+            start_time: row.start_time.as_deref().map(parse_time).transpose()?,
+            end_time: row.end_time.as_deref().map(parse_time).transpose()?,
+            project: row.project_id,
+            job: row.job_id,
+            priority: row.priority,
+            replicas: row.replicas,
+            error_message: row.error_message,
+            revision: row.revision,
+        })
+    }
+}
+
+const COLUMNS: &str = "project_id, job_id, state, labels, training_input, priority, replicas, error_message, create_time, start_time, end_time, revision";
+
+impl Store {
+    /// Stores a new QUEUED job; ALREADY_EXISTS if the project has one of that id.
+    pub async fn insert_job(
+        &self,
+        name: &JobName,
+        labels: &BTreeMap<String, String>,
+        training_input: &serde_json::Value,
+        priority: i64,
+        replicas: i64,
+    ) -> Result<JobRecord> {
+        self.ensure_project(&name.project).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (project_id, job_id, state, labels, training_input, priority, replicas, create_time) \
+             VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name.project.as_str())
+        .bind(&name.job)
+        .bind(serde_json::to_string(labels).map_err(Error::internal)?)
+        .bind(training_input.to_string())
+        .bind(priority)
+        .bind(replicas)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::AlreadyExists(FieldViolation::new(
+                "job.jobId",
+                "A job with the same id already exists.",
+            )));
+        }
+        self.get_job(name).await?.ok_or_else(|| Error::internal("a job vanished right after it was stored"))
+    }
+
+    /// The job, if it exists.
+    pub async fn get_job(&self, name: &JobName) -> Result<Option<JobRecord>> {
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE project_id = ? AND job_id = ?"
+        )))
+        .bind(name.project.as_str())
+        .bind(&name.job)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(JobRecord::try_from).transpose()
+    }
+
+    /// Jobs of `project` ordered by id, after `after`, at most `limit`.
+    pub async fn list_jobs(&self, project: &ProjectId, after: Option<&str>, limit: usize) -> Result<Vec<JobRecord>> {
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE project_id = ? AND job_id > ? ORDER BY job_id LIMIT ?"
+        )))
+        .bind(project.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Jobs in any of `states`, in queue order (priority, then submission time).
+    pub async fn jobs_in_states(&self, states: &[JobState]) -> Result<Vec<JobRecord>> {
+        let list = states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state IN ({list}) ORDER BY priority DESC, create_time, job_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Moves a job from one of `from` to `to`, setting start/end times and the error message as
+    /// the new state implies. Returns false if the job was in none of `from`.
+    pub async fn transition_job(
+        &self,
+        name: &JobName,
+        from: &[JobState],
+        to: JobState,
+        error_message: Option<&str>,
+    ) -> Result<bool> {
+        let list = from.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+        let now = now_text();
+        let start = (to == JobState::Running).then_some(now.clone());
+        let end = to.is_final().then_some(now);
+        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = ?, error_message = COALESCE(?, error_message), start_time = COALESCE(?, start_time), \
+             end_time = COALESCE(?, end_time), revision = revision + 1 WHERE project_id = ? AND job_id = ? AND state IN ({list})"
+        )))
+        .bind(to.as_str())
+        .bind(error_message)
+        .bind(start)
+        .bind(end)
+        .bind(name.project.as_str())
+        .bind(&name.job)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Replaces a job's labels; with `expected_revision`, only at that revision (else ABORTED).
+    pub async fn update_job_labels(
+        &self,
+        name: &JobName,
+        labels: &BTreeMap<String, String>,
+        expected_revision: Option<i64>,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE jobs SET labels = ?, revision = revision + 1 WHERE project_id = ? AND job_id = ? AND (? IS NULL OR revision = ?)",
+        )
+        .bind(serde_json::to_string(labels).map_err(Error::internal)?)
+        .bind(name.project.as_str())
+        .bind(&name.job)
+        .bind(expected_revision)
+        .bind(expected_revision)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::Aborted(format!(
+                "Job {name} was changed by another request (etag mismatch); read it again."
+            )));
+        }
+        Ok(())
+    }
+}

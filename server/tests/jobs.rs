@@ -1,0 +1,290 @@
+//! Training jobs through the real server and real replica processes: success, failure, DDP
+//! rendezvous, cancel without orphans, queueing, packages, restart safety and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// Writes a trainer package folder `name` with module `name.task` into the server's data dir.
+fn trainer(server: &TestServer, name: &str, source: &str) -> PathBuf {
+    let root = server.data.path().join("packages").join(name);
+    std::fs::create_dir_all(root.join(name)).expect("mkdir");
+    std::fs::write(root.join(name).join("__init__.py"), "").expect("init");
+    std::fs::write(root.join(name).join("task.py"), source).expect("task");
+    root
+}
+
+async fn submit(server: &TestServer, job: &str, input: Value) -> (u16, Value) {
+    server.post_json("/v1/projects/p/jobs", &json!({"jobId": job, "trainingInput": input})).await
+}
+
+async fn wait_state(server: &TestServer, job: &str, states: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = server.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
+        assert_eq!(status, 200, "{body}");
+        if states.iter().any(|s| body["state"] == *s) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_text(server: &TestServer, job: &str) -> String {
+    let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/{job}/logs")).await;
+    logs["lines"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|l| format!("{} {}\n", l["replica"].as_str().unwrap_or(""), l["text"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const HELLO: &str = r#"
+import json, os, sys
+config = json.loads(os.environ["TF_CONFIG"])
+print("task", config["task"]["type"], config["task"]["index"], "job", os.environ["CLOUD_ML_JOB_ID"])
+print("args", sys.argv[1:])
+job_dir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--job-dir=")][0]
+os.makedirs(job_dir, exist_ok=True)
+open(os.path.join(job_dir, "done.txt"), "w").write("ok")
+"#;
+
+#[tokio::test]
+async fn a_basic_job_runs_its_master_and_succeeds() {
+    let server = TestServer::start().await;
+    let package = trainer(&server, "hello", HELLO);
+    let job_dir = server.data.path().join("outputs/hello");
+    let (status, job) = submit(
+        &server,
+        "hello_1",
+        json!({"packageUris": [package.display().to_string()], "pythonModule": "hello.task", "args": ["--epochs", "2"],
+               "jobDir": format!("file://{}", job_dir.display()), "region": "us-central1", "runtimeVersion": "2.13"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["jobId"], "hello_1");
+    assert_eq!(job["trainingInput"]["region"], "us-central1", "unknown fields are kept: {job}");
+    let done = wait_state(&server, "hello_1", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, "hello_1").await);
+    assert!(done["startTime"].is_string() && done["endTime"].is_string(), "{done}");
+    assert_eq!(std::fs::read_to_string(job_dir.join("done.txt")).expect("job dir written"), "ok");
+    let logs = log_text(&server, "hello_1").await;
+    assert!(logs.contains("master-replica-0 task master 0 job hello_1"), "{logs}");
+    assert!(logs.contains("'--epochs', '2', '--job-dir="), "{logs}");
+    let (_, only) = server.get_json("/v1/projects/p/jobs/hello_1/logs?replica=nobody").await;
+    assert_eq!(only["lines"], json!([]));
+    let (status, error) = server.post_json("/v1/projects/p/jobs/hello_1:cancel", &json!({})).await;
+    assert_eq!((status, &error["error"]["status"]), (400, &json!("FAILED_PRECONDITION")), "{error}");
+}
+
+#[tokio::test]
+async fn a_failing_master_fails_the_job_with_its_exit_code_and_last_lines() {
+    let server = TestServer::start().await;
+    let package = trainer(&server, "boom", "import sys\nprint('about to fail')\nsys.exit(3)\n");
+    let (status, _) =
+        submit(&server, "boom_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "boom.task"}))
+            .await;
+    assert_eq!(status, 200);
+    let done = wait_state(&server, "boom_1", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "FAILED");
+    let message = done["errorMessage"].as_str().expect("errorMessage");
+    assert!(
+        message.contains("master-replica-0") && message.contains("exit code 3") && message.contains("about to fail"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_rendezvous_with_ddp_through_the_environment() {
+    let server = TestServer::start().await;
+    let source = r#"
+import os, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+value = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(value)
+print("rank", dist.get_rank(), "of", dist.get_world_size(), "sum", value.item())
+dist.destroy_process_group()
+"#;
+    let package = trainer(&server, "ddp", source);
+    let (status, body) = submit(
+        &server,
+        "ddp_1",
+        json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1",
+               "packageUris": [package.display().to_string()], "pythonModule": "ddp.task"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["trainingInput"]["workerCount"], "1", "int64 as a string");
+    let done = wait_state(&server, "ddp_1", &["SUCCEEDED", "FAILED"]).await;
+    let logs = log_text(&server, "ddp_1").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert!(logs.contains("master-replica-0 rank 0 of 2 sum 3.0"), "{logs}");
+    assert!(logs.contains("worker-replica-0 rank 1 of 2 sum 3.0"), "{logs}");
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[tokio::test]
+async fn cancel_stops_every_process_and_queued_jobs_wait_for_slots() {
+    let server = TestServer::start_with(&[], &[("ANNEAL_TRAINING_SLOTS", "1")]).await;
+    let source = r#"
+import os, subprocess, time
+child = subprocess.Popen(["sleep", "1000"])
+open("pids.txt", "w").write(f"{os.getpid()} {child.pid}")
+print("running", flush=True)
+while True:
+    time.sleep(0.1)
+"#;
+    let package = trainer(&server, "forever", source);
+    let input = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"});
+    assert_eq!(submit(&server, "first", input.clone()).await.0, 200);
+    wait_state(&server, "first", &["RUNNING"]).await;
+    let (status, second) = submit(&server, "second", input).await;
+    assert_eq!(status, 200, "{second}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, second) = server.get_json("/v1/projects/p/jobs/second").await;
+    assert_eq!(second["state"], "QUEUED", "no free slot: {second}");
+    assert_eq!(second["jobPosition"], "1");
+
+    let pids_file = server.data.path().join("storage/jobs/p/first/replicas/master-replica-0/pids.txt");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pids_file.exists() {
+        assert!(Instant::now() < deadline, "the trainer never wrote its pids");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pids: Vec<i32> = std::fs::read_to_string(&pids_file)
+        .expect("pids")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    let (status, empty) = server.post_json("/v1/projects/p/jobs/first:cancel", &json!({})).await;
+    assert_eq!((status, empty), (200, json!({})));
+    let done = wait_state(&server, "first", &["CANCELLED"]).await;
+    assert!(done["errorMessage"].as_str().expect("message").contains("Cancelled"), "{done}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the cancelled job");
+    }
+    wait_state(&server, "second", &["RUNNING"]).await;
+    server.post_json("/v1/projects/p/jobs/second:cancel", &json!({})).await;
+    wait_state(&server, "second", &["CANCELLED"]).await;
+
+    assert_eq!(
+        submit(
+            &server,
+            "third",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
+        )
+        .await
+        .0,
+        200
+    );
+    wait_state(&server, "third", &["RUNNING"]).await;
+    // A queued job cancelled before it starts never runs.
+    assert_eq!(
+        submit(
+            &server,
+            "fourth",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
+        )
+        .await
+        .0,
+        200
+    );
+    server.post_json("/v1/projects/p/jobs/fourth:cancel", &json!({})).await;
+    let fourth = wait_state(&server, "fourth", &["CANCELLED"]).await;
+    assert!(fourth.get("startTime").is_none(), "{fourth}");
+    // Stopping the server stops the running job; after a restart nothing is left running.
+    let data = server.stop_keeping_data().await;
+    let server = TestServer::start_in(data, &[], &[]).await;
+    let (_, third) = server.get_json("/v1/projects/p/jobs/third").await;
+    assert_eq!(third["state"], "FAILED", "{third}");
+    assert!(third["errorMessage"].as_str().expect("message").contains("server"), "{third}");
+}
+
+#[tokio::test]
+async fn installable_packages_are_installed_once_and_cached() {
+    let server = TestServer::start().await;
+    let root = trainer(&server, "pkgd", "print('from the installed package')\n");
+    std::fs::write(
+        root.join("setup.py"),
+        "from setuptools import setup\nsetup(name='pkgd', version='0.1', packages=['pkgd'])\n",
+    )
+    .expect("setup.py");
+    for job in ["pkg_1", "pkg_2"] {
+        let (status, body) =
+            submit(&server, job, json!({"packageUris": [root.display().to_string()], "pythonModule": "pkgd.task"}))
+                .await;
+        assert_eq!(status, 200, "{body}");
+        let done = wait_state(&server, job, &["SUCCEEDED", "FAILED"]).await;
+        assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, job).await);
+    }
+    let first = log_text(&server, "pkg_1").await;
+    let second = log_text(&server, "pkg_2").await;
+    assert!(
+        first.contains("Installing the trainer packages") && first.contains("from the installed package"),
+        "{first}"
+    );
+    assert!(second.contains("Using the cached environment"), "{second}");
+}
+
+#[tokio::test]
+async fn bad_job_requests_are_invalid_argument_naming_the_field() {
+    let server = TestServer::start().await;
+    let package = trainer(&server, "ok", "print('x')\n").display().to_string();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (json!({"jobId": "1bad", "trainingInput": {"packageUris": [package], "pythonModule": "ok.task"}}), "job.jobId"),
+        (json!({"jobId": "j"}), "job"),
+        (json!({"jobId": "j", "trainingInput": {"pythonModule": "ok.task"}}), "job.trainingInput.packageUris"),
+        (json!({"jobId": "j", "trainingInput": {"packageUris": [package]}}), "job.trainingInput.pythonModule"),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "scaleTier": "HUGE"}}),
+            "job.trainingInput.scaleTier",
+        ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "workerCount": "2"}}),
+            "job.trainingInput.workerCount",
+        ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [outside.path().display().to_string()], "pythonModule": "m"}}),
+            "job.trainingInput.packageUris[0]",
+        ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "jobDir": "/etc/anneal"}}),
+            "job.trainingInput.jobDir",
+        ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "scheduling": {"priority": 5000}}}),
+            "job.trainingInput.scheduling.priority",
+        ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "scaleTier": "PREMIUM_1"}}),
+            "job.trainingInput.scaleTier",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = server.post_json("/v1/projects/p/jobs", &body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}: {error}");
+    }
+    let (status, error) = server.post_json("/v1/projects/p/jobs", &json!({"jobId": "j", "predictionInput": {}})).await;
+    assert_eq!((status, &error["error"]["status"]), (501, &json!("UNIMPLEMENTED")), "{error}");
+    assert_eq!(submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await.0, 200);
+    let (status, error) = submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await;
+    assert_eq!((status, &error["error"]["status"]), (409, &json!("ALREADY_EXISTS")), "{error}");
+    let (status, _) = server.get_json("/v1/projects/p/jobs/nope").await;
+    assert_eq!(status, 404);
+    let (status, list) = server.get_json("/v1/projects/p/jobs?filter=jobId%3Adup").await;
+    assert_eq!((status, list["jobs"].as_array().map(Vec::len)), (200, Some(1)), "{list}");
+}
