@@ -1,5 +1,6 @@
 //! The compatibility proof: Google's official `ml` v1 Python client (from the project's `.venv`)
-//! drives a real Anneal through models, versions, operations, predictions and error shapes.
+//! drives a real Anneal through models, versions, operations, predictions, training jobs and
+//! error shapes.
 
 mod common;
 
@@ -9,11 +10,20 @@ use common::TestServer;
 async fn the_official_python_client_works_unchanged() {
     let server = TestServer::start().await;
     let model_dir = server.stage_fixture("mlp_unsigned");
+    let package = server.data.path().join("packages/compat");
+    std::fs::create_dir_all(package.join("compat_trainer")).expect("mkdir");
+    std::fs::write(package.join("compat_trainer/__init__.py"), "").expect("init");
+    std::fs::write(
+        package.join("compat_trainer/task.py"),
+        "import argparse, time\np = argparse.ArgumentParser()\np.add_argument('--sleep', type=float)\np.add_argument('--job-dir')\ntime.sleep(p.parse_args().sleep)\n",
+    )
+    .expect("task");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/official_client.py");
     let output = tokio::process::Command::new(common::python())
         .arg(script)
         .env("ANNEAL_URL", &server.base)
         .env("MODEL_DIR", &model_dir)
+        .env("PACKAGE_DIR", &package)
         .output()
         .await
         .expect("run the official client script");

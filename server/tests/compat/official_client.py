@@ -111,4 +111,42 @@ operations = ml.projects().operations().list(name=PROJECT).execute()["operations
 kinds = [o["metadata"]["operationType"] for o in operations]
 assert kinds[0] == "DELETE_MODEL" and kinds.count("CREATE_VERSION") == 2, kinds
 
+# Training jobs.
+PACKAGE_DIR = os.environ["PACKAGE_DIR"]
+
+
+def wait_job(job_id, states):
+    for _ in range(1200):
+        job = ml.projects().jobs().get(name=f"{PROJECT}/jobs/{job_id}").execute()
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
+job = ml.projects().jobs().create(
+    parent=PROJECT,
+    body={"jobId": "train_1", "labels": {"team": "compat"},
+          "trainingInput": {"scaleTier": "BASIC", "packageUris": [PACKAGE_DIR], "pythonModule": "compat_trainer.task",
+                            "args": ["--sleep", "0"], "region": "us-central1", "runtimeVersion": "2.13"}},
+).execute()
+assert job["jobId"] == "train_1" and job["state"] in ("QUEUED", "PREPARING", "RUNNING"), job
+done = wait_job("train_1", ("SUCCEEDED", "FAILED"))
+assert done["state"] == "SUCCEEDED", done
+expect_http_error(409, ml.projects().jobs().create(parent=PROJECT, body={"jobId": "train_1", "trainingInput": done["trainingInput"]}), "ALREADY_EXISTS")
+expect_http_error(400, ml.projects().jobs().create(parent=PROJECT, body={"jobId": "train_2", "trainingInput": {"pythonModule": "x"}}), "packageUris")
+
+ml.projects().jobs().create(
+    parent=PROJECT,
+    body={"jobId": "train_long", "trainingInput": {"packageUris": [PACKAGE_DIR], "pythonModule": "compat_trainer.task", "args": ["--sleep", "600"], "region": "us-central1"}},
+).execute()
+wait_job("train_long", ("RUNNING",))
+assert ml.projects().jobs().cancel(name=f"{PROJECT}/jobs/train_long", body={}).execute() == {}
+cancelled = wait_job("train_long", ("CANCELLED",))
+assert "endTime" in cancelled, cancelled
+expect_http_error(400, ml.projects().jobs().cancel(name=f"{PROJECT}/jobs/train_long", body={}), "FAILED_PRECONDITION")
+
+jobs = ml.projects().jobs().list(parent=PROJECT, filter="state:SUCCEEDED AND labels.team:compat").execute()
+assert [j["jobId"] for j in jobs["jobs"]] == ["train_1"], jobs
+
 print("official client: all checks passed")
