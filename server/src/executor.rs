@@ -6,6 +6,7 @@
 //! before any process starts. Each started job is an owned task with its own cancellation token.
 
 mod logs;
+mod metrics;
 mod run;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use logs::{read_logs, LogLine};
+pub use metrics::{read_series, MetricPoint};
 
 use crate::names::JobName;
 use crate::storage::LocalStorage;

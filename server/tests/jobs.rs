@@ -236,6 +236,10 @@ async fn installable_packages_are_installed_once_and_cached() {
         "{first}"
     );
     assert!(second.contains("Using the cached environment"), "{second}");
+    assert!(
+        !root.join("build").exists() && !root.join("pkgd.egg-info").exists(),
+        "the user's folder is left as it was"
+    );
 }
 
 #[tokio::test]

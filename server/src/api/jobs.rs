@@ -23,6 +23,7 @@ pub fn router() -> Router<Control> {
         .route("/projects/{project}/jobs/{job}", get(fetch).patch(patch))
         .route("/projects/{project}/jobs/{job}/@cancel", post(cancel))
         .route("/projects/{project}/jobs/{job}/logs", get(logs))
+        .route("/projects/{project}/jobs/{job}/metrics", get(metrics))
 }
 
 /// The fields a client may send in a Job; output-only ones are accepted and ignored.
@@ -202,4 +203,48 @@ async fn logs(
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let (lines, next_offset) = control.job_logs(&name, query.replica, query.offset, limit).await?;
     Ok(Json(LogsResponse { lines, next_offset }))
+}
+
+#[derive(Serialize)]
+struct Series {
+    tag: String,
+    replica: String,
+    points: Vec<Point>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Point {
+    step: String,
+    value: f64,
+    time: String,
+}
+
+#[derive(Serialize)]
+struct MetricsResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    series: Vec<Series>,
+}
+
+/// Anneal's `jobs/{job}/metrics`: one time series per metric tag and replica.
+async fn metrics(
+    State(control): State<Control>,
+    Path((project, job)): Path<(String, String)>,
+) -> crate::Result<Json<MetricsResponse>> {
+    let name = JobName::new("name", &project, &job)?;
+    let mut series: Vec<Series> = Vec::new();
+    for point in control.job_metrics(&name).await? {
+        let time = chrono::DateTime::from_timestamp_millis((point.timestamp * 1000.0) as i64)
+            .map(|t| time(&t))
+            .unwrap_or_default();
+        let entry = match series.iter_mut().position(|s| s.tag == point.tag && s.replica == point.replica) {
+            Some(i) => &mut series[i],
+            None => {
+                series.push(Series { tag: point.tag.clone(), replica: point.replica.clone(), points: Vec::new() });
+                series.last_mut().expect("just pushed")
+            }
+        };
+        entry.points.push(Point { step: point.step.to_string(), value: point.value, time });
+    }
+    Ok(Json(MetricsResponse { series }))
 }

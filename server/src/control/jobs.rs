@@ -251,6 +251,16 @@ impl Control {
             .map_err(Error::internal)
     }
 
+    /// The job's metric reports collected so far, in report order.
+    pub async fn job_metrics(&self, name: &JobName) -> Result<Vec<crate::executor::MetricPoint>> {
+        self.get_job(name).await?;
+        let path = self.executor.work_dir(name).join("metrics.jsonl");
+        tokio::task::spawn_blocking(move || crate::executor::read_series(&path))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)
+    }
+
     /// Replaces the job's labels (`jobs.patch`, the only patchable field).
     pub async fn update_job_labels(
         &self,

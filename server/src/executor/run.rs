@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{logs, work_dir, ExecutorConfig};
+use super::{logs, metrics, work_dir, ExecutorConfig};
 use crate::control::{training_spec, TrainingInput, TrainingSpec};
 use crate::names::JobName;
 use crate::storage::LocalStorage;
@@ -139,6 +139,17 @@ async fn prepare(
     let _ = log.send(("service".into(), "Installing the trainer packages with pip.".into()));
     let staging = env.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
+    // pip builds a source folder in place; build a copy so the user's folder stays clean.
+    let sources = staging.with_extension("src");
+    let mut targets = Vec::with_capacity(installable.len());
+    for (i, package) in installable.iter().enumerate() {
+        if package.is_dir() {
+            let relative = sources.strip_prefix(storage.root()).unwrap_or(&sources).join(i.to_string());
+            targets.push(storage.copy_into(package, &relative)?);
+        } else {
+            targets.push(package.clone());
+        }
+    }
     let output = Command::new(python)
         .args([
             "-m",
@@ -151,10 +162,12 @@ async fn prepare(
             "--target",
         ])
         .arg(&staging)
-        .args(&installable)
+        .args(&targets)
         .output()
         .await
-        .map_err(|e| format!("cannot run {} -m pip: {e}", python.display()))?;
+        .map_err(|e| format!("cannot run {} -m pip: {e}", python.display()));
+    let _ = std::fs::remove_dir_all(&sources);
+    let output = output?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
@@ -313,6 +326,11 @@ async fn supervise(
     drop(exits);
     let deadline = spec.max_running_time.map(|d| tokio::time::Instant::now() + d);
     let mut alive = tasks.len();
+    let metric_files: Vec<(String, PathBuf)> =
+        tasks.iter().map(|t| (t.clone(), dir.join("replicas").join(t).join("hypertune.metrics"))).collect();
+    let series = dir.join("metrics.jsonl");
+    let mut collector = metrics::Collector::default();
+    let mut collect_tick = tokio::time::interval(Duration::from_millis(500));
     let ending = loop {
         let timeout = async {
             match deadline {
@@ -321,6 +339,10 @@ async fn supervise(
             }
         };
         tokio::select! {
+            _ = collect_tick.tick() => {
+                collector.collect(&metric_files, &series);
+                continue;
+            }
             () = token.cancelled() => break Ending::Stopped,
             () = timeout => break Ending::TimedOut,
             event = exited.recv() => {
@@ -340,6 +362,7 @@ async fn supervise(
         }
     };
     stop_all(&pids, config.kill_grace, &mut exited, alive).await;
+    collector.collect(&metric_files, &series);
     for waiter in waiters {
         let _ = waiter.await;
     }

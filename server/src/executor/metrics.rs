@@ -1,0 +1,111 @@
+//! Training metrics: the reports replicas write in the cloudml-hypertune file format (JSON lines
+//! with `global_step`, `<tag>`, `timestamp`, `trial`), collected while the job runs into one
+//! durable series file, `<work dir>/metrics.jsonl`, without duplicates. (hypertune rewrites its
+//! file keeping the last 100 reports, so the collector must read it as the job goes.)
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// One metric value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub replica: String,
+    pub tag: String,
+    pub step: i64,
+    pub value: f64,
+    /// Seconds since the Unix epoch, as reported.
+    pub timestamp: f64,
+    pub trial: String,
+}
+
+/// Collects new reports from each replica's metrics file into `series`.
+#[derive(Debug, Default)]
+pub struct Collector {
+    seen: HashSet<(String, String, i64, u64)>,
+}
+
+/// Keys of a hypertune line that are not metrics.
+const RESERVED: &[&str] = &["global_step", "timestamp", "trial", "checkpoint_path"];
+
+impl Collector {
+    /// Reads every `(replica, file)` and appends reports not seen before to `series`.
+    pub fn collect(&mut self, files: &[(String, std::path::PathBuf)], series: &Path) {
+        let mut fresh = Vec::new();
+        for (replica, file) in files {
+            let Ok(text) = std::fs::read_to_string(file) else { continue };
+            for line in text.lines() {
+                let Ok(serde_json::Value::Object(report)) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let number = |v: &serde_json::Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+                let step = report.get("global_step").and_then(number).unwrap_or(0.0) as i64;
+                let timestamp = report.get("timestamp").and_then(number).unwrap_or(0.0);
+                let trial = report
+                    .get("trial")
+                    .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_owned))
+                    .unwrap_or_default();
+                for (tag, value) in report.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())) {
+                    let Some(value) = number(value) else { continue };
+                    if self.seen.insert((replica.clone(), tag.clone(), step, timestamp.to_bits())) {
+                        fresh.push(MetricPoint {
+                            replica: replica.clone(),
+                            tag: tag.clone(),
+                            step,
+                            value,
+                            timestamp,
+                            trial: trial.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        if let Ok(mut out) = std::fs::OpenOptions::new().create(true).append(true).open(series) {
+            for point in fresh {
+                if let Ok(line) = serde_json::to_string(&point) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Reads a job's collected series.
+pub fn read_series(series: &Path) -> std::io::Result<Vec<MetricPoint>> {
+    match std::fs::read_to_string(series) {
+        Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_each_report_once_across_rewrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("m");
+        let series = dir.path().join("series");
+        let files = vec![("master-replica-0".to_string(), file.clone())];
+        let mut collector = Collector::default();
+        std::fs::write(
+            &file,
+            "{\"global_step\": \"1\", \"accuracy\": \"0.5\", \"timestamp\": 1.0, \"trial\": \"0\"}\n",
+        )
+        .expect("write");
+        collector.collect(&files, &series);
+        // hypertune rewrites the whole file with the new report appended.
+        std::fs::write(&file, "{\"global_step\": \"1\", \"accuracy\": \"0.5\", \"timestamp\": 1.0, \"trial\": \"0\"}\n{\"global_step\": \"2\", \"accuracy\": \"0.75\", \"timestamp\": 2.0, \"trial\": \"0\"}\nnot json\n").expect("write");
+        collector.collect(&files, &series);
+        let points = read_series(&series).expect("read");
+        assert_eq!(points.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(), vec![(1, 0.5), (2, 0.75)]);
+        assert_eq!(points[0].tag, "accuracy");
+    }
+}
