@@ -47,6 +47,10 @@ struct ServeArgs {
     /// env ANNEAL_SITE_ROOT].
     #[arg(long, value_name = "DIR")]
     site_root: Option<PathBuf>,
+    /// The Python that runs training replicas (it needs torch) [default: the repository's .venv,
+    /// else python3; env ANNEAL_PYTHON].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
 }
 
 /// Runs the command line and returns the process exit code: 0 on success, 2 for bad usage (from
@@ -68,6 +72,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         log_format: args.log_format,
         log: args.log,
         site_root: args.site_root,
+        python: args.python,
     };
     let config = match Config::load(args.config.as_deref(), overrides) {
         Ok(config) => config,

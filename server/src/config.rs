@@ -96,6 +96,8 @@ pub struct Overrides {
     pub log: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site_root: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
 }
 
 /// Why the configuration could not be built.

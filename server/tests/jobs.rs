@@ -292,3 +292,19 @@ async fn bad_job_requests_are_invalid_argument_naming_the_field() {
     let (status, list) = server.get_json("/v1/projects/p/jobs?filter=jobId%3Adup").await;
     assert_eq!((status, list["jobs"].as_array().map(Vec::len)), (200, Some(1)), "{list}");
 }
+
+#[tokio::test]
+async fn the_runtime_python_is_configurable_and_a_missing_one_fails_the_job_clearly() {
+    let server = TestServer::start_with(&["--python", "/nonexistent/bin/python"], &[]).await;
+    let package = trainer(&server, "nopy", "print('never runs')\n");
+    assert_eq!(
+        submit(&server, "nopy_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "nopy.task"}))
+            .await
+            .0,
+        200
+    );
+    let done = wait_state(&server, "nopy_1", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "FAILED");
+    let message = done["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains("cannot start master-replica-0"), "{message}");
+}
