@@ -44,47 +44,33 @@ impl LocalStorage {
     /// allowed roots. `..`, symlinks that lead out, other schemes and missing paths are refused
     /// with INVALID_ARGUMENT naming `field`.
     pub fn resolve_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
-        let invalid = |why: String| crate::Error::invalid(field, why);
-        let path = match uri.split_once("://") {
-            Some(("file", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(invalid(format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots")))
-            }
-            None => uri,
-        };
-        let path = Path::new(path);
-        if !path.is_absolute() {
-            return Err(invalid(format!("'{uri}' is not an absolute path")));
-        }
-        let canonical = path.canonicalize().map_err(|e| invalid(format!("'{uri}' cannot be read: {e}")))?;
-        if self.allowed.iter().any(|root| canonical.starts_with(root)) {
-            Ok(canonical)
-        } else {
-            Err(invalid(format!("'{uri}' is outside the storage roots this server may read")))
-        }
+        let path = local_path(field, uri)?;
+        let canonical =
+            path.canonicalize().map_err(|e| crate::Error::invalid(field, format!("'{uri}' cannot be read: {e}")))?;
+        self.inside_roots(field, uri, canonical, "read")
     }
 
     /// Resolves a user-given output location (a job dir) that may not exist yet: its nearest
     /// existing ancestor must lie inside the allowed roots, and `..` is refused.
     pub fn resolve_output_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
-        let invalid = |why: String| crate::Error::invalid(field, why);
-        let path = match uri.split_once("://") {
-            Some(("file", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(invalid(format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots")))
-            }
-            None => uri,
-        };
-        let path = Path::new(path);
-        if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(invalid(format!("'{uri}' must be an absolute path without '..'")));
+        let path = local_path(field, uri)?;
+        if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(crate::Error::invalid(field, format!("'{uri}' must not contain '..'")));
         }
         let existing = path.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
-        let canonical = existing.canonicalize().map_err(|e| invalid(format!("'{uri}' cannot be reached: {e}")))?;
+        let canonical = existing
+            .canonicalize()
+            .map_err(|e| crate::Error::invalid(field, format!("'{uri}' cannot be reached: {e}")))?;
+        let inside = self.inside_roots(field, uri, canonical, "write")?;
+        Ok(inside.join(path.strip_prefix(existing).unwrap_or(Path::new(""))))
+    }
+
+    /// `canonical` if it lies inside an allowed root, else INVALID_ARGUMENT.
+    fn inside_roots(&self, field: &str, uri: &str, canonical: PathBuf, verb: &str) -> crate::Result<PathBuf> {
         if self.allowed.iter().any(|root| canonical.starts_with(root)) {
-            Ok(canonical.join(path.strip_prefix(existing).unwrap_or(Path::new(""))))
+            Ok(canonical)
         } else {
-            Err(invalid(format!("'{uri}' is outside the storage roots this server may write")))
+            Err(crate::Error::invalid(field, format!("'{uri}' is outside the storage roots this server may {verb}")))
         }
     }
 
@@ -116,6 +102,27 @@ impl LocalStorage {
         } else {
             Err(format!("storage root {} returned different bytes than written", self.root.display()))
         }
+    }
+}
+
+/// The absolute local path a `file://` URI or plain path names; other schemes and relative paths
+/// are INVALID_ARGUMENT.
+fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
+    let path = match uri.split_once("://") {
+        Some(("file", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(crate::Error::invalid(
+                field,
+                format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots"),
+            ))
+        }
+        None => uri,
+    };
+    let path = Path::new(path);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(crate::Error::invalid(field, format!("'{uri}' is not an absolute path")))
     }
 }
 
