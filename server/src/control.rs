@@ -59,6 +59,11 @@ impl Control {
         Self { store, storage, accelerators, data_dir, host, tasks, executor }
     }
 
+    /// Cancelled when the server begins to shut down (for long-lived responses).
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.tasks.shutdown_token()
+    }
+
     /// What libtorch offers on this host.
     pub fn accelerators(&self) -> &Accelerators {
         &self.accelerators

@@ -308,3 +308,41 @@ async fn the_runtime_python_is_configurable_and_a_missing_one_fails_the_job_clea
     let message = done["errorMessage"].as_str().expect("errorMessage");
     assert!(message.contains("cannot start master-replica-0"), "{message}");
 }
+
+#[tokio::test]
+async fn logs_follow_streams_lines_until_the_job_ends() {
+    let server = TestServer::start().await;
+    let package = trainer(
+        &server,
+        "ticker",
+        "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n",
+    );
+    assert_eq!(
+        submit(
+            &server,
+            "tick_1",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task"})
+        )
+        .await
+        .0,
+        200
+    );
+    let response = server
+        .client
+        .get(server.url("/v1/projects/p/jobs/tick_1/logs?follow=true&replica=master-replica-0"))
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The stream ends by itself once the job has ended and every line was sent.
+    let body =
+        tokio::time::timeout(Duration::from_secs(60), response.text()).await.expect("the stream ends").expect("body");
+    let lines: Vec<Value> =
+        body.lines().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect();
+    let ticks: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+    assert_eq!(ticks, ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"], "{body}");
+    assert!(body.trim_end().ends_with("data: the job has ended"), "{body}");
+    let (status, _) = server.get_json("/v1/projects/p/jobs/nope/logs?follow=true").await;
+    assert_eq!(status, 404);
+}

@@ -4,6 +4,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -185,6 +189,9 @@ struct LogQuery {
     #[serde(default)]
     offset: usize,
     limit: Option<usize>,
+    /// Stream lines as server-sent events as they arrive, until the job ends.
+    #[serde(default)]
+    follow: bool,
 }
 
 #[derive(Serialize)]
@@ -198,11 +205,65 @@ async fn logs(
     State(control): State<Control>,
     Path((project, job)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
-) -> crate::Result<Json<LogsResponse>> {
+) -> crate::Result<Response> {
     let name = JobName::new("name", &project, &job)?;
+    if query.follow {
+        control.get_job(&name).await?;
+        return Ok(follow(control, name, query.replica, query.offset).into_response());
+    }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let (lines, next_offset) = control.job_logs(&name, query.replica, query.offset, limit).await?;
-    Ok(Json(LogsResponse { lines, next_offset }))
+    Ok(Json(LogsResponse { lines, next_offset }).into_response())
+}
+
+/// How often a follower looks for new lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+struct Following {
+    control: Control,
+    name: JobName,
+    replica: Option<String>,
+    offset: usize,
+    pending: std::collections::VecDeque<crate::executor::LogLine>,
+}
+
+/// Server-sent events: one `line` event per log line (JSON `{time, replica, text}`), then an `end`
+/// event once the job has ended and every line has been sent. Stops when the server shuts down.
+fn follow(
+    control: Control,
+    name: JobName,
+    replica: Option<String>,
+    offset: usize,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let state = Following { control, name, replica, offset, pending: Default::default() };
+    let stream = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        loop {
+            if let Some(line) = state.pending.pop_front() {
+                let event = Event::default().event("line").json_data(&line).unwrap_or_default();
+                return Some((Ok(event), Some(state)));
+            }
+            let shutdown = state.control.shutdown_token();
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let ended = matches!(state.control.get_job(&state.name).await, Ok(job) if job.state.is_final());
+            let read = state.control.job_logs(&state.name, state.replica.clone(), state.offset, 1000).await;
+            let Ok((lines, next)) = read else { return None };
+            state.offset = next;
+            if lines.is_empty() {
+                if ended {
+                    return Some((Ok(Event::default().event("end").data("the job has ended")), None));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+            state.pending.extend(lines);
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 #[derive(Serialize)]
