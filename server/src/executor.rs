@@ -125,13 +125,22 @@ impl Executor {
 
     /// Starts queued jobs, in order, while the next one fits.
     async fn schedule(&self, token: &CancellationToken) -> crate::Result<()> {
+        let mut full = false;
         for job in self.inner.store.jobs_in_states(&[JobState::Queued]).await? {
+            let name = JobName::new("name", &job.project, &job.job)?;
+            if waited_too_long(&job) {
+                let message = "Cancelled: the job waited in the queue longer than scheduling.maxWaitTime.";
+                self.inner.store.transition_job(&name, &[JobState::Queued], JobState::Cancelled, Some(message)).await?;
+                continue;
+            }
             let used: usize = self.running().values().map(|(_, slots)| slots).sum();
             let needed = job.replicas.max(1) as usize;
-            if used + needed > self.inner.config.slots {
-                return Ok(());
+            // Jobs start in queue order: once one does not fit, later ones wait too (but are still
+            // checked against their maxWaitTime).
+            if full || used + needed > self.inner.config.slots {
+                full = true;
+                continue;
             }
-            let name = JobName::new("name", &job.project, &job.job)?;
             if !self.inner.store.transition_job(&name, &[JobState::Queued], JobState::Preparing, None).await? {
                 continue;
             }
@@ -159,6 +168,17 @@ impl Executor {
     pub fn work_dir(&self, name: &JobName) -> PathBuf {
         work_dir(&self.inner.storage, name)
     }
+}
+
+/// Whether a queued job has waited longer than its `scheduling.maxWaitTime`.
+fn waited_too_long(job: &crate::store::JobRecord) -> bool {
+    let limit = job
+        .training_input
+        .pointer("/scheduling/maxWaitTime")
+        .and_then(|v| v.as_str())
+        .and_then(crate::control::parse_duration);
+    let waited = (chrono::Utc::now() - job.create_time).to_std().unwrap_or_default();
+    limit.is_some_and(|limit| waited > limit)
 }
 
 fn work_dir(storage: &LocalStorage, name: &JobName) -> PathBuf {

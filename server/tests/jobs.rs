@@ -276,6 +276,10 @@ async fn bad_job_requests_are_invalid_argument_naming_the_field() {
             json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "scaleTier": "PREMIUM_1"}}),
             "job.trainingInput.scaleTier",
         ),
+        (
+            json!({"jobId": "j", "trainingInput": {"packageUris": [package], "pythonModule": "m", "scheduling": {"maxWaitTime": "soon"}}}),
+            "job.trainingInput.scheduling.maxWaitTime",
+        ),
     ];
     for (body, field) in cases {
         let (status, error) = server.post_json("/v1/projects/p/jobs", &body).await;
