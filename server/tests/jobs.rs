@@ -190,6 +190,11 @@ while True:
         200
     );
     wait_state(&server, "third", &["RUNNING"]).await;
+    // A job that cannot start within its maxWaitTime is cancelled in the queue.
+    let impatient = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task", "scheduling": {"maxWaitTime": "1s"}});
+    assert_eq!(submit(&server, "impatient", impatient).await.0, 200);
+    let impatient = wait_state(&server, "impatient", &["CANCELLED"]).await;
+    assert!(impatient["errorMessage"].as_str().expect("message").contains("maxWaitTime"), "{impatient}");
     // A queued job cancelled before it starts never runs.
     assert_eq!(
         submit(

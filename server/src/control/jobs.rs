@@ -19,7 +19,7 @@ use crate::store::{JobRecord, JobState};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingInput {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_tier: Option<String>,
     #[serde(default)]
     pub package_uris: Vec<String>,
@@ -195,6 +195,14 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
     if let Some(priority) = scheduling.priority {
         if !(0..=1000).contains(&priority) {
             return Err(Error::invalid(field("scheduling.priority"), "priority must be between 0 and 1000."));
+        }
+    }
+    if let Some(wait) = scheduling.max_wait_time.as_deref() {
+        if parse_duration(wait).is_none() {
+            return Err(Error::invalid(
+                field("scheduling.maxWaitTime"),
+                format!("'{wait}' is not a duration like \"1800s\"."),
+            ));
         }
     }
     let max_running_time = scheduling
