@@ -94,13 +94,18 @@ impl Server {
             executor: executor.clone(),
         });
         executor.start().await.map_err(|e| StartError::Storage(format!("cannot start the training executor: {e}")))?;
-        // Versions are reloaded in the background so the server answers (health, API) at once;
-        // a prediction for a version not loaded yet says so.
-        let reconciling = control.clone();
-        tasks.spawn("reconcile-versions", move |token| async move {
+        // Recovery finishes before the listener serves; reloading models runs in the background
+        // so the server answers (health, API) at once. A prediction for a version not loaded yet
+        // says so.
+        let ready = control
+            .recover_versions()
+            .await
+            .map_err(|e| StartError::Storage(format!("cannot recover versions: {e}")))?;
+        let reloading = control.clone();
+        tasks.spawn("reload-versions", move |token| async move {
             tokio::select! {
-                result = reconciling.reconcile_versions() => if let Err(e) = result {
-                    tracing::error!(error = %e, "reconciling versions after start failed");
+                result = reloading.reload_versions(ready) => if let Err(e) = result {
+                    tracing::error!(error = %e, "reloading versions after start failed");
                 },
                 () = token.cancelled() => {}
             }

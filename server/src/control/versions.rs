@@ -236,10 +236,13 @@ impl Control {
         }
     }
 
-    /// Brings versions back after a restart: READY versions are loaded again (FAILED if their
-    /// files cannot be loaded any more); versions left CREATING end FAILED; versions left
-    /// DELETING are removed. Unfinished operations are finished accordingly.
-    pub async fn reconcile_versions(&self) -> Result<()> {
+    /// Ends what a previous run left mid-way, before this run serves any request: versions left
+    /// CREATING end FAILED, versions left DELETING are removed, and their operations are finished.
+    /// Returns the READY versions, for [`Control::reload_versions`].
+    ///
+    /// This must finish before the server accepts requests: run later, it would take a version
+    /// that a request of this run is creating for one that a previous run left behind.
+    pub async fn recover_versions(&self) -> Result<Vec<VersionRecord>> {
         let interrupted = "Interrupted by a server restart; create the version again.";
         for version in self.store.versions_in_state(VersionState::Creating).await? {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
@@ -262,14 +265,28 @@ impl Control {
             };
             self.store.finish_operation(&op.project, &op.id, &outcome).await?;
         }
-        for version in self.store.versions_in_state(VersionState::Ready).await? {
+        self.store.versions_in_state(VersionState::Ready).await
+    }
+
+    /// Loads `versions` (READY at start) again, in the background of a running server. A version
+    /// that cannot be loaded any more ends FAILED; one deleted meanwhile is not kept loaded.
+    pub async fn reload_versions(&self, versions: Vec<VersionRecord>) -> Result<()> {
+        for version in versions {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
                 Some(dir) => self.host.load(&name.to_string(), Path::new(dir), settings(&version.serving)).await,
                 None => Err("the version has no stored model files".to_owned()),
             };
             match loaded {
-                Ok(()) => tracing::info!(version.name = %name, "version loaded"),
+                Ok(()) => {
+                    let still_ready =
+                        matches!(self.store.get_version(&name).await?, Some(v) if v.state == VersionState::Ready);
+                    if still_ready {
+                        tracing::info!(version.name = %name, "version loaded");
+                    } else {
+                        self.host.unload(&name.to_string());
+                    }
+                }
                 Err(message) => {
                     tracing::warn!(version.name = %name, error = %message, "a READY version could not be loaded again");
                     let message = format!("Could not be loaded after a restart: {message}");
