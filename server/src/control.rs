@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 pub use filter::Filter;
 pub use health::{Check, Readiness};
-pub use jobs::{parse_duration, training_spec, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};
+pub use jobs::{parse_duration, training_spec, JobLogs, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};
 pub use models::ModelPage;
 pub use operations::OperationPage;
 pub use paging::PageRequest;

@@ -145,11 +145,8 @@ async fn list(
     let project = ProjectId::parse("parent", &project)?;
     let (page, filter) = query.parse()?;
     let page = control.list_jobs(&project, page, &filter).await?;
-    let mut jobs = Vec::with_capacity(page.jobs.len());
-    for record in page.jobs {
-        let position = control.job_position(&record).await?;
-        jobs.push(Job::new(record, position));
-    }
+    let positions = control.job_positions(&page.jobs).await?;
+    let jobs = page.jobs.into_iter().zip(positions).map(|(record, position)| Job::new(record, position)).collect();
     Ok(Json(ListJobsResponse { jobs, next_page_token: page.next_page_token }))
 }
 
@@ -212,8 +209,8 @@ async fn logs(
         return Ok(follow(control, name, query.replica, query.offset).into_response());
     }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
-    let (lines, next_offset) = control.job_logs(&name, query.replica, query.offset, limit).await?;
-    Ok(Json(LogsResponse { lines, next_offset }).into_response())
+    let logs = control.job_logs(&name, query.replica, query.offset, limit).await?;
+    Ok(Json(LogsResponse { lines: logs.lines, next_offset: logs.next_offset }).into_response())
 }
 
 /// How often a follower looks for new lines.
@@ -247,12 +244,12 @@ fn follow(
             if shutdown.is_cancelled() {
                 return None;
             }
-            let ended = matches!(state.control.get_job(&state.name).await, Ok(job) if job.state.is_final());
             let read = state.control.job_logs(&state.name, state.replica.clone(), state.offset, 1000).await;
-            let Ok((lines, next)) = read else { return None };
-            state.offset = next;
+            let Ok(logs) = read else { return None };
+            state.offset = logs.next_offset;
+            let lines = logs.lines;
             if lines.is_empty() {
-                if ended {
+                if logs.job_ended {
                     return Some((Ok(Event::default().event("end").data("the job has ended")), None));
                 }
                 tokio::select! {

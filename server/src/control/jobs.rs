@@ -106,6 +106,13 @@ fn tier_replicas(tier: &str) -> Option<Replicas> {
     })
 }
 
+/// Lines of a job's log, where to read next, and whether the job had ended before they were read.
+pub struct JobLogs {
+    pub lines: Vec<crate::executor::LogLine>,
+    pub next_offset: usize,
+    pub job_ended: bool,
+}
+
 /// A page of jobs.
 pub struct JobPage {
     pub jobs: Vec<JobRecord>,
@@ -236,11 +243,19 @@ impl Control {
 
     /// A queued job's place in the queue (1 = next to start), else 0.
     pub async fn job_position(&self, job: &JobRecord) -> Result<i64> {
-        if job.state != JobState::Queued {
-            return Ok(0);
+        Ok(self.job_positions(std::slice::from_ref(job)).await?[0])
+    }
+
+    /// [`Control::job_position`] of each job, reading the queue once.
+    pub async fn job_positions(&self, jobs: &[JobRecord]) -> Result<Vec<i64>> {
+        if jobs.iter().all(|j| j.state != JobState::Queued) {
+            return Ok(vec![0; jobs.len()]);
         }
         let queue = self.store.jobs_in_states(&[JobState::Queued]).await?;
-        Ok(queue.iter().position(|j| j.project == job.project && j.job == job.job).map_or(0, |i| i as i64 + 1))
+        let position = |job: &JobRecord| {
+            queue.iter().position(|q| q.project == job.project && q.job == job.job).map_or(0, |i| i as i64 + 1)
+        };
+        Ok(jobs.iter().map(|j| if j.state == JobState::Queued { position(j) } else { 0 }).collect())
     }
 
     /// The job's log from line `offset`, for `replica` when given.
@@ -250,13 +265,17 @@ impl Control {
         replica: Option<String>,
         offset: usize,
         limit: usize,
-    ) -> Result<(Vec<crate::executor::LogLine>, usize)> {
-        self.get_job(name).await?;
+    ) -> Result<JobLogs> {
+        // The state is read before the file: a job that had ended has every line written, so a
+        // follower that reads nothing new after `job_ended` has seen them all.
+        let job_ended = self.get_job(name).await?.state.is_final();
         let path = self.executor.work_dir(name).join("job.log");
-        tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), offset, limit))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::internal)
+        let (lines, next_offset) =
+            tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), offset, limit))
+                .await
+                .map_err(Error::internal)?
+                .map_err(Error::internal)?;
+        Ok(JobLogs { lines, next_offset, job_ended })
     }
 
     /// The job's metric reports collected so far, in report order.
