@@ -1,5 +1,5 @@
-//! The `anneal` command line. `anneal serve` runs the server; client verbs that talk to a server
-//! over the REST API join here as they land.
+//! The `anneal` command line. `anneal serve` runs the server; `anneal local train` runs a trainer
+//! without one; client verbs that talk to a server over the REST API join here as they land.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +21,46 @@ pub struct Cli {
 enum Command {
     /// Run the Anneal server: REST API under /v1, web console at /, /healthz, /readyz, /metrics.
     Serve(ServeArgs),
+    /// Run a trainer package on this machine, without a server.
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Run a trainer's replicas here as a training job would, streaming their output
+    /// (like `gcloud ml-engine local train`).
+    Train(LocalTrainArgs),
+}
+
+/// Flags of `anneal local train`.
+#[derive(Debug, clap::Args)]
+struct LocalTrainArgs {
+    /// The module to run, e.g. `trainer.task`.
+    #[arg(long, value_name = "MODULE")]
+    module_name: String,
+    /// The Python package folder holding the module (e.g. `examples/digits/trainer`); its parent
+    /// goes on PYTHONPATH.
+    #[arg(long, value_name = "DIR")]
+    package_path: PathBuf,
+    /// Passed to the trainer as `--job-dir=DIR` (created if missing).
+    #[arg(long, value_name = "DIR")]
+    job_dir: Option<PathBuf>,
+    /// Run a master plus workers (and parameter servers) with the distributed environment.
+    #[arg(long)]
+    distributed: bool,
+    /// Workers besides the master with --distributed [default: 2].
+    #[arg(long, value_name = "N", requires = "distributed")]
+    worker_count: Option<u32>,
+    /// Parameter servers with --distributed [default: 0; PyTorch DDP has none].
+    #[arg(long, value_name = "N", requires = "distributed")]
+    parameter_server_count: Option<u32>,
+    /// The Python that runs the replicas [default: as `anneal serve`; env ANNEAL_PYTHON].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Arguments for the trainer, after `--`.
+    #[arg(last = true, value_name = "USER_ARGS")]
+    args: Vec<String>,
 }
 
 /// Flags of `anneal serve`. Each also has an `ANNEAL_*` environment variable and a config-file
@@ -62,7 +102,29 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Local(LocalCommand::Train(args)) => local_train(args),
     }
+}
+
+fn local_train(args: LocalTrainArgs) -> ExitCode {
+    let config = match Config::load(None, Overrides { python: args.python, ..Overrides::default() }) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let (workers, parameter_servers) = if args.distributed {
+        (args.worker_count.unwrap_or(2), args.parameter_server_count.unwrap_or(0))
+    } else {
+        (0, 0)
+    };
+    crate::local::train(crate::local::LocalTrain {
+        package_path: args.package_path,
+        module_name: args.module_name,
+        job_dir: args.job_dir,
+        workers: workers.into(),
+        parameter_servers: parameter_servers.into(),
+        python: config.runtime_python(),
+        args: args.args,
+    })
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -109,9 +171,13 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
+    // clap's message runs until its blank line and `Usage:` section (a list of missing
+    // arguments continues on indented lines): keep it on one line.
     let rendered = error.render().to_string();
-    let first = rendered.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see 'anneal --help')");
+    let message: Vec<&str> =
+        rendered.lines().take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:")).map(str::trim).collect();
+    let message = if message.is_empty() { "error: invalid arguments".to_owned() } else { message.join(" ") };
+    eprintln!("{message} (see 'anneal --help')");
     ExitCode::from(2)
 }
 

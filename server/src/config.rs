@@ -60,6 +60,9 @@ pub struct Config {
     pub training_slots: usize,
     /// Seconds between SIGTERM and SIGKILL when replicas are stopped.
     pub kill_grace_secs: u64,
+    /// GPU devices training jobs may use (replicas get `CUDA_VISIBLE_DEVICES`). Unset: the NVIDIA
+    /// devices found in `/dev`.
+    pub gpu_devices: Option<usize>,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
@@ -81,6 +84,7 @@ const ENV_KEYS: &[&str] = &[
     "python",
     "training_slots",
     "kill_grace_secs",
+    "gpu_devices",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -160,6 +164,16 @@ impl Config {
             intra_op_threads: self.predict_intra_op_threads.max(1),
             use_cuda: true,
         }
+    }
+
+    /// GPU devices training jobs may use: `gpu_devices`, else the NVIDIA devices in `/dev`.
+    pub fn gpu_count(&self) -> usize {
+        self.gpu_devices.unwrap_or_else(|| {
+            let numbered = |name: &str| name.strip_prefix("nvidia").is_some_and(|n| n.parse::<u32>().is_ok());
+            std::fs::read_dir("/dev")
+                .map(|dir| dir.flatten().filter(|e| numbered(&e.file_name().to_string_lossy())).count())
+                .unwrap_or(0)
+        })
     }
 
     /// The Python that runs training replicas.

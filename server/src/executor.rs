@@ -9,6 +9,8 @@ mod logs;
 mod metrics;
 mod run;
 
+pub use run::{supervise, Ending, Launch};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use logs::{read_logs, LogLine};
+pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
 
 use crate::names::JobName;
@@ -32,6 +34,8 @@ pub struct ExecutorConfig {
     pub python: PathBuf,
     /// Replica slots of this host.
     pub slots: usize,
+    /// GPU devices of this host (numbered 0..gpus for `CUDA_VISIBLE_DEVICES`).
+    pub gpus: usize,
     /// Time between SIGTERM and SIGKILL when replicas are stopped.
     pub kill_grace: Duration,
 }
@@ -49,8 +53,16 @@ struct Inner {
     config: ExecutorConfig,
     tasks: Tasks,
     wake: Notify,
-    /// Running jobs by full name: their cancellation token and the slots they hold.
-    running: Mutex<HashMap<String, (CancellationToken, usize)>>,
+    /// Running jobs by full name.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// What a running job holds.
+#[derive(Debug)]
+struct Running {
+    token: CancellationToken,
+    slots: usize,
+    gpus: Vec<usize>,
 }
 
 impl Executor {
@@ -73,6 +85,11 @@ impl Executor {
         self.inner.config.slots
     }
 
+    /// GPU devices of this host.
+    pub fn gpus(&self) -> usize {
+        self.inner.config.gpus
+    }
+
     /// Asks the scheduler to look at the queue now.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
@@ -80,16 +97,26 @@ impl Executor {
 
     /// Stops a running job's replicas; the job ends CANCELLED.
     pub fn cancel(&self, name: &JobName) {
-        if let Some((token, _)) = self.running().get(&name.to_string()) {
-            token.cancel();
+        if let Some(running) = self.running().get(&name.to_string()) {
+            running.token.cancel();
         }
     }
 
-    /// Ends jobs a previous run left mid-way (their processes are gone with it), then starts the
-    /// scheduler.
+    /// Ends jobs a previous run left mid-way, stopping any of their replicas that outlived it (a
+    /// server killed with SIGKILL cannot stop them), then starts the scheduler.
     pub async fn start(&self) -> crate::Result<()> {
         let orphaned = [JobState::Preparing, JobState::Running, JobState::Cancelling];
-        for job in self.inner.store.jobs_in_states(&orphaned).await? {
+        let jobs = self.inner.store.jobs_in_states(&orphaned).await?;
+        let tags: std::collections::HashSet<String> = jobs
+            .iter()
+            .filter_map(|job| JobName::new("name", &job.project, &job.job).ok())
+            .map(|name| run::replica_tag(&self.inner.storage, &name))
+            .collect();
+        let stopped = tokio::task::spawn_blocking(move || run::kill_leftovers(&tags)).await.unwrap_or(0);
+        if stopped > 0 {
+            tracing::warn!(processes = stopped, "stopped replicas left running by a previous server");
+        }
+        for job in jobs {
             let name = JobName::new("name", &job.project, &job.job)?;
             let (to, message) = if job.state == JobState::Cancelling {
                 (JobState::Cancelled, "Cancelled by request; the server restarted while the job was stopping.")
@@ -106,7 +133,7 @@ impl Executor {
         Ok(())
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, usize)>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.inner.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -133,19 +160,27 @@ impl Executor {
                 self.inner.store.transition_job(&name, &[JobState::Queued], JobState::Cancelled, Some(message)).await?;
                 continue;
             }
-            let used: usize = self.running().values().map(|(_, slots)| slots).sum();
             let needed = job.replicas.max(1) as usize;
+            let (used, mut free_gpus) = {
+                let running = self.running();
+                let held: std::collections::HashSet<usize> = running.values().flat_map(|r| r.gpus.clone()).collect();
+                let used: usize = running.values().map(|r| r.slots).sum();
+                (used, (0..self.inner.config.gpus).filter(|g| !held.contains(g)).collect::<Vec<_>>())
+            };
+            let gpus_needed = job.gpus.max(0) as usize;
             // Jobs start in queue order: once one does not fit, later ones wait too (but are still
             // checked against their maxWaitTime).
-            if full || used + needed > self.inner.config.slots {
+            if full || used + needed > self.inner.config.slots || gpus_needed > free_gpus.len() {
                 full = true;
                 continue;
             }
             if !self.inner.store.transition_job(&name, &[JobState::Queued], JobState::Preparing, None).await? {
                 continue;
             }
+            free_gpus.truncate(gpus_needed);
             let job_token = token.child_token();
-            self.running().insert(name.to_string(), (job_token.clone(), needed));
+            self.running()
+                .insert(name.to_string(), Running { token: job_token.clone(), slots: needed, gpus: free_gpus.clone() });
             let executor = self.clone();
             self.inner.tasks.spawn("training-job", move |_| async move {
                 run::run_job(
@@ -154,6 +189,7 @@ impl Executor {
                     &executor.inner.config,
                     &name,
                     job,
+                    &free_gpus,
                     job_token,
                 )
                 .await;
@@ -172,11 +208,8 @@ impl Executor {
 
 /// Whether a queued job has waited longer than its `scheduling.maxWaitTime`.
 fn waited_too_long(job: &crate::store::JobRecord) -> bool {
-    let limit = job
-        .training_input
-        .pointer("/scheduling/maxWaitTime")
-        .and_then(|v| v.as_str())
-        .and_then(crate::control::parse_duration);
+    let limit =
+        job.input.pointer("/scheduling/maxWaitTime").and_then(|v| v.as_str()).and_then(crate::control::parse_duration);
     let waited = (chrono::Utc::now() - job.create_time).to_std().unwrap_or_default();
     limit.is_some_and(|limit| waited > limit)
 }

@@ -14,6 +14,7 @@ pub mod control;
 pub mod error;
 pub mod executor;
 pub mod http;
+pub mod local;
 pub mod names;
 pub mod server;
 pub mod serving;

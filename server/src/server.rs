@@ -80,6 +80,7 @@ impl Server {
             ExecutorConfig {
                 python: config.runtime_python(),
                 slots: config.training_slots.max(1),
+                gpus: config.gpu_count(),
                 kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
             },
             tasks.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use jobs::{JobRecord, JobState};
+pub use jobs::{JobKind, JobRecord, JobState, NewJob};
 pub use models::{ModelRecord, NewModel};
 pub use operations::{OperationKind, OperationOutcome, OperationRecord};
 pub use projects::ProjectRecord;

@@ -355,3 +355,166 @@ async fn logs_follow_streams_lines_until_the_job_ends() {
     let (status, _) = server.get_json("/v1/projects/p/jobs/nope/logs?follow=true").await;
     assert_eq!(status, 404);
 }
+
+/// Prints its `CUDA_VISIBLE_DEVICES`, then holds its devices until `<job dir>/release` exists.
+const HOLD_DEVICES: &str = r#"
+import os, sys, time
+print("devices [" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset") + "]", flush=True)
+job_dir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--job-dir=")][0]
+while not os.path.exists(os.path.join(job_dir, "release")):
+    time.sleep(0.05)
+"#;
+
+#[tokio::test]
+async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
+    let server = TestServer::start_with(&[], &[("ANNEAL_GPU_DEVICES", "2"), ("ANNEAL_TRAINING_SLOTS", "4")]).await;
+    let package = trainer(&server, "gpus", HOLD_DEVICES);
+    let job_dir = |job: &str| server.data.path().join("outputs").join(job);
+    let input = |job: &str, extra: Value| {
+        let mut input = json!({"packageUris": [package.display().to_string()], "pythonModule": "gpus.task",
+                               "jobDir": job_dir(job).display().to_string()});
+        input.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        input
+    };
+    let devices = |logs: String| {
+        logs.lines().find_map(|l| l.split_once("devices [")).map(|(_, d)| d.trim_end_matches(']').to_owned())
+    };
+    let (status, error) =
+        submit(&server, "too_many", input("too_many", json!({"scaleTier": "CUSTOM", "masterConfig": {"acceleratorConfig": {"count": "3", "type": "NVIDIA_TESLA_T4"}}}))).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        error["error"]["details"][0]["fieldViolations"][0]["field"],
+        "job.trainingInput.masterConfig.acceleratorConfig.count",
+        "{error}"
+    );
+
+    assert_eq!(submit(&server, "g1", input("g1", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
+    assert_eq!(
+        submit(&server, "g2", input("g2", json!({"scaleTier": "CUSTOM", "masterType": "complex_model_m", "masterConfig": {"acceleratorConfig": {"count": "1", "type": "NVIDIA_TESLA_T4"}}}))).await.0,
+        200
+    );
+    assert_eq!(submit(&server, "cpu", input("cpu", json!({}))).await.0, 200);
+    let mut seen = Vec::new();
+    for job in ["g1", "g2", "cpu"] {
+        wait_state(&server, job, &["RUNNING"]).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let found = loop {
+            if let Some(found) = devices(log_text(&server, job).await) {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "{job} printed no devices");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        seen.push(found);
+    }
+    seen[..2].sort();
+    assert_eq!(seen, ["0", "1", ""], "each GPU job has one device of its own; a CPU job sees none");
+    // Both devices are held: the next GPU job waits though slots are free.
+    assert_eq!(submit(&server, "g3", input("g3", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, g3) = server.get_json("/v1/projects/p/jobs/g3").await;
+    assert_eq!((g3["state"].as_str(), g3["jobPosition"].as_str()), (Some("QUEUED"), Some("1")), "{g3}");
+    let (_, g1) = server.get_json("/v1/projects/p/jobs/g1/logs").await;
+    let g1_device = g1["lines"]
+        .as_array()
+        .and_then(|l| l.iter().find_map(|l| l["text"].as_str()?.strip_prefix("devices [")))
+        .expect("g1 devices")
+        .trim_end_matches(']')
+        .to_owned();
+    std::fs::write(job_dir("g1").join("release"), "").expect("release");
+    assert_eq!(wait_state(&server, "g1", &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
+    wait_state(&server, "g3", &["RUNNING"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while devices(log_text(&server, "g3").await).is_none() {
+        assert!(Instant::now() < deadline, "g3 printed no devices");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        devices(log_text(&server, "g3").await).as_deref(),
+        Some(g1_device.as_str()),
+        "g3 gets the device g1 gave back"
+    );
+    for job in ["g2", "g3", "cpu"] {
+        std::fs::write(job_dir(job).join("release"), "").expect("release");
+        assert_eq!(wait_state(&server, job, &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
+    }
+}
+
+#[tokio::test]
+async fn after_a_crash_the_restarted_server_stops_leftover_replicas() {
+    let server = TestServer::start().await;
+    let package = trainer(&server, "stay", "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(600)\n");
+    assert_eq!(
+        submit(&server, "stay_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "stay.task"}))
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid: i32 = loop {
+        let logs = log_text(&server, "stay_1").await;
+        if let Some(pid) = logs.lines().find_map(|l| l.strip_prefix("master-replica-0 pid ")) {
+            break pid.trim().parse().expect("pid");
+        }
+        assert!(Instant::now() < deadline, "the replica never started: {logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let data = server.crash_keeping_data().await;
+    assert!(alive(pid), "a SIGKILLed server cannot stop its replicas itself");
+    let server = TestServer::start_in(data, &[], &[]).await;
+    let (_, job) = server.get_json("/v1/projects/p/jobs/stay_1").await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(job["errorMessage"].as_str().expect("message").contains("restarted"), "{job}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "replica {pid} outlived the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_kept_as_series_and_the_final_metric_goes_to_training_output() {
+    let server = TestServer::start().await;
+    let source = r#"
+import json, os, time
+path = os.environ["CLOUD_ML_HP_METRIC_FILE"]
+lines = []
+for step, (loss, score) in enumerate([(0.9, 0.5), (0.5, 0.7), (0.3, 0.8)], start=1):
+    lines.append(json.dumps({"global_step": str(step), "loss": str(loss), "training/hptuning/metric": str(score), "timestamp": time.time(), "trial": "0"}))
+    open(path, "w").write("\n".join(lines) + "\n")
+    time.sleep(0.6)
+"#;
+    let package = trainer(&server, "reports", source);
+    assert_eq!(
+        submit(
+            &server,
+            "rep_1",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "reports.task"})
+        )
+        .await
+        .0,
+        200
+    );
+    let done = wait_state(&server, "rep_1", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let output = &done["trainingOutput"];
+    assert_eq!(output["hyperparameterMetricTag"], "training/hptuning/metric", "{done}");
+    assert_eq!(output["finalMetric"], json!({"trainingStep": "3", "objectiveValue": 0.8}), "{done}");
+    assert!(output["consumedMLUnits"].as_f64().is_some_and(|u| u > 0.0), "{done}");
+    let (status, metrics) = server.get_json("/v1/projects/p/jobs/rep_1/metrics").await;
+    assert_eq!(status, 200);
+    let series = metrics["series"].as_array().expect("series");
+    let loss = series.iter().find(|s| s["tag"] == "loss").expect("loss series");
+    assert_eq!(loss["replica"], "master-replica-0");
+    let points: Vec<(String, f64)> = loss["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p["step"].as_str().expect("step").to_owned(), p["value"].as_f64().expect("value")))
+        .collect();
+    assert_eq!(
+        points,
+        [("1".to_owned(), 0.9), ("2".to_owned(), 0.5), ("3".to_owned(), 0.3)],
+        "each report once, in order"
+    );
+}

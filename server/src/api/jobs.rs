@@ -18,8 +18,9 @@ use super::resources::{etag, time, ListQuery};
 use super::Json;
 use crate::control::{Control, TrainingInput};
 use crate::error::Error;
+use crate::executor::LogCursor;
 use crate::names::{parse_resource_id, JobName, ProjectId};
-use crate::store::JobRecord;
+use crate::store::{JobKind, JobRecord};
 
 pub fn router() -> Router<Control> {
     Router::new()
@@ -67,8 +68,14 @@ struct Job {
     job_id: String,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
-    training_input: serde_json::Value,
-    training_output: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    training_input: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prediction_input: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    training_output: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prediction_output: Option<serde_json::Value>,
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_message: Option<String>,
@@ -83,11 +90,15 @@ struct Job {
 
 impl Job {
     fn new(record: JobRecord, position: i64) -> Self {
+        let training = record.kind == JobKind::Training;
+        let (input, output) = (Some(record.input), Some(record.output));
         Self {
             job_id: record.job,
             labels: record.labels,
-            training_input: record.training_input,
-            training_output: serde_json::json!({}),
+            training_input: if training { input.clone() } else { None },
+            prediction_input: if training { None } else { input },
+            training_output: if training { output.clone() } else { None },
+            prediction_output: if training { None } else { output },
             state: record.state.as_str(),
             error_message: record.error_message,
             create_time: time(&record.create_time),
@@ -209,8 +220,8 @@ async fn logs(
         return Ok(follow(control, name, query.replica, query.offset).into_response());
     }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
-    let logs = control.job_logs(&name, query.replica, query.offset, limit).await?;
-    Ok(Json(LogsResponse { lines: logs.lines, next_offset: logs.next_offset }).into_response())
+    let logs = control.job_logs(&name, query.replica, LogCursor::at_line(query.offset), limit).await?;
+    Ok(Json(LogsResponse { lines: logs.lines, next_offset: logs.next.line }).into_response())
 }
 
 /// How often a follower looks for new lines.
@@ -220,7 +231,7 @@ struct Following {
     control: Control,
     name: JobName,
     replica: Option<String>,
-    offset: usize,
+    cursor: LogCursor,
     pending: std::collections::VecDeque<crate::executor::LogLine>,
 }
 
@@ -232,7 +243,7 @@ fn follow(
     replica: Option<String>,
     offset: usize,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let state = Following { control, name, replica, offset, pending: Default::default() };
+    let state = Following { control, name, replica, cursor: LogCursor::at_line(offset), pending: Default::default() };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         loop {
@@ -244,9 +255,9 @@ fn follow(
             if shutdown.is_cancelled() {
                 return None;
             }
-            let read = state.control.job_logs(&state.name, state.replica.clone(), state.offset, 1000).await;
+            let read = state.control.job_logs(&state.name, state.replica.clone(), state.cursor, 1000).await;
             let Ok(logs) = read else { return None };
-            state.offset = logs.next_offset;
+            state.cursor = logs.next;
             let lines = logs.lines;
             if lines.is_empty() {
                 if logs.job_ended {

@@ -11,9 +11,10 @@ use super::filter::{labels, Filter};
 use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
+use crate::executor::LogCursor;
 use crate::names::{JobName, ProjectId};
 use crate::storage::LocalStorage;
-use crate::store::{JobRecord, JobState};
+use crate::store::{JobKind, JobRecord, JobState, NewJob};
 
 /// The TrainingInput fields Anneal acts on; every other field is kept and echoed as given.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -68,21 +69,67 @@ mod int64_text {
     }
 }
 
-/// The replica pools of a job: (type, count), master first.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The replica pools of a job, and the GPU devices each replica of a pool needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Replicas {
     pub workers: i64,
     pub parameter_servers: i64,
+    pub master_gpus: i64,
+    pub worker_gpus: i64,
+    pub parameter_server_gpus: i64,
 }
 
 impl Replicas {
-    /// Every replica, as (type, index).
+    /// Every replica, as (type, index), master first.
     pub fn all(&self) -> Vec<(&'static str, i64)> {
         let mut all = vec![("master", 0)];
         all.extend((0..self.workers).map(|i| ("worker", i)));
         all.extend((0..self.parameter_servers).map(|i| ("ps", i)));
         all
     }
+
+    /// GPU devices one replica of pool `kind` needs.
+    pub fn gpus_of(&self, kind: &str) -> i64 {
+        match kind {
+            "master" => self.master_gpus,
+            "worker" => self.worker_gpus,
+            _ => self.parameter_server_gpus,
+        }
+    }
+
+    /// GPU devices the whole job needs at once.
+    pub fn total_gpus(&self) -> i64 {
+        self.master_gpus + self.workers * self.worker_gpus + self.parameter_servers * self.parameter_server_gpus
+    }
+}
+
+/// GPUs of ML Engine's legacy GPU machine types.
+fn machine_type_gpus(machine_type: &str) -> i64 {
+    match machine_type {
+        "standard_gpu" | "standard_p100" | "standard_v100" | "large_model_v100" => 1,
+        "complex_model_m_gpu" | "complex_model_m_p100" | "complex_model_m_v100" => 4,
+        "complex_model_l_gpu" | "complex_model_l_v100" => 8,
+        _ => 0,
+    }
+}
+
+/// GPUs one replica of a pool asks for through `<pool>Config.acceleratorConfig.count` or a GPU
+/// `<pool>Type`.
+fn pool_gpus(input: &TrainingInput, pool: &str) -> Result<i64> {
+    let config = input.recorded.get(&format!("{pool}Config"));
+    let count = config.and_then(|c| c.pointer("/acceleratorConfig/count"));
+    if let Some(count) = count {
+        let parsed = count.as_i64().or_else(|| count.as_str().and_then(|s| s.parse().ok()));
+        return match parsed {
+            Some(n) if n >= 0 => Ok(n),
+            _ => Err(Error::invalid(
+                format!("job.trainingInput.{pool}Config.acceleratorConfig.count"),
+                format!("{count} is not a GPU count."),
+            )),
+        };
+    }
+    let machine_type = input.recorded.get(&format!("{pool}Type")).and_then(Value::as_str).unwrap_or("");
+    Ok(machine_type_gpus(machine_type))
 }
 
 /// What the executor needs to run a validated job.
@@ -99,9 +146,10 @@ pub struct TrainingSpec {
 /// Replica counts of the predefined scale tiers on one host.
 fn tier_replicas(tier: &str) -> Option<Replicas> {
     Some(match tier {
-        "BASIC" | "BASIC_GPU" | "BASIC_TPU" => Replicas { workers: 0, parameter_servers: 0 },
-        "STANDARD_1" => Replicas { workers: 4, parameter_servers: 3 },
-        "PREMIUM_1" => Replicas { workers: 19, parameter_servers: 11 },
+        "BASIC" | "BASIC_TPU" => Replicas::default(),
+        "BASIC_GPU" => Replicas { master_gpus: 1, ..Replicas::default() },
+        "STANDARD_1" => Replicas { workers: 4, parameter_servers: 3, ..Replicas::default() },
+        "PREMIUM_1" => Replicas { workers: 19, parameter_servers: 11, ..Replicas::default() },
         _ => return None,
     })
 }
@@ -109,7 +157,7 @@ fn tier_replicas(tier: &str) -> Option<Replicas> {
 /// Lines of a job's log, where to read next, and whether the job had ended before they were read.
 pub struct JobLogs {
     pub lines: Vec<crate::executor::LogLine>,
-    pub next_offset: usize,
+    pub next: LogCursor,
     pub job_ended: bool,
 }
 
@@ -138,9 +186,31 @@ impl Control {
                 ),
             ));
         }
+        let gpus = spec.replicas.total_gpus();
+        if gpus as usize > self.executor.gpus() {
+            let field = if input.scale_tier.as_deref() == Some("BASIC_GPU") {
+                "job.trainingInput.scaleTier"
+            } else {
+                "job.trainingInput.masterConfig.acceleratorConfig.count"
+            };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "The job needs {gpus} GPU devices at once; this host has {} (gpu_devices).",
+                    self.executor.gpus()
+                ),
+            ));
+        }
         let priority = input.scheduling.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        let training_input = serde_json::to_value(&input).map_err(Error::internal)?;
-        let job = self.store.insert_job(name, &labels, &training_input, priority, slots).await?;
+        let new = NewJob {
+            kind: JobKind::Training,
+            labels,
+            input: serde_json::to_value(&input).map_err(Error::internal)?,
+            priority,
+            replicas: slots,
+            gpus,
+        };
+        let job = self.store.insert_job(name, &new).await?;
         self.executor.wake();
         Ok(job)
     }
@@ -163,7 +233,13 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
         if workers < 0 || parameter_servers < 0 {
             return Err(Error::invalid(field("workerCount"), "Replica counts cannot be negative."));
         }
-        Replicas { workers, parameter_servers }
+        Replicas {
+            workers,
+            parameter_servers,
+            master_gpus: pool_gpus(input, "master")?,
+            worker_gpus: pool_gpus(input, "worker")?,
+            parameter_server_gpus: pool_gpus(input, "parameterServer")?,
+        }
     } else {
         let replicas = tier_replicas(tier).ok_or_else(|| {
             Error::invalid(
@@ -258,24 +334,24 @@ impl Control {
         Ok(jobs.iter().map(|j| if j.state == JobState::Queued { position(j) } else { 0 }).collect())
     }
 
-    /// The job's log from line `offset`, for `replica` when given.
+    /// The job's log from `from`, for `replica` when given.
     pub async fn job_logs(
         &self,
         name: &JobName,
         replica: Option<String>,
-        offset: usize,
+        from: LogCursor,
         limit: usize,
     ) -> Result<JobLogs> {
         // The state is read before the file: a job that had ended has every line written, so a
         // follower that reads nothing new after `job_ended` has seen them all.
         let job_ended = self.get_job(name).await?.state.is_final();
         let path = self.executor.work_dir(name).join("job.log");
-        let (lines, next_offset) =
-            tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), offset, limit))
+        let (lines, next) =
+            tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), from, limit))
                 .await
                 .map_err(Error::internal)?
                 .map_err(Error::internal)?;
-        Ok(JobLogs { lines, next_offset, job_ended })
+        Ok(JobLogs { lines, next, job_ended })
     }
 
     /// The job's metric reports collected so far, in report order.

@@ -54,32 +54,95 @@ pub async fn pump(
     }
 }
 
-/// Reads the job's log from line `offset`, keeping lines of `replica` when given; at most `limit`.
-/// Returns the lines and the offset to read from next.
+/// A place in a job's log: a line number, and where that line starts in the file when known (a
+/// follower keeps both, so each poll reads only what is new).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogCursor {
+    pub line: usize,
+    /// The byte offset of `line`, or `None` to find it by counting lines from the start.
+    pub byte: Option<u64>,
+}
+
+impl LogCursor {
+    /// The start of line `line`, found by reading.
+    pub fn at_line(line: usize) -> Self {
+        Self { line, byte: (line == 0).then_some(0) }
+    }
+}
+
+/// Reads complete lines of the job's log from `from`, keeping lines of `replica` when given; at
+/// most `limit`. A last line still being written is left for the next read. Returns the lines and
+/// the cursor to read from next.
 pub fn read_logs(
     path: &Path,
     replica: Option<&str>,
-    offset: usize,
+    from: LogCursor,
     limit: usize,
-) -> std::io::Result<(Vec<LogLine>, usize)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+) -> std::io::Result<(Vec<LogLine>, LogCursor)> {
+    use std::io::{BufRead, Seek};
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), from)),
         Err(e) => return Err(e),
     };
+    let mut reader = std::io::BufReader::new(file);
+    let mut cursor = LogCursor { line: 0, byte: Some(0) };
+    let mut raw = Vec::new();
+    match from.byte {
+        Some(byte) => {
+            reader.seek(std::io::SeekFrom::Start(byte))?;
+            cursor = from;
+        }
+        None => {
+            while cursor.line < from.line {
+                raw.clear();
+                let read = reader.read_until(b'\n', &mut raw)?;
+                if read == 0 || raw.last() != Some(&b'\n') {
+                    return Ok((Vec::new(), cursor));
+                }
+                cursor.line += 1;
+                cursor.byte = cursor.byte.map(|b| b + read as u64);
+            }
+        }
+    }
     let mut lines = Vec::new();
-    let mut next = offset;
-    for (index, raw) in text.lines().enumerate().skip(offset) {
-        if lines.len() == limit {
+    while lines.len() < limit {
+        raw.clear();
+        let read = reader.read_until(b'\n', &mut raw)?;
+        if read == 0 || raw.last() != Some(&b'\n') {
             break;
         }
-        next = index + 1;
-        let mut parts = raw.splitn(3, ' ');
+        cursor.line += 1;
+        cursor.byte = cursor.byte.map(|b| b + read as u64);
+        let text = String::from_utf8_lossy(&raw[..raw.len() - 1]);
+        let mut parts = text.splitn(3, ' ');
         let (Some(time), Some(who), text) = (parts.next(), parts.next(), parts.next().unwrap_or("")) else { continue };
         if replica.is_some_and(|r| r != who) {
             continue;
         }
         lines.push(LogLine { time: time.to_owned(), replica: who.to_owned(), text: text.to_owned() });
     }
-    Ok((lines, next))
+    Ok((lines, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_complete_lines_from_a_line_or_a_byte_cursor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job.log");
+        std::fs::write(&path, "t1 master-replica-0 one\nt2 worker-replica-0 two\nt3 master-replica-0 thr")
+            .expect("write");
+        let (lines, next) = read_logs(&path, None, LogCursor::at_line(0), 10).expect("read");
+        assert_eq!(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["one", "two"], "the partial line waits");
+        assert_eq!(next, LogCursor { line: 2, byte: Some(48) });
+        std::fs::write(&path, "t1 master-replica-0 one\nt2 worker-replica-0 two\nt3 master-replica-0 three\n")
+            .expect("write");
+        let (lines, _) = read_logs(&path, None, next, 10).expect("read");
+        assert_eq!(lines[0].text, "three");
+        let (lines, next) = read_logs(&path, Some("master-replica-0"), LogCursor::at_line(1), 10).expect("read");
+        assert_eq!((lines.len(), lines[0].text.as_str(), next.line), (1, "three", 3));
+    }
 }

@@ -22,7 +22,7 @@ use crate::store::{JobRecord, JobState, Store};
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
 /// How a job's run ended.
-enum Ending {
+pub enum Ending {
     Succeeded,
     Failed(String),
     Stopped,
@@ -36,12 +36,16 @@ pub async fn run_job(
     config: &ExecutorConfig,
     name: &JobName,
     job: JobRecord,
+    gpus: &[usize],
     token: CancellationToken,
 ) {
-    let ending = match prepare_and_run(store, storage, config, name, &job, &token).await {
+    let ending = match prepare_and_run(store, storage, config, name, &job, gpus, &token).await {
         Ok(ending) => ending,
         Err(message) => Ending::Failed(message),
     };
+    if let Err(e) = record_training_output(store, storage, name, &job).await {
+        tracing::warn!(job.name = %name, error = %e, "cannot record the job's training output");
+    }
     let all = [JobState::Preparing, JobState::Running, JobState::Cancelling];
     let result = match ending {
         Ending::Succeeded => store.transition_job(name, &[JobState::Running], JobState::Succeeded, None).await,
@@ -83,10 +87,11 @@ async fn prepare_and_run(
     config: &ExecutorConfig,
     name: &JobName,
     job: &JobRecord,
+    gpus: &[usize],
     token: &CancellationToken,
 ) -> Result<Ending, String> {
     let input: TrainingInput =
-        serde_json::from_value(job.training_input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
+        serde_json::from_value(job.input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
     let spec = training_spec(storage, &input).map_err(|e| e.to_string())?;
     let dir = work_dir(storage, name);
     std::fs::create_dir_all(dir.join("replicas")).map_err(|e| format!("cannot create the job's directory: {e}"))?;
@@ -103,9 +108,90 @@ async fn prepare_and_run(
     if !store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await.map_err(|e| e.to_string())? {
         return Ok(Ending::Stopped);
     }
-    let ending = supervise(config, name, job, &spec, &dir, &python_path, log, token).await;
+    let launch = Launch {
+        python: &config.python,
+        job_id: &name.job,
+        tag: Some(replica_tag(storage, name)),
+        training_input: &job.input,
+        spec: &spec,
+        dir: &dir,
+        cwd: None,
+        python_path: &python_path,
+        gpus,
+        kill_grace: config.kill_grace,
+    };
+    let ending = supervise(&launch, log, token).await;
     let _ = writer.await;
     ending
+}
+
+/// The metric tag ML Engine reads when a job names none.
+const DEFAULT_METRIC_TAG: &str = "training/hptuning/metric";
+
+/// Records `trainingOutput`: replica hours used (`consumedMLUnits`) and the master's last report of
+/// the `hyperparameterMetricTag` (the job's, else the default one) as `finalMetric`, when it made
+/// one.
+async fn record_training_output(
+    store: &Store,
+    storage: &LocalStorage,
+    name: &JobName,
+    job: &JobRecord,
+) -> crate::Result<()> {
+    let Some(current) = store.get_job(name).await? else { return Ok(()) };
+    let series = work_dir(storage, name).join("metrics.jsonl");
+    let points = tokio::task::spawn_blocking(move || metrics::read_series(&series))
+        .await
+        .map_err(crate::Error::internal)?
+        .map_err(crate::Error::internal)?;
+    let hours = current.start_time.map_or(0.0, |start| {
+        (chrono::Utc::now() - start).num_milliseconds().max(0) as f64 / 3_600_000.0 * job.replicas as f64
+    });
+    let mut output = serde_json::json!({ "consumedMLUnits": (hours * 1e6).round() / 1e6 });
+    let tag = job
+        .input
+        .pointer("/hyperparameters/hyperparameterMetricTag")
+        .and_then(|t| t.as_str())
+        .unwrap_or(DEFAULT_METRIC_TAG);
+    let last = points.iter().filter(|p| p.tag == tag && p.replica == "master-replica-0").last();
+    if let Some(point) = last {
+        output["hyperparameterMetricTag"] = tag.into();
+        output["finalMetric"] =
+            serde_json::json!({ "trainingStep": point.step.to_string(), "objectiveValue": point.value });
+    }
+    store.set_job_output(name, &output).await
+}
+
+/// The value of `ANNEAL_JOB` in a job's replicas: names the job and this server's storage, so
+/// leftover replicas can be found after a crash without touching another server's.
+pub fn replica_tag(storage: &LocalStorage, name: &JobName) -> String {
+    format!("{}|{name}", storage.root().display())
+}
+
+/// Sends SIGKILL to every process (and its process group) whose `ANNEAL_JOB` is one of `tags`.
+/// Returns how many processes matched.
+pub fn kill_leftovers(tags: &std::collections::HashSet<String>) -> usize {
+    if tags.is_empty() {
+        return 0;
+    }
+    let mut matched = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let tagged = environ
+            .split(|b| *b == 0)
+            .filter_map(|var| var.strip_prefix(b"ANNEAL_JOB="))
+            .any(|value| tags.contains(String::from_utf8_lossy(value).as_ref()));
+        if tagged {
+            matched += 1;
+            let pid = Pid::from_raw(pid);
+            if let Ok(group) = nix::unistd::getpgid(Some(pid)) {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+    }
+    matched
 }
 
 /// Installs the packages (once per distinct set: cached by their content) and returns the
@@ -233,18 +319,37 @@ struct Replica {
     child: Child,
 }
 
+/// How to start one job's replicas; the server and `anneal local train` both use it.
+pub struct Launch<'a> {
+    /// The runtime Python.
+    pub python: &'a Path,
+    /// `CLOUD_ML_JOB_ID`.
+    pub job_id: &'a str,
+    /// `ANNEAL_JOB`, which lets a restarted server find leftover replicas.
+    pub tag: Option<String>,
+    /// The job's TrainingInput, `TF_CONFIG.job`.
+    pub training_input: &'a serde_json::Value,
+    pub spec: &'a TrainingSpec,
+    /// Holds `replicas/<task>/` (each replica's working directory and metrics file) and
+    /// `metrics.jsonl`.
+    pub dir: &'a Path,
+    /// Runs every replica here instead of its own directory.
+    pub cwd: Option<&'a Path>,
+    /// `PYTHONPATH` entries that make the packages importable.
+    pub python_path: &'a [PathBuf],
+    /// GPU device numbers the job holds, handed out to replicas in order.
+    pub gpus: &'a [usize],
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
 /// Starts every replica and waits for the job's end.
-#[allow(clippy::too_many_arguments)]
-async fn supervise(
-    config: &ExecutorConfig,
-    name: &JobName,
-    job: &JobRecord,
-    spec: &TrainingSpec,
-    dir: &Path,
-    python_path: &[PathBuf],
+pub async fn supervise(
+    launch: &Launch<'_>,
     log: mpsc::UnboundedSender<(String, String)>,
     token: &CancellationToken,
 ) -> Result<Ending, String> {
+    let Launch { spec, dir, python_path, .. } = launch;
     let replicas = spec.replicas.all();
     let ports: Vec<u16> = replicas.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
     let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
@@ -262,17 +367,20 @@ async fn supervise(
     let world_size = 1 + spec.replicas.workers;
     let tail: Tail = Arc::default();
     let mut children = Vec::new();
+    let mut gpus = launch.gpus.iter();
     for (kind, index) in &replicas {
         let task = format!("{kind}-replica-{index}");
-        let cwd = dir.join("replicas").join(&task);
-        std::fs::create_dir_all(&cwd).map_err(|e| format!("cannot create {}: {e}", cwd.display()))?;
+        let own = dir.join("replicas").join(&task);
+        std::fs::create_dir_all(&own).map_err(|e| format!("cannot create {}: {e}", own.display()))?;
         let tf_config = serde_json::json!({
             "cluster": cluster,
             "task": {"type": kind, "index": index},
-            "job": job.training_input,
+            "job": launch.training_input,
             "environment": "cloud",
         });
-        let mut command = Command::new(&config.python);
+        let devices: Vec<String> =
+            gpus.by_ref().take(spec.replicas.gpus_of(kind).max(0) as usize).map(usize::to_string).collect();
+        let mut command = Command::new(launch.python);
         command.arg("-m").arg(&spec.module).args(&spec.args);
         if let Some(job_dir) = &spec.job_dir {
             command.arg(format!("--job-dir={}", job_dir.display()));
@@ -283,16 +391,18 @@ async fn supervise(
             _ => None,
         };
         command
-            .current_dir(&cwd)
+            .current_dir(launch.cwd.unwrap_or(&own))
             .env("TF_CONFIG", tf_config.to_string())
-            .env("CLOUD_ML_JOB_ID", &name.job)
-            .env("CLOUD_ML_HP_METRIC_FILE", cwd.join("hypertune.metrics"))
+            .env("CLOUD_ML_JOB_ID", launch.job_id)
+            .env("CLOUD_ML_HP_METRIC_FILE", own.join("hypertune.metrics"))
+            // A replica sees the GPUs it was given and no others.
+            .env("CUDA_VISIBLE_DEVICES", devices.join(","))
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", ports[0].to_string())
             .env("WORLD_SIZE", world_size.to_string())
             .env("LOCAL_RANK", "0")
             .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONPATH", std::env::join_paths(python_path).map_err(|e| e.to_string())?)
+            .env("PYTHONPATH", std::env::join_paths(python_path.iter()).map_err(|e| e.to_string())?)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -300,6 +410,9 @@ async fn supervise(
             .kill_on_drop(true);
         if let Some(rank) = rank {
             command.env("RANK", rank.to_string());
+        }
+        if let Some(tag) = &launch.tag {
+            command.env("ANNEAL_JOB", tag);
         }
         let mut child = command.spawn().map_err(|e| format!("cannot start {task}: {e}"))?;
         if let Some(stdout) = child.stdout.take() {
@@ -361,7 +474,7 @@ async fn supervise(
             }
         }
     };
-    stop_all(&pids, config.kill_grace, &mut exited, alive).await;
+    stop_all(&pids, launch.kill_grace, &mut exited, alive).await;
     collector.collect(&metric_files, &series);
     for waiter in waiters {
         let _ = waiter.await;

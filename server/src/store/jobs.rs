@@ -56,17 +56,62 @@ impl JobState {
     }
 }
 
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// `trainingInput`: replicas of a user's trainer package.
+    Training,
+    /// `predictionInput`: batch prediction over input files.
+    Prediction,
+}
+
+impl JobKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Training => "TRAINING",
+            Self::Prediction => "PREDICTION",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "TRAINING" => Ok(Self::Training),
+            "PREDICTION" => Ok(Self::Prediction),
+            other => Err(Error::internal(format!("unknown stored job kind '{other}'"))),
+        }
+    }
+}
+
+/// A job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub labels: BTreeMap<String, String>,
+    /// The TrainingInput or PredictionInput as the API returns it.
+    pub input: serde_json::Value,
+    pub priority: i64,
+    /// Slots the job holds while it runs.
+    pub replicas: i64,
+    /// GPU devices the job holds while it runs.
+    pub gpus: i64,
+}
+
 /// A stored job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobRecord {
     pub project: String,
     pub job: String,
+    pub kind: JobKind,
     pub state: JobState,
     pub labels: BTreeMap<String, String>,
-    /// The TrainingInput as the API returns it.
-    pub training_input: serde_json::Value,
+    /// The TrainingInput or PredictionInput as the API returns it.
+    pub input: serde_json::Value,
+    /// The TrainingOutput or PredictionOutput so far.
+    pub output: serde_json::Value,
     pub priority: i64,
     pub replicas: i64,
+    pub gpus: i64,
     pub error_message: Option<String>,
     pub create_time: DateTime<Utc>,
     pub start_time: Option<DateTime<Utc>>,
@@ -78,11 +123,14 @@ pub struct JobRecord {
 struct Row {
     project_id: String,
     job_id: String,
+    kind: String,
     state: String,
     labels: String,
-    training_input: String,
+    input: String,
+    output: String,
     priority: i64,
     replicas: i64,
+    gpus: i64,
     error_message: Option<String>,
     create_time: String,
     start_time: Option<String>,
@@ -94,9 +142,11 @@ impl TryFrom<Row> for JobRecord {
     type Error = Error;
     fn try_from(row: Row) -> Result<Self> {
         Ok(Self {
+            kind: JobKind::parse(&row.kind)?,
             state: JobState::parse(&row.state)?,
             labels: serde_json::from_str(&row.labels).map_err(Error::internal)?,
-            training_input: serde_json::from_str(&row.training_input).map_err(Error::internal)?,
+            input: serde_json::from_str(&row.input).map_err(Error::internal)?,
+            output: serde_json::from_str(&row.output).map_err(Error::internal)?,
             create_time: parse_time(&row.create_time)?,
             start_time: row.start_time.as_deref().map(parse_time).transpose()?,
             end_time: row.end_time.as_deref().map(parse_time).transpose()?,
@@ -104,35 +154,33 @@ impl TryFrom<Row> for JobRecord {
             job: row.job_id,
             priority: row.priority,
             replicas: row.replicas,
+            gpus: row.gpus,
             error_message: row.error_message,
             revision: row.revision,
         })
     }
 }
 
-const COLUMNS: &str = "project_id, job_id, state, labels, training_input, priority, replicas, error_message, create_time, start_time, end_time, revision";
+const COLUMNS: &str =
+    "project_id, job_id, kind, state, labels, input, output, priority, replicas, gpus, error_message, \
+                       create_time, start_time, end_time, revision";
 
 impl Store {
     /// Stores a new QUEUED job; ALREADY_EXISTS if the project has one of that id.
-    pub async fn insert_job(
-        &self,
-        name: &JobName,
-        labels: &BTreeMap<String, String>,
-        training_input: &serde_json::Value,
-        priority: i64,
-        replicas: i64,
-    ) -> Result<JobRecord> {
+    pub async fn insert_job(&self, name: &JobName, job: &NewJob) -> Result<JobRecord> {
         self.ensure_project(&name.project).await?;
         let inserted = sqlx::query(
-            "INSERT INTO jobs (project_id, job_id, state, labels, training_input, priority, replicas, create_time) \
-             VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (project_id, job_id, kind, state, labels, input, priority, replicas, gpus, create_time) \
+             VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(name.project.as_str())
         .bind(&name.job)
-        .bind(serde_json::to_string(labels).map_err(Error::internal)?)
-        .bind(training_input.to_string())
-        .bind(priority)
-        .bind(replicas)
+        .bind(job.kind.as_str())
+        .bind(serde_json::to_string(&job.labels).map_err(Error::internal)?)
+        .bind(job.input.to_string())
+        .bind(job.priority)
+        .bind(job.replicas)
+        .bind(job.gpus)
         .bind(now_text())
         .execute(&self.pool)
         .await?;
@@ -207,6 +255,18 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Records the job's TrainingOutput or PredictionOutput so far. (The etag is for labels, the
+    /// only field clients change, so progress does not move it.)
+    pub async fn set_job_output(&self, name: &JobName, output: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE jobs SET output = ? WHERE project_id = ? AND job_id = ?")
+            .bind(output.to_string())
+            .bind(name.project.as_str())
+            .bind(&name.job)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Replaces a job's labels; with `expected_revision`, only at that revision (else ABORTED).

@@ -114,6 +114,15 @@ impl TestServer {
         (status, self.stderr())
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing of it runs after) and returns its data
+    /// directory for a restart.
+    pub async fn crash_keeping_data(mut self) -> tempfile::TempDir {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("wait");
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.data, placeholder)
+    }
+
     /// Stops the server with SIGTERM and returns its data directory for a restart.
     pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         let pid = self.child.id().expect("running").to_string();

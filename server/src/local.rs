@@ -1,0 +1,131 @@
+//! `anneal local train`: runs a trainer package's replicas on this machine without a server,
+//! through the same launcher the executor uses (same environment: `TF_CONFIG`, `MASTER_*`,
+//! `RANK`, `WORLD_SIZE`, ...), streaming their output to the terminal as `gcloud ml-engine local
+//! train` does.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{Replicas, TrainingSpec};
+use crate::executor::{supervise, Ending, Launch};
+
+/// What to run.
+#[derive(Debug)]
+pub struct LocalTrain {
+    /// The Python package folder (its parent goes on `PYTHONPATH`, as gcloud does).
+    pub package_path: PathBuf,
+    pub module_name: String,
+    pub job_dir: Option<PathBuf>,
+    /// Workers besides the master (0 = one replica).
+    pub workers: i64,
+    pub parameter_servers: i64,
+    pub python: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Runs the replicas to the end: exit code 0 when the master succeeded, 1 when a replica failed
+/// (the reason on stderr), 130 when interrupted.
+pub fn train(job: LocalTrain) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(job)) {
+        Ok(Ending::Succeeded) => ExitCode::SUCCESS,
+        Ok(Ending::Failed(message)) | Err(message) => {
+            // The replicas' output is already on the terminal: keep the first line.
+            fail(message.lines().next().unwrap_or("the job failed").trim_end_matches(" Last log lines:"))
+        }
+        Ok(Ending::Stopped | Ending::TimedOut) => {
+            eprintln!("stopped");
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn run(job: LocalTrain) -> Result<Ending, String> {
+    let package = std::fs::canonicalize(&job.package_path)
+        .map_err(|e| format!("--package-path {}: {e}", job.package_path.display()))?;
+    if !package.is_dir() {
+        return Err(format!("--package-path {} is not a folder", package.display()));
+    }
+    let parent = package.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let job_dir = job
+        .job_dir
+        .map(|d| {
+            std::fs::create_dir_all(&d).map_err(|e| format!("--job-dir {}: {e}", d.display()))?;
+            std::fs::canonicalize(&d).map_err(|e| format!("--job-dir {}: {e}", d.display()))
+        })
+        .transpose()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("anneal-local-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a scratch folder: {e}"))?;
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
+    let spec = TrainingSpec {
+        packages: vec![package],
+        module: job.module_name,
+        args: job.args,
+        job_dir,
+        replicas: Replicas { workers: job.workers, parameter_servers: job.parameter_servers, ..Replicas::default() },
+        max_running_time: None,
+    };
+    let training_input = serde_json::json!({
+        "scaleTier": if job.workers + job.parameter_servers > 0 { "CUSTOM" } else { "BASIC" },
+        "pythonModule": spec.module,
+        "args": spec.args,
+    });
+    let python_path = [parent];
+    let launch = Launch {
+        python: &job.python,
+        job_id: "local",
+        tag: None,
+        training_input: &training_input,
+        spec: &spec,
+        dir: scratch.path(),
+        cwd: Some(&cwd),
+        python_path: &python_path,
+        gpus: &[],
+        kill_grace: Duration::from_secs(5),
+    };
+    let several = spec.replicas.all().len() > 1;
+    let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let printer = tokio::spawn(async move {
+        while let Some((replica, text)) = lines.recv().await {
+            if several {
+                println!("[{replica}] {text}");
+            } else {
+                println!("{text}");
+            }
+        }
+    });
+    let token = CancellationToken::new();
+    let interrupt = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        interrupt.cancel();
+    });
+    let ending = supervise(&launch, log, &token).await;
+    let _ = printer.await;
+    ending
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
