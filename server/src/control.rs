@@ -1,6 +1,7 @@
 //! Use cases: the one place where Anneal decides things. The REST API, the console and the CLI
 //! all call these, so their behaviour cannot drift apart.
 
+mod batch;
 pub mod filter;
 mod health;
 mod jobs;
@@ -13,6 +14,7 @@ mod versions;
 
 use std::path::PathBuf;
 
+pub use batch::{expand_inputs, prediction_spec, resolve_model_dir, ModelSource, PredictionInput, PredictionSpec};
 pub use filter::Filter;
 pub use health::{Check, Readiness};
 pub use jobs::{parse_duration, training_spec, JobLogs, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};

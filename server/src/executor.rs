@@ -7,6 +7,7 @@
 
 mod logs;
 mod metrics;
+mod predict;
 mod run;
 
 pub use run::{supervise, Ending, Launch};
@@ -24,7 +25,7 @@ pub use metrics::{read_series, MetricPoint};
 
 use crate::names::JobName;
 use crate::storage::LocalStorage;
-use crate::store::{JobState, Store};
+use crate::store::{JobKind, JobState, Store};
 use crate::tasks::Tasks;
 
 /// How the executor runs replicas.
@@ -182,17 +183,17 @@ impl Executor {
             self.running()
                 .insert(name.to_string(), Running { token: job_token.clone(), slots: needed, gpus: free_gpus.clone() });
             let executor = self.clone();
-            self.inner.tasks.spawn("training-job", move |_| async move {
-                run::run_job(
-                    &executor.inner.store,
-                    &executor.inner.storage,
-                    &executor.inner.config,
-                    &name,
-                    job,
-                    &free_gpus,
-                    job_token,
-                )
-                .await;
+            self.inner.tasks.spawn("job", move |_| async move {
+                let inner = &executor.inner;
+                match job.kind {
+                    JobKind::Training => {
+                        run::run_job(&inner.store, &inner.storage, &inner.config, &name, job, &free_gpus, job_token)
+                            .await;
+                    }
+                    JobKind::Prediction => {
+                        predict::run_prediction_job(&inner.store, &inner.storage, &name, job, job_token).await;
+                    }
+                }
                 executor.running().remove(&name.to_string());
                 executor.wake();
             });

@@ -4,6 +4,7 @@
 //! fed by a bounded queue ([`model`]); async code only enqueues a request and awaits its reply.
 //! [`ModelHost`] keeps the models being served, by version name.
 
+pub mod batch;
 pub mod instances;
 pub mod model;
 pub mod signature;

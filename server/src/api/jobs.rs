@@ -16,7 +16,7 @@ use super::extract::{Body, Query};
 use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{etag, time, ListQuery};
 use super::Json;
-use crate::control::{Control, TrainingInput};
+use crate::control::{Control, PredictionInput, TrainingInput};
 use crate::error::Error;
 use crate::executor::LogCursor;
 use crate::names::{parse_resource_id, JobName, ProjectId};
@@ -40,7 +40,7 @@ struct JobBody {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     training_input: Option<TrainingInput>,
-    prediction_input: Option<serde_json::Value>,
+    prediction_input: Option<PredictionInput>,
     #[serde(flatten)]
     #[allow(dead_code)]
     output_only: OutputOnly,
@@ -117,14 +117,12 @@ async fn create(
 ) -> crate::Result<Json<Job>> {
     let project = ProjectId::parse("parent", &project)?;
     let job = parse_resource_id("job.jobId", "job", &body.job_id)?;
-    let input = match (body.training_input, body.prediction_input) {
-        (Some(input), None) => input,
-        (None, Some(_)) => {
-            return Err(Error::Unimplemented("Batch prediction jobs (predictionInput) are not supported yet.".into()))
-        }
+    let name = JobName { project, job };
+    let record = match (body.training_input, body.prediction_input) {
+        (Some(input), None) => control.create_job(&name, body.labels, input).await?,
+        (None, Some(input)) => control.create_prediction_job(&name, body.labels, input).await?,
         _ => return Err(Error::invalid("job", "Exactly one of trainingInput and predictionInput is required.")),
     };
-    let record = control.create_job(&JobName { project, job }, body.labels, input).await?;
     let position = control.job_position(&record).await?;
     Ok(Json(Job::new(record, position)))
 }

@@ -54,7 +54,7 @@ pub struct Scheduling {
 }
 
 /// int64 fields: read as numbers or strings, written as strings.
-mod int64_text {
+pub(super) mod int64_text {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {

@@ -46,6 +46,11 @@ pub async fn run_job(
     if let Err(e) = record_training_output(store, storage, name, &job).await {
         tracing::warn!(job.name = %name, error = %e, "cannot record the job's training output");
     }
+    record_ending(store, name, ending).await;
+}
+
+/// Moves the job to the end state `ending` implies.
+pub(super) async fn record_ending(store: &Store, name: &JobName, ending: Ending) {
     let all = [JobState::Preparing, JobState::Running, JobState::Cancelling];
     let result = match ending {
         Ending::Succeeded => store.transition_job(name, &[JobState::Running], JobState::Succeeded, None).await,

@@ -142,17 +142,8 @@ impl ServedModel {
     /// Loads `dir/model.pt` (and `dir/signature.json` if present) and starts the workers. Blocks:
     /// call it on a blocking thread.
     pub fn load(name: &str, dir: &Path, options: &ServingOptions) -> Result<Self, String> {
-        let path = dir.join(MODEL_FILE);
-        if !path.is_file() {
-            return Err(format!("{MODEL_FILE} not found in the model directory"));
-        }
-        let signature = Signature::read(dir)?;
-        let device = if options.use_cuda && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
-        let mut module = CModule::load_on_device(&path, device)
-            .map_err(|e| format!("{MODEL_FILE} is not a loadable TorchScript model: {}", first_line(&e.to_string())))?;
-        module.set_eval();
+        let LoadedModule { module, signature, device } = LoadedModule::load(dir, options.use_cuda)?;
         let module = Arc::new(module);
-        warm_up(&module, &signature, device)?;
 
         let metrics = ModelMetrics::new(name);
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
@@ -224,6 +215,43 @@ impl Drop for ServedModel {
         // drop on the async runtime never blocks it.
         self.sender = None;
     }
+}
+
+/// A TorchScript model loaded for inference, checked against its signature.
+pub struct LoadedModule {
+    pub module: CModule,
+    pub signature: Signature,
+    pub device: Device,
+}
+
+impl LoadedModule {
+    /// Loads `dir/model.pt` (and `dir/signature.json` if present) in eval mode, on CUDA when
+    /// `use_cuda` and the host has it, and warms it up. Blocks.
+    pub fn load(dir: &Path, use_cuda: bool) -> Result<Self, String> {
+        let path = dir.join(MODEL_FILE);
+        if !path.is_file() {
+            return Err(format!("{MODEL_FILE} not found in the model directory"));
+        }
+        let signature = Signature::read(dir)?;
+        let device = if use_cuda && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
+        let mut module = CModule::load_on_device(&path, device)
+            .map_err(|e| format!("{MODEL_FILE} is not a loadable TorchScript model: {}", first_line(&e.to_string())))?;
+        module.set_eval();
+        warm_up(&module, &signature, device)?;
+        Ok(Self { module, signature, device })
+    }
+
+    /// One forward pass over `batch`, one prediction per row. Call under `no_grad`.
+    pub fn forward(&self, batch: &Batch) -> Result<Vec<Value>, String> {
+        forward(&self.module, batch, self.device, &self.signature.outputs)
+    }
+}
+
+/// One forward pass of `module` over `batch`, split into per-row predictions.
+fn forward(module: &CModule, batch: &Batch, device: Device, outputs: &[String]) -> Result<Vec<Value>, String> {
+    let inputs = batch_to_inputs(batch, device);
+    let output = module.forward_is(&inputs).map_err(|e| first_line(&e.to_string()))?;
+    outputs_to_rows(output, batch.rows, outputs)
 }
 
 /// With a fully declared signature, one forward pass on zeros proves the model and signature
@@ -365,8 +393,6 @@ impl Worker {
     }
 
     fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        let inputs = batch_to_inputs(batch, self.device);
-        let output = self.module.forward_is(&inputs).map_err(|e| PredictError::Model(first_line(&e.to_string())))?;
-        outputs_to_rows(output, batch.rows, &self.outputs).map_err(PredictError::Model)
+        forward(&self.module, batch, self.device, &self.outputs).map_err(PredictError::Model)
     }
 }

@@ -149,4 +149,24 @@ expect_http_error(400, ml.projects().jobs().cancel(name=f"{PROJECT}/jobs/train_l
 jobs = ml.projects().jobs().list(parent=PROJECT, filter="state:SUCCEEDED AND labels.team:compat").execute()
 assert [j["jobId"] for j in jobs["jobs"]] == ["train_1"], jobs
 
+# A batch prediction job, as `gcloud ml-engine jobs submit prediction --model-dir` sends it.
+batch_dir = os.path.join(os.path.dirname(MODEL_DIR), "batch")
+os.makedirs(batch_dir, exist_ok=True)
+with open(os.path.join(batch_dir, "instances.json"), "w") as f:
+    f.write("[1.0, 2.0, 3.0, 4.0]\n[0.5, 0.5, 0.5, 0.5]\nnot an instance\n")
+ml.projects().jobs().create(
+    parent=PROJECT,
+    body={"jobId": "batch_1",
+          "predictionInput": {"dataFormat": "JSON", "inputPaths": [os.path.join(batch_dir, "*.json")],
+                              "outputPath": os.path.join(batch_dir, "out"), "region": "us-central1",
+                              "uri": MODEL_DIR, "maxWorkerCount": "2", "batchSize": "64"}},
+).execute()
+batch = wait_job("batch_1", ("SUCCEEDED", "FAILED"))
+assert batch["state"] == "SUCCEEDED", batch
+out = batch["predictionOutput"]
+assert (out["predictionCount"], out["errorCount"]) == ("2", "1"), batch
+assert "trainingInput" not in batch and batch["predictionInput"]["uri"] == MODEL_DIR, batch
+results = sorted(n for n in os.listdir(os.path.join(batch_dir, "out")) if n.startswith("prediction.results-"))
+assert results == ["prediction.results-00000-of-00002", "prediction.results-00001-of-00002"], results
+
 print("official client: all checks passed")

@@ -1,0 +1,338 @@
+//! Batch prediction: one prediction per input line, for inputs of any size, at the speed of the
+//! model.
+//!
+//! A reader thread streams the input files in order and cuts them into chunks of `batch_size`
+//! lines. `workers` threads share the chunks through one bounded queue; each parses its chunk,
+//! runs one forward pass over it and appends the predictions to its own output shard
+//! (`prediction.results-0000i-of-0000N`), so reading, parsing, model execution and writing of
+//! different chunks overlap. Memory is bounded by the queue (about `2 × workers` chunks), however
+//! large the input. A line that cannot be parsed or predicted is counted under its error message
+//! (written to `prediction.errors_stats-…`), never fails the run on its own; when a merged forward
+//! pass fails, the chunk's lines are retried one by one so only the bad ones are counted.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::instances::{Batch, Column, ColumnData, DType, InputSpec};
+use super::model::LoadedModule;
+
+/// How input lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON instance per line (as in an online predict request's `instances`).
+    Json,
+    /// One row of comma-separated numbers per line: a one-dimensional instance.
+    Csv,
+}
+
+/// A batch prediction run.
+#[derive(Clone, Debug)]
+pub struct BatchRun {
+    pub model_dir: PathBuf,
+    /// Input files, read in this order.
+    pub files: Vec<PathBuf>,
+    pub format: InputFormat,
+    /// Where the shards go (created if missing).
+    pub output_dir: PathBuf,
+    pub workers: usize,
+    /// Lines per forward pass.
+    pub batch_size: usize,
+    pub use_cuda: bool,
+}
+
+/// Counters a run updates as it goes, for progress reports.
+#[derive(Debug, Default)]
+pub struct BatchProgress {
+    pub predictions: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// How a run ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub predictions: u64,
+    pub errors: u64,
+    /// The most frequent error message and its count.
+    pub top_error: Option<(String, u64)>,
+    /// Whether it stopped early because it was cancelled.
+    pub cancelled: bool,
+}
+
+/// Lines of one input file, cut at line ends.
+struct Chunk {
+    text: Vec<u8>,
+}
+
+/// Runs the batch prediction to the end (or until `cancel` is set). Blocks: call it on a
+/// blocking thread. Fails only when the model cannot be loaded or an output cannot be written.
+pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Result<BatchSummary, String> {
+    let model = Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?);
+    std::fs::create_dir_all(&job.output_dir)
+        .map_err(|e| format!("cannot create the output path {}: {e}", job.output_dir.display()))?;
+    let workers = job.workers.max(1);
+    let batch_size = job.batch_size.max(1);
+    let (chunks, queue) = crossbeam_channel::bounded::<Chunk>(2 * workers);
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let outcome = std::thread::scope(|scope| -> Result<(), String> {
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let queue = queue.clone();
+            let model = model.clone();
+            let shard = job.output_dir.join(format!("prediction.results-{index:05}-of-{workers:05}"));
+            let format = job.format;
+            handles.push(scope.spawn(move || work(&model, format, &queue, &shard, progress, cancel)));
+        }
+        drop(queue);
+        let read = read_chunks(&job.files, batch_size, &chunks, cancel);
+        drop(chunks);
+        for (index, handle) in handles.into_iter().enumerate() {
+            let stats = handle.join().map_err(|_| "a prediction worker panicked".to_owned())??;
+            let path = job.output_dir.join(format!("prediction.errors_stats-{index:05}-of-{workers:05}"));
+            write_error_stats(&path, &stats)?;
+            for (message, count) in stats {
+                *errors.entry(message).or_default() += count;
+            }
+        }
+        read
+    });
+    outcome?;
+    let top_error = errors.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
+    Ok(BatchSummary {
+        predictions: progress.predictions.load(Ordering::Relaxed),
+        errors: progress.errors.load(Ordering::Relaxed),
+        top_error,
+        cancelled: cancel.load(Ordering::Relaxed),
+    })
+}
+
+/// Streams `files` into chunks of `batch_size` complete lines (a chunk never spans two files).
+fn read_chunks(
+    files: &[PathBuf],
+    batch_size: usize,
+    chunks: &crossbeam_channel::Sender<Chunk>,
+    cancel: &AtomicBool,
+) -> Result<(), String> {
+    for file in files {
+        let opened = File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, opened);
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let mut text = Vec::new();
+            let mut lines = 0;
+            while lines < batch_size {
+                let read =
+                    reader.read_until(b'\n', &mut text).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                if read == 0 {
+                    break;
+                }
+                if text.last() != Some(&b'\n') {
+                    text.push(b'\n');
+                }
+                lines += 1;
+            }
+            if lines == 0 {
+                break;
+            }
+            if chunks.send(Chunk { text }).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One worker: parse, predict and write chunks until the queue closes. Returns its error counts.
+fn work(
+    model: &LoadedModule,
+    format: InputFormat,
+    queue: &crossbeam_channel::Receiver<Chunk>,
+    shard: &Path,
+    progress: &BatchProgress,
+    cancel: &AtomicBool,
+) -> Result<HashMap<String, u64>, String> {
+    tch::set_num_threads(1);
+    let _guard = tch::no_grad_guard();
+    let file = File::create(shard).map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let inputs = &model.signature.inputs;
+    let fast = inputs.len() == 1 && inputs[0].dtype == DType::Float32;
+    let mut parsed: Vec<Parsed> = Vec::new();
+    for chunk in queue {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        parsed.clear();
+        for line in chunk.text.split(|b| *b == b'\n') {
+            let line = trim(line);
+            if line.is_empty() {
+                continue;
+            }
+            parsed.push(parse_line(line, format, inputs, fast));
+        }
+        let predictions = predict_chunk(model, &parsed);
+        let mut written = 0;
+        let mut failed = 0;
+        for result in predictions {
+            match result {
+                Ok(prediction) => {
+                    serde_json::to_writer(&mut out, &prediction)
+                        .map_err(|e| format!("cannot write predictions: {e}"))?;
+                    out.write_all(b"\n").map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+                    written += 1;
+                }
+                Err(message) => {
+                    *errors.entry(message).or_default() += 1;
+                    failed += 1;
+                }
+            }
+        }
+        progress.predictions.fetch_add(written, Ordering::Relaxed);
+        progress.errors.fetch_add(failed, Ordering::Relaxed);
+    }
+    out.flush().map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+    Ok(errors)
+}
+
+/// A parsed line: a one-row batch, or why the line cannot be one.
+type Parsed = Result<Batch, String>;
+
+/// Predicts the parsed lines of a chunk: rows of the same layout in one forward pass (merged runs
+/// in line order); a failed pass is retried row by row. One result per line, in order.
+fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, String>> {
+    let mut results: Vec<Result<Value, String>> = Vec::with_capacity(parsed.len());
+    let mut start = 0;
+    while start < parsed.len() {
+        let Ok(first) = &parsed[start] else {
+            results.push(Err(parsed[start].as_ref().err().cloned().unwrap_or_default()));
+            start += 1;
+            continue;
+        };
+        // The run of good lines with the first one's layout.
+        let mut end = start + 1;
+        while end < parsed.len() && parsed[end].as_ref().is_ok_and(|b| b.layout() == first.layout()) {
+            end += 1;
+        }
+        let mut merged = first.clone();
+        for row in &parsed[start + 1..end] {
+            if let Ok(row) = row {
+                merged.merge(row.clone());
+            }
+        }
+        match model.forward(&merged) {
+            Ok(predictions) => results.extend(predictions.into_iter().map(Ok)),
+            Err(_) if end - start > 1 => {
+                for row in parsed[start..end].iter().flatten() {
+                    results.push(model.forward(row).map(|mut p| p.pop().unwrap_or(Value::Null)).map_err(model_error));
+                }
+            }
+            Err(e) => results.push(Err(model_error(e))),
+        }
+        start = end;
+    }
+    results
+}
+
+fn model_error(message: String) -> String {
+    format!("Prediction failed: Error during model execution: {message}")
+}
+
+/// Parses one input line into a one-row batch.
+fn parse_line(line: &[u8], format: InputFormat, inputs: &[InputSpec], fast: bool) -> Parsed {
+    if fast {
+        let numbers = match format {
+            InputFormat::Json => line.strip_prefix(b"[").and_then(|l| l.strip_suffix(b"]")).and_then(numbers),
+            InputFormat::Csv => numbers(line),
+        };
+        if let Some(values) = numbers {
+            let spec = &inputs[0];
+            let fits = spec.shape.as_ref().is_none_or(|s| s.len() == 1 && (s[0] == -1 || s[0] == values.len() as i64));
+            if fits {
+                let row_shape = vec![values.len() as i64];
+                let column =
+                    Column { name: spec.name.clone(), dtype: DType::Float32, row_shape, data: ColumnData::F32(values) };
+                return Ok(Batch { rows: 1, columns: vec![column] });
+            }
+        }
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "The line is not UTF-8 text.".to_owned())?;
+    let instance = match format {
+        InputFormat::Json => serde_json::from_str::<Value>(text).map_err(|e| format!("Invalid JSON instance: {e}"))?,
+        InputFormat::Csv => {
+            let row: Result<Vec<f64>, _> = text.split(',').map(|v| v.trim().parse::<f64>()).collect();
+            let row = row.map_err(|_| "A CSV line must hold only numbers separated by commas.".to_owned())?;
+            Value::from(row)
+        }
+    };
+    Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(|e| e.message)
+}
+
+/// `1.5, -2, 3e-4` → floats; `None` when any item is not a plain number.
+fn numbers(list: &[u8]) -> Option<Vec<f32>> {
+    let text = std::str::from_utf8(list).ok()?;
+    let mut values = Vec::with_capacity(text.len() / 4);
+    for item in text.split(',') {
+        values.push(item.trim().parse::<f32>().ok()?);
+    }
+    Some(values)
+}
+
+fn trim(line: &[u8]) -> &[u8] {
+    let start = line.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(line.len());
+    let end = line.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &line[start..end]
+}
+
+/// `{"error": message, "count": n}` per line, most frequent first.
+fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), String> {
+    let mut sorted: Vec<(&String, &u64)> = stats.iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut out = String::new();
+    for (message, count) in sorted {
+        out.push_str(&serde_json::json!({"error": message, "count": count}).to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_lines_take_the_fast_path_and_others_the_general_one() {
+        let inputs = vec![InputSpec { name: "x".into(), dtype: DType::Float32, shape: Some(vec![3]) }];
+        let batch = parse_line(b"[1, 2.5, -3e-1]", InputFormat::Json, &inputs, true).expect("parsed");
+        assert_eq!(batch.columns[0].data, ColumnData::F32(vec![1.0, 2.5, -0.3]));
+        let batch = parse_line(b"1,2,3", InputFormat::Csv, &inputs, true).expect("parsed");
+        assert_eq!(batch.columns[0].row_shape, vec![3]);
+        let named = parse_line(br#"{"x": [1, 2, 3]}"#, InputFormat::Json, &inputs, true).expect("parsed");
+        assert_eq!(named.columns[0].data, ColumnData::F32(vec![1.0, 2.0, 3.0]));
+        let short = parse_line(b"[1, 2]", InputFormat::Json, &inputs, true).expect_err("wrong shape");
+        assert!(short.contains("shape"), "{short}");
+        assert!(parse_line(b"[1, 2", InputFormat::Json, &inputs, true).expect_err("bad").starts_with("Invalid JSON"));
+        assert!(parse_line(b"1,x,3", InputFormat::Csv, &inputs, true).expect_err("bad").contains("CSV"));
+    }
+
+    #[test]
+    fn chunks_hold_complete_lines_of_one_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, "1\n2\n3").expect("write");
+        std::fs::write(&b, "4\n").expect("write");
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        read_chunks(&[a, b], 2, &sender, &AtomicBool::new(false)).expect("read");
+        drop(sender);
+        let chunks: Vec<String> = receiver.iter().map(|c| String::from_utf8(c.text).expect("utf8")).collect();
+        assert_eq!(chunks, ["1\n2\n", "3\n", "4\n"]);
+    }
+}
