@@ -275,14 +275,71 @@ fn parse_line(line: &[u8], format: InputFormat, inputs: &[InputSpec], fast: bool
     Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(|e| e.message)
 }
 
-/// `1.5, -2, 3e-4` → floats; `None` when any item is not a plain number.
+/// `1.5, -2, 3e-4` → floats; `None` when any item is not a plain number. Each number becomes
+/// the nearest f64, then f32, as a JSON number does on the online path.
 fn numbers(list: &[u8]) -> Option<Vec<f32>> {
-    let text = std::str::from_utf8(list).ok()?;
-    let mut values = Vec::with_capacity(text.len() / 4);
-    for item in text.split(',') {
-        values.push(item.trim().parse::<f32>().ok()?);
+    let mut values = Vec::with_capacity(list.len() / 6 + 1);
+    let mut i = skip_spaces(list, 0);
+    loop {
+        let (value, next) = number(list, i)?;
+        values.push(value);
+        i = skip_spaces(list, next);
+        match list.get(i) {
+            None => return Some(values),
+            Some(b',') => i = skip_spaces(list, i + 1),
+            Some(_) => return None,
+        }
     }
-    Some(values)
+}
+
+fn skip_spaces(text: &[u8], mut i: usize) -> usize {
+    while text.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// Exact powers of ten as f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// One number starting at `start`: returns it and where it ends. Short decimals (at most 15
+/// digits, no exponent) take Clinger's exact fast path in one pass: an exact integer divided by an
+/// exact power of ten. Anything else goes to the standard parser.
+fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
+    let n = text.len();
+    let mut i = start;
+    let negative = text.get(i) == Some(&b'-');
+    i += usize::from(negative);
+    let mut mantissa: u64 = 0;
+    let integer_start = i;
+    while let Some(d) = text.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d <= 9) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let mut digits = i - integer_start;
+    let mut fraction = 0;
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        let fraction_start = i;
+        while let Some(d) = text.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d <= 9) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+            i += 1;
+        }
+        fraction = i - fraction_start;
+        digits += fraction;
+    }
+    let delimited = i == n || text[i] == b',' || text[i].is_ascii_whitespace();
+    if delimited && (1..=15).contains(&digits) {
+        let magnitude = mantissa as f64 / POW10[fraction];
+        return Some((if negative { -magnitude } else { magnitude } as f32, i));
+    }
+    // Exponents, long mantissas, and anything that is not a number.
+    let end = start + text[start..].iter().position(|b| *b == b',' || b.is_ascii_whitespace()).unwrap_or(n - start);
+    let parsed: f64 = std::str::from_utf8(&text[start..end]).ok()?.parse().ok()?;
+    parsed.is_finite().then_some((parsed as f32, end))
 }
 
 fn trim(line: &[u8]) -> &[u8] {
@@ -320,6 +377,40 @@ mod tests {
         assert!(short.contains("shape"), "{short}");
         assert!(parse_line(b"[1, 2", InputFormat::Json, &inputs, true).expect_err("bad").starts_with("Invalid JSON"));
         assert!(parse_line(b"1,x,3", InputFormat::Csv, &inputs, true).expect_err("bad").contains("CSV"));
+    }
+
+    #[test]
+    fn the_number_scanner_agrees_with_the_standard_parser() {
+        let cases = [
+            "0",
+            "-0",
+            "1",
+            "0.5",
+            "-0.25",
+            "3.14159",
+            "0.0001",
+            "123456.789",
+            "1e3",
+            "-2.5E-4",
+            "0.1234567890123456789",
+            "12345678901234567890",
+            "1234567890123456789012345.5",
+            "7.",
+            "00012.50",
+            "1e-30",
+            "0.30000000000000004",
+        ];
+        for case in cases {
+            let (value, end) = number(case.as_bytes(), 0).unwrap_or_else(|| panic!("{case} parses"));
+            assert_eq!(end, case.len());
+            assert_eq!(value, case.parse::<f64>().expect("std") as f32, "{case}");
+        }
+        for bad in ["", "-", ".", "abc", "1.2.3", "1e", "nan", "inf", "--1", "1-"] {
+            assert!(number(bad.as_bytes(), 0).is_none(), "{bad} is not a number");
+        }
+        assert_eq!(numbers(b" 1 , 2.5,-3 "), Some(vec![1.0, 2.5, -3.0]));
+        assert_eq!(numbers(b"1,,2"), None);
+        assert_eq!(numbers(b"1 2"), None);
     }
 
     #[test]
