@@ -8,8 +8,11 @@ import { join, resolve } from "node:path";
 export default async function globalSetup(): Promise<() => Promise<void>> {
   const binary = process.env.ANNEAL_BIN ?? resolve(__dirname, "../target/release/anneal");
   const dataDir = mkdtempSync(join(tmpdir(), "anneal-e2e-"));
+  // The example trainer package lives in the repository; let the server read it.
+  const examples = resolve(__dirname, "../examples");
   const child = spawn(binary, ["serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir], {
     stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ANNEAL_STORAGE_ROOTS: JSON.stringify([examples]), ANNEAL_LOG: "warn" },
     // Run from elsewhere than the repository, to prove the binary finds its console assets.
     cwd: tmpdir(),
   });
@@ -31,6 +34,8 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
     });
   });
   process.env.ANNEAL_URL = url;
+  process.env.ANNEAL_DATA_DIR = dataDir;
+  process.env.ANNEAL_EXAMPLES = examples;
 
   return async () => {
     child.kill("SIGTERM");

@@ -1,11 +1,14 @@
 //! Server functions the console calls, and the wire types they return.
 //!
-//! Each server function is thin: it takes the [`crate::backend::Backend`] from context, calls one
-//! use case and returns its result. The types here are the console's contract with the server;
-//! they are not the domain types of the `server` crate.
+//! Each server function is thin: it takes the [`crate::backend::Backend`] from context and makes
+//! one call. Reads and writes of resources go through the REST API itself, called in process
+//! ([`api_get`], [`api_send`]), so the console shows exactly what the API answers and cannot
+//! drift from it; what the API does not offer (rendered charts, example instances) has its own
+//! function.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What the console shows about the server it talks to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,9 +23,103 @@ pub struct ServerInfo {
     pub data_dir: String,
 }
 
+/// An error the REST API answered: its status, message and the first field it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: u16,
+    pub status: String,
+    pub message: String,
+    /// `fieldViolations[0].field`, e.g. `job.trainingInput.pythonModule`.
+    pub field: Option<String>,
+    /// `fieldViolations[0].description`.
+    pub description: Option<String>,
+}
+
+impl ApiError {
+    /// Reads the API's error envelope (or a predict error body `{"error": "..."}`).
+    pub fn from_body(code: u16, body: &Value) -> Self {
+        let error = &body["error"];
+        let violation = &error["details"][0]["fieldViolations"][0];
+        Self {
+            code,
+            status: error["status"].as_str().unwrap_or("").to_owned(),
+            message: error["message"].as_str().or_else(|| error.as_str()).unwrap_or("request failed").to_owned(),
+            field: violation["field"].as_str().map(str::to_owned),
+            description: violation["description"].as_str().map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.status.is_empty() {
+            write!(f, "{} (HTTP {})", self.message, self.code)
+        } else {
+            write!(f, "{} ({})", self.message, self.status)
+        }
+    }
+}
+
+/// An API answer: the resource JSON, or the error the API gave.
+pub type ApiResult = Result<Value, ApiError>;
+
+/// One metric chart of a job: its tag and an SVG drawn on the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chart {
+    pub tag: String,
+    pub points: usize,
+    pub svg: String,
+}
+
 /// Reads [`ServerInfo`] from the running server.
 #[server]
 pub async fn fetch_server_info() -> Result<ServerInfo, ServerFnError> {
     let backend = crate::backend::from_context()?;
     backend.server_info().await.map_err(ServerFnError::new)
+}
+
+/// `GET /v1{path}` (a path under `/projects/`), answered by the REST API in process.
+#[server]
+pub async fn api_get(path: String) -> Result<ApiResult, ServerFnError> {
+    let backend = crate::backend::from_context()?;
+    backend.call_api("GET", path, None).await.map_err(ServerFnError::new)
+}
+
+/// `POST`, `PATCH` or `DELETE /v1{path}` with an optional JSON body, answered by the REST API in
+/// process.
+#[server]
+pub async fn api_send(method: String, path: String, body: Option<String>) -> Result<ApiResult, ServerFnError> {
+    let backend = crate::backend::from_context()?;
+    let method = match method.as_str() {
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        other => return Err(ServerFnError::new(format!("method {other} is not allowed"))),
+    };
+    let body = match body {
+        Some(text) => {
+            Some(serde_json::from_str(&text).map_err(|e| ServerFnError::new(format!("the body is not JSON: {e}")))?)
+        }
+        None => None,
+    };
+    backend.call_api(method, path, body).await.map_err(ServerFnError::new)
+}
+
+/// The job's metric series drawn as one chart per tag.
+#[server]
+pub async fn job_charts(project: String, job: String) -> Result<Vec<Chart>, ServerFnError> {
+    let backend = crate::backend::from_context()?;
+    backend.job_charts(project, job).await.map_err(ServerFnError::new)
+}
+
+/// A JSON `instances` array matching the version's signature (zeros of the declared shapes), when
+/// the version declares one.
+#[server]
+pub async fn example_instances(
+    project: String,
+    model: String,
+    version: String,
+) -> Result<Option<String>, ServerFnError> {
+    let backend = crate::backend::from_context()?;
+    backend.example_instances(project, model, version).await.map_err(ServerFnError::new)
 }

@@ -11,6 +11,7 @@ use crate::api::{fetch_server_info, ServerInfo};
 /// server-rendered page, which is what the browser tests wait for before they interact.
 #[component]
 pub fn Frame(children: Children) -> impl IntoView {
+    let location = use_location();
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
 
@@ -22,11 +23,16 @@ pub fn Frame(children: Children) -> impl IntoView {
                     " Anneal"
                 </a>
                 <span class="tagline">"Train, version and serve PyTorch models"</span>
+                <form class="project-switch" action="/console/project" method="get">
+                    <label>"Project "
+                        <input name="name" size="12" prop:value=move || current_project(&location.pathname.get())/>
+                    </label>
+                </form>
             </header>
             <nav class="sidebar" aria-label="Sections">
-                <NavLink href="/jobs" label="Jobs"/>
-                <NavLink href="/models" label="Models"/>
-                <NavLink href="/operations" label="Operations"/>
+                <NavLink section="jobs" label="Jobs"/>
+                <NavLink section="models" label="Models"/>
+                <NavLink section="operations" label="Operations"/>
                 <ServerPanel/>
             </nav>
             <main class="content">{children()}</main>
@@ -34,13 +40,25 @@ pub fn Frame(children: Children) -> impl IntoView {
     }
 }
 
-/// One section link, marked current when its page is shown (`/` counts as Jobs).
+/// The project a console path shows: `/projects/{project}/...`, else `default`.
+fn current_project(path: &str) -> String {
+    path.strip_prefix("/projects/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("default")
+        .to_owned()
+}
+
+/// One section link of the current project, marked current when its page is shown (`/` counts
+/// as Jobs).
 #[component]
-fn NavLink(href: &'static str, label: &'static str) -> impl IntoView {
+fn NavLink(section: &'static str, label: &'static str) -> impl IntoView {
     let location = use_location();
+    let href = move || format!("/projects/{}/{section}", current_project(&location.pathname.get()));
     let current = move || {
         let path = location.pathname.get();
-        path.starts_with(href) || (href == "/jobs" && path == "/")
+        let rest = path.strip_prefix("/projects/").and_then(|r| r.split_once('/')).map_or(path.as_str(), |(_, r)| r);
+        rest.trim_start_matches('/').starts_with(section) || (section == "jobs" && (path == "/" || path.is_empty()))
     };
     view! {
         <A href=href attr:class="nav-link" attr:aria-current=move || current().then_some("page")>

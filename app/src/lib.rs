@@ -6,6 +6,8 @@
 //! that the `server` crate puts into Leptos' context, so the UI crate links neither the database
 //! nor libtorch.
 
+#![recursion_limit = "256"]
+
 pub mod api;
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -16,7 +18,7 @@ mod pages;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::StaticSegment;
+use leptos_router::{path, SsrMode};
 
 /// The HTML document the server renders around [`App`].
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -48,10 +50,18 @@ pub fn App() -> impl IntoView {
         <Router>
             <layout::Frame>
                 <Routes fallback=pages::NotFound>
-                    <Route path=StaticSegment("") view=pages::JobsPage/>
-                    <Route path=StaticSegment("jobs") view=pages::JobsPage/>
-                    <Route path=StaticSegment("models") view=pages::ModelsPage/>
-                    <Route path=StaticSegment("operations") view=pages::OperationsPage/>
+                    // Without a project in the path, pages show the `default` project. Pages render
+                    // once their data is read (SsrMode::Async), so they read without JavaScript.
+                    <Route path=path!("") view=pages::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/jobs") view=pages::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/models") view=pages::ModelsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/operations") view=pages::OperationsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/jobs") view=pages::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/jobs/:job") view=pages::JobPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/models") view=pages::ModelsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/models/:model") view=pages::ModelPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/models/:model/versions/:version") view=pages::VersionPage ssr=SsrMode::Async/>
+                    <Route path=path!("/projects/:project/operations") view=pages::OperationsPage ssr=SsrMode::Async/>
                 </Routes>
             </layout::Frame>
         </Router>

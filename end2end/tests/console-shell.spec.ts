@@ -55,5 +55,7 @@ test("the page is keyboard navigable", async ({ page }) => {
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Anneal" })).toBeFocused();
   await page.keyboard.press("Tab");
+  await expect(page.getByRole("textbox", { name: "Project" })).toBeFocused();
+  await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Jobs" })).toBeFocused();
 });

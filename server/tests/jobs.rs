@@ -292,7 +292,11 @@ async fn bad_job_requests_are_invalid_argument_naming_the_field() {
         assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}: {error}");
     }
     let (status, error) = server.post_json("/v1/projects/p/jobs", &json!({"jobId": "j", "predictionInput": {}})).await;
-    assert_eq!((status, &error["error"]["status"]), (400, &json!("INVALID_ARGUMENT")), "an empty predictionInput: {error}");
+    assert_eq!(
+        (status, &error["error"]["status"]),
+        (400, &json!("INVALID_ARGUMENT")),
+        "an empty predictionInput: {error}"
+    );
     assert_eq!(submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await.0, 200);
     let (status, error) = submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await;
     assert_eq!((status, &error["error"]["status"]), (409, &json!("ALREADY_EXISTS")), "{error}");

@@ -1,16 +1,242 @@
-//! The Jobs page: training and batch prediction jobs.
+//! The Jobs page: training and batch prediction jobs, filters, paging, and the submit form.
 
-use crate::components::{EmptyState, PageHeading};
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::components::{Form, A};
+use leptos_router::hooks::{use_navigate, use_query_map};
+use serde_json::{json, Value};
 
-/// Lists jobs. Jobs arrive with the training and batch prediction capabilities.
+use crate::api::{api_get, api_send, ApiError};
+use crate::components::{
+    duration, job_ended, labels_text, parse_labels, short_time, text, use_project, use_ticker, EmptyState, ErrorNotice,
+    PageHeading, StateBadge,
+};
+
+/// Lists the project's jobs, refreshing itself while any is active.
 #[component]
 pub fn JobsPage() -> impl IntoView {
+    let project = use_project();
+    let query = use_query_map();
+    let param = move |key: &str| query.with(|q| q.get(key)).unwrap_or_default();
+    let active = RwSignal::new(false);
+    let tick = use_ticker(2000, move || active.get_untracked());
+    let jobs = Resource::new(
+        move || (project.get(), param("state"), param("type"), param("q"), param("page"), tick.get()),
+        |(project, state, kind, search, page, _)| {
+            let mut filter = Vec::new();
+            if !state.is_empty() {
+                filter.push(format!("state:{state}"));
+            }
+            if !kind.is_empty() {
+                filter.push(format!("type:{kind}"));
+            }
+            if !search.is_empty() {
+                filter.push(format!("jobId:{search}*"));
+            }
+            let mut path = format!("/projects/{project}/jobs?pageSize=20");
+            if !filter.is_empty() {
+                path.push_str(&format!("&filter={}", encode(&filter.join(" AND "))));
+            }
+            if !page.is_empty() {
+                path.push_str(&format!("&pageToken={}", encode(&page)));
+            }
+            api_get(path)
+        },
+    );
     view! {
         <PageHeading title="Jobs"/>
-        <EmptyState
-            message="No jobs yet."
-            hint="Training and batch prediction jobs you submit will be listed here."
-        />
+        <SubmitTrainingJob/>
+        <Form method="GET" action="">
+            <div class="filters" role="search">
+                <label>"State "
+                    <select name="state">
+                        {["", "QUEUED", "PREPARING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"].into_iter().map(|s| {
+                            let selected = move || param("state") == s;
+                            view! { <option value=s selected=selected>{if s.is_empty() { "any" } else { s }}</option> }
+                        }).collect_view()}
+                    </select>
+                </label>
+                <label>"Type "
+                    <select name="type">
+                        {[("", "any"), ("TRAINING", "training"), ("PREDICTION", "batch prediction")].into_iter().map(|(v, l)| {
+                            let selected = move || param("type") == v;
+                            view! { <option value=v selected=selected>{l}</option> }
+                        }).collect_view()}
+                    </select>
+                </label>
+                <label>"Id starts with " <input type="search" name="q" placeholder="digits_" prop:value=move || param("q")/></label>
+                <button class="button" type="submit">"Apply"</button>
+            </div>
+        </Form>
+        <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
+            {move || jobs.get().map(|result| match result {
+                Ok(Ok(page)) => {
+                    let list = page["jobs"].as_array().cloned().unwrap_or_default();
+                    active.set(list.iter().any(|j| !job_ended(&text(j, "state"))));
+                    let next = text(&page, "nextPageToken");
+                    if list.is_empty() {
+                        return view! {
+                            <EmptyState message="No jobs here yet."
+                                hint="Submit a training job above (try the example trainer in examples/digits), or a batch prediction job through the API or CLI."/>
+                        }.into_any();
+                    }
+                    view! { <JobTable jobs=list project=project.get_untracked() next/> }.into_any()
+                }
+                Ok(Err(error)) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+                Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn JobTable(jobs: Vec<Value>, project: String, next: String) -> impl IntoView {
+    let rows = jobs
+        .into_iter()
+        .map(|job| {
+            let id = text(&job, "jobId");
+            let href = format!("/projects/{project}/jobs/{id}");
+            let kind = if job.get("predictionInput").is_some() { "batch prediction" } else { "training" };
+            let end = text(&job, "endTime");
+            view! {
+                <tr>
+                    <td><A href=href>{id}</A></td>
+                    <td>{kind}</td>
+                    <td><StateBadge state=text(&job, "state")/></td>
+                    <td>{short_time(&text(&job, "createTime"))}</td>
+                    <td>{duration(&text(&job, "startTime"), &end)}</td>
+                    <td class="labels">{labels_text(&job)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="table" data-testid="jobs-table">
+            <thead><tr><th>"Job"</th><th>"Type"</th><th>"State"</th><th>"Created"</th><th>"Duration"</th><th>"Labels"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+        {(!next.is_empty()).then(|| view! { <p><A href=format!("?page={}", encode(&next))>"Next page →"</A></p> })}
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Which form field an API field violation belongs to.
+fn field_of(error: &ApiError) -> &'static str {
+    let field = error.field.as_deref().unwrap_or("");
+    [
+        ("jobId", "jobId"),
+        ("packageUris", "package"),
+        ("pythonModule", "module"),
+        ("jobDir", "jobDir"),
+        ("workerCount", "workers"),
+        ("parameterServerCount", "ps"),
+        ("scaleTier", "tier"),
+        ("labels", "labels"),
+    ]
+    .into_iter()
+    .find(|(api, _)| field.contains(api))
+    .map_or("", |(_, form)| form)
+}
+
+/// The "Submit training job" form: field errors from the API appear next to their field.
+#[component]
+fn SubmitTrainingJob() -> impl IntoView {
+    let project = use_project();
+    let navigate = use_navigate();
+    let job_id = RwSignal::new(String::new());
+    let package = RwSignal::new(String::new());
+    let module = RwSignal::new(String::new());
+    let args = RwSignal::new(String::new());
+    let job_dir = RwSignal::new(String::new());
+    let tier = RwSignal::new("BASIC".to_owned());
+    let workers = RwSignal::new("0".to_owned());
+    let ps = RwSignal::new("0".to_owned());
+    let labels = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<(String, String)>);
+    let busy = RwSignal::new(false);
+    let field_error = move |name: &'static str| {
+        move || {
+            error
+                .get()
+                .filter(|(field, _)| field == name)
+                .map(|(_, message)| view! { <span class="field-error" role="alert">{message}</span> })
+        }
+    };
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let labels = match parse_labels(&labels.get_untracked()) {
+            Ok(labels) => labels,
+            Err(message) => return error.set(Some(("labels".into(), message))),
+        };
+        let mut input = json!({
+            "scaleTier": tier.get_untracked(),
+            "packageUris": [package.get_untracked().trim()],
+            "pythonModule": module.get_untracked().trim(),
+            "args": args.get_untracked().split_whitespace().collect::<Vec<_>>(),
+            "region": "local",
+        });
+        if !job_dir.get_untracked().trim().is_empty() {
+            input["jobDir"] = json!(job_dir.get_untracked().trim());
+        }
+        if tier.get_untracked() == "CUSTOM" {
+            input["workerCount"] = json!(workers.get_untracked().trim());
+            input["parameterServerCount"] = json!(ps.get_untracked().trim());
+        }
+        let body = json!({"jobId": job_id.get_untracked().trim(), "labels": labels, "trainingInput": input});
+        let project = project.get_untracked();
+        let navigate = navigate.clone();
+        busy.set(true);
+        spawn_local(async move {
+            let result = api_send("POST".into(), format!("/projects/{project}/jobs"), Some(body.to_string())).await;
+            busy.set(false);
+            match result {
+                Ok(Ok(job)) => {
+                    navigate(&format!("/projects/{project}/jobs/{}", text(&job, "jobId")), Default::default())
+                }
+                Ok(Err(api)) => {
+                    let message = api.description.clone().unwrap_or_else(|| api.message.clone());
+                    error.set(Some((field_of(&api).to_owned(), message)));
+                }
+                Err(e) => error.set(Some((String::new(), e.to_string()))),
+            }
+        });
+    };
+    view! {
+        <details class="panel submit-job">
+            <summary>"Submit training job"</summary>
+            <form on:submit=submit class="form" novalidate>
+                <label>"Job id" <input name="jobId" required placeholder="digits_1" bind:value=job_id/> {field_error("jobId")}</label>
+                <label>"Package (folder, sdist or wheel path / file:// URI)" <input name="package" placeholder="/path/to/examples/digits" bind:value=package/> {field_error("package")}</label>
+                <label>"Python module" <input name="module" placeholder="trainer.task" bind:value=module/> {field_error("module")}</label>
+                <label>"Arguments (space separated)" <input name="args" placeholder="--epochs 20" bind:value=args/></label>
+                <label>"Job dir" <input name="jobDir" placeholder="/path/to/outputs/digits_1" bind:value=job_dir/> {field_error("jobDir")}</label>
+                <label>"Scale tier"
+                    <select name="tier" bind:value=tier>
+                        <option value="BASIC">"BASIC (one master)"</option>
+                        <option value="BASIC_GPU">"BASIC_GPU"</option>
+                        <option value="STANDARD_1">"STANDARD_1"</option>
+                        <option value="CUSTOM">"CUSTOM"</option>
+                    </select>
+                    {field_error("tier")}
+                </label>
+                <div class="row" class:hidden=move || tier.get() != "CUSTOM">
+                    <label>"Workers" <input name="workers" type="number" min="0" bind:value=workers/> {field_error("workers")}</label>
+                    <label>"Parameter servers" <input name="ps" type="number" min="0" bind:value=ps/> {field_error("ps")}</label>
+                </div>
+                <label>"Labels (k=v, k=v)" <input name="labels" placeholder="team=vision" bind:value=labels/> {field_error("labels")}</label>
+                {move || error.get().filter(|(field, _)| field.is_empty()).map(|(_, m)| view! { <ErrorNotice message=m/> })}
+                <button class="button primary" type="submit" disabled=move || busy.get()>"Submit job"</button>
+            </form>
+        </details>
     }
 }

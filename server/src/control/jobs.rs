@@ -398,7 +398,12 @@ impl Control {
 
 /// The fields a list filter can name on a job.
 fn job_fields(j: &JobRecord) -> Vec<(String, String)> {
-    let mut fields = vec![("jobId".to_owned(), j.job.clone()), ("state".to_owned(), j.state.as_str().to_owned())];
+    let mut fields = vec![
+        ("jobId".to_owned(), j.job.clone()),
+        ("state".to_owned(), j.state.as_str().to_owned()),
+        // An Anneal addition: TRAINING or PREDICTION.
+        ("type".to_owned(), j.kind.as_str().to_owned()),
+    ];
     fields.extend(labels(&j.labels));
     fields
 }

@@ -1,0 +1,328 @@
+//! A job's page: inputs, timeline, replicas, live logs, live metric charts, outputs, cancel, and
+//! "Deploy as version" for a finished training job.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_navigate;
+use serde_json::{json, Value};
+
+use crate::api::{api_get, api_send, job_charts};
+use crate::components::{
+    duration, job_ended, labels_text, short_time, text, use_param, use_project, use_ticker, ErrorNotice, PageHeading,
+    StateBadge,
+};
+
+/// The job page; live parts refresh while the job is active.
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let project = use_project();
+    let job_id = use_param("job");
+    let active = RwSignal::new(true);
+    let tick = use_ticker(1000, move || active.get_untracked());
+    let job = Resource::new(
+        move || (project.get(), job_id.get(), tick.get()),
+        |(project, job, _)| api_get(format!("/projects/{project}/jobs/{job}")),
+    );
+    view! {
+        <PageHeading title=move || format!("Job {}", job_id.get())/>
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || job.get().map(|result| match result {
+                Ok(Ok(job)) => {
+                    let state = text(&job, "state");
+                    active.set(!job_ended(&state));
+                    view! { <JobSummary job=job.clone()/> }.into_any()
+                }
+                Ok(Err(error)) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+                Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+            })}
+        </Transition>
+        <Show when=move || job.get().is_some_and(|r| matches!(r, Ok(Ok(ref j)) if j.get("trainingInput").is_some()))>
+            <section class="panel" aria-label="Metrics">
+                <h2>"Metrics"</h2>
+                <Charts active tick/>
+            </section>
+            <section class="panel" aria-label="Logs">
+                <h2>"Logs"</h2>
+                <LogViewer active/>
+            </section>
+        </Show>
+    }
+}
+
+#[component]
+fn JobSummary(job: Value) -> impl IntoView {
+    let project = use_project();
+    let state = text(&job, "state");
+    let training = job.get("trainingInput").is_some();
+    let input = if training { job["trainingInput"].clone() } else { job["predictionInput"].clone() };
+    let output = if training { job["trainingOutput"].clone() } else { job["predictionOutput"].clone() };
+    let id = text(&job, "jobId");
+    let ended = job_ended(&state);
+    let end_or_now = text(&job, "endTime");
+    let replicas = if training { replicas(&input) } else { Vec::new() };
+    let deployable = training && state == "SUCCEEDED" && !text(&input, "jobDir").is_empty();
+    let job_dir = text(&input, "jobDir");
+    view! {
+        <div class="summary">
+            <p class="state-line">
+                <StateBadge state=state.clone()/>
+                {(!text(&job, "jobPosition").is_empty() && text(&job, "jobPosition") != "0").then(|| view! {
+                    <span class="muted">{format!(" position {} in the queue", text(&job, "jobPosition"))}</span>
+                })}
+                {(!ended).then(|| view! { <CancelButton project=project.get_untracked() job=id.clone()/> })}
+            </p>
+            {(!text(&job, "errorMessage").is_empty()).then(|| view! { <pre class="error-message" role="alert">{text(&job, "errorMessage")}</pre> })}
+            <dl class="facts wide" data-testid="timeline">
+                <dt>"Type"</dt><dd>{if training { "training" } else { "batch prediction" }}</dd>
+                <dt>"Created"</dt><dd>{short_time(&text(&job, "createTime"))}</dd>
+                <dt>"Started"</dt><dd>{short_time(&text(&job, "startTime"))}</dd>
+                <dt>"Ended"</dt><dd>{short_time(&end_or_now)}</dd>
+                <dt>"Duration"</dt><dd>{duration(&text(&job, "startTime"), &end_or_now)}</dd>
+                <dt>"Labels"</dt><dd>{labels_text(&job)}</dd>
+            </dl>
+            <div class="two-columns">
+                <section aria-label="Inputs">
+                    <h2>"Inputs"</h2>
+                    <pre class="json" data-testid="job-input">{serde_json::to_string_pretty(&input).unwrap_or_default()}</pre>
+                </section>
+                <section aria-label="Output">
+                    <h2>{if training { "Training output" } else { "Prediction output" }}</h2>
+                    <pre class="json" data-testid="job-output">{serde_json::to_string_pretty(&output).unwrap_or_default()}</pre>
+                    {(!replicas.is_empty()).then(|| view! {
+                        <h2>"Replicas"</h2>
+                        <ul class="replicas">
+                            {replicas.into_iter().map(|r| view! { <li><code>{r}</code> " " <StateBadge state=state.clone()/></li> }).collect_view()}
+                        </ul>
+                    })}
+                </section>
+            </div>
+            {deployable.then(|| view! { <DeployForm job=id.clone() job_dir=job_dir.clone()/> })}
+        </div>
+    }
+}
+
+/// Replica names of a training input (master first).
+fn replicas(input: &Value) -> Vec<String> {
+    let count = |key: &str| text(input, key).parse::<u32>().unwrap_or(0);
+    let (workers, ps) = match text(input, "scaleTier").as_str() {
+        "CUSTOM" => (count("workerCount"), count("parameterServerCount")),
+        "STANDARD_1" => (4, 3),
+        "PREMIUM_1" => (19, 11),
+        _ => (0, 0),
+    };
+    let mut all = vec!["master-replica-0".to_owned()];
+    all.extend((0..workers).map(|i| format!("worker-replica-{i}")));
+    all.extend((0..ps).map(|i| format!("ps-replica-{i}")));
+    all
+}
+
+/// Cancel, after a confirmation step.
+#[component]
+fn CancelButton(project: String, job: String) -> impl IntoView {
+    let confirming = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let cancel = move |_| {
+        let path = format!("/projects/{project}/jobs/{job}:cancel");
+        spawn_local(async move {
+            match api_send("POST".into(), path, Some("{}".into())).await {
+                Ok(Ok(_)) => confirming.set(false),
+                Ok(Err(e)) => error.set(Some(e.to_string())),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <span class="cancel">
+            <Show when=move || confirming.get() fallback=move || view! {
+                <button class="button small danger" type="button" on:click=move |_| confirming.set(true)>"Cancel job"</button>
+            }>
+                <span class="confirm">"Stop every replica? "
+                    <button class="button small danger" type="button" on:click=cancel.clone()>"Yes, cancel"</button>
+                    <button class="button small" type="button" on:click=move |_| confirming.set(false)>"Keep running"</button>
+                </span>
+            </Show>
+            {move || error.get().map(|m| view! { <ErrorNotice message=m/> })}
+        </span>
+    }
+}
+
+/// Creates a version from the job's exported model (`<jobDir>/model`), creating the model first
+/// when it does not exist.
+#[component]
+fn DeployForm(job: String, job_dir: String) -> impl IntoView {
+    let project = use_project();
+    let navigate = use_navigate();
+    let model = RwSignal::new(job.split('_').next().unwrap_or("model").to_owned());
+    let version = RwSignal::new("v1".to_owned());
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let (project, model, version) = (project.get_untracked(), model.get_untracked(), version.get_untracked());
+        let uri = format!("{}/model", job_dir.trim_end_matches('/'));
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            let models = format!("/projects/{project}/models");
+            if let Ok(Err(e)) = api_get(format!("{models}/{model}")).await {
+                if e.code == 404 {
+                    if let Ok(Err(e)) =
+                        api_send("POST".into(), models.clone(), Some(json!({"name": model}).to_string())).await
+                    {
+                        return error.set(Some(e.to_string()));
+                    }
+                }
+            }
+            let body = json!({"name": version, "deploymentUri": uri, "framework": "PYTORCH"});
+            match api_send("POST".into(), format!("{models}/{model}/versions"), Some(body.to_string())).await {
+                Ok(Ok(_)) => navigate(&format!("{models}/{model}/versions/{version}"), Default::default()),
+                Ok(Err(e)) => error.set(Some(e.to_string())),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    view! {
+        <section class="panel" aria-label="Deploy">
+            <h2>"Deploy as version"</h2>
+            <form class="form inline" on:submit=submit>
+                <label>"Model" <input name="model" bind:value=model/></label>
+                <label>"Version" <input name="version" bind:value=version/></label>
+                <button class="button primary" type="submit">"Deploy"</button>
+            </form>
+            {move || error.get().map(|m| view! { <ErrorNotice message=m/> })}
+        </section>
+    }
+}
+
+/// One chart per metric tag, redrawn while the job runs.
+#[component]
+fn Charts(active: RwSignal<bool>, tick: RwSignal<u32>) -> impl IntoView {
+    let project = use_project();
+    let job = use_param("job");
+    // Every second tick while active; once more after the job ends.
+    let charts = Resource::new(
+        move || (project.get(), job.get(), tick.get() / 2, active.get()),
+        |(project, job, _, _)| job_charts(project, job),
+    );
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading charts…"</p> }>
+            {move || charts.get().map(|result| match result {
+                Ok(list) if list.is_empty() => view! {
+                    <p class="muted">"No metrics reported yet. Trainers report with the cloudml-hypertune format (CLOUD_ML_HP_METRIC_FILE)."</p>
+                }.into_any(),
+                Ok(list) => view! {
+                    <div class="charts">
+                        {list.into_iter().map(|chart| view! {
+                            <figure class="chart" data-testid="chart" data-tag=chart.tag.clone() data-points=chart.points.to_string()>
+                                <div inner_html=chart.svg/>
+                                <figcaption class="muted">{format!("{} · {} points", chart.tag, chart.points)}</figcaption>
+                            </figure>
+                        }).collect_view()}
+                    </div>
+                }.into_any(),
+                Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+/// The job's log: the first lines are rendered on the server; new ones are fetched every second
+/// while the job runs (and once more after it ends). Filter by replica, search by text.
+#[component]
+fn LogViewer(active: RwSignal<bool>) -> impl IntoView {
+    let project = use_project();
+    let job = use_param("job");
+    let first = Resource::new(
+        move || (project.get(), job.get()),
+        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}/logs?limit=5000")),
+    );
+    let more = RwSignal::new(Vec::<Value>::new());
+    let next = RwSignal::new(None::<u64>);
+    let replica = RwSignal::new(String::new());
+    let search = RwSignal::new(String::new());
+    let fetching = RwSignal::new(false);
+    let drained = RwSignal::new(false);
+    Effect::new(move |_| {
+        if let Some(Ok(Ok(page))) = first.get() {
+            if next.get_untracked().is_none() {
+                next.set(page["nextOffset"].as_u64());
+            }
+        }
+    });
+    let poll = use_ticker(1000, move || !drained.get_untracked());
+    Effect::new(move |_| {
+        poll.track();
+        let Some(offset) = next.get_untracked() else { return };
+        if fetching.get_untracked() {
+            return;
+        }
+        let was_active = active.get_untracked();
+        fetching.set(true);
+        let path = format!(
+            "/projects/{}/jobs/{}/logs?offset={offset}&limit=5000",
+            project.get_untracked(),
+            job.get_untracked()
+        );
+        spawn_local(async move {
+            if let Ok(Ok(page)) = api_get(path).await {
+                let lines = page["lines"].as_array().cloned().unwrap_or_default();
+                if lines.is_empty() && !was_active {
+                    drained.set(true);
+                }
+                if !lines.is_empty() {
+                    more.update(|m| m.extend(lines));
+                }
+                next.set(page["nextOffset"].as_u64().or(Some(offset)));
+            }
+            fetching.set(false);
+        });
+    });
+    let shown = move || {
+        let mut lines: Vec<Value> = match first.get() {
+            Some(Ok(Ok(page))) => page["lines"].as_array().cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        lines.extend(more.get());
+        let (who, needle) = (replica.get(), search.get().to_lowercase());
+        lines
+            .into_iter()
+            .filter(|l| who.is_empty() || text(l, "replica") == who)
+            .filter(|l| needle.is_empty() || text(l, "text").to_lowercase().contains(&needle))
+            .collect::<Vec<_>>()
+    };
+    let replicas = move || {
+        let mut names: Vec<String> = match first.get() {
+            Some(Ok(Ok(page))) => {
+                page["lines"].as_array().map(|l| l.iter().map(|l| text(l, "replica")).collect()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        names.extend(more.get().iter().map(|l| text(l, "replica")));
+        names.sort();
+        names.dedup();
+        names
+    };
+    view! {
+        <div class="log-controls">
+            <label>"Replica "
+                <select on:change=move |ev| replica.set(event_target_value(&ev))>
+                    <option value="">"all"</option>
+                    {move || replicas().into_iter().map(|r| view! { <option value=r.clone()>{r.clone()}</option> }).collect_view()}
+                </select>
+            </label>
+            <label>"Search " <input type="search" placeholder="text in a line" bind:value=search/></label>
+            <span class="muted" data-testid="log-count">{move || format!("{} lines", shown().len())}</span>
+            {move || active.get().then(|| view! { <span class="live">"● following"</span> })}
+        </div>
+        <div class="log" role="log" aria-live="polite" data-testid="log">
+            <Transition fallback=|| view! { <p class="muted">"Loading logs…"</p> }>
+                {move || shown().into_iter().map(|line| view! {
+                    <div class="log-line">
+                        <span class="log-time">{short_time(&text(&line, "time")).get(11..).unwrap_or("").to_owned()}</span>
+                        <span class="log-replica">{text(&line, "replica")}</span>
+                        <span class="log-text">{text(&line, "text")}</span>
+                    </div>
+                }).collect_view()}
+            </Transition>
+        </div>
+        <p class="muted"><a rel="external" href=move || format!("/v1/projects/{}/jobs/{}/logs", project.get(), job.get())>"Raw log (JSON)"</a></p>
+    }
+}
