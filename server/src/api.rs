@@ -14,6 +14,7 @@ mod patch;
 mod predict;
 mod projects;
 pub mod resources;
+mod uploads;
 mod versions;
 mod wire;
 
@@ -34,6 +35,7 @@ pub fn router() -> Router<Control> {
         .merge(versions::router())
         .merge(operations::router())
         .merge(predict::router())
+        .merge(uploads::router())
         .route("/openapi.json", axum::routing::get(openapi))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_route)

@@ -1,5 +1,6 @@
-//! The `anneal` command line. `anneal serve` runs the server; `anneal local train` runs a trainer
-//! without one; client verbs that talk to a server over the REST API join here as they land.
+//! The `anneal` command line: `anneal serve` runs the server; `anneal local train|predict` run a
+//! trainer or a model without one; the client verbs (`jobs`, `models`, `versions`, `predict`,
+//! `operations`, `config`, in `client`) talk to a server over the REST API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,15 +16,39 @@ use crate::server::Server;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: crate::client::ClientOptions,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Anneal server: REST API under /v1, web console at /, /healthz, /readyz, /metrics.
     Serve(ServeArgs),
-    /// Run a trainer package on this machine, without a server.
+    /// Run a trainer or a model on this machine, without a server.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Training and batch prediction jobs.
+    #[command(subcommand)]
+    Jobs(crate::client::JobsCommand),
+    /// Models.
+    #[command(subcommand)]
+    Models(crate::client::ModelsCommand),
+    /// Versions of a model.
+    #[command(subcommand)]
+    Versions(crate::client::VersionsCommand),
+    /// Online prediction with a model's default version or a given version.
+    Predict(crate::client::PredictArgs),
+    /// Long-running operations.
+    #[command(subcommand)]
+    Operations(crate::client::OperationsCommand),
+    /// The CLI's settings (`endpoint`, `project`).
+    #[command(subcommand)]
+    Config(crate::client::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +56,20 @@ enum LocalCommand {
     /// Run a trainer's replicas here as a training job would, streaming their output
     /// (like `gcloud ml-engine local train`).
     Train(LocalTrainArgs),
+    /// Predict with a model directory loaded in this process (like `gcloud ml-engine local
+    /// predict`).
+    Predict(LocalPredictArgs),
+}
+
+/// Flags of `anneal local predict`.
+#[derive(Debug, clap::Args)]
+struct LocalPredictArgs {
+    /// A folder with model.pt (and signature.json).
+    #[arg(long, value_name = "DIR")]
+    model_dir: PathBuf,
+    /// One JSON instance per line (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    json_instances: PathBuf,
 }
 
 /// Flags of `anneal local train`.
@@ -103,6 +142,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Local(LocalCommand::Train(args)) => local_train(args),
+        Command::Local(LocalCommand::Predict(args)) => crate::local::predict(&args.model_dir, &args.json_instances),
+        Command::Jobs(command) => crate::client::run(cli.client, crate::client::Verb::Jobs(command)),
+        Command::Models(command) => crate::client::run(cli.client, crate::client::Verb::Models(command)),
+        Command::Versions(command) => crate::client::run(cli.client, crate::client::Verb::Versions(command)),
+        Command::Predict(args) => crate::client::run(cli.client, crate::client::Verb::Predict(args)),
+        Command::Operations(command) => crate::client::run(cli.client, crate::client::Verb::Operations(command)),
+        Command::Config(command) => crate::client::config(&cli.client, command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "anneal", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -236,6 +236,72 @@ impl Defaults {
     }
 }
 
+/// Where the CLI's client verbs send their requests. Layers: the defaults
+/// (`http://127.0.0.1:8080`, project `default`), then the file `anneal config set` writes
+/// (`$XDG_CONFIG_HOME/anneal/cli.toml`, else `~/.config/anneal/cli.toml`), then `ANNEAL_ENDPOINT`
+/// and `ANNEAL_PROJECT`, then the `--endpoint` and `--project` flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    pub endpoint: String,
+    pub project: String,
+}
+
+/// The keys `anneal config set` accepts.
+pub const CLIENT_KEYS: &[&str] = &["endpoint", "project"];
+
+impl ClientConfig {
+    /// The file `anneal config set` writes, if a home or config directory is known.
+    pub fn file() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+        Some(base.join("anneal").join("cli.toml"))
+    }
+
+    /// Loads the layers (see the type's docs).
+    pub fn load(endpoint: Option<String>, project: Option<String>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self {
+            endpoint: "http://127.0.0.1:8080".into(),
+            project: "default".into(),
+        }));
+        if let Some(file) = Self::file().filter(|f| f.is_file()) {
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("ANNEAL_").only(CLIENT_KEYS));
+        if let Some(endpoint) = endpoint {
+            figment = figment.merge(Serialized::default("endpoint", endpoint));
+        }
+        if let Some(project) = project {
+            figment = figment.merge(Serialized::default("project", project));
+        }
+        figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))
+    }
+
+    /// Sets `key` to `value` in the CLI's file (created if missing); returns the file.
+    pub fn set(key: &str, value: &str) -> Result<PathBuf, String> {
+        if !CLIENT_KEYS.contains(&key) {
+            return Err(format!("unknown key '{key}'; use one of: {}", CLIENT_KEYS.join(", ")));
+        }
+        let file = Self::file().ok_or("neither XDG_CONFIG_HOME nor HOME is set")?;
+        let mut values: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(&file) {
+            Ok(text) => Figment::from(Toml::string(&text))
+                .extract()
+                .map_err(|e| format!("{}: {}", file.display(), one_line(&e)))?,
+            Err(_) => Default::default(),
+        };
+        values.insert(key.to_owned(), value.to_owned());
+        // TOML basic strings take JSON's escapes for these characters.
+        let text: String =
+            values.iter().map(|(k, v)| format!("{k} = {}\n", serde_json::to_string(v).unwrap_or_default())).collect();
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        Ok(file)
+    }
+}
+
 /// figment's errors can span several lines (one per nested cause); the CLI prints one line.
 fn one_line(error: &figment::Error) -> String {
     error.clone().into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")

@@ -10,6 +10,7 @@ mod operations;
 pub mod paging;
 mod predict;
 mod projects;
+mod uploads;
 mod versions;
 
 use std::path::PathBuf;

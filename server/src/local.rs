@@ -125,6 +125,48 @@ async fn run(job: LocalTrain) -> Result<Ending, String> {
     ending
 }
 
+/// `anneal local predict`: loads `model_dir` in this process and prints one prediction per
+/// instance of `instances` (JSON lines; `-` for stdin). Exit code 1 with the reason on a bad
+/// model or instance.
+pub fn predict(model_dir: &Path, instances: &Path) -> ExitCode {
+    let text = if instances == Path::new("-") {
+        let mut text = String::new();
+        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            return fail(format!("cannot read stdin: {e}"));
+        }
+        text
+    } else {
+        match std::fs::read_to_string(instances) {
+            Ok(text) => text,
+            Err(e) => return fail(format!("--json-instances {}: {e}", instances.display())),
+        }
+    };
+    let parsed: Result<Vec<serde_json::Value>, _> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect();
+    let instances = match parsed {
+        Ok(instances) => instances,
+        Err(e) => return fail(format!("--json-instances: not JSON lines: {e}")),
+    };
+    let model = match crate::serving::model::LoadedModule::load(model_dir, true) {
+        Ok(model) => model,
+        Err(e) => return fail(format!("--model-dir {}: {e}", model_dir.display())),
+    };
+    let batch = match crate::serving::instances::Batch::from_instances(&instances, &model.signature.inputs) {
+        Ok(batch) => batch,
+        Err(e) => return fail(e),
+    };
+    let _guard = tch::no_grad_guard();
+    match model.forward(&batch) {
+        Ok(predictions) => {
+            for prediction in predictions {
+                println!("{prediction}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("Prediction failed: {e}")),
+    }
+}
+
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE

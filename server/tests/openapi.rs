@@ -58,7 +58,8 @@ fn routed() -> BTreeSet<(String, String)> {
                 }
             }
             let handlers = &after[path_end..end];
-            let api_path = format!("/v1{}", path.replace("/@", ":"));
+            // A catch-all `{*path}` segment is documented as `{path}`.
+            let api_path = format!("/v1{}", path.replace("/@", ":").replace("{*", "{"));
             for method in METHODS {
                 if handlers.contains(&format!("{method}(")) {
                     set.insert((method.to_string(), api_path.clone()));
@@ -92,7 +93,9 @@ async fn the_server_serves_the_committed_document_and_answers_each_documented_me
             .replace("{project}", "p")
             .replace("{model}", "m")
             .replace("{version}", "v")
-            .replace("{operation}", "o");
+            .replace("{operation}", "o")
+            .replace("{upload}", "u")
+            .replace("{path}", "f");
         let response = server
             .client
             .request(method.to_uppercase().parse().expect("method"), server.url(&concrete))

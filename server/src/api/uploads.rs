@@ -1,0 +1,56 @@
+//! Anneal's uploads (an addition to the ML Engine API, used by the CLI): create an upload folder,
+//! then `PUT` its files; the answer's `uri` names the folder in later requests (`packageUris`,
+//! `deploymentUri`, `uri`).
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{post, put};
+use axum::Router;
+use serde::Serialize;
+
+use super::Json;
+use crate::control::Control;
+use crate::names::ProjectId;
+
+/// The largest file one upload request carries.
+const MAX_FILE_BYTES: usize = 4 << 30;
+
+pub fn router() -> Router<Control> {
+    let limit = DefaultBodyLimit::max(MAX_FILE_BYTES);
+    Router::new()
+        .route("/projects/{project}/uploads", post(create))
+        .route("/projects/{project}/uploads/{upload}/{*path}", put(write_file).layer(limit))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadResponse {
+    name: String,
+    uri: String,
+}
+
+async fn create(State(control): State<Control>, Path(project): Path<String>) -> crate::Result<Json<UploadResponse>> {
+    let project = ProjectId::parse("parent", &project)?;
+    let upload = control.create_upload(&project).await?;
+    Ok(Json(UploadResponse {
+        name: format!("projects/{}/uploads/{}", project.as_str(), upload.id),
+        uri: format!("file://{}", upload.path.display()),
+    }))
+}
+
+#[derive(Serialize)]
+struct FileResponse {
+    path: String,
+    /// int64, so a string on the wire.
+    size: String,
+}
+
+async fn write_file(
+    State(control): State<Control>,
+    Path((project, upload, path)): Path<(String, String, String)>,
+    body: Body,
+) -> crate::Result<Json<FileResponse>> {
+    let project = ProjectId::parse("parent", &project)?;
+    let size = control.write_upload_file(&project, &upload, &path, body.into_data_stream()).await?;
+    Ok(Json(FileResponse { path, size: size.to_string() }))
+}

@@ -1,0 +1,83 @@
+//! The client verbs of `anneal` (`jobs`, `models`, `versions`, `predict`, `operations`, `config`):
+//! they talk to a server over the REST API, print tables (or `--format json|yaml`), and exit 0 on
+//! success or 1 with one `error:` line (the API's message and status) on failure.
+
+mod args;
+mod commands;
+mod http;
+pub mod output;
+
+use std::process::ExitCode;
+
+pub use args::{
+    ClientOptions, ConfigCommand, JobsCommand, ModelsCommand, OperationsCommand, PredictArgs, VersionsCommand,
+};
+pub use output::Format;
+
+use crate::config::ClientConfig;
+
+/// A client verb.
+#[derive(Debug)]
+pub enum Verb {
+    Jobs(JobsCommand),
+    Models(ModelsCommand),
+    Versions(VersionsCommand),
+    Predict(PredictArgs),
+    Operations(OperationsCommand),
+}
+
+/// Runs a client verb to its exit code.
+pub fn run(options: ClientOptions, verb: Verb) -> ExitCode {
+    let settings = match ClientConfig::load(options.endpoint.clone(), options.project.clone()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async move {
+        let client = http::Client::new(&settings.endpoint, &settings.project)?;
+        let cx = commands::Context { client, format: options.format.unwrap_or_default(), quiet: options.quiet };
+        match verb {
+            Verb::Jobs(command) => commands::jobs(&cx, command).await,
+            Verb::Models(command) => commands::models(&cx, command).await,
+            Verb::Versions(command) => commands::versions(&cx, command).await,
+            Verb::Predict(args) => commands::predict(&cx, args).await,
+            Verb::Operations(command) => commands::operations(&cx, command).await,
+        }
+    });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(e),
+    }
+}
+
+/// `anneal config set|list`.
+pub fn config(options: &ClientOptions, command: ConfigCommand) -> ExitCode {
+    match command {
+        ConfigCommand::Set { key, value } => match ClientConfig::set(&key, &value) {
+            Ok(file) => {
+                if !options.quiet {
+                    eprintln!("Updated [{key}] in {}.", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        ConfigCommand::List => match ClientConfig::load(options.endpoint.clone(), options.project.clone()) {
+            Ok(settings) => {
+                let value = serde_json::json!({"endpoint": settings.endpoint, "project": settings.project});
+                output::resource(options.format.unwrap_or(Format::Yaml), &value);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn fail(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}
