@@ -10,6 +10,7 @@ mod operations;
 pub mod paging;
 mod predict;
 mod projects;
+pub mod tuning;
 mod uploads;
 mod versions;
 

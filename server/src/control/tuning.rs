@@ -1,0 +1,633 @@
+//! Hyperparameter tuning: the `HyperparameterSpec` checked into a [`Study`], and the suggesters
+//! that pick each trial's values: grid search, random search, and the default, a Tree-structured
+//! Parzen Estimator (TPE; Bergstra, Bardenet, Bengio, Kégl, "Algorithms for Hyper-Parameter
+//! Optimization", NeurIPS 2011) that models good and bad completed trials separately and picks the
+//! candidate with the best density ratio. Also the median stopping rule for early stopping
+//! (Golovin et al., "Google Vizier", KDD 2017). Pure: no I/O, seeded randomness.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// `HyperparameterSpec` as sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HyperparameterSpec {
+    #[serde(default)]
+    pub goal: Option<String>,
+    #[serde(default)]
+    pub hyperparameter_metric_tag: Option<String>,
+    #[serde(default)]
+    pub params: Vec<ParameterSpec>,
+    #[serde(default)]
+    pub max_trials: Option<Value>,
+    #[serde(default)]
+    pub max_parallel_trials: Option<Value>,
+    #[serde(default)]
+    pub max_failed_trials: Option<Value>,
+    #[serde(default)]
+    pub enable_trial_early_stopping: Option<bool>,
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub resume_previous_job_id: Option<String>,
+}
+
+/// `ParameterSpec` as sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParameterSpec {
+    #[serde(default)]
+    pub parameter_name: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub min_value: Option<f64>,
+    #[serde(default)]
+    pub max_value: Option<f64>,
+    #[serde(default)]
+    pub categorical_values: Vec<String>,
+    #[serde(default)]
+    pub discrete_values: Vec<f64>,
+    #[serde(default)]
+    pub scale_type: Option<String>,
+}
+
+/// Which way the objective should go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    Maximize,
+    Minimize,
+}
+
+/// How values of a numeric range are spread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Linear,
+    Log,
+    ReverseLog,
+}
+
+/// The values a parameter may take.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Domain {
+    Double { min: f64, max: f64, scale: Scale },
+    Integer { min: i64, max: i64, scale: Scale },
+    Categorical(Vec<String>),
+    Discrete(Vec<f64>),
+}
+
+/// One tuned parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub domain: Domain,
+}
+
+/// How trials are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    Grid,
+    Random,
+    /// The default: Tree-structured Parzen Estimators.
+    Tpe,
+}
+
+/// A checked study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Study {
+    pub goal: Goal,
+    pub metric_tag: String,
+    pub params: Vec<Param>,
+    pub max_trials: usize,
+    pub max_parallel_trials: usize,
+    /// 0: the job fails only when every trial failed.
+    pub max_failed_trials: usize,
+    pub early_stopping: bool,
+    pub algorithm: Algorithm,
+    pub resume_previous_job_id: Option<String>,
+}
+
+/// A trial's values, by parameter name, as they reach the trainer (`--name=value`).
+pub type Assignment = BTreeMap<String, String>;
+
+/// The metric tag ML Engine reads when a spec names none.
+pub const DEFAULT_METRIC_TAG: &str = "training/hptuning/metric";
+
+fn count(value: &Option<Value>, field: &str, default: i64) -> Result<i64> {
+    match value {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| Error::invalid(field, format!("{v} is not a whole number."))),
+    }
+}
+
+impl Study {
+    /// Checks a spec; every error is INVALID_ARGUMENT naming its field.
+    pub fn from_spec(spec: &HyperparameterSpec) -> Result<Self> {
+        let field = |f: &str| format!("job.trainingInput.hyperparameters.{f}");
+        let goal = match spec.goal.as_deref() {
+            None | Some("MAXIMIZE" | "GOAL_TYPE_UNSPECIFIED") => Goal::Maximize,
+            Some("MINIMIZE") => Goal::Minimize,
+            Some(other) => return Err(Error::invalid(field("goal"), format!("Unknown goal '{other}'; use MAXIMIZE or MINIMIZE."))),
+        };
+        let algorithm = match spec.algorithm.as_deref() {
+            None | Some("ALGORITHM_UNSPECIFIED" | "BAYESIAN_OPTIMIZATION") => Algorithm::Tpe,
+            Some("GRID_SEARCH") => Algorithm::Grid,
+            Some("RANDOM_SEARCH") => Algorithm::Random,
+            Some(other) => {
+                return Err(Error::invalid(
+                    field("algorithm"),
+                    format!("Unknown algorithm '{other}'; use GRID_SEARCH, RANDOM_SEARCH or ALGORITHM_UNSPECIFIED (Bayesian)."),
+                ))
+            }
+        };
+        if spec.params.is_empty() {
+            return Err(Error::invalid(field("params"), "At least one parameter is required."));
+        }
+        let mut params = Vec::with_capacity(spec.params.len());
+        for (i, p) in spec.params.iter().enumerate() {
+            let f = |name: &str| field(&format!("params[{i}].{name}"));
+            if p.parameter_name.trim().is_empty() {
+                return Err(Error::invalid(f("parameterName"), "parameterName is required."));
+            }
+            if params.iter().any(|q: &Param| q.name == p.parameter_name) {
+                return Err(Error::invalid(f("parameterName"), format!("Parameter '{}' is listed twice.", p.parameter_name)));
+            }
+            let scale = match p.scale_type.as_deref() {
+                None | Some("NONE" | "UNIT_LINEAR_SCALE") => Scale::Linear,
+                Some("UNIT_LOG_SCALE") => Scale::Log,
+                Some("UNIT_REVERSE_LOG_SCALE") => Scale::ReverseLog,
+                Some(other) => return Err(Error::invalid(f("scaleType"), format!("Unknown scale type '{other}'."))),
+            };
+            let range = || -> Result<(f64, f64)> {
+                let (Some(min), Some(max)) = (p.min_value, p.max_value) else {
+                    return Err(Error::invalid(f("minValue"), format!("{} needs minValue and maxValue.", p.kind)));
+                };
+                if !(min < max) {
+                    return Err(Error::invalid(f("maxValue"), format!("maxValue ({max}) must be greater than minValue ({min}).")));
+                }
+                if scale != Scale::Linear && min <= 0.0 {
+                    return Err(Error::invalid(f("minValue"), "Log scales need a positive range (minValue > 0)."));
+                }
+                Ok((min, max))
+            };
+            let domain = match p.kind.as_str() {
+                "DOUBLE" => {
+                    let (min, max) = range()?;
+                    Domain::Double { min, max, scale }
+                }
+                "INTEGER" => {
+                    let (min, max) = range()?;
+                    if min.fract() != 0.0 || max.fract() != 0.0 {
+                        return Err(Error::invalid(f("minValue"), "INTEGER bounds must be whole numbers."));
+                    }
+                    Domain::Integer { min: min as i64, max: max as i64, scale }
+                }
+                "CATEGORICAL" => {
+                    if p.categorical_values.is_empty() {
+                        return Err(Error::invalid(f("categoricalValues"), "CATEGORICAL needs categoricalValues."));
+                    }
+                    Domain::Categorical(p.categorical_values.clone())
+                }
+                "DISCRETE" => {
+                    let values = &p.discrete_values;
+                    if values.is_empty() || values.len() > 1000 {
+                        return Err(Error::invalid(f("discreteValues"), "DISCRETE needs 1 to 1000 discreteValues."));
+                    }
+                    if values.windows(2).any(|w| w[0] >= w[1]) {
+                        return Err(Error::invalid(f("discreteValues"), "discreteValues must be strictly increasing."));
+                    }
+                    if scale != Scale::Linear && values[0] <= 0.0 {
+                        return Err(Error::invalid(f("discreteValues"), "Log scales need positive values."));
+                    }
+                    Domain::Discrete(values.clone())
+                }
+                other => {
+                    return Err(Error::invalid(
+                        f("type"),
+                        format!("Unknown parameter type '{other}'; use DOUBLE, INTEGER, CATEGORICAL or DISCRETE."),
+                    ))
+                }
+            };
+            if algorithm == Algorithm::Grid && matches!(domain, Domain::Double { .. }) {
+                return Err(Error::invalid(
+                    f("type"),
+                    "GRID_SEARCH cannot enumerate a continuous DOUBLE; use DISCRETE values (or INTEGER).",
+                ));
+            }
+            params.push(Param { name: p.parameter_name.clone(), domain });
+        }
+        let max_trials = count(&spec.max_trials, &field("maxTrials"), 1)?;
+        let max_parallel = count(&spec.max_parallel_trials, &field("maxParallelTrials"), 1)?;
+        let max_failed = count(&spec.max_failed_trials, &field("maxFailedTrials"), 0)?;
+        if max_trials < 1 {
+            return Err(Error::invalid(field("maxTrials"), "maxTrials must be at least 1."));
+        }
+        if max_parallel < 1 {
+            return Err(Error::invalid(field("maxParallelTrials"), "maxParallelTrials must be at least 1."));
+        }
+        if max_parallel > max_trials {
+            return Err(Error::invalid(
+                field("maxParallelTrials"),
+                format!("maxParallelTrials ({max_parallel}) cannot exceed maxTrials ({max_trials})."),
+            ));
+        }
+        if max_failed < 0 {
+            return Err(Error::invalid(field("maxFailedTrials"), "maxFailedTrials cannot be negative."));
+        }
+        let study = Self {
+            goal,
+            metric_tag: spec.hyperparameter_metric_tag.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| DEFAULT_METRIC_TAG.into()),
+            params,
+            max_trials: max_trials as usize,
+            max_parallel_trials: max_parallel as usize,
+            max_failed_trials: max_failed as usize,
+            early_stopping: spec.enable_trial_early_stopping.unwrap_or(false),
+            algorithm,
+            resume_previous_job_id: spec.resume_previous_job_id.clone().filter(|j| !j.is_empty()),
+        };
+        if study.algorithm == Algorithm::Grid {
+            let size = study.grid_size();
+            if size == 0 {
+                return Err(Error::invalid(field("params"), "The grid is too large to enumerate."));
+            }
+        }
+        Ok(study)
+    }
+
+    /// Whether `a` is a better objective than `b`.
+    pub fn better(&self, a: f64, b: f64) -> bool {
+        match self.goal {
+            Goal::Maximize => a > b,
+            Goal::Minimize => a < b,
+        }
+    }
+
+    /// The number of grid points (0 when it does not fit in memory).
+    pub fn grid_size(&self) -> usize {
+        let mut size: usize = 1;
+        for p in &self.params {
+            let n = match &p.domain {
+                Domain::Integer { min, max, .. } => (max - min + 1) as usize,
+                Domain::Categorical(v) => v.len(),
+                Domain::Discrete(v) => v.len(),
+                Domain::Double { .. } => return 0,
+            };
+            size = match size.checked_mul(n) {
+                Some(s) if s <= 1_000_000 => s,
+                _ => return 0,
+            };
+        }
+        size
+    }
+
+    /// Grid point `index` (the last parameter varies fastest).
+    pub fn grid_point(&self, mut index: usize) -> Assignment {
+        let mut values = vec![String::new(); self.params.len()];
+        for (slot, p) in self.params.iter().enumerate().rev() {
+            let (n, value): (usize, Box<dyn Fn(usize) -> String>) = match &p.domain {
+                Domain::Integer { min, max, .. } => ((max - min + 1) as usize, Box::new(move |i| (min + i as i64).to_string())),
+                Domain::Categorical(v) => (v.len(), Box::new(move |i| v[i].clone())),
+                Domain::Discrete(v) => (v.len(), Box::new(move |i| number(v[i]))),
+                Domain::Double { .. } => (1, Box::new(|_| String::new())),
+            };
+            values[slot] = value(index % n);
+            index /= n;
+        }
+        self.params.iter().map(|p| p.name.clone()).zip(values).collect()
+    }
+}
+
+/// A number as the trainer receives it (`0.1`, `3`, `1e-05`).
+fn number(value: f64) -> String {
+    format!("{value}")
+}
+
+/// A small seeded generator (SplitMix64): studies are reproducible from their job's name.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.unit().max(f64::MIN_POSITIVE);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.unit() * n as f64) as usize % n.max(1)
+    }
+}
+
+/// A numeric domain's position in [0, 1] under its scale, and back.
+fn to_unit(domain: &Domain, value: &str) -> Option<f64> {
+    let x: f64 = value.parse().ok()?;
+    Some(match domain {
+        Domain::Double { min, max, scale } => scaled(x, *min, *max, *scale),
+        Domain::Integer { min, max, scale } => scaled(x, *min as f64, *max as f64, *scale),
+        Domain::Discrete(values) => {
+            let i = values.iter().position(|v| (*v - x).abs() < 1e-12)?;
+            if values.len() == 1 { 0.5 } else { i as f64 / (values.len() - 1) as f64 }
+        }
+        Domain::Categorical(_) => return None,
+    })
+}
+
+fn scaled(x: f64, min: f64, max: f64, scale: Scale) -> f64 {
+    let u = match scale {
+        Scale::Linear => (x - min) / (max - min),
+        Scale::Log => (x.ln() - min.ln()) / (max.ln() - min.ln()),
+        Scale::ReverseLog => 1.0 - ((max + min - x).ln() - min.ln()) / (max.ln() - min.ln()),
+    };
+    u.clamp(0.0, 1.0)
+}
+
+fn from_unit(domain: &Domain, u: f64) -> String {
+    let u = u.clamp(0.0, 1.0);
+    let unscale = |min: f64, max: f64, scale: Scale| match scale {
+        Scale::Linear => min + u * (max - min),
+        Scale::Log => (min.ln() + u * (max.ln() - min.ln())).exp(),
+        Scale::ReverseLog => max + min - (min.ln() + (1.0 - u) * (max.ln() - min.ln())).exp(),
+    };
+    match domain {
+        Domain::Double { min, max, scale } => number(unscale(*min, *max, *scale).clamp(*min, *max)),
+        Domain::Integer { min, max, scale } => {
+            ((unscale(*min as f64 - 0.5, *max as f64 + 0.5, *scale).round() as i64).clamp(*min, *max)).to_string()
+        }
+        Domain::Discrete(values) => number(values[((u * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)]),
+        Domain::Categorical(values) => values[((u * values.len() as f64) as usize).min(values.len() - 1)].clone(),
+    }
+}
+
+/// One random value of a domain, spread by its scale.
+fn random_value(domain: &Domain, rng: &mut Rng) -> String {
+    match domain {
+        Domain::Categorical(values) => values[rng.below(values.len())].clone(),
+        Domain::Discrete(values) => number(values[rng.below(values.len())]),
+        other => from_unit(other, rng.unit()),
+    }
+}
+
+/// A completed trial as the suggesters see it.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub values: Assignment,
+    pub objective: f64,
+}
+
+/// Trials TPE draws at random before it models the results.
+const TPE_STARTUP: usize = 5;
+/// The share of completed trials TPE counts as good.
+const TPE_GAMMA: f64 = 0.25;
+/// Candidates TPE draws from the good model per suggestion.
+const TPE_CANDIDATES: usize = 24;
+
+/// Picks the values of trial number `index` (0-based) given the completed trials.
+pub fn suggest(study: &Study, index: usize, observed: &[Observation], rng: &mut Rng) -> Assignment {
+    match study.algorithm {
+        Algorithm::Grid => study.grid_point(index % study.grid_size().max(1)),
+        Algorithm::Random => study.params.iter().map(|p| (p.name.clone(), random_value(&p.domain, rng))).collect(),
+        Algorithm::Tpe if observed.len() < TPE_STARTUP => {
+            study.params.iter().map(|p| (p.name.clone(), random_value(&p.domain, rng))).collect()
+        }
+        Algorithm::Tpe => tpe(study, observed, rng),
+    }
+}
+
+fn tpe(study: &Study, observed: &[Observation], rng: &mut Rng) -> Assignment {
+    let mut sorted: Vec<&Observation> = observed.iter().collect();
+    sorted.sort_by(|a, b| {
+        let order = a.objective.total_cmp(&b.objective);
+        if study.goal == Goal::Maximize { order.reverse() } else { order }
+    });
+    let good_count = ((sorted.len() as f64 * TPE_GAMMA).ceil() as usize).clamp(1, sorted.len() - 1);
+    let (good, bad) = sorted.split_at(good_count);
+    study
+        .params
+        .iter()
+        .map(|p| {
+            let value = match &p.domain {
+                Domain::Categorical(values) => tpe_categorical(values, &p.name, good, bad, rng),
+                domain => {
+                    let points = |set: &[&Observation]| -> Vec<f64> {
+                        set.iter().filter_map(|o| o.values.get(&p.name).and_then(|v| to_unit(domain, v))).collect()
+                    };
+                    let (l, g) = (Parzen::new(&points(good)), Parzen::new(&points(bad)));
+                    let mut best = (f64::NEG_INFINITY, 0.5);
+                    for _ in 0..TPE_CANDIDATES {
+                        let u = l.sample(rng);
+                        let score = l.density(u).ln() - g.density(u).ln();
+                        if score > best.0 {
+                            best = (score, u);
+                        }
+                    }
+                    from_unit(domain, best.1)
+                }
+            };
+            (p.name.clone(), value)
+        })
+        .collect()
+}
+
+/// A Gaussian mixture over [0, 1]: one component per observation plus a broad prior.
+struct Parzen {
+    centres: Vec<f64>,
+    width: f64,
+}
+
+impl Parzen {
+    fn new(points: &[f64]) -> Self {
+        let n = points.len().max(1) as f64;
+        let mean = points.iter().sum::<f64>() / n;
+        let sd = (points.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / n).sqrt();
+        // Scott's rule, kept between a floor (to keep exploring) and the whole range.
+        let width = (1.06 * sd.max(0.1) * n.powf(-0.2)).clamp(0.03, 1.0);
+        Self { centres: points.to_vec(), width }
+    }
+
+    /// Density at `u`; the prior (mean 0.5, sd 1) has the weight of one observation.
+    fn density(&self, u: f64) -> f64 {
+        let gauss = |x: f64, mu: f64, sd: f64| (-(x - mu).powi(2) / (2.0 * sd * sd)).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt());
+        let total: f64 = self.centres.iter().map(|c| gauss(u, *c, self.width)).sum::<f64>() + gauss(u, 0.5, 1.0);
+        total / (self.centres.len() + 1) as f64 + 1e-12
+    }
+
+    fn sample(&self, rng: &mut Rng) -> f64 {
+        let k = rng.below(self.centres.len() + 1);
+        let (mu, sd) = self.centres.get(k).map_or((0.5, 1.0), |c| (*c, self.width));
+        (mu + sd * rng.normal()).clamp(0.0, 1.0)
+    }
+}
+
+fn tpe_categorical(values: &[String], name: &str, good: &[&Observation], bad: &[&Observation], rng: &mut Rng) -> String {
+    let weights = |set: &[&Observation]| -> Vec<f64> {
+        values.iter().map(|v| 1.0 + set.iter().filter(|o| o.values.get(name) == Some(v)).count() as f64).collect()
+    };
+    let (l, g) = (weights(good), weights(bad));
+    let (l_total, g_total) = (l.iter().sum::<f64>(), g.iter().sum::<f64>());
+    let mut best = (f64::NEG_INFINITY, 0);
+    for _ in 0..TPE_CANDIDATES {
+        // Draw from l.
+        let mut pick = rng.unit() * l_total;
+        let mut i = 0;
+        while i + 1 < l.len() && pick >= l[i] {
+            pick -= l[i];
+            i += 1;
+        }
+        let score = (l[i] / l_total).ln() - (g[i] / g_total).ln();
+        if score > best.0 {
+            best = (score, i);
+        }
+    }
+    values[best.1].clone()
+}
+
+/// The median stopping rule: a running trial whose best objective by its latest step is worse
+/// than the median of the completed trials' best objectives by that step should stop. Needs at
+/// least three completed trials and two reports of the running one. `curves` are (step, value)
+/// reports in step order.
+pub fn should_stop(study: &Study, running: &[(i64, f64)], completed: &[Vec<(i64, f64)>]) -> bool {
+    if completed.len() < 3 || running.len() < 2 {
+        return false;
+    }
+    let step = running.last().map_or(0, |r| r.0);
+    let best_by = |curve: &[(i64, f64)]| -> Option<f64> {
+        curve.iter().filter(|(s, _)| *s <= step).map(|(_, v)| *v).reduce(|a, b| if study.better(a, b) { a } else { b })
+    };
+    let Some(mine) = best_by(running) else { return false };
+    let mut others: Vec<f64> = completed.iter().filter_map(|c| best_by(c)).collect();
+    if others.len() < 3 {
+        return false;
+    }
+    others.sort_by(f64::total_cmp);
+    let median = if others.len() % 2 == 1 {
+        others[others.len() / 2]
+    } else {
+        (others[others.len() / 2 - 1] + others[others.len() / 2]) / 2.0
+    };
+    study.better(median, mine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(params: Value, extra: Value) -> HyperparameterSpec {
+        let mut v = serde_json::json!({"params": params, "maxTrials": 10});
+        v.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        serde_json::from_value(v).expect("spec")
+    }
+
+    #[test]
+    fn grid_enumerates_exactly_the_grid() {
+        let study = Study::from_spec(&spec(
+            serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 1, "maxValue": 3},
+                               {"parameterName": "b", "type": "CATEGORICAL", "categoricalValues": ["x", "y"]}]),
+            serde_json::json!({"algorithm": "GRID_SEARCH"}),
+        ))
+        .expect("valid");
+        assert_eq!(study.grid_size(), 6);
+        let points: Vec<String> = (0..6).map(|i| format!("{}{}", study.grid_point(i)["a"], study.grid_point(i)["b"])).collect();
+        assert_eq!(points, ["1x", "1y", "2x", "2y", "3x", "3y"]);
+    }
+
+    #[test]
+    fn random_values_respect_bounds_and_scales() {
+        let study = Study::from_spec(&spec(
+            serde_json::json!([{"parameterName": "lr", "type": "DOUBLE", "minValue": 1e-4, "maxValue": 1.0, "scaleType": "UNIT_LOG_SCALE"},
+                               {"parameterName": "n", "type": "INTEGER", "minValue": 2, "maxValue": 5}]),
+            serde_json::json!({"algorithm": "RANDOM_SEARCH"}),
+        ))
+        .expect("valid");
+        let mut rng = Rng::new(7);
+        let mut lrs = Vec::new();
+        for i in 0..2000 {
+            let a = suggest(&study, i, &[], &mut rng);
+            let lr: f64 = a["lr"].parse().expect("number");
+            let n: i64 = a["n"].parse().expect("integer");
+            assert!((1e-4..=1.0).contains(&lr) && (2..=5).contains(&n), "{a:?}");
+            lrs.push(lr);
+        }
+        lrs.sort_by(f64::total_cmp);
+        // Log scale: the median is near the geometric mean 1e-2, not the arithmetic 0.5.
+        let median = lrs[lrs.len() / 2];
+        assert!((3e-3..3e-2).contains(&median), "median {median}");
+        let below = lrs.iter().filter(|v| **v < 1e-3).count() as f64 / lrs.len() as f64;
+        assert!((0.2..0.3).contains(&below), "a quarter of the log range: {below}");
+    }
+
+    #[test]
+    fn tpe_moves_towards_the_good_region() {
+        let study = Study::from_spec(&spec(
+            serde_json::json!([{"parameterName": "x", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]),
+            serde_json::json!({}),
+        ))
+        .expect("valid");
+        let observed: Vec<Observation> = (0..20)
+            .map(|i| {
+                let x = i as f64 / 19.0;
+                Observation { values: [("x".to_owned(), x.to_string())].into(), objective: -(x - 0.8).powi(2) }
+            })
+            .collect();
+        let mut rng = Rng::new(1);
+        let picks: Vec<f64> = (0..50).map(|_| suggest(&study, 20, &observed, &mut rng)["x"].parse().expect("x")).collect();
+        let near = picks.iter().filter(|x| (**x - 0.8).abs() < 0.15).count();
+        assert!(near >= 35, "{near} of 50 picks near the optimum: {picks:?}");
+    }
+
+    #[test]
+    fn bad_specs_name_their_field() {
+        let cases = [
+            (serde_json::json!([]), serde_json::json!({}), "params"),
+            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 2, "maxValue": 1}]), serde_json::json!({}), "params[0].maxValue"),
+            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1, "scaleType": "UNIT_LOG_SCALE"}]), serde_json::json!({}), "params[0].minValue"),
+            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]), serde_json::json!({"algorithm": "GRID_SEARCH"}), "params[0].type"),
+            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}, {"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({}), "params[1].parameterName"),
+            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({"maxParallelTrials": 11}), "maxParallelTrials"),
+            (serde_json::json!([{"parameterName": "a", "type": "DISCRETE", "discreteValues": [1, 1]}]), serde_json::json!({}), "params[0].discreteValues"),
+            (serde_json::json!([{"parameterName": "a", "type": "WORDS"}]), serde_json::json!({}), "params[0].type"),
+            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({"goal": "UP"}), "goal"),
+        ];
+        for (params, extra, field) in cases {
+            let error = Study::from_spec(&spec(params.clone(), extra)).expect_err("invalid");
+            assert!(error.to_string().contains(&format!("hyperparameters.{field}")), "{params}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_median_rule_stops_a_clearly_worse_curve() {
+        let study = Study::from_spec(&spec(
+            serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]),
+            serde_json::json!({}),
+        ))
+        .expect("valid");
+        let good: Vec<Vec<(i64, f64)>> = (0..3).map(|k| (1..=10).map(|s| (s, 0.8 + 0.01 * k as f64)).collect()).collect();
+        assert!(should_stop(&study, &[(1, 0.1), (2, 0.12)], &good));
+        assert!(!should_stop(&study, &[(1, 0.85), (2, 0.9)], &good));
+        assert!(!should_stop(&study, &[(1, 0.1), (2, 0.12)], &good[..2]), "too few completed trials");
+    }
+}
