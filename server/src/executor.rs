@@ -9,6 +9,7 @@ mod logs;
 mod metrics;
 mod predict;
 mod run;
+mod study;
 
 pub use run::{supervise, Ending, Launch};
 

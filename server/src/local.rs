@@ -72,6 +72,7 @@ async fn run(job: LocalTrain) -> Result<Ending, String> {
         job_dir,
         replicas: Replicas { workers: job.workers, parameter_servers: job.parameter_servers, ..Replicas::default() },
         max_running_time: None,
+        study: None,
     };
     let training_input = serde_json::json!({
         "scaleTier": if job.workers + job.parameter_servers > 0 { "CUSTOM" } else { "BASIC" },
@@ -90,6 +91,10 @@ async fn run(job: LocalTrain) -> Result<Ending, String> {
         python_path: &python_path,
         gpus: &[],
         kill_grace: Duration::from_secs(5),
+        label: String::new(),
+        trial: None,
+        series: None,
+        extra_args: Vec::new(),
     };
     let several = spec.replicas.all().len() > 1;
     let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();

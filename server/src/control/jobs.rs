@@ -141,6 +141,8 @@ pub struct TrainingSpec {
     pub job_dir: Option<PathBuf>,
     pub replicas: Replicas,
     pub max_running_time: Option<std::time::Duration>,
+    /// A hyperparameter tuning study, when the job has `hyperparameters` with `params`.
+    pub study: Option<super::tuning::Study>,
 }
 
 /// Replica counts of the predefined scale tiers on one host.
@@ -186,7 +188,29 @@ impl Control {
                 ),
             ));
         }
-        let gpus = spec.replicas.total_gpus();
+        // A tuning job holds room for its parallel trials (as many as fit on this host).
+        let parallel = match &spec.study {
+            Some(study) => {
+                if let Some(previous) = &study.resume_previous_job_id {
+                    let field = "job.trainingInput.hyperparameters.resumePreviousJobId";
+                    let name = JobName::new(field, name.project.as_str(), previous)?;
+                    let found = self
+                        .store
+                        .get_job(&name)
+                        .await?
+                        .ok_or_else(|| Error::invalid(field, format!("There is no job {previous} to resume.")))?;
+                    if !found.state.is_final() {
+                        return Err(Error::invalid(field, format!("Job {previous} has not ended yet.")));
+                    }
+                }
+                let per_trial_gpus = spec.replicas.total_gpus().max(0) as usize;
+                let by_gpus = if per_trial_gpus == 0 { usize::MAX } else { self.executor.gpus() / per_trial_gpus };
+                study.max_parallel_trials.min(self.executor.slots() / slots.max(1) as usize).min(by_gpus).max(1) as i64
+            }
+            None => 1,
+        };
+        let slots = slots * parallel;
+        let gpus = spec.replicas.total_gpus() * parallel;
         if gpus as usize > self.executor.gpus() {
             let field = if input.scale_tier.as_deref() == Some("BASIC_GPU") {
                 "job.trainingInput.scaleTier"
@@ -297,6 +321,14 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
             })
         })
         .transpose()?;
+    let study = match input.recorded.get("hyperparameters") {
+        Some(spec) => {
+            let spec: super::tuning::HyperparameterSpec = serde_json::from_value(spec.clone())
+                .map_err(|e| Error::invalid(field("hyperparameters"), format!("not a HyperparameterSpec: {e}")))?;
+            Some(super::tuning::Study::from_spec(&spec)?)
+        }
+        None => None,
+    };
     Ok(TrainingSpec {
         packages,
         module: input.python_module.clone(),
@@ -304,6 +336,7 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
         job_dir,
         replicas,
         max_running_time,
+        study,
     })
 }
 

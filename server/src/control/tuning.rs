@@ -134,18 +134,20 @@ impl Study {
         let goal = match spec.goal.as_deref() {
             None | Some("MAXIMIZE" | "GOAL_TYPE_UNSPECIFIED") => Goal::Maximize,
             Some("MINIMIZE") => Goal::Minimize,
-            Some(other) => return Err(Error::invalid(field("goal"), format!("Unknown goal '{other}'; use MAXIMIZE or MINIMIZE."))),
+            Some(other) => {
+                return Err(Error::invalid(field("goal"), format!("Unknown goal '{other}'; use MAXIMIZE or MINIMIZE.")))
+            }
         };
         let algorithm = match spec.algorithm.as_deref() {
             None | Some("ALGORITHM_UNSPECIFIED" | "BAYESIAN_OPTIMIZATION") => Algorithm::Tpe,
             Some("GRID_SEARCH") => Algorithm::Grid,
             Some("RANDOM_SEARCH") => Algorithm::Random,
-            Some(other) => {
-                return Err(Error::invalid(
-                    field("algorithm"),
-                    format!("Unknown algorithm '{other}'; use GRID_SEARCH, RANDOM_SEARCH or ALGORITHM_UNSPECIFIED (Bayesian)."),
-                ))
-            }
+            Some(other) => return Err(Error::invalid(
+                field("algorithm"),
+                format!(
+                    "Unknown algorithm '{other}'; use GRID_SEARCH, RANDOM_SEARCH or ALGORITHM_UNSPECIFIED (Bayesian)."
+                ),
+            )),
         };
         if spec.params.is_empty() {
             return Err(Error::invalid(field("params"), "At least one parameter is required."));
@@ -157,7 +159,10 @@ impl Study {
                 return Err(Error::invalid(f("parameterName"), "parameterName is required."));
             }
             if params.iter().any(|q: &Param| q.name == p.parameter_name) {
-                return Err(Error::invalid(f("parameterName"), format!("Parameter '{}' is listed twice.", p.parameter_name)));
+                return Err(Error::invalid(
+                    f("parameterName"),
+                    format!("Parameter '{}' is listed twice.", p.parameter_name),
+                ));
             }
             let scale = match p.scale_type.as_deref() {
                 None | Some("NONE" | "UNIT_LINEAR_SCALE") => Scale::Linear,
@@ -170,7 +175,10 @@ impl Study {
                     return Err(Error::invalid(f("minValue"), format!("{} needs minValue and maxValue.", p.kind)));
                 };
                 if !(min < max) {
-                    return Err(Error::invalid(f("maxValue"), format!("maxValue ({max}) must be greater than minValue ({min}).")));
+                    return Err(Error::invalid(
+                        f("maxValue"),
+                        format!("maxValue ({max}) must be greater than minValue ({min})."),
+                    ));
                 }
                 if scale != Scale::Linear && min <= 0.0 {
                     return Err(Error::invalid(f("minValue"), "Log scales need a positive range (minValue > 0)."));
@@ -243,7 +251,11 @@ impl Study {
         }
         let study = Self {
             goal,
-            metric_tag: spec.hyperparameter_metric_tag.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| DEFAULT_METRIC_TAG.into()),
+            metric_tag: spec
+                .hyperparameter_metric_tag
+                .clone()
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| DEFAULT_METRIC_TAG.into()),
             params,
             max_trials: max_trials as usize,
             max_parallel_trials: max_parallel as usize,
@@ -292,7 +304,9 @@ impl Study {
         let mut values = vec![String::new(); self.params.len()];
         for (slot, p) in self.params.iter().enumerate().rev() {
             let (n, value): (usize, Box<dyn Fn(usize) -> String>) = match &p.domain {
-                Domain::Integer { min, max, .. } => ((max - min + 1) as usize, Box::new(move |i| (min + i as i64).to_string())),
+                Domain::Integer { min, max, .. } => {
+                    ((max - min + 1) as usize, Box::new(move |i| (min + i as i64).to_string()))
+                }
                 Domain::Categorical(v) => (v.len(), Box::new(move |i| v[i].clone())),
                 Domain::Discrete(v) => (v.len(), Box::new(move |i| number(v[i]))),
                 Domain::Double { .. } => (1, Box::new(|_| String::new())),
@@ -351,7 +365,11 @@ fn to_unit(domain: &Domain, value: &str) -> Option<f64> {
         Domain::Integer { min, max, scale } => scaled(x, *min as f64, *max as f64, *scale),
         Domain::Discrete(values) => {
             let i = values.iter().position(|v| (*v - x).abs() < 1e-12)?;
-            if values.len() == 1 { 0.5 } else { i as f64 / (values.len() - 1) as f64 }
+            if values.len() == 1 {
+                0.5
+            } else {
+                i as f64 / (values.len() - 1) as f64
+            }
         }
         Domain::Categorical(_) => return None,
     })
@@ -378,7 +396,9 @@ fn from_unit(domain: &Domain, u: f64) -> String {
         Domain::Integer { min, max, scale } => {
             ((unscale(*min as f64 - 0.5, *max as f64 + 0.5, *scale).round() as i64).clamp(*min, *max)).to_string()
         }
-        Domain::Discrete(values) => number(values[((u * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)]),
+        Domain::Discrete(values) => {
+            number(values[((u * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)])
+        }
         Domain::Categorical(values) => values[((u * values.len() as f64) as usize).min(values.len() - 1)].clone(),
     }
 }
@@ -422,7 +442,11 @@ fn tpe(study: &Study, observed: &[Observation], rng: &mut Rng) -> Assignment {
     let mut sorted: Vec<&Observation> = observed.iter().collect();
     sorted.sort_by(|a, b| {
         let order = a.objective.total_cmp(&b.objective);
-        if study.goal == Goal::Maximize { order.reverse() } else { order }
+        if study.goal == Goal::Maximize {
+            order.reverse()
+        } else {
+            order
+        }
     });
     let good_count = ((sorted.len() as f64 * TPE_GAMMA).ceil() as usize).clamp(1, sorted.len() - 1);
     let (good, bad) = sorted.split_at(good_count);
@@ -471,7 +495,9 @@ impl Parzen {
 
     /// Density at `u`; the prior (mean 0.5, sd 1) has the weight of one observation.
     fn density(&self, u: f64) -> f64 {
-        let gauss = |x: f64, mu: f64, sd: f64| (-(x - mu).powi(2) / (2.0 * sd * sd)).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt());
+        let gauss = |x: f64, mu: f64, sd: f64| {
+            (-(x - mu).powi(2) / (2.0 * sd * sd)).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt())
+        };
         let total: f64 = self.centres.iter().map(|c| gauss(u, *c, self.width)).sum::<f64>() + gauss(u, 0.5, 1.0);
         total / (self.centres.len() + 1) as f64 + 1e-12
     }
@@ -483,7 +509,13 @@ impl Parzen {
     }
 }
 
-fn tpe_categorical(values: &[String], name: &str, good: &[&Observation], bad: &[&Observation], rng: &mut Rng) -> String {
+fn tpe_categorical(
+    values: &[String],
+    name: &str,
+    good: &[&Observation],
+    bad: &[&Observation],
+    rng: &mut Rng,
+) -> String {
     let weights = |set: &[&Observation]| -> Vec<f64> {
         values.iter().map(|v| 1.0 + set.iter().filter(|o| o.values.get(name) == Some(v)).count() as f64).collect()
     };
@@ -551,7 +583,8 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(study.grid_size(), 6);
-        let points: Vec<String> = (0..6).map(|i| format!("{}{}", study.grid_point(i)["a"], study.grid_point(i)["b"])).collect();
+        let points: Vec<String> =
+            (0..6).map(|i| format!("{}{}", study.grid_point(i)["a"], study.grid_point(i)["b"])).collect();
         assert_eq!(points, ["1x", "1y", "2x", "2y", "3x", "3y"]);
     }
 
@@ -594,7 +627,8 @@ mod tests {
             })
             .collect();
         let mut rng = Rng::new(1);
-        let picks: Vec<f64> = (0..50).map(|_| suggest(&study, 20, &observed, &mut rng)["x"].parse().expect("x")).collect();
+        let picks: Vec<f64> =
+            (0..50).map(|_| suggest(&study, 20, &observed, &mut rng)["x"].parse().expect("x")).collect();
         let near = picks.iter().filter(|x| (**x - 0.8).abs() < 0.15).count();
         assert!(near >= 35, "{near} of 50 picks near the optimum: {picks:?}");
     }
@@ -603,14 +637,42 @@ mod tests {
     fn bad_specs_name_their_field() {
         let cases = [
             (serde_json::json!([]), serde_json::json!({}), "params"),
-            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 2, "maxValue": 1}]), serde_json::json!({}), "params[0].maxValue"),
-            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1, "scaleType": "UNIT_LOG_SCALE"}]), serde_json::json!({}), "params[0].minValue"),
-            (serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]), serde_json::json!({"algorithm": "GRID_SEARCH"}), "params[0].type"),
-            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}, {"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({}), "params[1].parameterName"),
-            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({"maxParallelTrials": 11}), "maxParallelTrials"),
-            (serde_json::json!([{"parameterName": "a", "type": "DISCRETE", "discreteValues": [1, 1]}]), serde_json::json!({}), "params[0].discreteValues"),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 2, "maxValue": 1}]),
+                serde_json::json!({}),
+                "params[0].maxValue",
+            ),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1, "scaleType": "UNIT_LOG_SCALE"}]),
+                serde_json::json!({}),
+                "params[0].minValue",
+            ),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]),
+                serde_json::json!({"algorithm": "GRID_SEARCH"}),
+                "params[0].type",
+            ),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}, {"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]),
+                serde_json::json!({}),
+                "params[1].parameterName",
+            ),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]),
+                serde_json::json!({"maxParallelTrials": 11}),
+                "maxParallelTrials",
+            ),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "DISCRETE", "discreteValues": [1, 1]}]),
+                serde_json::json!({}),
+                "params[0].discreteValues",
+            ),
             (serde_json::json!([{"parameterName": "a", "type": "WORDS"}]), serde_json::json!({}), "params[0].type"),
-            (serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]), serde_json::json!({"goal": "UP"}), "goal"),
+            (
+                serde_json::json!([{"parameterName": "a", "type": "INTEGER", "minValue": 0, "maxValue": 1}]),
+                serde_json::json!({"goal": "UP"}),
+                "goal",
+            ),
         ];
         for (params, extra, field) in cases {
             let error = Study::from_spec(&spec(params.clone(), extra)).expect_err("invalid");
@@ -625,7 +687,8 @@ mod tests {
             serde_json::json!({}),
         ))
         .expect("valid");
-        let good: Vec<Vec<(i64, f64)>> = (0..3).map(|k| (1..=10).map(|s| (s, 0.8 + 0.01 * k as f64)).collect()).collect();
+        let good: Vec<Vec<(i64, f64)>> =
+            (0..3).map(|k| (1..=10).map(|s| (s, 0.8 + 0.01 * k as f64)).collect()).collect();
         assert!(should_stop(&study, &[(1, 0.1), (2, 0.12)], &good));
         assert!(!should_stop(&study, &[(1, 0.85), (2, 0.9)], &good));
         assert!(!should_stop(&study, &[(1, 0.1), (2, 0.12)], &good[..2]), "too few completed trials");

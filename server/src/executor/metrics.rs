@@ -67,8 +67,9 @@ impl Collector {
         }
         if let Ok(mut out) = std::fs::OpenOptions::new().create(true).append(true).open(series) {
             for point in fresh {
+                // One write per line: trials of a study append to the same file.
                 if let Ok(line) = serde_json::to_string(&point) {
-                    let _ = writeln!(out, "{line}");
+                    let _ = out.write_all(format!("{line}\n").as_bytes());
                 }
             }
         }

@@ -43,7 +43,10 @@ pub async fn run_job(
         Ok(ending) => ending,
         Err(message) => Ending::Failed(message),
     };
-    if let Err(e) = record_training_output(store, storage, name, &job).await {
+    let tuning = job.input.get("hyperparameters").is_some_and(|h| h.get("params").is_some());
+    if tuning {
+        // The study keeps trainingOutput up to date itself.
+    } else if let Err(e) = record_training_output(store, storage, name, &job).await {
         tracing::warn!(job.name = %name, error = %e, "cannot record the job's training output");
     }
     record_ending(store, name, ending).await;
@@ -124,7 +127,16 @@ async fn prepare_and_run(
         python_path: &python_path,
         gpus,
         kill_grace: config.kill_grace,
+        label: String::new(),
+        trial: None,
+        series: None,
+        extra_args: Vec::new(),
     };
+    if let Some(study) = &spec.study {
+        let ending = super::study::run_study(store, name, job, study, &launch, log, token).await;
+        let _ = writer.await;
+        return ending;
+    }
     let ending = supervise(&launch, log, token).await;
     let _ = writer.await;
     ending
@@ -346,6 +358,14 @@ pub struct Launch<'a> {
     pub gpus: &'a [usize],
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Prefixes replica names in logs and metrics (`trial-3/` for a tuning trial).
+    pub label: String,
+    /// The tuning trial this run is (`CLOUD_ML_TRIAL_ID`, `TF_CONFIG.task.trial`).
+    pub trial: Option<String>,
+    /// Where collected metrics go (default: `<dir>/metrics.jsonl`).
+    pub series: Option<PathBuf>,
+    /// Extra trainer arguments (a trial's `--name=value`), after `spec.args`.
+    pub extra_args: Vec<String>,
 }
 
 /// Starts every replica and waits for the job's end.
@@ -377,16 +397,19 @@ pub async fn supervise(
         let task = format!("{kind}-replica-{index}");
         let own = dir.join("replicas").join(&task);
         std::fs::create_dir_all(&own).map_err(|e| format!("cannot create {}: {e}", own.display()))?;
-        let tf_config = serde_json::json!({
+        let mut tf_config = serde_json::json!({
             "cluster": cluster,
             "task": {"type": kind, "index": index},
             "job": launch.training_input,
             "environment": "cloud",
         });
+        if let Some(trial) = &launch.trial {
+            tf_config["task"]["trial"] = trial.clone().into();
+        }
         let devices: Vec<String> =
             gpus.by_ref().take(spec.replicas.gpus_of(kind).max(0) as usize).map(usize::to_string).collect();
         let mut command = Command::new(launch.python);
-        command.arg("-m").arg(&spec.module).args(&spec.args);
+        command.arg("-m").arg(&spec.module).args(&spec.args).args(&launch.extra_args);
         if let Some(job_dir) = &spec.job_dir {
             command.arg(format!("--job-dir={}", job_dir.display()));
         }
@@ -419,12 +442,16 @@ pub async fn supervise(
         if let Some(tag) = &launch.tag {
             command.env("ANNEAL_JOB", tag);
         }
+        if let Some(trial) = &launch.trial {
+            command.env("CLOUD_ML_TRIAL_ID", trial);
+        }
         let mut child = command.spawn().map_err(|e| format!("cannot start {task}: {e}"))?;
+        let shown = format!("{}{task}", launch.label);
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(logs::pump(stdout, task.clone(), log.clone(), tail.clone()));
+            tokio::spawn(logs::pump(stdout, shown.clone(), log.clone(), tail.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(logs::pump(stderr, task.clone(), log.clone(), tail.clone()));
+            tokio::spawn(logs::pump(stderr, shown, log.clone(), tail.clone()));
         }
         children.push(Replica { task, child });
     }
@@ -444,9 +471,11 @@ pub async fn supervise(
     drop(exits);
     let deadline = spec.max_running_time.map(|d| tokio::time::Instant::now() + d);
     let mut alive = tasks.len();
-    let metric_files: Vec<(String, PathBuf)> =
-        tasks.iter().map(|t| (t.clone(), dir.join("replicas").join(t).join("hypertune.metrics"))).collect();
-    let series = dir.join("metrics.jsonl");
+    let metric_files: Vec<(String, PathBuf)> = tasks
+        .iter()
+        .map(|t| (format!("{}{t}", launch.label), dir.join("replicas").join(t).join("hypertune.metrics")))
+        .collect();
+    let series = launch.series.clone().unwrap_or_else(|| dir.join("metrics.jsonl"));
     let mut collector = metrics::Collector::default();
     let mut collect_tick = tokio::time::interval(Duration::from_millis(500));
     let ending = loop {
@@ -475,7 +504,7 @@ pub async fn supervise(
                 // Let the pumps forward the last lines before reading the tail.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let last = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect::<Vec<_>>().join("\n");
-                break Ending::Failed(format!("Replica {} exited with {}. Last log lines:\n{last}", tasks[i], describe(status)));
+                break Ending::Failed(format!("Replica {}{} exited with {}. Last log lines:\n{last}", launch.label, tasks[i], describe(status)));
             }
         }
     };
