@@ -121,5 +121,44 @@ test("pages read without JavaScript (server-rendered)", async ({ browser }) => {
   await expect(page.getByRole("heading", { name: "Jobs", level: 1 })).toBeVisible();
   await page.goto(base() + "/projects/nothing_here/models");
   await expect(page.getByText("No models yet")).toBeVisible();
+  // The story's job, with its log and charts, reads without scripts too.
+  await page.goto(base() + "/projects/default/jobs/digits_1");
+  await expect(page.getByTestId("log")).toContainText("exported");
+  await expect(page.locator('[data-testid="chart"][data-tag="accuracy"]')).toBeVisible();
   await context.close();
+});
+
+test("a tuning job shows its trials best first and a chart of the objective by trial", async ({ page, request }) => {
+  test.setTimeout(180_000);
+  const response = await request.post(base() + "/v1/projects/default/jobs", {
+    data: {
+      jobId: "tune_1",
+      trainingInput: {
+        packageUris: [`${process.env.ANNEAL_EXAMPLES}/digits`],
+        pythonModule: "trainer.task",
+        args: ["--epochs", "3"],
+        jobDir: `${process.env.ANNEAL_DATA_DIR}/outputs/tune_1`,
+        hyperparameters: {
+          goal: "MAXIMIZE",
+          hyperparameterMetricTag: "accuracy",
+          algorithm: "GRID_SEARCH",
+          maxTrials: 2,
+          maxParallelTrials: 2,
+          params: [{ parameterName: "learning-rate", type: "DISCRETE", discreteValues: [0.001, 0.1] }],
+        },
+      },
+    },
+  });
+  expect(response.status()).toBe(200);
+  await page.goto(base() + "/projects/default/jobs/tune_1");
+  await hydrated(page);
+  await expect(page.getByTestId("state").first()).toHaveText("SUCCEEDED", { timeout: 150_000 });
+  const table = page.getByTestId("trials-table");
+  await expect(table.locator("tbody tr")).toHaveCount(2);
+  await expect(table.locator("tbody tr").first()).toHaveClass(/best/);
+  await expect(table.locator("tbody tr").first()).toContainText("learning-rate=0.1");
+  await expect(page.locator('[data-testid="chart"][data-tag="accuracy by trial"]')).toHaveAttribute("data-points", "2");
+  await page.getByRole("button", { name: "Trial" }).click();
+  await expect(table.locator("tbody tr").first().locator("td").first()).toHaveText("1");
+  await page.screenshot({ path: `${shots}/tuning-job.png`, fullPage: true });
 });

@@ -141,7 +141,26 @@ impl ConsoleBackend for ConsoleUseCases {
 
     async fn job_charts(&self, project: String, job: String) -> Result<Vec<Chart>, String> {
         let name = crate::names::JobName::new("name", &project, &job).map_err(|e| e.to_string())?;
-        let points = self.control.job_metrics(&name).await.map_err(|e| e.to_string())?;
+        let mut points = self.control.job_metrics(&name).await.map_err(|e| e.to_string())?;
+        // A tuning job also gets the objective of each finished trial.
+        let job = self.control.get_job(&name).await.map_err(|e| e.to_string())?;
+        let tag = job.output["hyperparameterMetricTag"].as_str().unwrap_or("objective").to_owned();
+        for trial in job.output["trials"].as_array().into_iter().flatten() {
+            let (Some(id), Some(value)) = (
+                trial["trialId"].as_str().and_then(|t| t.parse().ok()),
+                trial["finalMetric"]["objectiveValue"].as_f64(),
+            ) else {
+                continue;
+            };
+            points.push(crate::executor::MetricPoint {
+                replica: "trials".into(),
+                tag: format!("{tag} by trial"),
+                step: id,
+                value,
+                timestamp: 0.0,
+                trial: id.to_string(),
+            });
+        }
         let charts = tokio::task::spawn_blocking(move || charts::draw(&points)).await.map_err(|e| e.to_string())??;
         Ok(charts.into_iter().map(|(tag, points, svg)| Chart { tag, points, svg }).collect())
     }

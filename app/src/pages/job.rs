@@ -23,6 +23,10 @@ pub fn JobPage() -> impl IntoView {
         move || (project.get(), job_id.get(), tick.get()),
         |(project, job, _)| api_get(format!("/projects/{project}/jobs/{job}")),
     );
+    let kind = Resource::new(
+        move || (project.get(), job_id.get()),
+        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}")),
+    );
     view! {
         <PageHeading title=move || format!("Job {}", job_id.get())/>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
@@ -36,16 +40,23 @@ pub fn JobPage() -> impl IntoView {
                 Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
             })}
         </Transition>
-        <Show when=move || job.get().is_some_and(|r| matches!(r, Ok(Ok(ref j)) if j.get("trainingInput").is_some()))>
-            <section class="panel" aria-label="Metrics">
-                <h2>"Metrics"</h2>
-                <Charts active tick/>
-            </section>
-            <section class="panel" aria-label="Logs">
-                <h2>"Logs"</h2>
-                <LogViewer active/>
-            </section>
-        </Show>
+        // Read once (not on every refresh), inside Suspense, so the server renders these sections
+        // exactly as the browser hydrates them and the live parts keep their state.
+        <Suspense fallback=|| ()>
+            {move || kind.get().map(|result| matches!(result, Ok(Ok(ref j)) if j.get("trainingInput").is_some()).then(|| {
+                let (project, job) = (project.get_untracked(), job_id.get_untracked());
+                view! {
+                    <section class="panel" aria-label="Metrics">
+                        <h2>"Metrics"</h2>
+                        <Charts project=project.clone() job=job.clone() active tick/>
+                    </section>
+                    <section class="panel" aria-label="Logs">
+                        <h2>"Logs"</h2>
+                        <LogViewer project job active/>
+                    </section>
+                }
+            }))}
+        </Suspense>
     }
 }
 
@@ -96,8 +107,59 @@ fn JobSummary(job: Value) -> impl IntoView {
                     })}
                 </section>
             </div>
+            {output.get("trials").and_then(Value::as_array).filter(|t| !t.is_empty()).cloned().map(|trials| view! {
+                <section class="panel" aria-label="Trials">
+                    <h2>"Trials"</h2>
+                    <TrialsTable trials/>
+                </section>
+            })}
             {deployable.then(|| view! { <DeployForm job=id.clone() job_dir=job_dir.clone()/> })}
         </div>
+    }
+}
+
+/// A tuning job's trials: best first as the API orders them (the best row highlighted); the
+/// headers sort by trial number or objective.
+#[component]
+fn TrialsTable(trials: Vec<Value>) -> impl IntoView {
+    let best = trials.first().filter(|t| t.get("finalMetric").is_some()).map(|t| text(t, "trialId"));
+    let order = RwSignal::new("objective");
+    let rows = move || {
+        let mut rows = trials.clone();
+        if order.get() == "trial" {
+            rows.sort_by_key(|t| text(t, "trialId").parse::<u64>().unwrap_or(0));
+        }
+        rows.into_iter()
+            .map(|t| {
+                let id = text(&t, "trialId");
+                let values = t["hyperparameters"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                let class = if best.as_deref() == Some(id.as_str()) { "best" } else { "" };
+                view! {
+                    <tr class=class>
+                        <td>{id.clone()}</td>
+                        <td class="labels">{values}</td>
+                        <td>{text(&t, "/finalMetric/objectiveValue")}</td>
+                        <td>{text(&t, "/finalMetric/trainingStep")}</td>
+                        <td><StateBadge state=text(&t, "state")/> {(t["isTrialStoppedEarly"] == serde_json::json!(true)).then(|| " stopped early")}</td>
+                        <td>{duration(&text(&t, "startTime"), &text(&t, "endTime"))}</td>
+                    </tr>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <table class="table" data-testid="trials-table">
+            <thead><tr>
+                <th><button class="sort" type="button" on:click=move |_| order.set("trial")>"Trial"</button></th>
+                <th>"Hyperparameters"</th>
+                <th><button class="sort" type="button" on:click=move |_| order.set("objective")>"Objective"</button></th>
+                <th>"Step"</th><th>"State"</th><th>"Duration"</th>
+            </tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
     }
 }
 
@@ -194,12 +256,10 @@ fn DeployForm(job: String, job_dir: String) -> impl IntoView {
 
 /// One chart per metric tag, redrawn while the job runs.
 #[component]
-fn Charts(active: RwSignal<bool>, tick: RwSignal<u32>) -> impl IntoView {
-    let project = use_project();
-    let job = use_param("job");
+fn Charts(project: String, job: String, active: RwSignal<bool>, tick: RwSignal<u32>) -> impl IntoView {
     // Every second tick while active; once more after the job ends.
     let charts = Resource::new(
-        move || (project.get(), job.get(), tick.get() / 2, active.get()),
+        move || (project.clone(), job.clone(), tick.get() / 2, active.get()),
         |(project, job, _, _)| job_charts(project, job),
     );
     view! {
@@ -227,13 +287,12 @@ fn Charts(active: RwSignal<bool>, tick: RwSignal<u32>) -> impl IntoView {
 /// The job's log: the first lines are rendered on the server; new ones are fetched every second
 /// while the job runs (and once more after it ends). Filter by replica, search by text.
 #[component]
-fn LogViewer(active: RwSignal<bool>) -> impl IntoView {
-    let project = use_project();
-    let job = use_param("job");
-    let first = Resource::new(
-        move || (project.get(), job.get()),
-        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}/logs?limit=5000")),
-    );
+fn LogViewer(project: String, job: String, active: RwSignal<bool>) -> impl IntoView {
+    let base = format!("/projects/{project}/jobs/{job}");
+    let first = {
+        let base = base.clone();
+        Resource::new(move || base.clone(), |base| api_get(format!("{base}/logs?limit=5000")))
+    };
     let more = RwSignal::new(Vec::<Value>::new());
     let next = RwSignal::new(None::<u64>);
     let replica = RwSignal::new(String::new());
@@ -248,6 +307,7 @@ fn LogViewer(active: RwSignal<bool>) -> impl IntoView {
         }
     });
     let poll = use_ticker(1000, move || !drained.get_untracked());
+    let base_link = base.clone();
     Effect::new(move |_| {
         poll.track();
         let Some(offset) = next.get_untracked() else { return };
@@ -256,11 +316,7 @@ fn LogViewer(active: RwSignal<bool>) -> impl IntoView {
         }
         let was_active = active.get_untracked();
         fetching.set(true);
-        let path = format!(
-            "/projects/{}/jobs/{}/logs?offset={offset}&limit=5000",
-            project.get_untracked(),
-            job.get_untracked()
-        );
+        let path = format!("{base}/logs?offset={offset}&limit=5000");
         spawn_local(async move {
             if let Ok(Ok(page)) = api_get(path).await {
                 let lines = page["lines"].as_array().cloned().unwrap_or_default();
@@ -323,6 +379,6 @@ fn LogViewer(active: RwSignal<bool>) -> impl IntoView {
                 }).collect_view()}
             </Transition>
         </div>
-        <p class="muted"><a rel="external" href=move || format!("/v1/projects/{}/jobs/{}/logs", project.get(), job.get())>"Raw log (JSON)"</a></p>
+        <p class="muted"><a rel="external" href=format!("/v1{base_link}/logs")>"Raw log (JSON)"</a></p>
     }
 }
