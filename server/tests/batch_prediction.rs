@@ -13,19 +13,6 @@ async fn submit(server: &TestServer, job: &str, input: Value) -> (u16, Value) {
     server.post_json("/v1/projects/p/jobs", &json!({"jobId": job, "predictionInput": input})).await
 }
 
-async fn wait_state(server: &TestServer, job: &str, states: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = server.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
-        assert_eq!(status, 200, "{body}");
-        if states.iter().any(|s| body["state"] == *s) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write");
@@ -67,7 +54,7 @@ async fn a_batch_job_writes_one_prediction_per_line_in_input_order_and_counts_ba
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["predictionInput"]["region"], "us-central1", "{job}");
     assert!(job.get("trainingInput").is_none(), "{job}");
-    let done = wait_state(&server, "batch_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("batch_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let out = &done["predictionOutput"];
     assert_eq!((out["predictionCount"].as_str(), out["errorCount"].as_str()), (Some("600"), Some("2")), "{done}");
@@ -124,7 +111,7 @@ async fn csv_input_and_an_undeployed_model_directory() {
     )
     .await;
     assert_eq!(status, 200, "{job}");
-    let done = wait_state(&server, "csv_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("csv_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let lines = shards(&output, "prediction.results-").concat();
     let predictions: Vec<Vec<f64>> = lines.iter().map(|l| serde_json::from_str(l).expect("prediction")).collect();
@@ -149,7 +136,7 @@ async fn a_job_whose_every_line_fails_or_whose_model_cannot_load_fails_clearly()
                "outputPath": output.display().to_string()})
     };
     assert_eq!(submit(&server, "all_bad", spec(&model)).await.0, 200);
-    let done = wait_state(&server, "all_bad", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("all_bad", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "FAILED", "{done}");
     let message = done["errorMessage"].as_str().expect("message");
     assert!(message.contains("Every instance failed (2 errors)") && message.contains("shape"), "{message}");
@@ -157,7 +144,7 @@ async fn a_job_whose_every_line_fails_or_whose_model_cannot_load_fails_clearly()
 
     let broken = server.stage_fixture("not_torchscript");
     assert_eq!(submit(&server, "broken", spec(&broken)).await.0, 200);
-    let done = wait_state(&server, "broken", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("broken", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "FAILED", "{done}");
     assert!(done["errorMessage"].as_str().expect("message").contains("not a loadable TorchScript model"), "{done}");
 }
@@ -192,7 +179,7 @@ async fn cancel_stops_the_workers_and_keeps_what_was_written() {
     let cancelled_at = Instant::now();
     let (status, _) = server.post_json("/v1/projects/p/jobs/big_1:cancel", &json!({})).await;
     assert_eq!(status, 200);
-    let done = wait_state(&server, "big_1", &["CANCELLED", "SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("big_1", &["CANCELLED", "SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "CANCELLED", "{done}");
     assert!(cancelled_at.elapsed() < Duration::from_secs(5), "cancel took {:?}", cancelled_at.elapsed());
     let written = shards(&output, "prediction.results-").concat().len();

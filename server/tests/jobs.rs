@@ -22,19 +22,6 @@ async fn submit(server: &TestServer, job: &str, input: Value) -> (u16, Value) {
     server.post_json("/v1/projects/p/jobs", &json!({"jobId": job, "trainingInput": input})).await
 }
 
-async fn wait_state(server: &TestServer, job: &str, states: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = server.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
-        assert_eq!(status, 200, "{body}");
-        if states.iter().any(|s| body["state"] == *s) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn log_text(server: &TestServer, job: &str) -> String {
     let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/{job}/logs")).await;
     logs["lines"]
@@ -72,7 +59,7 @@ async fn a_basic_job_runs_its_master_and_succeeds() {
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["jobId"], "hello_1");
     assert_eq!(job["trainingInput"]["region"], "us-central1", "unknown fields are kept: {job}");
-    let done = wait_state(&server, "hello_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("hello_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, "hello_1").await);
     assert!(done["startTime"].is_string() && done["endTime"].is_string(), "{done}");
     assert_eq!(std::fs::read_to_string(job_dir.join("done.txt")).expect("job dir written"), "ok");
@@ -93,7 +80,7 @@ async fn a_failing_master_fails_the_job_with_its_exit_code_and_last_lines() {
         submit(&server, "boom_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "boom.task"}))
             .await;
     assert_eq!(status, 200);
-    let done = wait_state(&server, "boom_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("boom_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "FAILED");
     let message = done["errorMessage"].as_str().expect("errorMessage");
     assert!(
@@ -123,7 +110,7 @@ dist.destroy_process_group()
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["trainingInput"]["workerCount"], "1", "int64 as a string");
-    let done = wait_state(&server, "ddp_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("ddp_1", &["SUCCEEDED", "FAILED"]).await;
     let logs = log_text(&server, "ddp_1").await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
     assert!(logs.contains("master-replica-0 rank 0 of 2 sum 3.0"), "{logs}");
@@ -149,7 +136,7 @@ while True:
     let package = trainer(&server, "forever", source);
     let input = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"});
     assert_eq!(submit(&server, "first", input.clone()).await.0, 200);
-    wait_state(&server, "first", &["RUNNING"]).await;
+    server.wait_job("first", &["RUNNING"]).await;
     let (status, second) = submit(&server, "second", input).await;
     assert_eq!(status, 200, "{second}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -170,14 +157,14 @@ while True:
         .collect();
     let (status, empty) = server.post_json("/v1/projects/p/jobs/first:cancel", &json!({})).await;
     assert_eq!((status, empty), (200, json!({})));
-    let done = wait_state(&server, "first", &["CANCELLED"]).await;
+    let done = server.wait_job("first", &["CANCELLED"]).await;
     assert!(done["errorMessage"].as_str().expect("message").contains("Cancelled"), "{done}");
     for pid in pids {
         assert!(!alive(pid), "process {pid} outlived the cancelled job");
     }
-    wait_state(&server, "second", &["RUNNING"]).await;
+    server.wait_job("second", &["RUNNING"]).await;
     server.post_json("/v1/projects/p/jobs/second:cancel", &json!({})).await;
-    wait_state(&server, "second", &["CANCELLED"]).await;
+    server.wait_job("second", &["CANCELLED"]).await;
 
     assert_eq!(
         submit(
@@ -189,11 +176,11 @@ while True:
         .0,
         200
     );
-    wait_state(&server, "third", &["RUNNING"]).await;
+    server.wait_job("third", &["RUNNING"]).await;
     // A job that cannot start within its maxWaitTime is cancelled in the queue.
     let impatient = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task", "scheduling": {"maxWaitTime": "1s"}});
     assert_eq!(submit(&server, "impatient", impatient).await.0, 200);
-    let impatient = wait_state(&server, "impatient", &["CANCELLED"]).await;
+    let impatient = server.wait_job("impatient", &["CANCELLED"]).await;
     assert!(impatient["errorMessage"].as_str().expect("message").contains("maxWaitTime"), "{impatient}");
     // A queued job cancelled before it starts never runs.
     assert_eq!(
@@ -207,7 +194,7 @@ while True:
         200
     );
     server.post_json("/v1/projects/p/jobs/fourth:cancel", &json!({})).await;
-    let fourth = wait_state(&server, "fourth", &["CANCELLED"]).await;
+    let fourth = server.wait_job("fourth", &["CANCELLED"]).await;
     assert!(fourth.get("startTime").is_none(), "{fourth}");
     // Stopping the server stops the running job; after a restart nothing is left running.
     let data = server.stop_keeping_data().await;
@@ -231,7 +218,7 @@ async fn installable_packages_are_installed_once_and_cached() {
             submit(&server, job, json!({"packageUris": [root.display().to_string()], "pythonModule": "pkgd.task"}))
                 .await;
         assert_eq!(status, 200, "{body}");
-        let done = wait_state(&server, job, &["SUCCEEDED", "FAILED"]).await;
+        let done = server.wait_job(job, &["SUCCEEDED", "FAILED"]).await;
         assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, job).await);
     }
     let first = log_text(&server, "pkg_1").await;
@@ -316,7 +303,7 @@ async fn the_runtime_python_is_configurable_and_a_missing_one_fails_the_job_clea
             .0,
         200
     );
-    let done = wait_state(&server, "nopy_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("nopy_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "FAILED");
     let message = done["errorMessage"].as_str().expect("errorMessage");
     assert!(message.contains("cannot start master-replica-0"), "{message}");
@@ -400,7 +387,7 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
     assert_eq!(submit(&server, "cpu", input("cpu", json!({}))).await.0, 200);
     let mut seen = Vec::new();
     for job in ["g1", "g2", "cpu"] {
-        wait_state(&server, job, &["RUNNING"]).await;
+        server.wait_job(job, &["RUNNING"]).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         let found = loop {
             if let Some(found) = devices(log_text(&server, job).await) {
@@ -426,8 +413,8 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
         .trim_end_matches(']')
         .to_owned();
     std::fs::write(job_dir("g1").join("release"), "").expect("release");
-    assert_eq!(wait_state(&server, "g1", &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
-    wait_state(&server, "g3", &["RUNNING"]).await;
+    assert_eq!(server.wait_job("g1", &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
+    server.wait_job("g3", &["RUNNING"]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while devices(log_text(&server, "g3").await).is_none() {
         assert!(Instant::now() < deadline, "g3 printed no devices");
@@ -440,7 +427,7 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
     );
     for job in ["g2", "g3", "cpu"] {
         std::fs::write(job_dir(job).join("release"), "").expect("release");
-        assert_eq!(wait_state(&server, job, &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
+        assert_eq!(server.wait_job(job, &["SUCCEEDED", "FAILED"]).await["state"], "SUCCEEDED");
     }
 }
 
@@ -499,7 +486,7 @@ for step, (loss, score) in enumerate([(0.9, 0.5), (0.5, 0.7), (0.3, 0.8)], start
         .0,
         200
     );
-    let done = wait_state(&server, "rep_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("rep_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let output = &done["trainingOutput"];
     assert_eq!(output["hyperparameterMetricTag"], "training/hptuning/metric", "{done}");

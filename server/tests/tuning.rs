@@ -18,19 +18,6 @@ fn trainer(server: &TestServer, source: &str) -> PathBuf {
     root
 }
 
-async fn wait_state(server: &TestServer, job: &str, states: &[&str]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = server.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
-        assert_eq!(status, 200, "{body}");
-        if states.iter().any(|s| body["state"] == *s) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Reports `score` (from `--a` and `--b`) for steps 1..=3 through the hypertune file, and prints
 /// its trial environment.
 const REPORTER: &str = r#"
@@ -63,7 +50,7 @@ async fn a_grid_study_runs_exactly_the_grid_best_first() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let done = wait_state(&server, "grid_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("grid_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let output = &done["trainingOutput"];
     assert_eq!(
@@ -133,7 +120,7 @@ for step in range(1, 31 if not good else 6):
         json!({"jobId": job, "trainingInput": {"packageUris": [package.display().to_string()], "pythonModule": "tuned.task", "hyperparameters": hp}})
     };
     assert_eq!(server.post_json("/v1/projects/p/jobs", &input("stop_1", None, 4)).await.0, 200);
-    let done = wait_state(&server, "stop_1", &["SUCCEEDED", "FAILED"]).await;
+    let done = server.wait_job("stop_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     let trials = done["trainingOutput"]["trials"].as_array().expect("trials");
     let bad = trials.iter().find(|t| t["hyperparameters"]["q"] == "bad").expect("the bad trial");
@@ -147,7 +134,7 @@ for step in range(1, 31 if not good else 6):
 
     // Resume: the earlier trials count toward maxTrials and keep their numbers.
     assert_eq!(server.post_json("/v1/projects/p/jobs", &input("stop_2", Some("stop_1"), 5)).await.0, 200);
-    let resumed = wait_state(&server, "stop_2", &["SUCCEEDED", "FAILED"]).await;
+    let resumed = server.wait_job("stop_2", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(resumed["state"], "SUCCEEDED", "{resumed}");
     let trials = resumed["trainingOutput"]["trials"].as_array().expect("trials");
     let mut ids: Vec<u64> =
@@ -192,7 +179,7 @@ async fn cancel_stops_every_trial_and_bad_specs_are_rejected() {
         .collect();
     assert!(values.iter().all(|v| (0.001..=0.1).contains(v)), "{values:?}");
     assert_eq!(server.post_json("/v1/projects/p/jobs/long_1:cancel", &json!({})).await.0, 200);
-    let done = wait_state(&server, "long_1", &["CANCELLED"]).await;
+    let done = server.wait_job("long_1", &["CANCELLED"]).await;
     assert!(
         done["trainingOutput"]["trials"].as_array().expect("trials").iter().all(|t| t["state"] == "CANCELLED"),
         "{done}"

@@ -208,6 +208,20 @@ impl TestServer {
         }
     }
 
+    /// Polls job `job` of project `p` until it is in one of `states` (at most 120 s); returns it.
+    pub async fn wait_job(&self, job: &str, states: &[&str]) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
+            assert_eq!(status, 200, "{body}");
+            if states.iter().any(|s| body["state"] == *s) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {job} never reached {states:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Creates model `model` in project `p`.
     pub async fn create_model(&self, model: &str) {
         let (status, body) = self.post_json("/v1/projects/p/models", &serde_json::json!({"name": model})).await;
