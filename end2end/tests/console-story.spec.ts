@@ -1,3 +1,6 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { expect, Page, test } from "@playwright/test";
 
 // The whole story in the browser against a real server: create a model, submit the example
@@ -161,4 +164,24 @@ test("a tuning job shows its trials best first and a chart of the objective by t
   await page.getByRole("button", { name: "Trial" }).click();
   await expect(table.locator("tbody tr").first().locator("td").first()).toHaveText("1");
   await page.screenshot({ path: `${shots}/tuning-job.png`, fullPage: true });
+});
+
+test("a training job from an uploaded package file", async ({ page }) => {
+  test.setTimeout(180_000);
+  // An sdist-shaped archive of the example trainer (one top folder holding setup.py).
+  const archive = `${mkdtempSync(`${tmpdir()}/anneal-upload-`)}/digits-0.1.tar.gz`;
+  execFileSync("tar", ["czf", archive, "--exclude=__pycache__", "--exclude=*.egg-info", "--exclude=build", "-C", `${process.env.ANNEAL_EXAMPLES}`, "digits"]);
+  await page.goto(base() + "/projects/default/jobs");
+  await hydrated(page);
+  await page.locator("summary", { hasText: "Submit training job" }).click();
+  await page.getByLabel("Job id").fill("uploaded_1");
+  await page.getByLabel("…or upload a package file (sdist .tar.gz or wheel)").setInputFiles(archive);
+  await page.getByLabel("Python module").fill("trainer.task");
+  await page.getByLabel("Arguments (space separated)").fill("--epochs 2");
+  await page.getByLabel("Job dir").fill(`${process.env.ANNEAL_DATA_DIR}/outputs/uploaded_1`);
+  await page.getByRole("button", { name: "Submit job" }).click();
+  await expect(page).toHaveURL(/\/jobs\/uploaded_1$/);
+  await expect(page.getByTestId("state").first()).toHaveText("SUCCEEDED", { timeout: 150_000 });
+  await expect(page.getByTestId("job-input")).toContainText("/uploads/default/");
+  await expect(page.getByTestId("job-input")).toContainText("digits-0.1.tar.gz");
 });

@@ -119,6 +119,33 @@ fn JobTable(jobs: Vec<Value>, project: String, next: String) -> impl IntoView {
     }
 }
 
+/// Uploads a package file into a new upload folder on the server (`POST …/uploads`, then `PUT`
+/// of the file's bytes straight from the browser); returns the file's URI.
+#[cfg(feature = "hydrate")]
+async fn upload_file(project: &str, file: web_sys::File) -> Result<String, String> {
+    use wasm_bindgen::JsCast;
+    let upload = api_send("POST".into(), format!("/projects/{project}/uploads"), Some("{}".into()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let id = text(&upload, "name").rsplit('/').next().unwrap_or("").to_owned();
+    let name = file.name();
+    let init = web_sys::RequestInit::new();
+    init.set_method("PUT");
+    init.set_body(&file);
+    let url = format!("/v1/projects/{project}/uploads/{id}/{}", encode(&name));
+    let request = web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| format!("{e:?}"))?;
+    let window = web_sys::window().ok_or("no browser window")?;
+    let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| format!("the upload failed: {e:?}"))?;
+    let response: web_sys::Response = response.dyn_into().map_err(|_| "the upload got no response".to_owned())?;
+    if !response.ok() {
+        return Err(format!("the upload failed (HTTP {})", response.status()));
+    }
+    Ok(format!("{}/{name}", text(&upload, "uri")))
+}
+
 /// Percent-encodes a query value.
 pub fn encode(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -166,15 +193,18 @@ fn SubmitTrainingJob() -> impl IntoView {
                 .map(|(_, message)| view! { <span class="field-error" role="alert">{message}</span> })
         }
     };
+    let file_input = NodeRef::<leptos::html::Input>::new();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let labels = match parse_labels(&labels.get_untracked()) {
             Ok(labels) => labels,
             Err(message) => return error.set(Some(("labels".into(), message))),
         };
+        #[cfg(feature = "hydrate")]
+        let file = file_input.get_untracked().and_then(|input| input.files()).and_then(|files| files.get(0));
+        let package = package.get_untracked().trim().to_owned();
         let mut input = json!({
             "scaleTier": tier.get_untracked(),
-            "packageUris": [package.get_untracked().trim()],
             "pythonModule": module.get_untracked().trim(),
             "args": args.get_untracked().split_whitespace().collect::<Vec<_>>(),
             "region": "local",
@@ -186,11 +216,25 @@ fn SubmitTrainingJob() -> impl IntoView {
             input["workerCount"] = json!(workers.get_untracked().trim());
             input["parameterServerCount"] = json!(ps.get_untracked().trim());
         }
-        let body = json!({"jobId": job_id.get_untracked().trim(), "labels": labels, "trainingInput": input});
+        let job_id = job_id.get_untracked().trim().to_owned();
         let project = project.get_untracked();
         let navigate = navigate.clone();
         busy.set(true);
         spawn_local(async move {
+            // A chosen file is uploaded first; its URI becomes the package.
+            #[cfg(feature = "hydrate")]
+            let package = match file {
+                Some(file) => match upload_file(&project, file).await {
+                    Ok(uri) => uri,
+                    Err(message) => {
+                        busy.set(false);
+                        return error.set(Some(("package".into(), message)));
+                    }
+                },
+                None => package,
+            };
+            input["packageUris"] = json!([package]);
+            let body = json!({"jobId": job_id, "labels": labels, "trainingInput": input});
             let result = api_send("POST".into(), format!("/projects/{project}/jobs"), Some(body.to_string())).await;
             busy.set(false);
             match result {
@@ -211,6 +255,7 @@ fn SubmitTrainingJob() -> impl IntoView {
             <form on:submit=submit class="form" novalidate>
                 <label>"Job id" <input name="jobId" required placeholder="digits_1" bind:value=job_id/> {field_error("jobId")}</label>
                 <label>"Package (folder, sdist or wheel path / file:// URI)" <input name="package" placeholder="/path/to/examples/digits" bind:value=package/> {field_error("package")}</label>
+                <label>"…or upload a package file (sdist .tar.gz or wheel)" <input name="packageFile" type="file" accept=".gz,.whl,.zip" node_ref=file_input/></label>
                 <label>"Python module" <input name="module" placeholder="trainer.task" bind:value=module/> {field_error("module")}</label>
                 <label>"Arguments (space separated)" <input name="args" placeholder="--epochs 20" bind:value=args/></label>
                 <label>"Job dir" <input name="jobDir" placeholder="/path/to/outputs/digits_1" bind:value=job_dir/> {field_error("jobDir")}</label>
