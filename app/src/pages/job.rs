@@ -331,7 +331,8 @@ fn LogViewer(project: String, job: String, active: RwSignal<bool>) -> impl IntoV
             fetching.set(false);
         });
     });
-    let shown = move || {
+    // Filtered once per change; the count and the list both read it.
+    let shown = Memo::new(move |_| {
         let mut lines: Vec<Value> = match first.get() {
             Some(Ok(Ok(page))) => page["lines"].as_array().cloned().unwrap_or_default(),
             _ => Vec::new(),
@@ -343,7 +344,7 @@ fn LogViewer(project: String, job: String, active: RwSignal<bool>) -> impl IntoV
             .filter(|l| who.is_empty() || text(l, "replica") == who)
             .filter(|l| needle.is_empty() || text(l, "text").to_lowercase().contains(&needle))
             .collect::<Vec<_>>()
-    };
+    });
     let replicas = move || {
         let mut names: Vec<String> = match first.get() {
             Some(Ok(Ok(page))) => {
@@ -365,12 +366,12 @@ fn LogViewer(project: String, job: String, active: RwSignal<bool>) -> impl IntoV
                 </select>
             </label>
             <label>"Search " <input type="search" placeholder="text in a line" bind:value=search/></label>
-            <span class="muted" data-testid="log-count">{move || format!("{} lines", shown().len())}</span>
+            <span class="muted" data-testid="log-count">{move || format!("{} lines", shown.with(Vec::len))}</span>
             {move || active.get().then(|| view! { <span class="live">"● following"</span> })}
         </div>
         <div class="log" role="log" aria-live="polite" data-testid="log">
             <Transition fallback=|| view! { <p class="muted">"Loading logs…"</p> }>
-                {move || shown().into_iter().map(|line| view! {
+                {move || shown.get().into_iter().map(|line| view! {
                     <div class="log-line">
                         <span class="log-time">{short_time(&text(&line, "time")).get(11..).unwrap_or("").to_owned()}</span>
                         <span class="log-replica">{text(&line, "replica")}</span>

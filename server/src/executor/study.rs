@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::read_series;
+use super::metrics::{read_series, MetricPoint};
 use super::run::{supervise, Ending, Launch};
 use crate::control::tuning::{self, Assignment, Observation, Rng, Study};
 use crate::names::JobName;
@@ -138,7 +138,8 @@ pub async fn run_study(
         };
         tokio::select! {
             Some((index, ending)) = running.next() => {
-                let final_metric = curve(&series, study, &trials[index].id).last().copied();
+                let points = read_series(&series).unwrap_or_default();
+                let final_metric = curve(&points, study, &trials[index].id).last().copied();
                 let trial = &mut trials[index];
                 trial.end = Some(now());
                 trial.final_metric = final_metric;
@@ -154,13 +155,15 @@ pub async fn run_study(
                 };
             }
             _ = tick.tick(), if study.early_stopping => {
+                // The series file is read once per check, not once per trial.
+                let points = read_series(&series).unwrap_or_default();
                 let completed: Vec<Vec<(i64, f64)>> = trials
                     .iter()
                     .filter(|t| t.state == "SUCCEEDED" && !t.previous)
-                    .map(|t| curve(&series, study, &t.id))
+                    .map(|t| curve(&points, study, &t.id))
                     .collect();
                 for trial in trials.iter_mut().filter(|t| t.state == "RUNNING" && !t.stopped_early) {
-                    if tuning::should_stop(study, &curve(&series, study, &trial.id), &completed) {
+                    if tuning::should_stop(study, &curve(&points, study, &trial.id), &completed) {
                         let _ = log.send(("service".into(), format!("Stopping trial {} early: its objective is worse than the median of completed trials.", trial.id)));
                         trial.stopped_early = true;
                         trial.token.cancel();
@@ -205,14 +208,9 @@ pub async fn run_study(
 }
 
 /// A trial's reports of the study's metric from its master, in report order.
-fn curve(series: &std::path::Path, study: &Study, id: &str) -> Vec<(i64, f64)> {
+fn curve(points: &[MetricPoint], study: &Study, id: &str) -> Vec<(i64, f64)> {
     let replica = format!("trial-{id}/master-replica-0");
-    read_series(series)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.tag == study.metric_tag && p.replica == replica)
-        .map(|p| (p.step, p.value))
-        .collect()
+    points.iter().filter(|p| p.tag == study.metric_tag && p.replica == replica).map(|p| (p.step, p.value)).collect()
 }
 
 /// The trials of the job this one resumes (they count and inform suggestions).
