@@ -24,6 +24,16 @@ if job_dir:
 if "--fail" in sys.argv:
     print("failing now")
     sys.exit(4)
+# The master's exit ends the job and stops the others: with --wait-for-workers=N it waits until N
+# workers have printed (each leaves a file in the job dir).
+waits = [int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--wait-for-workers=")]
+if job_dir and config["task"]["type"] == "worker":
+    open(os.path.join(job_dir[0], "worker-%d" % config["task"]["index"]), "w").write("printed")
+if waits:
+    import time
+    deadline = time.time() + 30
+    while sum(n.startswith("worker-") for n in os.listdir(job_dir[0])) < waits[0] and time.time() < deadline:
+        time.sleep(0.02)
 "#;
 
 #[tokio::test]
@@ -62,6 +72,7 @@ async fn distributed_runs_a_master_and_workers_with_their_ranks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = package(dir.path(), TASK);
     let python = common::python().display().to_string();
+    let job_dir = dir.path().join("out").display().to_string();
     let (code, stdout, stderr) = run_anneal(
         &[
             "local",
@@ -73,8 +84,12 @@ async fn distributed_runs_a_master_and_workers_with_their_ranks() {
             "--distributed",
             "--worker-count",
             "2",
+            "--job-dir",
+            &job_dir,
             "--python",
             &python,
+            "--",
+            "--wait-for-workers=2",
         ],
         &[],
     )
