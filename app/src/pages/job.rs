@@ -6,7 +6,7 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
 use serde_json::{json, Value};
 
-use crate::api::{api_get, api_send, job_charts};
+use crate::api::{api_get, api_send, job_charts, ApiResult, Chart};
 use crate::components::{
     duration, job_ended, labels_text, short_time, text, use_param, use_project, use_ticker, ErrorNotice, PageHeading,
     StateBadge,
@@ -26,6 +26,17 @@ pub fn JobPage() -> impl IntoView {
     let kind = Resource::new(
         move || (project.get(), job_id.get()),
         |(project, job)| api_get(format!("/projects/{project}/jobs/{job}")),
+    );
+    // The live sections' first data is read here, with the page, so the server renders it before
+    // it answers (a resource made inside them could be read after the page was sent).
+    // Charts: every second tick while active; once more after the job ends.
+    let charts = Resource::new(
+        move || (project.get(), job_id.get(), tick.get() / 2, active.get()),
+        |(project, job, _, _)| job_charts(project, job),
+    );
+    let first_logs = Resource::new(
+        move || (project.get(), job_id.get()),
+        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}/logs?limit=5000")),
     );
     view! {
         <PageHeading title=move || format!("Job {}", job_id.get())/>
@@ -48,11 +59,11 @@ pub fn JobPage() -> impl IntoView {
                 view! {
                     <section class="panel" aria-label="Metrics">
                         <h2>"Metrics"</h2>
-                        <Charts project=project.clone() job=job.clone() active tick/>
+                        <Charts charts/>
                     </section>
                     <section class="panel" aria-label="Logs">
                         <h2>"Logs"</h2>
-                        <LogViewer project job active/>
+                        <LogViewer project job active first=first_logs/>
                     </section>
                 }
             }))}
@@ -256,12 +267,7 @@ fn DeployForm(job: String, job_dir: String) -> impl IntoView {
 
 /// One chart per metric tag, redrawn while the job runs.
 #[component]
-fn Charts(project: String, job: String, active: RwSignal<bool>, tick: RwSignal<u32>) -> impl IntoView {
-    // Every second tick while active; once more after the job ends.
-    let charts = Resource::new(
-        move || (project.clone(), job.clone(), tick.get() / 2, active.get()),
-        |(project, job, _, _)| job_charts(project, job),
-    );
+fn Charts(charts: Resource<Result<Vec<Chart>, ServerFnError>>) -> impl IntoView {
     view! {
         <Transition fallback=|| view! { <p class="muted">"Loading charts…"</p> }>
             {move || charts.get().map(|result| match result {
@@ -287,12 +293,13 @@ fn Charts(project: String, job: String, active: RwSignal<bool>, tick: RwSignal<u
 /// The job's log: the first lines are rendered on the server; new ones are fetched every second
 /// while the job runs (and once more after it ends). Filter by replica, search by text.
 #[component]
-fn LogViewer(project: String, job: String, active: RwSignal<bool>) -> impl IntoView {
+fn LogViewer(
+    project: String,
+    job: String,
+    active: RwSignal<bool>,
+    first: Resource<Result<ApiResult, ServerFnError>>,
+) -> impl IntoView {
     let base = format!("/projects/{project}/jobs/{job}");
-    let first = {
-        let base = base.clone();
-        Resource::new(move || base.clone(), |base| api_get(format!("{base}/logs?limit=5000")))
-    };
     let more = RwSignal::new(Vec::<Value>::new());
     let next = RwSignal::new(None::<u64>);
     let replica = RwSignal::new(String::new());
