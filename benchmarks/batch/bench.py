@@ -59,6 +59,10 @@ def run_job(work, model_dir, input_path, lines):
     )
     try:
         base = re.search(r"http://[0-9.:]+", server.stdout.readline()).group(0)
+        # Authentication is on, as by default: the server wrote its admin token before it printed
+        # its address, and every /v1 call sends it.
+        token = (data / "admin.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
         idle_rss = rss_kib(server.pid)
         output = work / f"out-{lines}"
         body = {
@@ -68,12 +72,13 @@ def run_job(work, model_dir, input_path, lines):
         }
         request = urllib.request.Request(
             base + "/v1/projects/bench/jobs", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **auth},
         )
         urllib.request.urlopen(request).read()
         peak = 0
         while True:
-            job = json.loads(urllib.request.urlopen(f"{base}/v1/projects/bench/jobs/bench_{lines}").read())
+            status = urllib.request.Request(f"{base}/v1/projects/bench/jobs/bench_{lines}", headers=auth)
+            job = json.loads(urllib.request.urlopen(status).read())
             peak = max(peak, rss_kib(server.pid))
             if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 break
@@ -137,6 +142,7 @@ def main():
 
 Reproduce: `make build && benchmarks/batch/run.sh` (writes `results.json` and this file).
 Machine: {results['machine']}; {results['date']}. Model: {results['model']}.
+Requests carry a bearer token (auth on, as by default), so the overhead of checking it is included.
 
 | Instances | JSON input | Floor: tch forward, instances/s | Anneal batch job, instances/s | Share of floor | Server RSS idle | Server RSS peak |
 |---|---|---|---|---|---|---|

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How long should a model worker wait to fill a batch? Serves the large MLP with
 # predict_max_queue_delay_us = 0, 250, 1000, 4000 and measures throughput and latency at 8 and 64
-# connections. Writes delay_sweep.md here.
+# connections. Writes delay_sweep.md here. Authentication is on, as by default: every /v1 call, wrk's
+# included, sends the admin token the server wrote to <data dir>/admin.token on first start.
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/delay_sweep.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,7 @@ OUT=$HERE/delay_sweep.md
   echo "# Batching window sweep (large MLP, $(nproc) cores shared with wrk)"
   echo
   echo "Reproduce: \`make build && benchmarks/serving/delay_sweep.sh\`."
+  echo "Requests carry a bearer token (auth on, as by default), so the overhead of checking it is included."
   echo
   echo "| predict_max_queue_delay_us | req/s c=8 | p50 µs c=8 | p99 µs c=8 | req/s c=64 | p50 µs c=64 | p99 µs c=64 |"
   echo "|---|---|---|---|---|---|---|"
@@ -29,14 +31,17 @@ for delay in 0 250 1000 4000; do
   ANNEAL_LOG=warn ANNEAL_PREDICT_MAX_QUEUE_DELAY_US=$delay target/release/anneal serve --addr 127.0.0.1:$port --data-dir "$WORK/data-$delay" > "$WORK/log-$delay" 2>&1 &
   pid=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.1; done
+  # The server wrote its admin token before it started answering.
+  token=$(cat "$WORK/data-$delay/admin.token")
+  auth=(-H "authorization: Bearer $token")
   mkdir -p "$WORK/data-$delay/exports" && cp -r "$WORK/data/exports/large" "$WORK/data-$delay/exports/"
-  curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/b/models" -H 'content-type: application/json' -d '{"name": "large"}' > /dev/null
-  op=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/b/models/large/versions" -H 'content-type: application/json' \
+  curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models" -H 'content-type: application/json' -d '{"name": "large"}' > /dev/null
+  op=$(curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models/large/versions" -H 'content-type: application/json' \
     -d "{\"name\": \"v\", \"deploymentUri\": \"$WORK/data-$delay/exports/large\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
-  until curl -fsS "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+  until curl -fsS "${auth[@]}" "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
   row="| $delay"
   for c in 8 64; do
-    line=$(BODY_FILE="$WORK/data/exports/large.body.json" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/large:predict" | tail -n 1)
+    line=$(BODY_FILE="$WORK/data/exports/large.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/large:predict" | tail -n 1)
     echo "  delay=$delay c=$c $line"
     row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f | %d | %d" % (r["rps"], r["p50_us"], r["p99_us"]))' "$line")"
   done

@@ -1,6 +1,12 @@
--- wrk script: POST the body in $BODY_FILE, and print one JSON line of results at the end.
+-- wrk script: POST the body in $BODY_FILE, and print one JSON line of results at the end. With
+-- $ANNEAL_TOKEN set (run.sh and delay_sweep.sh pass the server's admin token), every request
+-- carries it as a bearer token, as a user's client would.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local token = os.getenv("ANNEAL_TOKEN")
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 local file = assert(io.open(os.getenv("BODY_FILE"), "r"))
 wrk.body = file:read("*a")
 file:close()

@@ -25,6 +25,8 @@ lines = [
     f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, {platform.system()}; "
     "the load generator (wrk, one thread) shares the cores with the server.",
     "Reproduce: `make build && benchmarks/serving/run.sh`.",
+    "Requests to Anneal carry a bearer token (auth on, as by default), so the overhead of checking it is included; "
+    "the FastAPI server, the peer compared against, has no auth.",
     "",
 ]
 for model in ("small", "large"):

@@ -6,6 +6,10 @@
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/run.sh
 # Needs wrk (Debian: apt-get install wrk). Writes results.jsonl, results.md and results.png here.
 # DURATION (seconds per load run, default 10) can be set in the environment.
+#
+# Anneal runs as by default, with authentication on: every /v1 call, wrk's included, sends the admin
+# token that `anneal serve` wrote to <data dir>/admin.token on first start, so the cost of checking
+# it is in the numbers. The FastAPI server is the peer compared against and has no auth.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -35,9 +39,9 @@ print(json.dumps(row))
 PY
 }
 
-load() { # system model url
+load() { # system model url [token]
   for c in 1 8 64; do
-    line=$(BODY_FILE="$WORK/data/exports/$2.body.json" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "$3" | tail -n 1)
+    line=$(BODY_FILE="$WORK/data/exports/$2.body.json" ANNEAL_TOKEN="${4:-}" wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "$3" | tail -n 1)
     echo "  $1 $2 c=$c $line"
     record "$1" "$2" "$c" "$line"
   done
@@ -57,13 +61,17 @@ serve_anneal() { # system port extra-env...
   env "$@" ANNEAL_LOG=warn target/release/anneal serve --addr "127.0.0.1:$port" --data-dir "$WORK/data" > "$WORK/$system.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/readyz"
+  # The server wrote its admin token before it started answering.
+  local token
+  token=$(cat "$WORK/data/admin.token")
+  local auth=(-H "authorization: Bearer $token")
   for model in small large; do
-    curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models" -d "{\"name\": \"$model\"}" -H 'content-type: application/json' > /dev/null || true
-    op=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions" -H 'content-type: application/json' \
+    curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/bench/models" -d "{\"name\": \"$model\"}" -H 'content-type: application/json' > /dev/null || true
+    op=$(curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions" -H 'content-type: application/json' \
       -d "{\"name\": \"${system}\", \"deploymentUri\": \"$WORK/data/exports/$model\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
-    until curl -fsS "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
-    curl -fsS -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions/${system}:setDefault" -d '{}' > /dev/null
-    load "$system" "$model" "http://127.0.0.1:$port/v1/projects/bench/models/$model:predict"
+    until curl -fsS "${auth[@]}" "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+    curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions/${system}:setDefault" -H 'content-type: application/json' -d '{}' > /dev/null
+    load "$system" "$model" "http://127.0.0.1:$port/v1/projects/bench/models/$model:predict" "$token"
   done
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
@@ -75,7 +83,7 @@ for model in small large; do
   python "$HERE/fastapi_server.py" "$WORK/data/exports/$model" 18083 > "$WORK/fastapi.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:18083/docs"
-  load fastapi "$model" "http://127.0.0.1:18083/predict"
+  load fastapi "$model" "http://127.0.0.1:18083/predict"  # no token: the peer has no auth
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 done
 

@@ -51,11 +51,15 @@ class Server:
         self.proc = subprocess.Popen([str(BINARY), "serve", "--addr", "127.0.0.1:0", "--data-dir", str(data)],
                                      stdout=subprocess.PIPE, env=env, text=True)
         self.base = re.search(r"http://[0-9.:]+", self.proc.stdout.readline()).group(0)
+        # Authentication is on, as by default: the server wrote its admin token before it printed
+        # its address, and every /v1 call sends it.
+        self.token = (pathlib.Path(data) / "admin.token").read_text().strip()
 
     def call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + "/v1/projects/bench" + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request) as response:
             return json.loads(response.read())
 
@@ -134,6 +138,7 @@ def main():
 
 Reproduce: `make build && benchmarks/tuning/run.sh` (writes `results.json` and this file).
 Machine: {summary['machine']}; {summary['date']}.
+Requests carry a bearer token (auth on, as by default), so the overhead of checking it is included.
 
 Objective: f(x, y) = 1 − 4((x − 0.3)² + (y − 0.7)²) + N(0, 0.005) on x, y ∈ [0, 1] (both DOUBLE,
 linear), optimum 1. A study counts as there when a trial's noise-free f ≥ 0.95 (within 5 % of the
