@@ -5,9 +5,11 @@
 //! Custom verbs (`name:verb`) are rewritten to an extra path segment before routing by
 //! [`split_custom_verb`], so routes read `/projects/{project}/@getConfig`.
 
+mod auth;
 pub mod error;
 mod extract;
 mod jobs;
+pub mod limits;
 mod models;
 mod operations;
 mod patch;
@@ -24,10 +26,13 @@ use axum::Router;
 
 use crate::control::Control;
 
+pub use auth::{authenticate, required_permission};
 pub use wire::Json;
 
-/// The `/v1` router (to be nested at `/v1`).
-pub fn router() -> Router<Control> {
+/// The `/v1` router (to be nested at `/v1`). Every route is guarded by [`auth::authorize`]: the
+/// caller's identity must come in the request's extensions, put there by [`authenticate`] (bearer
+/// tokens) or by the console (its logged-in session).
+pub fn router(control: &Control) -> Router<Control> {
     Router::new()
         .merge(projects::router())
         .merge(jobs::router())
@@ -36,7 +41,9 @@ pub fn router() -> Router<Control> {
         .merge(operations::router())
         .merge(predict::router())
         .merge(uploads::router())
+        .merge(auth::router())
         .route("/openapi.json", axum::routing::get(openapi))
+        .route_layer(axum::middleware::from_fn_with_state(control.clone(), auth::authorize))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::no_route)
 }

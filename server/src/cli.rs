@@ -2,6 +2,7 @@
 //! trainer or a model without one; the client verbs (`jobs`, `models`, `versions`, `predict`,
 //! `operations`, `config`, in `client`) talk to a server over the REST API.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Long-running operations.
     #[command(subcommand)]
     Operations(crate::client::OperationsCommand),
+    /// Log the CLI in with a token, and manage tokens (admin).
+    #[command(subcommand)]
+    Auth(crate::client::AuthCommand),
     /// The CLI's settings (`endpoint`, `project`).
     #[command(subcommand)]
     Config(crate::client::ConfigCommand),
@@ -130,6 +134,10 @@ struct ServeArgs {
     /// else python3; env ANNEAL_PYTHON].
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
+    /// Serve without authentication: every caller is an admin. Allowed only on a loopback
+    /// address [env ANNEAL_AUTH=false].
+    #[arg(long)]
+    no_auth: bool,
 }
 
 /// Runs the command line and returns the process exit code: 0 on success, 2 for bad usage (from
@@ -149,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => crate::client::run(cli.client, crate::client::Verb::Predict(args)),
         Command::Operations(command) => crate::client::run(cli.client, crate::client::Verb::Operations(command)),
         Command::Config(command) => crate::client::config(&cli.client, command),
+        Command::Auth(command) => crate::client::auth(&cli.client, command),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "anneal", &mut std::io::stdout());
@@ -186,6 +195,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         log: args.log,
         site_root: args.site_root,
         python: args.python,
+        auth: args.no_auth.then_some(false),
     };
     let config = match Config::load(args.config.as_deref(), overrides) {
         Ok(config) => config,
@@ -203,6 +213,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         let addr = server.local_addr()?;
         // Tests and scripts read this line to learn the bound port.
         println!("Anneal is listening on http://{addr} (console: http://{addr}/)");
+        // Whoever started us may have stopped reading after the first line: a closed stdout is
+        // not an error worth dying for.
+        let mut stdout = std::io::stdout().lock();
+        for line in server.login_hints(addr) {
+            let _ = writeln!(stdout, "{line}");
+        }
+        let _ = stdout.flush();
+        drop(stdout);
         server.run().await
     });
     match result {

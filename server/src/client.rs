@@ -3,6 +3,7 @@
 //! success or 1 with one `error:` line (the API's message and status) on failure.
 
 mod args;
+mod auth;
 mod commands;
 mod http;
 pub mod output;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 pub use args::{
     ClientOptions, ConfigCommand, JobsCommand, ModelsCommand, OperationsCommand, PredictArgs, VersionsCommand,
 };
+pub use auth::{auth, AuthCommand};
 pub use output::Format;
 
 use crate::config::ClientConfig;
@@ -37,7 +39,8 @@ pub fn run(options: ClientOptions, verb: Verb) -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     let outcome = runtime.block_on(async move {
-        let client = http::Client::new(&settings.endpoint, &settings.project)?;
+        let token = crate::config::client_token(options.token.as_deref(), &settings.endpoint);
+        let client = http::Client::new(&settings.endpoint, &settings.project, token.as_deref())?;
         let cx = commands::Context { client, format: options.format.unwrap_or_default(), quiet: options.quiet };
         match verb {
             Verb::Jobs(command) => commands::jobs(&cx, command).await,

@@ -40,6 +40,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Directories besides the data dir that user URIs (`deploymentUri`, package URIs) may name.
     pub storage_roots: Vec<PathBuf>,
+    /// Whether callers must present a token (`Authorization: Bearer`, or a console session).
+    /// `false` (`--no-auth`) is allowed only when `addr` is a loopback address.
+    pub auth: bool,
     /// The largest request body accepted, in bytes (predict requests included).
     pub max_request_bytes: usize,
     /// The most rows one forward pass takes (1 turns batching off).
@@ -63,6 +66,36 @@ pub struct Config {
     /// GPU devices training jobs may use (replicas get `CUDA_VISIBLE_DEVICES`). Unset: the NVIDIA
     /// devices found in `/dev`.
     pub gpu_devices: Option<usize>,
+    /// When the server runs as root: the unprivileged account whose group replicas (training
+    /// jobs, tuning trials, the pip install of a job's packages) run in; created at start (a
+    /// system account without home or login shell) when missing. Ignored when not root: replicas
+    /// then run as the server's user.
+    pub replica_user: String,
+    /// When the server runs as root: each project's replicas run as uid `replica_uid_base + n`,
+    /// n numbering the projects by their first job (kept in `storage/replica-ids`), so trainers
+    /// of different projects cannot reach each other. Two servers on one host need different
+    /// bases.
+    pub replica_uid_base: u32,
+    /// The largest file one upload request (`PUT …/uploads/{id}/{path}`) may carry, in bytes.
+    pub max_upload_bytes: u64,
+    /// The most bytes of uploads one project may keep under `storage/uploads/<project>/`; an
+    /// upload past it answers 429 RESOURCE_EXHAUSTED.
+    pub upload_quota_bytes: u64,
+    /// The longest line of a replica's output kept in a job's log, in bytes; a longer line is
+    /// cut there and marked, so a replica that prints without newlines cannot grow memory.
+    pub max_log_line_bytes: usize,
+    /// The most `logs?follow=true` streams open at once on this server; more answer 429.
+    pub max_log_followers: usize,
+    /// How long an ordinary API request may take, in seconds, before it answers 503; log
+    /// follow streams and uploads are not cut.
+    pub request_timeout_secs: u64,
+    /// The address browsers reach this server at when it is behind a proxy or a public name,
+    /// e.g. `https://anneal.example.com`: its host is an allowed `Host`, its origin an allowed
+    /// `Origin`, and an `https` one makes the console's session cookie `Secure`.
+    pub public_url: Option<String>,
+    /// More host names (without port) that requests may name in `Host`, besides `localhost`, IP
+    /// addresses and `public_url`'s host; `*` allows any (turns the DNS-rebinding check off).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
@@ -75,6 +108,7 @@ const ENV_KEYS: &[&str] = &[
     "site_root",
     "shutdown_grace_secs",
     "storage_roots",
+    "auth",
     "max_request_bytes",
     "predict_max_batch_size",
     "predict_max_queue_delay_us",
@@ -85,6 +119,15 @@ const ENV_KEYS: &[&str] = &[
     "training_slots",
     "kill_grace_secs",
     "gpu_devices",
+    "replica_user",
+    "replica_uid_base",
+    "max_upload_bytes",
+    "upload_quota_bytes",
+    "max_log_line_bytes",
+    "max_log_followers",
+    "request_timeout_secs",
+    "public_url",
+    "allowed_hosts",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -102,6 +145,8 @@ pub struct Overrides {
     pub site_root: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<bool>,
 }
 
 /// Why the configuration could not be built.
@@ -188,6 +233,21 @@ impl Config {
         repo_venv.unwrap_or_else(|| PathBuf::from("python3"))
     }
 
+    /// The limits on growth that the use cases enforce.
+    pub fn limits(&self) -> crate::control::Limits {
+        crate::control::Limits {
+            max_upload_bytes: self.max_upload_bytes,
+            upload_quota_bytes: self.upload_quota_bytes,
+            max_log_followers: self.max_log_followers.max(1),
+            request_timeout: self.request_timeout(),
+        }
+    }
+
+    /// How long an ordinary API request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
     /// How long shutdown waits for in-flight work.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -204,6 +264,7 @@ struct Defaults {
     log: String,
     shutdown_grace_secs: u64,
     storage_roots: Vec<PathBuf>,
+    auth: bool,
     max_request_bytes: usize,
     predict_max_batch_size: usize,
     predict_max_queue_delay_us: u64,
@@ -212,6 +273,14 @@ struct Defaults {
     predict_intra_op_threads: i32,
     training_slots: usize,
     kill_grace_secs: u64,
+    replica_user: String,
+    replica_uid_base: u32,
+    max_upload_bytes: u64,
+    upload_quota_bytes: u64,
+    max_log_line_bytes: usize,
+    max_log_followers: usize,
+    request_timeout_secs: u64,
+    allowed_hosts: Vec<String>,
 }
 
 impl Defaults {
@@ -223,6 +292,7 @@ impl Defaults {
             log: "info".into(),
             shutdown_grace_secs: 30,
             storage_roots: Vec::new(),
+            auth: true,
             // The 1.5 MB online-prediction payload limit of ML Engine.
             max_request_bytes: 1_572_864,
             predict_max_batch_size: 64,
@@ -232,6 +302,16 @@ impl Defaults {
             predict_intra_op_threads: 1,
             training_slots: std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4)),
             kill_grace_secs: 5,
+            replica_user: "anneal-replica".into(),
+            // Above the ranges systemd gives regular, dynamic and container users (up to
+            // 0x6FFFFFFF), below the ones it tells programs to avoid (0x80000000 and up).
+            replica_uid_base: 0x7000_0000,
+            max_upload_bytes: 4 << 30,
+            upload_quota_bytes: 20 << 30,
+            max_log_line_bytes: 64 << 10,
+            max_log_followers: 256,
+            request_timeout_secs: 60,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -300,6 +380,46 @@ impl ClientConfig {
         std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         Ok(file)
     }
+}
+
+/// The token the CLI sends, in this order: `--token`, `ANNEAL_TOKEN`, the file `anneal auth
+/// login` writes (`<config dir>/anneal/token`), and — when `endpoint` is on this machine — the
+/// admin token of the server's data dir (`ANNEAL_DATA_DIR`, else `~/.anneal`), so the CLI works
+/// against a local server with nothing to set up.
+pub fn client_token(flag: Option<&str>, endpoint: &str) -> Option<String> {
+    let read = |path: PathBuf| std::fs::read_to_string(path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if let Some(token) = flag.map(str::to_owned).or_else(|| std::env::var("ANNEAL_TOKEN").ok()).filter(|t| !t.is_empty())
+    {
+        return Some(token);
+    }
+    if let Some(token) = client_token_file().and_then(read) {
+        return Some(token);
+    }
+    if !is_loopback_endpoint(endpoint) {
+        return None;
+    }
+    let data_dir = std::env::var_os("ANNEAL_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".anneal")))?;
+    read(data_dir.join(crate::auth::ADMIN_TOKEN_FILE))
+}
+
+/// The file `anneal auth login` keeps the CLI's token in (mode 0600).
+pub fn client_token_file() -> Option<PathBuf> {
+    ClientConfig::file().and_then(|f| f.parent().map(|dir| dir.join("token")))
+}
+
+/// Whether an endpoint URL names this machine (`localhost`, `127.x.x.x`, `[::1]`).
+pub fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// figment's errors can span several lines (one per nested cause); the CLI prints one line.

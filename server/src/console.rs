@@ -1,23 +1,33 @@
 //! The web console's server side: renders the Leptos app, serves its built assets (WASM, JS, CSS),
-//! and implements the console's backend port on top of [`Control`].
+//! keeps browsers' sessions (`session.rs`), and implements the console's backend port on top of
+//! [`Control`], acting as the logged-in identity.
 //!
-//! The assets are found where `make build` (cargo-leptos) puts them relative to the executable, so
-//! `target/release/anneal` serves its console from any working directory: the configured
+//! Pages carry a Content-Security-Policy: scripts only from this server plus the inline
+//! hydration script, which carries the per-response nonce Leptos makes; WebAssembly compiled from
+//! there (`'wasm-unsafe-eval'`); styles, images and connections to this server only; no framing.
+//!
+//! The assets are found where `make build` (scripts/build-console.sh) puts them relative to the
+//! executable, so `target/release/anneal` serves its console from any working directory: the configured
 //! `site_root` if set, else `<exe dir>/site`, else `<exe dir>/../site` (that is `target/site`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod charts;
+mod session;
 
-use app::api::{ApiError, ApiResult, Chart, ServerInfo};
+use app::api::{ApiError, ApiResult, Chart, ServerInfo, SessionInfo};
 use app::backend::{Backend, ConsoleBackend};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower::ServiceExt;
 
+use crate::auth::{Identity, Permission};
 use crate::control::Control;
+use crate::http::browser::BrowserPolicy;
 
 /// The file whose presence marks a site root built for this app.
 const MARKER: &str = "pkg/anneal.js";
@@ -27,11 +37,13 @@ const MARKER: &str = "pkg/anneal.js";
 pub struct Console {
     options: LeptosOptions,
     assets_found: bool,
+    browser: BrowserPolicy,
 }
 
 impl Console {
-    /// Locates the console's assets (see the module docs).
-    pub fn new(configured_root: Option<&Path>) -> Self {
+    /// Locates the console's assets (see the module docs); `browser` says which hosts and
+    /// origins browsers reach it at.
+    pub fn new(configured_root: Option<&Path>, browser: BrowserPolicy) -> Self {
         let candidates: Vec<PathBuf> = match configured_root {
             Some(root) => vec![root.to_path_buf()],
             None => exe_relative_roots(),
@@ -44,7 +56,7 @@ impl Console {
             .site_pkg_dir("pkg")
             .env(leptos::config::Env::PROD)
             .build();
-        Self { options, assets_found: found.is_some() }
+        Self { options, assets_found: found.is_some(), browser }
     }
 
     /// Where the assets are served from, and whether they were found there.
@@ -52,20 +64,66 @@ impl Console {
         (&self.options.site_root, self.assets_found)
     }
 
+    /// The hosts and origins browsers may reach this server at.
+    pub fn browser_policy(&self) -> &BrowserPolicy {
+        &self.browser
+    }
+
     /// The console's routes: server-rendered pages, server functions and static assets.
     pub fn router(&self, control: Control) -> Router {
-        let api = Router::new().nest("/v1", crate::api::router().with_state(control.clone()));
+        let api = Router::new().nest("/v1", crate::api::router(&control).with_state(control.clone()));
+        let sessions = session::Sessions {
+            control: control.clone(),
+            browser: self.browser.clone(),
+            site_root: PathBuf::from(&*self.options.site_root),
+        };
         let backend: Backend = Arc::new(ConsoleUseCases { control, api });
         let routes = generate_route_list(app::App);
         let options = self.options.clone();
         let shell = move || app::shell(options.clone());
-        let context = move || provide_context(backend.clone());
+        let context = move || {
+            provide_context(backend.clone());
+            content_security_policy();
+        };
+        let session_routes = Router::new()
+            .route("/console/login", axum::routing::post(session::login))
+            .route("/console/logout", axum::routing::post(session::logout))
+            .with_state(sessions.clone());
         Router::new()
             .route("/console/project", axum::routing::get(switch_project))
-            .leptos_routes_with_context(&self.options, routes, context, shell)
-            .fallback(leptos_axum::file_and_error_handler(app::shell))
+            .leptos_routes_with_context(&self.options, routes, context.clone(), shell)
+            .fallback(leptos_axum::file_and_error_handler_with_context(context, app::shell))
             .with_state(self.options.clone())
+            .merge(session_routes)
+            .layer(axum::middleware::from_fn_with_state(sessions, session::require_session))
+            .layer(axum::middleware::map_response(default_security_policy))
     }
+}
+
+/// Puts the page's Content-Security-Policy, with this response's nonce, into its headers (while
+/// Leptos renders a page; server functions have no nonce and get the default policy).
+fn content_security_policy() {
+    let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>())
+    else {
+        return;
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+}
+
+/// The policy of every console answer that did not set one (static files, redirects, server
+/// functions): nothing may run or frame it.
+async fn default_security_policy(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ));
+    response
 }
 
 fn exe_relative_roots() -> Vec<PathBuf> {
@@ -104,7 +162,7 @@ const MAX_API_BODY: usize = 64 << 20;
 
 #[async_trait::async_trait]
 impl ConsoleBackend for ConsoleUseCases {
-    async fn server_info(&self) -> Result<ServerInfo, String> {
+    async fn server_info(&self, _request: &Parts) -> Result<ServerInfo, String> {
         let accelerators = self.control.accelerators();
         Ok(ServerInfo {
             version: crate::VERSION.to_owned(),
@@ -114,8 +172,18 @@ impl ConsoleBackend for ConsoleUseCases {
         })
     }
 
+    async fn session(&self, request: &Parts) -> Result<SessionInfo, String> {
+        let identity = caller(request).map_err(|e| e.to_string())?;
+        Ok(SessionInfo {
+            name: identity.name.clone(),
+            role: identity.role.as_str().to_owned(),
+            auth_enabled: self.control.auth_enabled(),
+        })
+    }
+
     async fn call_api(
         &self,
+        request: &Parts,
         method: &'static str,
         path: String,
         body: Option<serde_json::Value>,
@@ -123,6 +191,7 @@ impl ConsoleBackend for ConsoleUseCases {
         if !path.starts_with("/projects/") || path.contains("..") {
             return Err(format!("the console reads only /projects/ paths, not {path}"));
         }
+        let identity = caller(request).map_err(|e| e.to_string())?.clone();
         let mut request = axum::http::Request::builder().method(method).uri(format!("/v1{path}"));
         let body = match body {
             Some(value) => {
@@ -131,7 +200,8 @@ impl ConsoleBackend for ConsoleUseCases {
             }
             None => axum::body::Body::empty(),
         };
-        let request = crate::api::split_custom_verb(request.body(body).map_err(|e| e.to_string())?);
+        let mut request = crate::api::split_custom_verb(request.body(body).map_err(|e| e.to_string())?);
+        request.extensions_mut().insert(identity);
         let response = self.api.clone().oneshot(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), MAX_API_BODY).await.map_err(|e| e.to_string())?;
@@ -139,8 +209,9 @@ impl ConsoleBackend for ConsoleUseCases {
         Ok(if status < 300 { Ok(value) } else { Err(ApiError::from_body(status, &value)) })
     }
 
-    async fn job_charts(&self, project: String, job: String) -> Result<Vec<Chart>, String> {
+    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, String> {
         let name = crate::names::JobName::new("name", &project, &job).map_err(|e| e.to_string())?;
+        may_read(request, &project, || format!("projects/{project}/jobs/{job}"))?;
         let mut points = self.control.job_metrics(&name).await.map_err(|e| e.to_string())?;
         // A tuning job also gets the objective of each finished trial.
         let job = self.control.get_job(&name).await.map_err(|e| e.to_string())?;
@@ -167,16 +238,47 @@ impl ConsoleBackend for ConsoleUseCases {
 
     async fn example_instances(
         &self,
+        request: &Parts,
         project: String,
         model: String,
         version: String,
     ) -> Result<Option<String>, String> {
         let name = crate::names::VersionName::new("name", &project, &model, &version).map_err(|e| e.to_string())?;
+        may_read(request, &project, || format!("projects/{project}/models/{model}/versions/{version}"))?;
         let record = self.control.get_version(&name).await.map_err(|e| e.to_string())?;
         let Some(dir) = record.artifact_dir else { return Ok(None) };
         let Ok(signature) = crate::serving::Signature::read(std::path::Path::new(&dir)) else { return Ok(None) };
         Ok(example(&signature))
     }
+}
+
+/// The console session's secret among a request's cookies, if it carries one: what `/v1` needs
+/// to authenticate the calls a logged-in page makes itself (the package upload's `PUT`).
+pub fn session_secret(headers: &axum::http::HeaderMap) -> Option<&str> {
+    session::cookie(headers, crate::auth::SESSION_COOKIE)
+}
+
+/// The logged-in identity [`session::require_session`] put into the request.
+fn caller(request: &Parts) -> crate::Result<&Identity> {
+    request.extensions.get::<Identity>().ok_or_else(|| crate::Error::Unauthenticated("Log in to the console first.".into()))
+}
+
+/// Whether the caller may read `project`: as the API answers, a project outside the caller's
+/// scope is not found, and a role without reading is denied.
+fn may_read(request: &Parts, project: &str, resource: impl FnOnce() -> String) -> Result<(), String> {
+    let identity = caller(request).map_err(|e| e.to_string())?;
+    if !identity.projects.contains(project) {
+        return Err(crate::Error::not_found("name", format!("{} was not found.", resource())).to_string());
+    }
+    if !identity.can(Permission::Read, project) {
+        return Err(crate::Error::PermissionDenied(format!(
+            "The token's role ({}) cannot read {}.",
+            identity.role,
+            resource()
+        ))
+        .to_string());
+    }
+    Ok(())
 }
 
 /// `{"instances": [one instance of zeros]}` for a signature whose input shapes are all declared.

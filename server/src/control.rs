@@ -1,10 +1,12 @@
 //! Use cases: the one place where Anneal decides things. The REST API, the console and the CLI
 //! all call these, so their behaviour cannot drift apart.
 
+pub mod auth;
 mod batch;
 pub mod filter;
 mod health;
 mod jobs;
+pub mod limits;
 mod models;
 mod operations;
 pub mod paging;
@@ -15,10 +17,12 @@ mod uploads;
 mod versions;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use batch::{expand_inputs, prediction_spec, resolve_model_dir, ModelSource, PredictionInput, PredictionSpec};
 pub use filter::Filter;
 pub use health::{Check, Readiness};
+pub use limits::Limits;
 pub use jobs::{parse_duration, training_spec, JobLogs, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};
 pub use models::ModelPage;
 pub use operations::OperationPage;
@@ -43,6 +47,8 @@ pub struct Control {
     host: ModelHost,
     tasks: Tasks,
     executor: Executor,
+    growth: limits::Growth,
+    auth: Arc<auth::AuthState>,
 }
 
 /// The parts [`Control`] works with.
@@ -54,13 +60,19 @@ pub struct Parts {
     pub host: ModelHost,
     pub tasks: Tasks,
     pub executor: Executor,
+    /// The configured limits on growth (uploads, log followers).
+    pub limits: Limits,
+    /// Whether callers must authenticate (false only with `--no-auth` on loopback).
+    pub auth_enabled: bool,
 }
 
 impl Control {
     /// Assembles the use cases over opened parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts { store, storage, accelerators, data_dir, host, tasks, executor } = parts;
-        Self { store, storage, accelerators, data_dir, host, tasks, executor }
+        let Parts { store, storage, accelerators, data_dir, host, tasks, executor, limits, auth_enabled } = parts;
+        let auth = Arc::new(auth::AuthState::new(auth_enabled));
+        let growth = limits::Growth::new(limits);
+        Self { store, storage, accelerators, data_dir, host, tasks, executor, growth, auth }
     }
 
     /// Cancelled when the server begins to shut down (for long-lived responses).
@@ -76,5 +88,16 @@ impl Control {
     /// The data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// The configured limits on growth.
+    pub fn limits(&self) -> &Limits {
+        &self.growth.limits
+    }
+
+    /// A permit for one `logs?follow=true` stream, held while it is open; RESOURCE_EXHAUSTED
+    /// when `max_log_followers` streams are open.
+    pub fn log_follower(&self) -> crate::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.growth.follower()
     }
 }

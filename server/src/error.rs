@@ -49,6 +49,12 @@ pub enum Error {
     /// A concurrent change won, e.g. an `etag` mismatch (`ABORTED`, 409).
     #[error("{0}")]
     Aborted(String),
+    /// The request carries no valid credentials (`UNAUTHENTICATED`, 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's role does not allow the request (`PERMISSION_DENIED`, 403).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A bounded resource is full; retry later (`RESOURCE_EXHAUSTED`, 429).
     #[error("{0}")]
     ResourceExhausted(String),

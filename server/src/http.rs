@@ -1,5 +1,9 @@
 //! The HTTP surface of one server: the REST API at `/v1`, operational endpoints (`/healthz`,
 //! `/readyz`, `/metrics`) and the web console at `/`, with request tracing, metrics and gzip.
+//! `browser.rs` guards all of them against being used by a web page (Host, cross-site requests,
+//! JSON bodies, security headers).
+
+pub mod browser;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
@@ -23,9 +27,18 @@ pub fn app(control: Control, console: Console, metrics: PrometheusHandle, max_re
         .with_state(control.clone())
         .route("/metrics", get(render_metrics).with_state(metrics));
     let routes = Router::new()
-        .nest("/v1", api::router().with_state(control.clone()).layer(DefaultBodyLimit::max(max_request_bytes)))
+        .nest(
+            "/v1",
+            api::router(&control)
+                .with_state(control.clone())
+                .layer(DefaultBodyLimit::max(max_request_bytes))
+                .layer(axum::middleware::from_fn_with_state(control.clone(), api::authenticate)),
+        )
         .merge(ops)
-        .merge(console.router(control))
+        .merge(console.router(control.clone()))
+        .layer(axum::middleware::from_fn_with_state(console.browser_policy().clone(), browser::guard))
+        .layer(axum::middleware::from_fn_with_state(control.limits().request_timeout, crate::api::limits::time_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(crate::api::limits::panic_response))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http());

@@ -28,6 +28,12 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Storage(String),
+    #[error(
+        "refusing to serve {addr} without authentication: --no-auth (auth = false) is allowed only on a loopback address such as 127.0.0.1; remove it, or bind 127.0.0.1"
+    )]
+    InsecureBind { addr: SocketAddr },
+    #[error("cannot set up authentication: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -42,6 +48,7 @@ pub struct Server {
     host: ModelHost,
     tasks: Tasks,
     config: Config,
+    bootstrap: crate::control::auth::Bootstrap,
 }
 
 impl Server {
@@ -49,10 +56,17 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         // The recorder goes first so that every metric recorded during start-up is kept.
         let metrics = crate::telemetry::metrics_handle();
+        if !config.auth && !config.addr.ip().is_loopback() {
+            return Err(StartError::InsecureBind { addr: config.addr });
+        }
         prepare_data_dir(&config.data_dir)?;
         let store = Store::open(&config.database_path()).await?;
         let storage = LocalStorage::open_with_roots(&config.storage_root(), &config.storage_roots)
             .map_err(StartError::Storage)?;
+        // As root, replicas run as unprivileged users of their own (see executor::Isolation).
+        let isolation = crate::executor::Isolation::set_up(&config)
+            .await
+            .map_err(|e| StartError::Storage(format!("cannot set up the replica users: {e}")))?;
         let accelerators = Accelerators::detect().await;
         metrics::gauge!("anneal_cuda_devices").set(accelerators.cuda_devices as f64);
         tracing::info!(
@@ -61,7 +75,9 @@ impl Server {
             "libtorch loaded"
         );
 
-        let console = Console::new(config.site_root.as_deref());
+        let browser = crate::http::browser::BrowserPolicy::from_config(&config)
+            .map_err(|e| StartError::Storage(format!("invalid configuration: {e}")))?;
+        let console = Console::new(config.site_root.as_deref(), browser);
         let (site_root, found) = console.site_root();
         if found {
             tracing::info!(site_root, "console assets found");
@@ -82,6 +98,8 @@ impl Server {
                 slots: config.training_slots.max(1),
                 gpus: config.gpu_count(),
                 kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
+                max_log_line: config.max_log_line_bytes,
+                isolation: std::sync::Arc::new(isolation),
             },
             tasks.clone(),
         );
@@ -93,7 +111,19 @@ impl Server {
             host: host.clone(),
             tasks: tasks.clone(),
             executor: executor.clone(),
+            limits: config.limits(),
+            auth_enabled: config.auth,
         });
+        let bootstrap = control.bootstrap_auth().await.map_err(|e| StartError::Auth(e.to_string()))?;
+        if let Some(file) = &bootstrap.created {
+            tracing::info!(file = %file.display(), "created the admin token (readable by this user only)");
+        }
+        if !config.auth {
+            tracing::warn!(
+                addr = %config.addr,
+                "authentication is OFF (--no-auth): every caller on this machine is an admin"
+            );
+        }
         executor.start().await.map_err(|e| StartError::Storage(format!("cannot start the training executor: {e}")))?;
         // Recovery finishes before the listener serves; reloading models runs in the background
         // so the server answers (health, API) at once. A prediction for a version not loaded yet
@@ -114,7 +144,7 @@ impl Server {
         let router = crate::http::app(control, console, metrics, config.max_request_bytes);
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
-        Ok(Self { listener, router, store, host, tasks, config })
+        Ok(Self { listener, router, store, host, tasks, config, bootstrap })
     }
 
     /// The address the listener is bound to (the real port when the configured port was 0).
@@ -122,9 +152,26 @@ impl Server {
         self.listener.local_addr().map_err(StartError::Serve)
     }
 
+    /// What to tell the operator at start, after the address line: where the admin token is and
+    /// the one-time console login link (as Jupyter prints one), or that authentication is off.
+    pub fn login_hints(&self, addr: SocketAddr) -> Vec<String> {
+        if !self.config.auth {
+            return vec!["Authentication is off (--no-auth): anyone on this machine can use this server.".into()];
+        }
+        let file = self.config.data_dir.join(crate::auth::ADMIN_TOKEN_FILE);
+        let mut lines = Vec::new();
+        if let Some(code) = &self.bootstrap.login_code {
+            lines.push(format!("Admin token: {} (the CLI on this machine finds it by itself)", file.display()));
+            lines.push(format!("Log in to the console (this link works once): http://{addr}/login?code={code}"));
+        } else {
+            lines.push(format!("Log in to the console with a token at http://{addr}/login"));
+        }
+        lines
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<(), StartError> {
-        let Self { listener, router, store, host, tasks, config } = self;
+        let Self { listener, router, store, host, tasks, config, .. } = self;
         let shutdown = tasks.shutdown_token();
         let signal_token = shutdown.clone();
         tasks.spawn("signals", move |token| async move {

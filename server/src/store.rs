@@ -4,6 +4,7 @@
 //! `sqlx` pool. Migrations in `migrations/sqlite/` are embedded in the binary and applied at start;
 //! a failed migration stops the server.
 
+mod auth;
 mod jobs;
 mod models;
 mod operations;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use auth::{AuditRecord, NewAudit, NewToken, TokenRecord};
 pub use jobs::{JobKind, JobRecord, JobState, NewJob};
 pub use models::{ModelRecord, NewModel};
 pub use operations::{OperationKind, OperationOutcome, OperationRecord};

@@ -22,6 +22,8 @@ async fn anneal_with_stdin(server: &TestServer, args: &[&str], stdin: Option<&st
         .args(["--endpoint", &server.base, "--project", "p"])
         .args(args)
         .env("XDG_CONFIG_HOME", &home)
+        // The CLI finds the admin token of a server on this machine through its data dir.
+        .env("ANNEAL_DATA_DIR", server.data.path())
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -274,7 +276,10 @@ async fn training_and_prediction_jobs_from_the_terminal() {
 async fn settings_failures_and_completions() {
     let server = TestServer::start().await;
     let home = tempfile::tempdir().expect("tempdir");
-    let env = [("XDG_CONFIG_HOME", home.path().to_str().expect("utf8"))];
+    let env = [
+        ("XDG_CONFIG_HOME", home.path().to_str().expect("utf8")),
+        ("ANNEAL_DATA_DIR", server.data.path().to_str().expect("utf8")),
+    ];
     // `config set` makes later commands use the server without flags.
     let (code, _, err) = common::run_anneal(&["config", "set", "endpoint", &server.base], &env).await;
     assert_eq!(code, Some(0), "{err}");
@@ -286,7 +291,7 @@ async fn settings_failures_and_completions() {
     assert_eq!((code, out.trim()), (Some(0), "NAME  DEFAULT_VERSION_NAME"), "{err}");
     // The environment beats the file; flags beat both.
     let (_, out, _) =
-        common::run_anneal(&["config", "list", "--format", "json"], &[env[0], ("ANNEAL_PROJECT", "from_env")]).await;
+        common::run_anneal(&["config", "list", "--format", "json"], &[env[0], env[1], ("ANNEAL_PROJECT", "from_env")]).await;
     assert_eq!(json(&out)["project"], "from_env");
     let (code, _, err) = common::run_anneal(&["config", "set", "colour", "blue"], &env).await;
     assert_eq!(code, Some(1));
@@ -334,4 +339,67 @@ async fn uploads_stay_inside_their_folder() {
     assert_eq!(status, 404);
     let (status, _) = put("/v1/projects/p/uploads/not-hex/f.py".into(), "x").await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn auth_login_and_token_management() {
+    let server = TestServer::start().await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let home_env = ("XDG_CONFIG_HOME", home.path().to_str().expect("utf8"));
+    let endpoint = ["--endpoint", server.base.as_str(), "--project", "p"];
+    let with = |args: &[&'static str]| -> Vec<String> { endpoint.iter().chain(args).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>, envs: Vec<(&'static str, String)>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        common::run_anneal(&args, &envs).await
+    };
+    let home_only = vec![(home_env.0, home_env.1.to_owned())];
+
+    // Without the data dir (and with an empty config home) there is no token: 401, said plainly.
+    let (code, _, err) = run(with(&["models", "list"]), home_only.clone()).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+
+    // The admin (found through the data dir) makes a developer token...
+    let admin_env = vec![(home_env.0, home_env.1.to_owned()), ("ANNEAL_DATA_DIR", server.data.path().display().to_string())];
+    let mut args = with(&["auth", "token", "create", "--name", "ci", "--role", "developer", "--projects", "p"]);
+    args.push("--quiet".into());
+    let (code, out, err) = run(args, admin_env.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let developer = out.trim().to_owned();
+    assert!(developer.starts_with("ann_"), "{out}");
+    let (code, out, _) = run(with(&["auth", "token", "list"]), admin_env.clone()).await;
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("ID") && out.contains("ci") && out.contains("developer"), "{out}");
+
+    // ...which `auth login` keeps for later commands (mode 0600).
+    let mut args = with(&["auth", "login", "--token"]);
+    args.push(developer.clone());
+    let (code, _, err) = run(args, home_only.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("Logged in as ci (developer)"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let kept = home.path().join("anneal/token");
+    assert_eq!(std::fs::metadata(&kept).expect("token file").permissions().mode() & 0o777, 0o600);
+    let (code, out, err) = run(with(&["models", "list"]), home_only.clone()).await;
+    assert_eq!((code, out.trim()), (Some(0), "NAME  DEFAULT_VERSION_NAME"), "{err}");
+    let (code, out, _) = run(with(&["auth", "whoami", "--format", "json"]), home_only.clone()).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(json(&out)["role"], "developer");
+    let id = json(&out)["id"].as_str().expect("id").to_owned();
+
+    // A developer cannot manage tokens; the admin revokes the developer's, which stops at once.
+    let (code, _, err) = run(with(&["auth", "token", "list"]), home_only.clone()).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    let mut args = with(&["auth", "token", "revoke"]);
+    args.push(id);
+    let (code, _, err) = run(args, admin_env.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(with(&["models", "list"]), home_only.clone()).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    let (code, _, _) = run(with(&["auth", "logout"]), home_only).await;
+    assert_eq!(code, Some(0));
+    assert!(!kept.exists());
 }

@@ -18,10 +18,13 @@ async fn the_official_python_client_works_unchanged() {
         "import argparse, time\np = argparse.ArgumentParser()\np.add_argument('--sleep', type=float)\np.add_argument('--job-dir')\ntime.sleep(p.parse_args().sleep)\n",
     )
     .expect("task");
+    let viewer = server.create_token("viewer", &["compat"]).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/official_client.py");
     let output = tokio::process::Command::new(common::python())
         .arg(script)
         .env("ANNEAL_URL", &server.base)
+        .env("ANNEAL_TOKEN", server.admin_token())
+        .env("ANNEAL_VIEWER_TOKEN", &viewer)
         .env("MODEL_DIR", &model_dir)
         .env("PACKAGE_DIR", &package)
         .output()

@@ -57,6 +57,8 @@ impl IntoResponse for Error {
             Error::AlreadyExists(v) => (StatusCode::CONFLICT, "ALREADY_EXISTS", bad_request(v)),
             Error::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", Vec::new()),
             Error::Aborted(_) => (StatusCode::CONFLICT, "ABORTED", Vec::new()),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", Vec::new()),
+            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", Vec::new()),
             Error::ResourceExhausted(_) => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", Vec::new()),
             Error::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED", Vec::new()),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Vec::new()),
@@ -76,8 +78,15 @@ impl IntoResponse for Error {
                 other.to_string()
             }
         };
+        let unauthenticated = matches!(self, Error::Unauthenticated(_));
         let envelope = Envelope { error: Status { code: http.as_u16(), message, status, details } };
-        (http, Json(envelope)).into_response()
+        let mut response = (http, Json(envelope)).into_response();
+        if unauthenticated {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"anneal\""));
+        }
+        response
     }
 }
 

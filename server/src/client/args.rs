@@ -18,6 +18,10 @@ pub struct ClientOptions {
     /// Output format: readable tables, or json / yaml for scripts.
     #[arg(long, global = true, value_enum)]
     pub format: Option<Format>,
+    /// The API token [env ANNEAL_TOKEN; `anneal auth login`; for a server on this machine, its
+    /// data dir's admin token].
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// No progress bars or summaries on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,

@@ -26,8 +26,17 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, project: &str) -> Result<Self> {
+    /// A client for `project` at `endpoint`, sending `token` as a bearer token when given.
+    pub fn new(endpoint: &str, project: &str, token: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError("the token has characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError(format!("cannot create an HTTP client: {e}")))?;
@@ -37,6 +46,21 @@ impl Client {
     /// `/v1/projects/{project}{rest}`.
     pub fn url(&self, rest: &str) -> String {
         format!("{}/v1/projects/{}{rest}", self.endpoint, self.project)
+    }
+
+    /// `GET /v1{path}` (outside the project).
+    pub async fn get_v1(&self, path: &str) -> Result<Value> {
+        self.send(self.http.get(format!("{}/v1{path}", self.endpoint))).await
+    }
+
+    /// `POST /v1{path}` (outside the project).
+    pub async fn post_v1(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.http.post(format!("{}/v1{path}", self.endpoint)).json(body)).await
+    }
+
+    /// `DELETE /v1{path}` (outside the project).
+    pub async fn delete_v1(&self, path: &str) -> Result<Value> {
+        self.send(self.http.delete(format!("{}/v1{path}", self.endpoint))).await
     }
 
     pub async fn get(&self, rest: &str) -> Result<Value> {

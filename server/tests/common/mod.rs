@@ -35,7 +35,14 @@ pub struct TestServer {
     /// The temporary data directory (removed on drop).
     pub data: tempfile::TempDir,
     stderr_path: PathBuf,
+    /// A client that sends the admin token (when authentication is on), as a user's would.
     pub client: reqwest::Client,
+    /// The admin token the server made on first start (`None` with `--no-auth`).
+    pub token: Option<String>,
+    /// A client that sends no credentials.
+    pub anonymous: reqwest::Client,
+    /// The lines the server printed on stdout after its address line.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -76,8 +83,21 @@ impl TestServer {
             .find(|word| word.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Self { child, base, data, stderr_path, client }
+        // Keep reading what the server prints after its address (the login link), so its stdout
+        // never fills up or closes under it.
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = printed.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut all) = sink.lock() {
+                    all.push(line);
+                }
+            }
+        });
+        let token = std::fs::read_to_string(data.path().join("admin.token")).ok().map(|t| t.trim().to_owned());
+        let client = client_with(token.as_deref());
+        let anonymous = client_with(None);
+        Self { child, base, data, stderr_path, client, token, anonymous, printed }
     }
 
     /// The URL of `path` on this server.
@@ -130,6 +150,45 @@ impl TestServer {
         self.child.wait().await.expect("wait");
         let placeholder = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.data, placeholder)
+    }
+}
+
+/// A client that sends `token` as a bearer token on every request, if given.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build().expect("client")
+}
+
+impl TestServer {
+    /// The lines the server printed on stdout after its address line, waiting up to 10 s for at
+    /// least `at_least` of them.
+    pub async fn printed_lines(&self, at_least: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.printed.lock().map(|l| l.clone()).unwrap_or_default();
+            if lines.len() >= at_least || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The admin token; panics when the server runs without authentication.
+    pub fn admin_token(&self) -> &str {
+        self.token.as_deref().expect("the server made an admin token")
+    }
+
+    /// Creates a token with `role` for `projects` (empty: every project); returns the token.
+    pub async fn create_token(&self, role: &str, projects: &[&str]) -> String {
+        let (status, body) = self
+            .post_json("/v1/tokens", &serde_json::json!({"name": format!("{role} token"), "role": role, "projects": projects}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().expect("token").to_owned()
     }
 }
 

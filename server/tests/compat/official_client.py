@@ -1,7 +1,9 @@
 """Drives a running Anneal with Google's official `ml` v1 client (google-api-python-client, built
 from the discovery document its wheel ships), the way ML Engine users' scripts do.
 
-Usage: python official_client.py   (ANNEAL_URL and MODEL_DIR in the environment)
+Usage: python official_client.py   (ANNEAL_URL, ANNEAL_TOKEN, ANNEAL_VIEWER_TOKEN and MODEL_DIR in
+the environment). The client authenticates as its users' scripts do: OAuth2 credentials carrying a
+token, sent as `Authorization: Bearer`.
 Exits non-zero with a message on the first difference.
 """
 
@@ -9,6 +11,7 @@ import os
 import time
 
 import google.auth.credentials
+import google.oauth2.credentials
 import googleapiclient.discovery
 import torch
 from googleapiclient.errors import HttpError
@@ -17,14 +20,22 @@ URL = os.environ["ANNEAL_URL"]
 MODEL_DIR = os.environ["MODEL_DIR"]
 PROJECT = "projects/compat"
 
-ml = googleapiclient.discovery.build(
-    "ml",
-    "v1",
-    static_discovery=True,
-    cache_discovery=False,
-    credentials=google.auth.credentials.AnonymousCredentials(),
-    client_options={"api_endpoint": URL},
-)
+
+
+def client(credentials):
+    return googleapiclient.discovery.build(
+        "ml",
+        "v1",
+        static_discovery=True,
+        cache_discovery=False,
+        credentials=credentials,
+        client_options={"api_endpoint": URL},
+    )
+
+
+ml = client(google.oauth2.credentials.Credentials(os.environ["ANNEAL_TOKEN"]))
+anonymous = client(google.auth.credentials.AnonymousCredentials())
+viewer = client(google.oauth2.credentials.Credentials(os.environ["ANNEAL_VIEWER_TOKEN"]))
 
 
 def expect_http_error(status, call, contains=""):
@@ -46,6 +57,11 @@ def wait(operation):
     raise AssertionError(f"operation never finished: {operation}")
 
 
+# Without a token: 401 UNAUTHENTICATED; a viewer may read but not write: 403 PERMISSION_DENIED.
+expect_http_error(401, anonymous.projects().models().list(parent=PROJECT), "UNAUTHENTICATED")
+viewer.projects().models().list(parent=PROJECT).execute()
+expect_http_error(403, viewer.projects().models().create(parent=PROJECT, body={"name": "nope"}), "PERMISSION_DENIED")
+
 config = ml.projects().getConfig(name=PROJECT).execute()
 assert config["serviceAccountProject"].isdigit(), config
 
@@ -56,6 +72,17 @@ assert model["name"] == f"{PROJECT}/models/m1", model
 error = expect_http_error(409, ml.projects().models().create(parent=PROJECT, body={"name": "m1"}), "ALREADY_EXISTS")
 assert error.error_details[0]["fieldViolations"][0]["field"] == "model.name", error.error_details
 expect_http_error(404, ml.projects().models().get(name=f"{PROJECT}/models/missing"), "NOT_FOUND")
+policy = ml.projects().models().getIamPolicy(resource=f"{PROJECT}/models/m1").execute()
+assert any(b["role"] == "roles/ml.admin" for b in policy.get("bindings", [])), policy
+held = viewer.projects().models().testIamPermissions(
+    resource=f"{PROJECT}/models/m1", body={"permissions": ["ml.models.get", "ml.models.delete"]}
+).execute()
+assert held.get("permissions") == ["ml.models.get"], held
+stored = ml.projects().models().setIamPolicy(
+    resource=f"{PROJECT}/models/m1",
+    body={"policy": {"bindings": [{"role": "roles/ml.viewer", "members": ["user:a@example.com"]}], "etag": policy["etag"]}},
+).execute()
+assert stored["bindings"][0]["role"] == "roles/ml.viewer", stored
 expect_http_error(400, ml.projects().models().create(parent=PROJECT, body={"name": "9lives"}), "INVALID_ARGUMENT")
 
 operation = ml.projects().models().versions().create(

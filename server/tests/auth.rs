@@ -1,0 +1,310 @@
+//! Tokens, roles and projects through the real server: every route of the OpenAPI document
+//! called with every role (and with no token, and with a token of another project), revocation,
+//! the audit log, the IAM methods, the admin token of the first start, and `--no-auth`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{client_with, TestServer};
+use serde_json::{json, Value};
+
+const ROLES: [&str; 4] = ["admin", "developer", "viewer", "predictor"];
+
+/// The roles that may call `method path` (the path as documented, `/v1/...`), written out here
+/// independently of the server's own table.
+fn allowed_roles(method: &str, path: &str) -> BTreeSet<&'static str> {
+    let all: BTreeSet<&str> = ROLES.into_iter().collect();
+    let set = |roles: &[&'static str]| roles.iter().copied().collect::<BTreeSet<_>>();
+    if path == "/v1/openapi.json" {
+        return all;
+    }
+    if path.ends_with(":predict") {
+        return set(&["admin", "developer", "predictor"]);
+    }
+    if path.ends_with(":testIamPermissions") {
+        return all;
+    }
+    if path.ends_with(":setIamPolicy") || path.starts_with("/v1/tokens") || path == "/v1/auditLog" {
+        return set(&["admin"]);
+    }
+    match method {
+        "get" => set(&["admin", "developer", "viewer"]),
+        _ => set(&["admin", "developer"]),
+    }
+}
+
+fn documented_routes() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json"))
+        .expect("openapi.json");
+    let doc: Value = serde_json::from_str(&text).expect("JSON");
+    let mut routes = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("item").keys() {
+            if ["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                routes.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+fn concrete(path: &str, project: &str) -> String {
+    path.replace("{project}", project)
+        .replace("{model}", "m")
+        .replace("{version}", "v")
+        .replace("{operation}", "o")
+        .replace("{job}", "j")
+        .replace("{upload}", "u")
+        .replace("{path}", "f")
+        .replace("{token}", "0000000000000000")
+}
+
+async fn call(client: &reqwest::Client, server: &TestServer, method: &str, path: &str) -> (u16, Value) {
+    let response = client
+        .request(method.to_uppercase().parse().expect("method"), server.url(path))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn every_route_answers_each_role_exactly_as_its_permission_says() {
+    let server = TestServer::start().await;
+    let mut clients = Vec::new();
+    for role in ROLES {
+        let token = if role == "admin" { server.admin_token().to_owned() } else { server.create_token(role, &["p"]).await };
+        clients.push((role, client_with(Some(&token))));
+    }
+    let other_project = client_with(Some(&server.create_token("developer", &["q"]).await));
+    let routes = documented_routes();
+    assert!(routes.len() >= 30, "the document lists the routes: {routes:?}");
+    let mut checked = 0;
+    for (method, path) in &routes {
+        let url = concrete(path, "p");
+        let allowed = allowed_roles(method, path);
+        // Without a token: 401 in the API's envelope (the document itself is public).
+        let (status, body) = call(&server.anonymous, &server, method, &url).await;
+        if path == "/v1/openapi.json" {
+            assert_eq!(status, 200);
+        } else {
+            assert_eq!(status, 401, "{method} {url} without a token: {body}");
+            assert_eq!(body["error"]["status"], "UNAUTHENTICATED", "{body}");
+            assert_eq!(body["error"]["code"], 401);
+        }
+        for (role, client) in &clients {
+            let (status, body) = call(client, &server, method, &url).await;
+            if allowed.contains(role) {
+                assert!(status != 401 && status != 403, "{role} may {method} {url}, got {status}: {body}");
+            } else {
+                assert_eq!(status, 403, "{role} may not {method} {url}: {body}");
+                assert_eq!(body["error"]["status"], "PERMISSION_DENIED", "{body}");
+            }
+            checked += 1;
+        }
+        // A token of project q learns nothing of project p: 404, never 403.
+        if path.contains("{project}") {
+            let (status, body) = call(&other_project, &server, method, &url).await;
+            assert_eq!(status, 404, "{method} {url} with a token of project q: {body}");
+            assert_eq!(body["error"]["status"], "NOT_FOUND", "{body}");
+        }
+    }
+    assert!(checked >= 120, "checked {checked} (route, role) pairs");
+    // The other project's token works in its own project.
+    let (status, body) = call(&other_project, &server, "get", "/v1/projects/q/models").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn projects_isolate_resources_uploads_operations_and_tokens() {
+    let server = TestServer::start().await;
+    server.create_model("secret_model").await;
+    let a = client_with(Some(&server.create_token("admin", &["a"]).await));
+    // The project-bound admin cannot see p's model, its operations or uploads, nor mint a token
+    // for every project.
+    let (status, _) = call(&a, &server, "get", "/v1/projects/p/models/secret_model").await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, &server, "get", "/v1/projects/p/operations").await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, &server, "post", "/v1/projects/p/uploads").await;
+    assert_eq!(status, 404);
+    let response = a
+        .post(server.url("/v1/tokens"))
+        .json(&json!({"name": "escalate", "role": "admin", "projects": ["*"]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 403, "a project admin cannot make an all-projects token");
+    let response = a
+        .post(server.url("/v1/tokens"))
+        .json(&json!({"name": "ok", "role": "viewer", "projects": ["a"]}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200);
+    // It lists only the tokens within its projects: not the all-projects admin token.
+    let listed: Value = a.get(server.url("/v1/tokens")).send().await.expect("GET").json().await.expect("JSON");
+    let names: Vec<&str> = listed["tokens"].as_array().expect("tokens").iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"ok") && !names.iter().any(|n| n.starts_with("admin (first")), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_at_once() {
+    let server = TestServer::start().await;
+    let token = server.create_token("developer", &[]).await;
+    let developer = client_with(Some(&token));
+    let (status, me) = call(&developer, &server, "get", "/v1/tokens/self").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["role"], "developer");
+    assert_eq!(me["projects"], json!(["*"]));
+    assert!(me.get("token").is_none() && !me.to_string().contains(&token), "the secret is never shown again");
+    let id = me["id"].as_str().expect("id").to_owned();
+    let (status, _) = call(&developer, &server, "get", "/v1/projects/p/models").await;
+    assert_eq!(status, 200);
+
+    let (status, revoked) = server.delete_json(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revokeTime"].is_string());
+    let (status, body) = call(&developer, &server, "get", "/v1/projects/p/models").await;
+    assert_eq!(status, 401, "revoked: {body}");
+    let (status, _) = server.delete_json(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(status, 400, "revoking twice is a failed precondition");
+    // Nothing of the secret is in the database file.
+    let db = std::fs::read(server.data.path().join("anneal.db")).expect("db");
+    let secret = token.rsplit('_').next().expect("secret");
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "the token's secret is not stored");
+    // Malformed credentials are 401 too, with a WWW-Authenticate challenge.
+    let response = server
+        .anonymous
+        .get(server.url("/v1/projects/p/models"))
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().get("www-authenticate").is_some());
+}
+
+#[tokio::test]
+async fn every_mutation_is_in_the_audit_log_with_its_outcome() {
+    let server = TestServer::start().await;
+    server.create_model("audited").await;
+    let viewer = client_with(Some(&server.create_token("viewer", &["p"]).await));
+    let (status, _) = call(&viewer, &server, "delete", "/v1/projects/p/models/audited").await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&viewer, &server, "get", "/v1/auditLog").await;
+    assert_eq!(status, 403, "only admins read the audit log");
+
+    let (status, log) = server.get_json("/v1/auditLog").await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().expect("entries");
+    let created = entries
+        .iter()
+        .find(|e| e["method"] == "POST" && e["path"] == "/v1/projects/p/models")
+        .unwrap_or_else(|| panic!("model creation logged: {log}"));
+    assert_eq!(created["status"], 200);
+    assert_eq!(created["outcome"], "ok");
+    assert_eq!(created["project"], "p");
+    assert!(created["actor"].as_str().is_some_and(|a| a.starts_with("token:")), "{created}");
+    let denied = entries
+        .iter()
+        .find(|e| e["method"] == "DELETE")
+        .unwrap_or_else(|| panic!("the denied delete is logged: {log}"));
+    assert_eq!(denied["status"], 403);
+    assert!(denied["outcome"].as_str().is_some_and(|o| o.starts_with("denied")), "{denied}");
+    assert!(entries.iter().any(|e| e["path"] == "/v1/tokens" && e["method"] == "POST"), "token creation is logged");
+    // Reads are not mutations.
+    assert!(!entries.iter().any(|e| e["method"] == "GET"), "{log}");
+}
+
+#[tokio::test]
+async fn iam_methods_map_onto_the_roles() {
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let viewer = client_with(Some(&server.create_token("viewer", &["p"]).await));
+    let (status, policy) = server.get_json("/v1/projects/p/models/m:getIamPolicy").await;
+    assert_eq!(status, 200, "{policy}");
+    let admin_id = server.get_json("/v1/tokens/self").await.1["id"].as_str().expect("id").to_owned();
+    let admins = policy["bindings"]
+        .as_array()
+        .expect("bindings")
+        .iter()
+        .find(|b| b["role"] == "roles/ml.admin")
+        .expect("an admin binding");
+    assert!(admins["members"].as_array().expect("members").contains(&json!(format!("token:{admin_id}"))));
+
+    let asked = json!({"permissions": ["ml.models.get", "ml.models.predict", "ml.models.delete", "ml.versions.list"]});
+    let held: Value = viewer
+        .post(server.url("/v1/projects/p/models/m:testIamPermissions"))
+        .json(&asked)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(held["permissions"], json!(["ml.models.get", "ml.versions.list"]));
+
+    let new_policy = json!({"policy": {"version": 1, "bindings": [{"role": "roles/ml.viewer", "members": ["user:ann@example.com"]}], "etag": policy["etag"]}});
+    let (status, stored) = server.post_json("/v1/projects/p/models/m:setIamPolicy", &new_policy).await;
+    assert_eq!(status, 200, "{stored}");
+    let (_, read_back) = server.get_json("/v1/projects/p/models/m:getIamPolicy").await;
+    assert_eq!(read_back["bindings"], stored["bindings"]);
+    let (status, body) = server.post_json("/v1/projects/p/models/m:setIamPolicy", &new_policy).await;
+    assert_eq!(status, 409, "a stale etag is refused: {body}");
+    // The policy the tokens give changes when a token is made, and so does its etag.
+    server.create_model("n").await;
+    let (_, before) = server.get_json("/v1/projects/p/models/n:getIamPolicy").await;
+    server.create_token("predictor", &["p"]).await;
+    let (_, after) = server.get_json("/v1/projects/p/models/n:getIamPolicy").await;
+    assert_ne!(before["etag"], after["etag"]);
+    let bad = json!({"policy": {"bindings": [{"role": "roles/owner", "members": []}]}});
+    let (status, body) = server.post_json("/v1/projects/p/models/m:setIamPolicy", &bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["details"][0]["fieldViolations"][0]["field"], "policy.bindings[0].role");
+    let (status, _) = server.get_json("/v1/projects/p/models/nope:getIamPolicy").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_first_start_makes_a_private_admin_token_and_a_one_time_login_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let file = server.data.path().join("admin.token");
+    let mode = std::fs::metadata(&file).expect("admin.token").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the server's user can read the admin token");
+    let first = server.admin_token().to_owned();
+    let (status, me) = server.get_json("/v1/tokens/self").await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("admin")));
+    let printed = server.printed_lines(2).await.join("\n");
+    assert!(printed.contains(&format!("Admin token: {}", file.display())), "{printed}");
+    assert!(printed.contains(&format!("{}/login?code=", server.base)), "{printed}");
+
+    // A restart keeps the token and makes no second one.
+    let data = server.stop_keeping_data().await;
+    let server = TestServer::start_in(data, &[], &[]).await;
+    assert_eq!(server.admin_token(), first);
+    let (_, tokens) = server.get_json("/v1/tokens").await;
+    assert_eq!(tokens["tokens"].as_array().expect("tokens").len(), 1, "{tokens}");
+}
+
+#[tokio::test]
+async fn no_auth_is_allowed_on_loopback_only() {
+    let (code, _, err) =
+        common::run_anneal(&["serve", "--addr", "0.0.0.0:0", "--no-auth", "--data-dir", "/tmp/anneal-never"], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refusing to serve 0.0.0.0:0 without authentication"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let server = TestServer::start_with(&["--no-auth"], &[("ANNEAL_LOG", "warn")]).await;
+    assert!(server.token.is_none(), "no admin token without authentication");
+    let (status, body) = call(&server.anonymous, &server, "get", "/v1/projects/p/models").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(server.stderr().contains("authentication is OFF"), "{}", server.stderr());
+}
