@@ -5,12 +5,14 @@
 //! slots, in queue order (priority, then submission time), and moves its state in the database
 //! before any process starts. Each started job is an owned task with its own cancellation token.
 
+mod isolation;
 mod logs;
 mod metrics;
 mod predict;
 mod run;
 mod study;
 
+pub use isolation::{Identity, Isolation};
 pub use run::{supervise, Ending, Launch};
 
 use std::collections::HashMap;
@@ -40,6 +42,10 @@ pub struct ExecutorConfig {
     pub gpus: usize,
     /// Time between SIGTERM and SIGKILL when replicas are stopped.
     pub kill_grace: Duration,
+    /// The longest replica output line kept in a job's log, in bytes.
+    pub max_log_line: usize,
+    /// Who replicas run as (see [`Isolation`]).
+    pub isolation: Arc<Isolation>,
 }
 
 /// The handle to the local executor; cheap to clone.

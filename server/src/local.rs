@@ -91,6 +91,10 @@ async fn run(job: LocalTrain) -> Result<Ending, String> {
         python_path: &python_path,
         gpus: &[],
         kill_grace: Duration::from_secs(5),
+        // The terminal shows what the replica prints: lines are cut only far beyond any log line.
+        max_log_line: 16 << 20,
+        // `anneal local train` runs replicas as the calling user, as any program it starts.
+        identity: None,
         label: String::new(),
         trial: None,
         series: None,

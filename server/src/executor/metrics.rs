@@ -35,7 +35,7 @@ impl Collector {
     pub fn collect(&mut self, files: &[(String, std::path::PathBuf)], series: &Path) {
         let mut fresh = Vec::new();
         for (replica, file) in files {
-            let Ok(text) = std::fs::read_to_string(file) else { continue };
+            let Some(text) = read_report_file(file) else { continue };
             for line in text.lines() {
                 let Ok(serde_json::Value::Object(report)) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
@@ -74,6 +74,28 @@ impl Collector {
             }
         }
     }
+}
+
+/// The most of a replica's metrics file read at once (hypertune keeps its last 100 reports).
+const MAX_REPORT_FILE: u64 = 4 << 20;
+
+/// Reads a replica's metrics file, which the replica controls: a symlink (which could lead the
+/// server to read files the replica may not), a FIFO (which would block) or anything but a
+/// regular file is not read, and at most [`MAX_REPORT_FILE`] bytes are.
+fn read_report_file(file: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(file)
+        .ok()?;
+    if !opened.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    opened.take(MAX_REPORT_FILE).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Reads a job's collected series.

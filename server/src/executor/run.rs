@@ -2,6 +2,7 @@
 //! ML Engine and PyTorch-distributed environment, supervise them, and record how the job ended.
 
 use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{logs, metrics, work_dir, ExecutorConfig};
+use super::{isolation, logs, metrics, work_dir, ExecutorConfig, Identity};
 use crate::control::{training_spec, TrainingInput, TrainingSpec};
 use crate::names::JobName;
 use crate::storage::LocalStorage;
@@ -101,17 +102,45 @@ async fn prepare_and_run(
     let input: TrainingInput =
         serde_json::from_value(job.input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
     let spec = training_spec(storage, &input).map_err(|e| e.to_string())?;
+    let identity = config.isolation.identity(name.project.as_str())?;
     let dir = work_dir(storage, name);
     std::fs::create_dir_all(dir.join("replicas")).map_err(|e| format!("cannot create the job's directory: {e}"))?;
-    if let Some(job_dir) = &spec.job_dir {
-        std::fs::create_dir_all(job_dir)
-            .map_err(|e| format!("cannot create the job dir {}: {e}", job_dir.display()))?;
+    if identity.is_some() {
+        // The job's folder is the server's: replicas reach their own folders in it, nothing else.
+        for folder in [dir.parent().unwrap_or(&dir), &dir, &dir.join("replicas")] {
+            isolation::server_folder(folder)?;
+        }
+        for file in ["job.log", "metrics.jsonl"] {
+            isolation::private_file(&dir.join(file))?;
+        }
     }
     let (log, writer) = logs::writer(&dir.join("job.log")).map_err(|e| format!("cannot open the job log: {e}"))?;
+    if let Some(job_dir) = &spec.job_dir {
+        let made = match &identity {
+            Some(id) => isolation::make_job_dir(job_dir, storage.root(), id),
+            None => std::fs::create_dir_all(job_dir)
+                .map_err(|e| format!("cannot create the job dir {}: {e}", job_dir.display())),
+        };
+        if let Err(message) = made {
+            let _ = log.send(("service".into(), message.clone()));
+            drop(log);
+            let _ = writer.await;
+            return Err(message);
+        }
+    }
 
-    let python_path = tokio::select! {
-        prepared = prepare(storage, &config.python, &spec.packages, &log) => prepared?,
-        () = token.cancelled() => return Ok(Ending::Stopped),
+    let prepared = tokio::select! {
+        prepared = prepare(storage, &config.python, name.project.as_str(), identity.as_ref(), &spec.packages, &log) => Some(prepared),
+        () = token.cancelled() => None,
+    };
+    let python_path = match prepared {
+        Some(Ok(path)) => path,
+        Some(Err(message)) => {
+            drop(log);
+            let _ = writer.await;
+            return Err(message);
+        }
+        None => return Ok(Ending::Stopped),
     };
     if !store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await.map_err(|e| e.to_string())? {
         return Ok(Ending::Stopped);
@@ -127,6 +156,8 @@ async fn prepare_and_run(
         python_path: &python_path,
         gpus,
         kill_grace: config.kill_grace,
+        max_log_line: config.max_log_line,
+        identity: identity.clone(),
         label: String::new(),
         trial: None,
         series: None,
@@ -211,11 +242,16 @@ pub fn kill_leftovers(tags: &std::collections::HashSet<String>) -> usize {
     matched
 }
 
-/// Installs the packages (once per distinct set: cached by their content) and returns the
-/// PYTHONPATH entries that make them importable.
+/// Installs the packages (once per distinct set and project: cached by their content under
+/// `storage/envs/<project>/`, so no project's trainer can change what another project imports)
+/// and returns the PYTHONPATH entries that make them importable. With an `identity`, pip runs as
+/// it, into a folder it owns, and the finished environment is sealed: root's and read-only, so
+/// later replicas, of this project too, can import it but not change it.
 async fn prepare(
     storage: &LocalStorage,
     python: &Path,
+    project: &str,
+    identity: Option<&Identity>,
     packages: &[PathBuf],
     log: &mpsc::UnboundedSender<(String, String)>,
 ) -> Result<Vec<PathBuf>, String> {
@@ -233,43 +269,89 @@ async fn prepare(
         return Ok(path);
     }
     let key = fingerprint(&installable);
-    let env = storage.root().join("envs").join(format!("{key:016x}"));
+    let envs = storage.root().join("envs").join(project);
+    std::fs::create_dir_all(&envs).map_err(|e| format!("cannot create {}: {e}", envs.display()))?;
+    if identity.is_some() {
+        isolation::server_folder(&envs)?;
+    }
+    let env = envs.join(format!("{key:016x}"));
     if env.join(".complete").exists() {
         let _ = log.send(("service".into(), format!("Using the cached environment for these packages ({key:016x}).")));
         path.insert(0, env);
         return Ok(path);
     }
     let _ = log.send(("service".into(), "Installing the trainer packages with pip.".into()));
-    let staging = env.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
+    let fail = |e: std::io::Error| format!("cannot create a folder to install the packages in: {e}");
+    let staging = tempfile::Builder::new().prefix(&format!(".{key:016x}-")).tempdir_in(&envs).map_err(fail)?;
     // pip builds a source folder in place; build a copy so the user's folder stays clean.
-    let sources = staging.with_extension("src");
+    let sources = tempfile::Builder::new().prefix(".src-").tempdir_in(&envs).map_err(fail)?;
+    let home = sources.path().join(".home");
+    std::fs::create_dir_all(home.join("tmp")).map_err(fail)?;
     let mut targets = Vec::with_capacity(installable.len());
+    let mut copies = Vec::new();
     for (i, package) in installable.iter().enumerate() {
-        if package.is_dir() {
-            let relative = sources.strip_prefix(storage.root()).unwrap_or(&sources).join(i.to_string());
-            targets.push(storage.copy_into(package, &relative)?);
-        } else {
+        if !package.is_dir() {
             targets.push(package.clone());
+        } else if identity.is_some() {
+            // Copied below as the replica's user, so the copy reads only what that user may
+            // (not another project's job dir named as a package).
+            copies.push((package.clone(), sources.path().join(i.to_string())));
+            targets.push(sources.path().join(i.to_string()));
+        } else {
+            let relative = sources.path().strip_prefix(storage.root()).unwrap_or(sources.path()).join(i.to_string());
+            targets.push(storage.copy_into(package, &relative)?);
         }
     }
-    let output = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-cache-dir",
             "--no-deps",
             "--no-build-isolation",
             "--target",
         ])
-        .arg(&staging)
+        .arg(staging.path())
         .args(&targets)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {} -m pip: {e}", python.display()));
-    let _ = std::fs::remove_dir_all(&sources);
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(id) = identity {
+        let (tree, owner) = (sources.path().to_path_buf(), id.clone());
+        tokio::task::spawn_blocking(move || isolation::hand_over_tree(&tree, &owner))
+            .await
+            .map_err(|e| e.to_string())??;
+        isolation::hand_over(staging.path(), id)?;
+        for (package, copy) in copies {
+            let mut cp = Command::new("cp");
+            cp.arg("-R").arg("--").arg(&package).arg(&copy).stdin(Stdio::null());
+            id.apply(&mut cp, &home);
+            let out = cp.output().await.map_err(|e| format!("cannot run cp to copy the package: {e}"))?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(format!(
+                    "cannot copy the package {} as the replica user: {}",
+                    package.display(),
+                    stderr.lines().last().unwrap_or_default()
+                ));
+            }
+        }
+        id.apply(&mut command, &home);
+    }
+    let child = command.spawn().map_err(|e| format!("cannot run {} -m pip: {e}", python.display()))?;
+    let group = child.id();
+    let output = child.wait_with_output().await.map_err(|e| format!("pip did not finish: {e}"));
+    // Whatever the build started and left behind goes with it.
+    if let Some(group) = group {
+        let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
+    }
+    drop(sources);
     let output = output?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -280,7 +362,23 @@ async fn prepare(
             last.join("\n")
         ));
     }
-    std::fs::write(staging.join(".complete"), b"").map_err(|e| e.to_string())?;
+    let staging = staging.keep();
+    if identity.is_some() {
+        let tree = staging.clone();
+        let sealed = tokio::task::spawn_blocking(move || isolation::seal(&tree)).await.map_err(|e| e.to_string());
+        if let Err(message) = sealed.and_then(|sealed| sealed) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(message);
+        }
+    }
+    let finish = || -> std::io::Result<()> {
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(staging.join(".complete"), b"")
+    };
+    if let Err(e) = finish() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!("cannot finish the package environment: {e}"));
+    }
     if std::fs::rename(&staging, &env).is_err() {
         // Another job installed the same set meanwhile; use theirs.
         let _ = std::fs::remove_dir_all(&staging);
@@ -358,6 +456,10 @@ pub struct Launch<'a> {
     pub gpus: &'a [usize],
     /// Time between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// The longest replica output line kept, in bytes (longer ones are cut).
+    pub max_log_line: usize,
+    /// Who the replicas run as (their project's replica uid); `None`: the server's own user.
+    pub identity: Option<Identity>,
     /// Prefixes replica names in logs and metrics (`trial-3/` for a tuning trial).
     pub label: String,
     /// The tuning trial this run is (`CLOUD_ML_TRIAL_ID`, `TF_CONFIG.task.trial`).
@@ -397,6 +499,9 @@ pub async fn supervise(
         let task = format!("{kind}-replica-{index}");
         let own = dir.join("replicas").join(&task);
         std::fs::create_dir_all(&own).map_err(|e| format!("cannot create {}: {e}", own.display()))?;
+        if let Some(id) = &launch.identity {
+            id.make_home(&own)?;
+        }
         let mut tf_config = serde_json::json!({
             "cluster": cluster,
             "task": {"type": kind, "index": index},
@@ -439,6 +544,9 @@ pub async fn supervise(
         if let Some(rank) = rank {
             command.env("RANK", rank.to_string());
         }
+        if let Some(id) = &launch.identity {
+            id.apply(&mut command, &own);
+        }
         if let Some(tag) = &launch.tag {
             command.env("ANNEAL_JOB", tag);
         }
@@ -448,10 +556,10 @@ pub async fn supervise(
         let mut child = command.spawn().map_err(|e| format!("cannot start {task}: {e}"))?;
         let shown = format!("{}{task}", launch.label);
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(logs::pump(stdout, shown.clone(), log.clone(), tail.clone()));
+            tokio::spawn(logs::pump(stdout, shown.clone(), log.clone(), tail.clone(), launch.max_log_line));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(logs::pump(stderr, shown, log.clone(), tail.clone()));
+            tokio::spawn(logs::pump(stderr, shown, log.clone(), tail.clone(), launch.max_log_line));
         }
         children.push(Replica { task, child });
     }

@@ -104,6 +104,8 @@ pub async fn run_study(
                     python_path: base.python_path,
                     gpus: &gpus_for_run,
                     kill_grace: base.kill_grace,
+                    max_log_line: base.max_log_line,
+                    identity: base.identity.clone(),
                     label,
                     trial: Some(trial_id),
                     series: Some(series),

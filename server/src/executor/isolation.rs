@@ -1,0 +1,430 @@
+//! Who a job's replicas run as, and which folders they may write.
+//!
+//! A trainer is code a user submitted: it must not be able to change the server (its binary,
+//! libtorch, its Python environment, the database and storage under the data dir) or another
+//! project's files. When the server runs as root, every project's replicas, and the pip install of
+//! its packages, run as a uid of their own, `replica_uid_base + n` (n numbers the projects in the
+//! order their first job ran; the numbers are kept in `storage/replica-ids`), with the group of the
+//! `replica_user` account, which start-up creates when it is missing. A uid per project, not one
+//! for all: processes of one uid may signal and trace each other and write each other's files, so
+//! one shared uid would let project A's trainer change project B's running job or cached packages.
+//!
+//! The folders follow from that: what the server writes (the job's folder, `job.log`,
+//! `metrics.jsonl`, installed package environments) is root's and not writable by others; what a
+//! replica writes (its own working folder, a job dir Anneal creates for it) is its project's uid's,
+//! mode 0700. Every walk that changes ownership is safe against a replica swapping entries for
+//! symlinks while it runs (see [`hand_over_tree`] and [`seal`]).
+//!
+//! Without root, replicas run as the server's user and the isolation is only what the OS gives
+//! that user.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::process::Command;
+
+/// The uid and gid one project's replicas run as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// `USER` and `LOGNAME` of its processes: `<replica_user>-<n>`, one name per project, so
+    /// tools that key caches by user name (`/tmp/torchinductor_<user>`) do not share them.
+    pub name: String,
+}
+
+impl Identity {
+    /// Makes `command` run as this identity, with `home` as its `HOME` and `home/tmp` as its
+    /// `TMPDIR`. The standard library drops every supplementary group when root sets a uid.
+    pub fn apply(&self, command: &mut Command, home: &Path) {
+        command
+            .uid(self.uid)
+            .gid(self.gid)
+            .env("HOME", home)
+            .env("TMPDIR", home.join("tmp"))
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+    }
+
+    /// Creates `home` and `home/tmp` (if missing) for [`Identity::apply`], owned by this identity;
+    /// `tmp` first, so that `home` is still root's while root works in it.
+    pub fn make_home(&self, home: &Path) -> Result<(), String> {
+        let tmp = home.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        hand_over(&tmp, self)?;
+        hand_over(home, self)
+    }
+}
+
+/// How replicas are kept apart from the server and from each other; one per server.
+#[derive(Debug, Default)]
+pub struct Isolation {
+    /// `None`: the server is not root, and replicas run as its user.
+    users: Option<ReplicaUsers>,
+}
+
+#[derive(Debug)]
+struct ReplicaUsers {
+    /// The `replica_user` account's name and group.
+    name: String,
+    gid: u32,
+    base: u32,
+    /// `storage/replica-ids`: `<n> <project>` per line.
+    registry: PathBuf,
+    ids: Mutex<BTreeMap<String, u32>>,
+}
+
+impl Isolation {
+    /// No isolation: replicas run as the server's user.
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    /// Sets isolation up at start. As root: creates `replica_user` when missing, lets others
+    /// search (not list) the data dir and the storage root so replicas reach their folders, makes
+    /// the database files readable by root only, and makes the runtime Python reachable for
+    /// replicas. Not root: nothing to do.
+    pub async fn set_up(config: &crate::config::Config) -> Result<Self, String> {
+        if !running_as_root() {
+            tracing::info!("the server does not run as root: replicas run as its user, isolated only as far as the OS isolates that user");
+            return Ok(Self::off());
+        }
+        let (uid, gid) = ensure_user(&config.replica_user).await?;
+        if uid == 0 || gid == 0 {
+            return Err(format!(
+                "replica_user '{}' is root or in root's group; name an unprivileged user",
+                config.replica_user
+            ));
+        }
+        if config.replica_uid_base < 1000 {
+            return Err(format!("replica_uid_base {} is a system uid; use one above 65535", config.replica_uid_base));
+        }
+        let data_dir = config.data_dir.canonicalize().map_err(|e| format!("cannot read the data dir: {e}"))?;
+        reach(&data_dir, "so replicas can reach their folders in the data dir");
+        grant_search(&config.storage_root())?;
+        let db = config.database_path();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = PathBuf::from(format!("{}{suffix}", db.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("cannot make {} private: {e}", file.display()))?;
+            }
+        }
+        let registry = config.storage_root().join("replica-ids");
+        let ids = read_ids(&registry);
+        let users = ReplicaUsers {
+            name: config.replica_user.clone(),
+            gid,
+            base: config.replica_uid_base,
+            registry,
+            ids: Mutex::new(ids),
+        };
+        let probe = Identity { uid: users.base, gid, name: users.name.clone() };
+        reach_python(&config.runtime_python(), &probe).await;
+        tracing::info!(
+            replica_user = %users.name,
+            gid,
+            uid_base = users.base,
+            "replicas run as a uid of their own per project (replica_uid_base + n) with the replica user's group"
+        );
+        Ok(Self { users: Some(users) })
+    }
+
+    /// Whether replicas run as other users than the server's.
+    pub fn is_on(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// The identity `project`'s replicas run as (numbered at its first job), or `None` when
+    /// isolation is off.
+    pub fn identity(&self, project: &str) -> Result<Option<Identity>, String> {
+        let Some(users) = &self.users else { return Ok(None) };
+        let mut ids = users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = match ids.get(project) {
+            Some(n) => *n,
+            None => {
+                let taken = passwd_uids();
+                let mut n = ids.values().max().map_or(1, |m| m + 1);
+                while users.base.checked_add(n).is_some_and(|uid| taken.contains(&uid)) {
+                    n += 1;
+                }
+                ids.insert(project.to_owned(), n);
+                write_ids(&users.registry, &ids)?;
+                n
+            }
+        };
+        let uid = users
+            .base
+            .checked_add(n)
+            .filter(|uid| *uid < u32::MAX)
+            .ok_or_else(|| format!("no replica uid left above replica_uid_base {}", users.base))?;
+        Ok(Some(Identity { uid, gid: users.gid, name: format!("{}-{n}", users.name) }))
+    }
+}
+
+/// Whether this process's effective uid is 0 (read from `/proc/self/status`: the workspace
+/// forbids `unsafe`, and nix's `user` feature is not enabled).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// The uid and gid of `user`, creating it as a system account (no home, no login shell) when it
+/// does not exist. Creating it here, rather than asking the operator first, keeps a root start
+/// (CI, a container) working with nothing set up by hand; a second server racing to create it
+/// finds it on the second look.
+async fn ensure_user(user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() || user.starts_with('-') || user.contains(char::is_whitespace) {
+        return Err(format!("replica_user '{user}' is not a user name"));
+    }
+    if let Some(ids) = lookup(user).await {
+        return Ok(ids);
+    }
+    let shell = ["/usr/sbin/nologin", "/sbin/nologin", "/bin/false"]
+        .into_iter()
+        .find(|s| Path::new(s).exists())
+        .unwrap_or("/bin/false");
+    let created = Command::new("useradd")
+        .args(["--system", "--no-create-home", "--shell", shell, user])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run useradd to create the replica user '{user}': {e}; create an unprivileged user and name it in replica_user"))?;
+    if let Some(ids) = lookup(user).await {
+        if created.status.success() {
+            tracing::info!(replica_user = user, uid = ids.0, gid = ids.1, "created the replica user");
+        }
+        return Ok(ids);
+    }
+    Err(format!(
+        "cannot create the replica user '{user}' (useradd: {}); create an unprivileged user and name it in replica_user",
+        String::from_utf8_lossy(&created.stderr).trim()
+    ))
+}
+
+/// `id -u` and `id -g` of `user`, through the system's user database.
+async fn lookup(user: &str) -> Option<(u32, u32)> {
+    let id = |flag: &'static str| async move {
+        let out = Command::new("id").arg(flag).arg("--").arg(user).output().await.ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()
+    };
+    Some((id("-u").await?, id("-g").await?))
+}
+
+/// The uids of `/etc/passwd`, which replica uids must not reuse.
+fn passwd_uids() -> std::collections::HashSet<u32> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(':').nth(2)?.parse().ok())
+        .collect()
+}
+
+fn read_ids(registry: &Path) -> BTreeMap<String, u32> {
+    std::fs::read_to_string(registry)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (n, project) = line.split_once(' ')?;
+            Some((project.to_owned(), n.parse().ok()?))
+        })
+        .collect()
+}
+
+fn write_ids(registry: &Path, ids: &BTreeMap<String, u32>) -> Result<(), String> {
+    let text: String = ids.iter().map(|(project, n)| format!("{n} {project}\n")).collect();
+    let staging = registry.with_extension("tmp");
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", registry.display());
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging).map_err(fail)?;
+    file.write_all(text.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&staging, registry).map_err(fail)
+}
+
+/// Adds search permission for others to `dir` (never read: they can reach a path they know, not
+/// list the folder).
+fn grant_search(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))
+            .map_err(|e| format!("cannot let replicas reach {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Gives others search permission (o+x, never read) on `dir` and every folder above it that
+/// lacks it, logging each change with `why`.
+fn reach(dir: &Path, why: &str) {
+    for folder in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(folder) else { continue };
+        if meta.permissions().mode() & 0o001 != 0 {
+            continue;
+        }
+        match grant_search(folder) {
+            Ok(()) => {
+                tracing::warn!(folder = %folder.display(), "gave others search permission (o+x, not read) on this folder {why}")
+            }
+            Err(e) => tracing::warn!(error = %e, "replicas may not reach {}", folder.display()),
+        }
+    }
+}
+
+/// Makes the runtime Python runnable by replicas: every folder on the way to its executable,
+/// prefixes and import path gets search permission for others where it lacks it (a Python under
+/// `/root`, mode 0700, as pyenv installs it for root, is the usual case), each one logged. Then
+/// runs it once as `probe` and warns when that still fails (the server still starts: it may only
+/// serve models).
+async fn reach_python(python: &Path, probe: &Identity) {
+    let script = "import sys; print('\\n'.join([sys.executable, sys.prefix, sys.base_prefix, *sys.path]))";
+    let paths = match Command::new(python).args(["-c", script]).output().await {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            tracing::warn!(python = %python.display(), "cannot run the runtime Python: training jobs will fail");
+            return;
+        }
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for line in paths.lines().map(PathBuf::from).chain([python.to_path_buf()]).filter(|p| p.is_absolute()) {
+        let Some(existing) = line.ancestors().find(|a| a.exists()) else { continue };
+        let Ok(canonical) = existing.canonicalize() else { continue };
+        let start = if canonical.is_dir() { canonical.as_path() } else { canonical.parent().unwrap_or(Path::new("/")) };
+        dirs.insert(start.to_path_buf());
+    }
+    for dir in dirs {
+        reach(&dir, "so replicas can run the runtime Python");
+    }
+    let mut command = Command::new(python);
+    command.args(["-c", "import encodings"]).uid(probe.uid).gid(probe.gid).env("HOME", "/");
+    match command.output().await {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => tracing::warn!(
+            python = %python.display(),
+            error = %String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default(),
+            "the replica user cannot run the runtime Python: training jobs will fail"
+        ),
+        Err(e) => {
+            tracing::warn!(python = %python.display(), error = %e, "the replica user cannot run the runtime Python: training jobs will fail")
+        }
+    }
+}
+
+/// Gives the freshly created folder `dir` (root's, not a symlink) to `id`, mode 0700.
+pub fn hand_over(dir: &Path, id: &Identity) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot give {} to the replica user: {e}", dir.display());
+    let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()));
+    }
+    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}
+
+/// Gives a tree root created (the folder pip builds in, with its `HOME`) to `id`, children
+/// before their folder: while a folder is still root's, nothing in it can be swapped, so no path
+/// followed here leads out of the tree.
+pub fn hand_over_tree(dir: &Path, id: &Identity) -> Result<(), String> {
+    let fail = |path: &Path, e: std::io::Error| format!("cannot give {} to the replica user: {e}", path.display());
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(dir, e))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+            hand_over_tree(&entry.map_err(|e| fail(dir, e))?.path(), id)?;
+        }
+    }
+    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(|e| fail(dir, e))
+}
+
+/// Makes a tree a replica wrote (an installed package environment) root's and read-only for
+/// everyone else: each entry's owner becomes root, then its mode becomes 0755 (folders and
+/// executables) or 0644 (no setuid, setgid, sticky or write bit for anyone but root). A folder
+/// becomes root's before its entries are visited, so a replica still running cannot swap them for
+/// symlinks; symlinks themselves are left as they are (they cannot be changed once their folder
+/// is root's).
+pub fn seal(dir: &Path) -> Result<(), String> {
+    let fail = |path: &Path, e: std::io::Error| format!("cannot seal {}: {e}", path.display());
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dir, Some(0), Some(0)).map_err(|e| fail(dir, e))?;
+    let mode = if meta.is_dir() || meta.mode() & 0o100 != 0 { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(dir, e))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+            seal(&entry.map_err(|e| fail(dir, e))?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the server's folder `dir` searchable but not listable by others (0711), after checking
+/// that it is a real folder and root's, so no replica planted it.
+pub fn server_folder(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != 0 {
+        return Err(format!("{} is not a folder of root's; remove it and submit the job again", dir.display()));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+}
+
+/// Creates the server-written file `path` (if missing) readable by root only.
+pub fn private_file(path: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)
+}
+
+/// Creates a job dir for `id`'s replicas. Anneal gives the job dir to the replica's uid only when
+/// it creates it, and creates it only inside a folder chain of root's that nobody else may write
+/// (or a sticky one such as `/tmp`), so no replica can redirect the folder it is given. Inside the
+/// data dir a job dir must lie in a subfolder, outside `storage/`, where the server's own folders
+/// are made later (another project's packages, uploads, models). An existing job dir is left as
+/// it is: the replica can write it only if it already may (a job of the same project made it).
+pub fn make_job_dir(job_dir: &Path, storage_root: &Path, id: &Identity) -> Result<(), String> {
+    let shown = job_dir.display();
+    let storage = storage_root.canonicalize().map_err(|e| format!("cannot read {}: {e}", storage_root.display()))?;
+    let data_dir = storage.parent().unwrap_or(Path::new("/"));
+    if job_dir.starts_with(&storage) || job_dir == data_dir || job_dir.parent() == Some(data_dir) {
+        return Err(format!(
+            "the job dir {shown} must not be the data dir, directly in it, or inside its storage/ folder: use a subfolder such as {}/outputs/<job>",
+            data_dir.display()
+        ));
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(job_dir) {
+        return if meta.is_dir() { Ok(()) } else { Err(format!("the job dir {shown} exists and is not a folder")) };
+    }
+    let existing = job_dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    if existing.canonicalize().ok().as_deref() != Some(existing) {
+        return Err(format!("the job dir {shown} is reached through a symlink that changed since it was checked"));
+    }
+    for folder in existing.ancestors() {
+        let meta = std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+        let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if meta.uid() != 0 || writable_by_others {
+            return Err(format!(
+                "the job dir {shown} would be created in {}, which is not root's alone (another job's folder?); choose a job dir elsewhere",
+                folder.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(job_dir).map_err(|e| format!("cannot create the job dir {shown}: {e}"))?;
+    hand_over(job_dir, id)
+}
