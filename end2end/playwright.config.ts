@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { defineConfig } from "@playwright/test";
 
 // Debian's Chromium (installed by `make test`); Playwright never downloads a browser here.
@@ -28,6 +29,8 @@ export default defineConfig({
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
       args: chromiumArgs,
     },
+    // The admin session global-setup.ts logs in (login.spec.ts starts without one).
+    storageState: resolve(__dirname, ".auth/admin.json"),
     screenshot: "only-on-failure",
     trace: "off",
   },

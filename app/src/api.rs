@@ -23,6 +23,17 @@ pub struct ServerInfo {
     pub data_dir: String,
 }
 
+/// Who is logged in to the console.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The token's name.
+    pub name: String,
+    /// The token's role: `admin`, `developer`, `viewer` or `predictor`.
+    pub role: String,
+    /// False when the server runs with authentication off (then there is nothing to log out of).
+    pub auth_enabled: bool,
+}
+
 /// An error the REST API answered: its status, message and the first field it names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
@@ -74,22 +85,29 @@ pub struct Chart {
 /// Reads [`ServerInfo`] from the running server.
 #[server]
 pub async fn fetch_server_info() -> Result<ServerInfo, ServerFnError> {
-    let backend = crate::backend::from_context()?;
-    backend.server_info().await.map_err(ServerFnError::new)
+    let (backend, request) = crate::backend::from_context()?;
+    backend.server_info(&request).await.map_err(ServerFnError::new)
+}
+
+/// Reads who is logged in.
+#[server]
+pub async fn fetch_session() -> Result<SessionInfo, ServerFnError> {
+    let (backend, request) = crate::backend::from_context()?;
+    backend.session(&request).await.map_err(ServerFnError::new)
 }
 
 /// `GET /v1{path}` (a path under `/projects/`), answered by the REST API in process.
 #[server]
 pub async fn api_get(path: String) -> Result<ApiResult, ServerFnError> {
-    let backend = crate::backend::from_context()?;
-    backend.call_api("GET", path, None).await.map_err(ServerFnError::new)
+    let (backend, request) = crate::backend::from_context()?;
+    backend.call_api(&request, "GET", path, None).await.map_err(ServerFnError::new)
 }
 
 /// `POST`, `PATCH` or `DELETE /v1{path}` with an optional JSON body, answered by the REST API in
 /// process.
 #[server]
 pub async fn api_send(method: String, path: String, body: Option<String>) -> Result<ApiResult, ServerFnError> {
-    let backend = crate::backend::from_context()?;
+    let (backend, request) = crate::backend::from_context()?;
     let method = match method.as_str() {
         "POST" => "POST",
         "PATCH" => "PATCH",
@@ -102,14 +120,14 @@ pub async fn api_send(method: String, path: String, body: Option<String>) -> Res
         }
         None => None,
     };
-    backend.call_api(method, path, body).await.map_err(ServerFnError::new)
+    backend.call_api(&request, method, path, body).await.map_err(ServerFnError::new)
 }
 
 /// The job's metric series drawn as one chart per tag.
 #[server]
 pub async fn job_charts(project: String, job: String) -> Result<Vec<Chart>, ServerFnError> {
-    let backend = crate::backend::from_context()?;
-    backend.job_charts(project, job).await.map_err(ServerFnError::new)
+    let (backend, request) = crate::backend::from_context()?;
+    backend.job_charts(&request, project, job).await.map_err(ServerFnError::new)
 }
 
 /// A JSON `instances` array matching the version's signature (zeros of the declared shapes), when
@@ -120,6 +138,6 @@ pub async fn example_instances(
     model: String,
     version: String,
 ) -> Result<Option<String>, ServerFnError> {
-    let backend = crate::backend::from_context()?;
-    backend.example_instances(project, model, version).await.map_err(ServerFnError::new)
+    let (backend, request) = crate::backend::from_context()?;
+    backend.example_instances(&request, project, model, version).await.map_err(ServerFnError::new)
 }

@@ -1,34 +1,43 @@
 //! The port through which server functions reach the server (server only).
 //!
 //! The `server` crate implements [`ConsoleBackend`] and provides a [`Backend`] in Leptos' context
-//! for every request; server functions only look it up and call it.
+//! for every request; server functions only look it up and call it, passing the request they
+//! serve (its extensions carry the logged-in caller, which the server put there), so every call
+//! acts as the logged-in identity with its role.
 
 use std::sync::Arc;
 
+use http::request::Parts;
 use leptos::prelude::{use_context, ServerFnError};
 
-use crate::api::{ApiResult, Chart, ServerInfo};
+use crate::api::{ApiResult, Chart, ServerInfo, SessionInfo};
 
 /// What the console needs from the server.
 #[async_trait::async_trait]
 pub trait ConsoleBackend: Send + Sync + 'static {
     /// Describes the running server.
-    async fn server_info(&self) -> Result<ServerInfo, String>;
+    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, String>;
 
-    /// Calls the REST API in process: `method` on `/v1{path}` with an optional JSON body.
+    /// Who is logged in, for the console's frame.
+    async fn session(&self, request: &Parts) -> Result<SessionInfo, String>;
+
+    /// Calls the REST API in process as the request's caller: `method` on `/v1{path}` with an
+    /// optional JSON body.
     async fn call_api(
         &self,
+        request: &Parts,
         method: &'static str,
         path: String,
         body: Option<serde_json::Value>,
     ) -> Result<ApiResult, String>;
 
     /// The job's metric series, one chart per tag.
-    async fn job_charts(&self, project: String, job: String) -> Result<Vec<Chart>, String>;
+    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, String>;
 
     /// Example `instances` for a version with a declared signature.
     async fn example_instances(
         &self,
+        request: &Parts,
         project: String,
         model: String,
         version: String,
@@ -38,7 +47,10 @@ pub trait ConsoleBackend: Send + Sync + 'static {
 /// The shared handle put into Leptos' context.
 pub type Backend = Arc<dyn ConsoleBackend>;
 
-/// Looks up the backend handle the server provided for this request.
-pub fn from_context() -> Result<Backend, ServerFnError> {
-    use_context::<Backend>().ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))
+/// Looks up the backend handle the server provided for this request, and the request itself.
+pub fn from_context() -> Result<(Backend, Parts), ServerFnError> {
+    let backend =
+        use_context::<Backend>().ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))?;
+    let request = use_context::<Parts>().ok_or_else(|| ServerFnError::new("the request is not available"))?;
+    Ok((backend, request))
 }

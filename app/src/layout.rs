@@ -1,11 +1,12 @@
-//! The navigation frame every console page sits in: brand, the main sections (Jobs, Models,
-//! Operations) and a server status panel.
+//! The navigation frame every console page sits in: brand, who is logged in (with Log out), the
+//! main sections (Jobs, Models, Operations) and a server status panel. The login page gets a
+//! bare frame: nothing in the full one can be read before logging in.
 
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_location;
 
-use crate::api::{fetch_server_info, ServerInfo};
+use crate::api::{fetch_server_info, fetch_session, ServerInfo, SessionInfo};
 
 /// The frame around each page. `data-hydrated` turns `true` once the browser has taken over the
 /// server-rendered page, which is what the browser tests wait for before they interact.
@@ -14,6 +15,17 @@ pub fn Frame(children: Children) -> impl IntoView {
     let location = use_location();
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
+
+    // Leaving the login page is a full page load (the form posts to the server), so the choice
+    // holds for the frame's life.
+    if location.pathname.get_untracked() == "/login" {
+        return view! {
+            <div class="frame bare" data-hydrated=move || hydrated.get().to_string()>
+                <main class="content">{children()}</main>
+            </div>
+        }
+        .into_any();
+    }
 
     view! {
         <div class="frame" data-hydrated=move || hydrated.get().to_string()>
@@ -28,6 +40,7 @@ pub fn Frame(children: Children) -> impl IntoView {
                         <input name="name" size="12" prop:value=move || current_project(&location.pathname.get())/>
                     </label>
                 </form>
+                <SessionPanel/>
             </header>
             <nav class="sidebar" aria-label="Sections">
                 <NavLink section="jobs" label="Jobs"/>
@@ -37,6 +50,40 @@ pub fn Frame(children: Children) -> impl IntoView {
             </nav>
             <main class="content">{children()}</main>
         </div>
+    }
+    .into_any()
+}
+
+/// Who is logged in (token name and role), and the Log out button (a plain form post).
+#[component]
+fn SessionPanel() -> impl IntoView {
+    let session = Resource::new(|| (), |()| fetch_session());
+    view! {
+        <div class="session" data-testid="session">
+            <Transition fallback=|| ()>
+                {move || session.get().map(|result| match result {
+                    Ok(info) => view! { <SessionFacts info/> }.into_any(),
+                    Err(_) => view! { <span class="muted">"Not logged in"</span> }.into_any(),
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+#[component]
+fn SessionFacts(info: SessionInfo) -> impl IntoView {
+    let SessionInfo { name, role, auth_enabled } = info;
+    view! {
+        <span class="who" title="The token this console acts as">
+            <span class="who-name">{name}</span>
+            " "
+            <span class="badge role">{role}</span>
+        </span>
+        {auth_enabled.then(|| view! {
+            <form class="logout" method="post" action="/console/logout">
+                <button type="submit" class="button small">"Log out"</button>
+            </form>
+        })}
     }
 }
 

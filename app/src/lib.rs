@@ -52,6 +52,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=pages::NotFound>
                     // Without a project in the path, pages show the `default` project. Pages render
                     // once their data is read (SsrMode::Async), so they read without JavaScript.
+                    <Route path=path!("/login") view=pages::LoginPage/>
                     <Route path=path!("") view=pages::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/jobs") view=pages::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/models") view=pages::ModelsPage ssr=SsrMode::Async/>

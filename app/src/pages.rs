@@ -2,6 +2,7 @@
 
 mod job;
 mod jobs;
+mod login;
 mod model;
 mod models;
 mod not_found;
@@ -10,6 +11,7 @@ mod version;
 
 pub use job::JobPage;
 pub use jobs::JobsPage;
+pub use login::LoginPage;
 pub use model::ModelPage;
 pub use models::ModelsPage;
 pub use not_found::NotFound;

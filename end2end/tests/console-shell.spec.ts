@@ -57,5 +57,7 @@ test("the page is keyboard navigable", async ({ page }) => {
   await page.keyboard.press("Tab");
   await expect(page.getByRole("textbox", { name: "Project" })).toBeFocused();
   await page.keyboard.press("Tab");
+  await expect(page.getByRole("button", { name: "Log out" })).toBeFocused();
+  await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Jobs" })).toBeFocused();
 });

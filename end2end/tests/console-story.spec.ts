@@ -118,7 +118,8 @@ test("create, train, watch, deploy, predict, set default, delete", async ({ page
 });
 
 test("pages read without JavaScript (server-rendered)", async ({ browser }) => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  // A context made by hand gets the logged-in storage state only when it is given.
+  const context = await browser.newContext({ javaScriptEnabled: false, storageState: test.info().project.use.storageState });
   const page = await context.newPage();
   await page.goto(base() + "/projects/default/jobs");
   await expect(page.getByRole("heading", { name: "Jobs", level: 1 })).toBeVisible();
@@ -134,6 +135,7 @@ test("pages read without JavaScript (server-rendered)", async ({ browser }) => {
 test("a tuning job shows its trials best first and a chart of the objective by trial", async ({ page, request }) => {
   test.setTimeout(180_000);
   const response = await request.post(base() + "/v1/projects/default/jobs", {
+    headers: { Authorization: `Bearer ${process.env.ANNEAL_TOKEN}` },
     data: {
       jobId: "tune_1",
       trainingInput: {
