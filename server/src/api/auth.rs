@@ -1,8 +1,8 @@
 //! Authentication and authorisation of `/v1`, and Anneal's identity resources.
 //!
-//! - [`authenticate`] (on the public `/v1` nest) turns `Authorization: Bearer <token>` into an
-//!   [`Identity`] in the request's extensions. The console's in-process calls put the logged-in
-//!   identity there themselves.
+//! - [`authenticate`] (on the public `/v1` nest) turns `Authorization: Bearer <token>` (or the
+//!   console's session cookie) into an [`Identity`] in the request's extensions. The console's
+//!   in-process calls put the logged-in identity there themselves.
 //! - [`authorize`] (a route layer of the whole API router, so it also guards the console's calls)
 //!   looks up the permission the matched route needs in [`required_permission`] — one table for
 //!   every route — and answers 401, 404 (a project outside the token's scope, so names it may not
@@ -69,7 +69,8 @@ fn is_mutation(method: &Method, route: &str) -> bool {
     matches!(*method, Method::POST | Method::PATCH | Method::DELETE | Method::PUT) && !reads
 }
 
-/// `Authorization: Bearer <token>` → [`Identity`]. Without the header the request goes on
+/// `Authorization: Bearer <token>`, else the console's session cookie (a logged-in page's own
+/// calls, such as its package upload) → [`Identity`]. Without either the request goes on
 /// unauthenticated ([`authorize`] decides whether the route needs an identity); with a bad one
 /// it ends here with 401. With authentication off every caller is the anonymous admin.
 pub async fn authenticate(State(control): State<Control>, mut request: Request, next: Next) -> Response {
