@@ -361,7 +361,12 @@ async fn auth_login_and_token_management() {
     assert!(err.contains("UNAUTHENTICATED"), "{err}");
 
     // The admin (found through the data dir) makes a developer token...
-    let admin_env = vec![(home_env.0, home_env.1.to_owned()), ("ANNEAL_DATA_DIR", server.data.path().display().to_string())];
+    // The admin has a config home of its own (a kept token would come before the data dir's).
+    let admin_home = tempfile::tempdir().expect("tempdir");
+    let admin_env = vec![
+        ("XDG_CONFIG_HOME", admin_home.path().display().to_string()),
+        ("ANNEAL_DATA_DIR", server.data.path().display().to_string()),
+    ];
     let mut args = with(&["auth", "token", "create", "--name", "ci", "--role", "developer", "--projects", "p"]);
     args.push("--quiet".into());
     let (code, out, err) = run(args, admin_env.clone()).await;
