@@ -42,12 +42,30 @@ impl LocalStorage {
 
     /// Resolves a user-given `file://` URI or plain absolute path to a directory or file inside the
     /// allowed roots. `..`, symlinks that lead out, other schemes and missing paths are refused
-    /// with INVALID_ARGUMENT naming `field`.
+    /// with INVALID_ARGUMENT naming `field`. A path outside the roots gets the same answer whether
+    /// it exists or not; only a path inside them is said not to exist.
     pub fn resolve_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
         let path = local_path(field, uri)?;
-        let canonical =
-            path.canonicalize().map_err(|e| crate::Error::invalid(field, format!("'{uri}' cannot be read: {e}")))?;
-        self.inside_roots(field, uri, canonical, "read")
+        match path.canonicalize() {
+            Ok(canonical) => self.inside_roots(field, uri, canonical, "read"),
+            Err(_) if self.missing_inside_roots(path) => {
+                Err(crate::Error::invalid(field, format!("'{uri}' does not exist")))
+            }
+            Err(_) => Err(self.outside(field, uri, "read")),
+        }
+    }
+
+    /// Whether a path that cannot be resolved would lie inside the roots: its nearest existing
+    /// entry resolves inside them and nothing after it climbs out with `..`. Anything else (a
+    /// dangling symlink, an unreadable folder, a path outside) is treated as outside, so the
+    /// answer never depends on what exists outside the roots.
+    fn missing_inside_roots(&self, path: &Path) -> bool {
+        let Some(existing) = path.ancestors().find(|a| a.symlink_metadata().is_ok()) else { return false };
+        let rest = path.strip_prefix(existing).unwrap_or(path);
+        if rest.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return false;
+        }
+        existing.canonicalize().is_ok_and(|canonical| self.allowed.iter().any(|root| canonical.starts_with(root)))
     }
 
     /// Resolves a user-given output location (a job dir) that may not exist yet: its nearest
@@ -57,10 +75,10 @@ impl LocalStorage {
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(crate::Error::invalid(field, format!("'{uri}' must not contain '..'")));
         }
-        let existing = path.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
-        let canonical = existing
-            .canonicalize()
-            .map_err(|e| crate::Error::invalid(field, format!("'{uri}' cannot be reached: {e}")))?;
+        // The nearest entry that exists, a dangling symlink included: it must resolve inside the
+        // roots, so a link to a missing place outside cannot be written through.
+        let existing = path.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
+        let canonical = existing.canonicalize().map_err(|_| self.outside(field, uri, "write"))?;
         let inside = self.inside_roots(field, uri, canonical, "write")?;
         Ok(inside.join(path.strip_prefix(existing).unwrap_or(Path::new(""))))
     }
@@ -70,8 +88,13 @@ impl LocalStorage {
         if self.allowed.iter().any(|root| canonical.starts_with(root)) {
             Ok(canonical)
         } else {
-            Err(crate::Error::invalid(field, format!("'{uri}' is outside the storage roots this server may {verb}")))
+            Err(self.outside(field, uri, verb))
         }
+    }
+
+    /// The one answer for a path outside the roots, whether it exists or not.
+    fn outside(&self, field: &str, uri: &str, verb: &str) -> crate::Error {
+        crate::Error::invalid(field, format!("'{uri}' is outside the storage roots this server may {verb}"))
     }
 
     /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
@@ -130,9 +153,16 @@ fn copy_tree(source: &Path, dest: &Path, allowed: &[PathBuf]) -> std::io::Result
     std::fs::create_dir_all(dest)?;
     for entry in std::fs::read_dir(source)? {
         let entry = entry?;
-        let target = entry.path().canonicalize()?;
+        // A link that cannot be followed gets the same error as one that leads out, so the copy
+        // never tells whether something outside the roots exists.
+        let links_out = || std::io::Error::other(format!("{} links outside the storage roots", entry.path().display()));
+        let target = match entry.path().canonicalize() {
+            Ok(target) => target,
+            Err(_) if entry.file_type().is_ok_and(|t| t.is_symlink()) => return Err(links_out()),
+            Err(e) => return Err(e),
+        };
         if !allowed.iter().any(|root| target.starts_with(root)) {
-            return Err(std::io::Error::other(format!("{} links outside the storage roots", entry.path().display())));
+            return Err(links_out());
         }
         let to = dest.join(entry.file_name());
         if target.is_dir() {
@@ -191,6 +221,44 @@ mod tests {
         let link = data.path().join("models/link-out");
         std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
         assert!(storage.resolve_uri("f", link.to_str().expect("utf8")).is_err(), "a symlink out is refused");
+    }
+
+    #[test]
+    fn outside_paths_get_one_answer_whether_they_exist_or_not() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        std::fs::write(outside.path().join("secret"), b"x").expect("write");
+        let message = |uri: String| match storage.resolve_uri("f", &uri) {
+            Err(crate::Error::InvalidArgument(v)) => v.description.replace(&uri, "URI"),
+            other => panic!("{uri}: {other:?}"),
+        };
+        let root = data.path().display();
+        let out = outside.path().display();
+        let link = data.path().join("link");
+        std::os::unix::fs::symlink(outside.path().join("secret"), &link).expect("symlink");
+        let dangling = data.path().join("dangling");
+        std::os::unix::fs::symlink(outside.path().join("missing"), &dangling).expect("symlink");
+        let answers = [
+            message(format!("{out}/secret")),
+            message(format!("{out}/missing")),
+            message(format!("{out}/missing/deeper")),
+            message(format!("{root}/nothing/../../{}/secret", out.to_string().trim_start_matches('/'))),
+            message(format!("{root}/nothing/../../{}/missing", out.to_string().trim_start_matches('/'))),
+            message(link.display().to_string()),
+            message(dangling.display().to_string()),
+            message("/proc/1/root/etc/shadow".into()),
+        ];
+        for answer in &answers {
+            assert_eq!(answer, &answers[0], "{answers:?}");
+        }
+        assert!(answers[0].contains("outside the storage roots"), "{}", answers[0]);
+        assert!(message(format!("{root}/missing")).contains("does not exist"), "inside the roots it may say so");
+
+        let out_dir = storage
+            .resolve_output_uri("jobDir", &format!("{}/out", dangling.display()))
+            .expect_err("a dangling link out cannot be written through");
+        assert!(out_dir.to_string().contains("outside the storage roots"), "{out_dir}");
     }
 
     #[test]

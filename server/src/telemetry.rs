@@ -23,7 +23,19 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    result.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    std::panic::set_hook(Box::new(log_panic));
+    Ok(())
+}
+
+/// Logs a panic once, as an error event in the configured format (the default hook would print
+/// a plain line to stderr). The request that panicked still gets its 500 envelope from
+/// [`crate::api::limits::panic_response`], and the process goes on.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let message = crate::api::limits::panic_message(info.payload());
+    let location = info.location().map(ToString::to_string).unwrap_or_default();
+    let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+    tracing::error!(panic = %message, %location, %thread, "panicked");
 }
 
 /// Buckets for request latencies, in seconds: 100 µs to 10 s.

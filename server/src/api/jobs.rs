@@ -215,7 +215,8 @@ async fn logs(
     let name = JobName::new("name", &project, &job)?;
     if query.follow {
         control.get_job(&name).await?;
-        return Ok(follow(control, name, query.replica, query.offset).into_response());
+        let permit = control.log_follower()?;
+        return Ok(follow(control, name, query.replica, query.offset, permit).into_response());
     }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let logs = control.job_logs(&name, query.replica, LogCursor::at_line(query.offset), limit).await?;
@@ -231,6 +232,8 @@ struct Following {
     replica: Option<String>,
     cursor: LogCursor,
     pending: std::collections::VecDeque<crate::executor::LogLine>,
+    /// Counts this stream against `max_log_followers` until it is dropped.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Server-sent events: one `line` event per log line (JSON `{time, replica, text}`), then an `end`
@@ -240,8 +243,16 @@ fn follow(
     name: JobName,
     replica: Option<String>,
     offset: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let state = Following { control, name, replica, cursor: LogCursor::at_line(offset), pending: Default::default() };
+    let state = Following {
+        control,
+        name,
+        replica,
+        cursor: LogCursor::at_line(offset),
+        pending: Default::default(),
+        _permit: permit,
+    };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
         loop {

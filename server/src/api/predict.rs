@@ -87,6 +87,11 @@ fn parse(body: &[u8]) -> Result<Vec<Value>, String> {
         return Err("The request body must be a JSON object with an \"instances\" list.".into());
     };
     match object.remove("instances") {
+        Some(Value::Array(instances)) if instances.len() > crate::control::limits::MAX_INSTANCES => Err(format!(
+            "\"instances\" has {} instances; send at most {} per request.",
+            instances.len(),
+            crate::control::limits::MAX_INSTANCES
+        )),
         Some(Value::Array(instances)) if !instances.is_empty() => Ok(instances),
         Some(Value::Array(_)) => Err("\"instances\" is empty; send at least one instance.".into()),
         Some(_) => Err("\"instances\" must be a list.".into()),

@@ -3,7 +3,7 @@
 //! `deploymentUri`, `uri`).
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::routing::{post, put};
 use axum::Router;
 use serde::Serialize;
@@ -12,14 +12,12 @@ use super::Json;
 use crate::control::Control;
 use crate::names::ProjectId;
 
-/// The largest file one upload request carries.
-const MAX_FILE_BYTES: usize = 4 << 30;
-
+/// The file body is streamed to disk; its size and the project's quota are checked as it arrives
+/// (`max_upload_bytes`, `upload_quota_bytes`), not by a body limit layer.
 pub fn router() -> Router<Control> {
-    let limit = DefaultBodyLimit::max(MAX_FILE_BYTES);
     Router::new()
         .route("/projects/{project}/uploads", post(create))
-        .route("/projects/{project}/uploads/{upload}/{*path}", put(write_file).layer(limit))
+        .route("/projects/{project}/uploads/{upload}/{*path}", put(write_file))
 }
 
 #[derive(Serialize)]

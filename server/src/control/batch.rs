@@ -86,6 +86,7 @@ impl Control {
         labels: BTreeMap<String, String>,
         input: PredictionInput,
     ) -> Result<JobRecord> {
+        super::limits::check_labels("job.labels", &labels)?;
         let spec = prediction_spec(&self.storage, &name.project, &input)?;
         match &spec.model {
             ModelSource::Model(model) => {
@@ -156,6 +157,7 @@ pub fn prediction_spec(storage: &LocalStorage, project: &ProjectId, input: &Pred
     if input.input_paths.is_empty() {
         return Err(Error::invalid(field("inputPaths"), "At least one input path is required."));
     }
+    super::limits::at_most(&field("inputPaths"), &input.input_paths, super::limits::MAX_URIS)?;
     let inputs = input
         .input_paths
         .iter()
@@ -166,14 +168,11 @@ pub fn prediction_spec(storage: &LocalStorage, project: &ProjectId, input: &Pred
         return Err(Error::invalid(field("outputPath"), "outputPath is required: the folder for the predictions."));
     }
     let output = storage.resolve_output_uri(&field("outputPath"), &input.output_path)?;
+    use super::limits::{count_in, MAX_BATCH_SIZE, MAX_PREDICTION_WORKERS};
     let max_workers = input.max_worker_count.unwrap_or(DEFAULT_MAX_WORKERS);
-    if max_workers < 1 {
-        return Err(Error::invalid(field("maxWorkerCount"), "maxWorkerCount must be at least 1."));
-    }
+    count_in(&field("maxWorkerCount"), max_workers, 1, MAX_PREDICTION_WORKERS)?;
     let batch_size = input.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-    if !(1..=100_000).contains(&batch_size) {
-        return Err(Error::invalid(field("batchSize"), "batchSize must be between 1 and 100000."));
-    }
+    count_in(&field("batchSize"), batch_size, 1, MAX_BATCH_SIZE)?;
     if !matches!(input.signature_name.as_deref(), None | Some("" | "serving_default")) {
         return Err(Error::invalid(field("signatureName"), "A TorchScript model has one signature, serving_default."));
     }

@@ -25,6 +25,10 @@ impl Filter {
         let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
             return Ok(Self::default());
         };
+        let max = super::limits::MAX_FILTER_CHARS;
+        if text.chars().count() > max {
+            return Err(Error::invalid("filter", format!("The filter is longer than {max} characters.")));
+        }
         let mut terms = Vec::new();
         for raw in split_and(text) {
             terms.push(parse_term(raw.trim())?);

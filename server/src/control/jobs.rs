@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::filter::{labels, Filter};
+use super::limits::{self, at_most, check_labels, count_in};
 use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
@@ -80,7 +81,13 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// Every replica, as (type, index), master first.
+    /// How many replicas the job runs, master included (computed, nothing allocated).
+    pub fn count(&self) -> i64 {
+        1 + self.workers.max(0) + self.parameter_servers.max(0)
+    }
+
+    /// Every replica, as (type, index), master first. The counts are bounded by
+    /// [`training_spec`] before this is called.
     pub fn all(&self) -> Vec<(&'static str, i64)> {
         let mut all = vec![("master", 0)];
         all.extend((0..self.workers).map(|i| ("worker", i)));
@@ -120,12 +127,10 @@ fn pool_gpus(input: &TrainingInput, pool: &str) -> Result<i64> {
     let count = config.and_then(|c| c.pointer("/acceleratorConfig/count"));
     if let Some(count) = count {
         let parsed = count.as_i64().or_else(|| count.as_str().and_then(|s| s.parse().ok()));
+        let field = format!("job.trainingInput.{pool}Config.acceleratorConfig.count");
         return match parsed {
-            Some(n) if n >= 0 => Ok(n),
-            _ => Err(Error::invalid(
-                format!("job.trainingInput.{pool}Config.acceleratorConfig.count"),
-                format!("{count} is not a GPU count."),
-            )),
+            Some(n) => count_in(&field, n, 0, limits::MAX_ACCELERATORS_PER_REPLICA),
+            None => Err(Error::invalid(field, format!("{} is not a GPU count.", limits::short(&count.to_string())))),
         };
     }
     let machine_type = input.recorded.get(&format!("{pool}Type")).and_then(Value::as_str).unwrap_or("");
@@ -177,8 +182,9 @@ impl Control {
         labels: BTreeMap<String, String>,
         input: TrainingInput,
     ) -> Result<JobRecord> {
+        check_labels("job.labels", &labels)?;
         let spec = training_spec(&self.storage, &input)?;
-        let slots = spec.replicas.all().len() as i64;
+        let slots = spec.replicas.count();
         if slots as usize > self.executor.slots() {
             return Err(Error::invalid(
                 "job.trainingInput.scaleTier",
@@ -252,11 +258,10 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
     let tier = input.scale_tier.as_deref().unwrap_or("BASIC");
     let counts_given = input.worker_count.unwrap_or(0) != 0 || input.parameter_server_count.unwrap_or(0) != 0;
     let replicas = if tier == "CUSTOM" {
-        let workers = input.worker_count.unwrap_or(0);
-        let parameter_servers = input.parameter_server_count.unwrap_or(0);
-        if workers < 0 || parameter_servers < 0 {
-            return Err(Error::invalid(field("workerCount"), "Replica counts cannot be negative."));
-        }
+        let max = limits::MAX_REPLICAS_PER_POOL;
+        let workers = count_in(&field("workerCount"), input.worker_count.unwrap_or(0), 0, max)?;
+        let parameter_servers =
+            count_in(&field("parameterServerCount"), input.parameter_server_count.unwrap_or(0), 0, max)?;
         Replicas {
             workers,
             parameter_servers,
@@ -281,6 +286,8 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
         }
         replicas
     };
+    at_most(&field("packageUris"), &input.package_uris, limits::MAX_URIS)?;
+    at_most(&field("args"), &input.args, limits::MAX_ARGS)?;
     if input.package_uris.is_empty() {
         return Err(Error::invalid(
             field("packageUris"),
@@ -305,21 +312,12 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
         }
     }
     if let Some(wait) = scheduling.max_wait_time.as_deref() {
-        if parse_duration(wait).is_none() {
-            return Err(Error::invalid(
-                field("scheduling.maxWaitTime"),
-                format!("'{wait}' is not a duration like \"1800s\"."),
-            ));
-        }
+        limits::parse_duration(wait).map_err(|e| Error::invalid(field("scheduling.maxWaitTime"), e))?;
     }
     let max_running_time = scheduling
         .max_running_time
         .as_deref()
-        .map(|d| {
-            parse_duration(d).ok_or_else(|| {
-                Error::invalid(field("scheduling.maxRunningTime"), format!("'{d}' is not a duration like \"3600s\"."))
-            })
-        })
+        .map(|d| limits::parse_duration(d).map_err(|e| Error::invalid(field("scheduling.maxRunningTime"), e)))
         .transpose()?;
     let study = match input.recorded.get("hyperparameters") {
         Some(spec) => {
@@ -404,6 +402,7 @@ impl Control {
         labels: BTreeMap<String, String>,
         expected_revision: Option<i64>,
     ) -> Result<JobRecord> {
+        check_labels("job.labels", &labels)?;
         self.get_job(name).await?;
         self.store.update_job_labels(name, &labels, expected_revision).await?;
         self.get_job(name).await
@@ -441,8 +440,8 @@ fn job_fields(j: &JobRecord) -> Vec<(String, String)> {
     fields
 }
 
-/// Parses a protobuf JSON duration such as `"3600s"` or `"1.5s"`.
+/// Parses a protobuf JSON duration such as `"3600s"` or `"1.5s"`; `None` when it is not one or
+/// is longer than [`limits::MAX_DURATION_SECS`].
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    limits::parse_duration(text).ok()
 }

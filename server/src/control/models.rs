@@ -20,6 +20,7 @@ impl Control {
         if new.regions.len() > 1 {
             return Err(Error::invalid("model.regions", "At most one region may be given."));
         }
+        super::limits::check_labels("model.labels", &new.labels)?;
         self.store.insert_model(name, &new).await
     }
 
@@ -63,6 +64,9 @@ impl Control {
     /// finished operation with the updated model. With an etag, nothing changes unless the model
     /// is still at the etag's revision (else ABORTED).
     pub async fn update_model(&self, name: &ModelName, update: Update) -> Result<OperationRecord> {
+        if let Some(labels) = &update.labels {
+            super::limits::check_labels("model.labels", labels)?;
+        }
         let current = self.get_model(name).await?;
         if update.expected_revision.is_some_and(|r| r != current.revision) {
             return Err(Error::Aborted(format!(

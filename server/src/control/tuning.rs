@@ -154,6 +154,7 @@ impl Study {
         if spec.params.is_empty() {
             return Err(Error::invalid(field("params"), "At least one parameter is required."));
         }
+        super::limits::at_most(&field("params"), &spec.params, super::limits::MAX_HYPERPARAMETERS)?;
         let mut params = Vec::with_capacity(spec.params.len());
         for (i, p) in spec.params.iter().enumerate() {
             let f = |name: &str| field(&format!("params[{i}].{name}"));
@@ -197,12 +198,24 @@ impl Study {
                     if min.fract() != 0.0 || max.fract() != 0.0 {
                         return Err(Error::invalid(f("minValue"), "INTEGER bounds must be whole numbers."));
                     }
+                    let limit = super::limits::MAX_INTEGER_PARAMETER;
+                    if min.abs() > limit || max.abs() > limit {
+                        return Err(Error::invalid(
+                            f("maxValue"),
+                            format!("INTEGER bounds must lie between -{limit} and {limit}."),
+                        ));
+                    }
                     Domain::Integer { min: min as i64, max: max as i64, scale }
                 }
                 "CATEGORICAL" => {
                     if p.categorical_values.is_empty() {
                         return Err(Error::invalid(f("categoricalValues"), "CATEGORICAL needs categoricalValues."));
                     }
+                    super::limits::at_most(
+                        &f("categoricalValues"),
+                        &p.categorical_values,
+                        super::limits::MAX_PARAMETER_VALUES,
+                    )?;
                     Domain::Categorical(p.categorical_values.clone())
                 }
                 "DISCRETE" => {
@@ -241,6 +254,15 @@ impl Study {
         }
         if max_parallel < 1 {
             return Err(Error::invalid(field("maxParallelTrials"), "maxParallelTrials must be at least 1."));
+        }
+        use super::limits::{count_in, MAX_PARALLEL_TRIALS, MAX_TRIALS};
+        count_in(&field("maxTrials"), max_trials, 1, MAX_TRIALS)?;
+        count_in(&field("maxParallelTrials"), max_parallel, 1, MAX_PARALLEL_TRIALS)?;
+        if max_failed > MAX_TRIALS {
+            return Err(Error::invalid(
+                field("maxFailedTrials"),
+                format!("maxFailedTrials must be at most {MAX_TRIALS}."),
+            ));
         }
         if max_parallel > max_trials {
             return Err(Error::invalid(

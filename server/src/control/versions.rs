@@ -44,6 +44,7 @@ pub struct VersionPage {
 impl Control {
     /// Validates the request, stores the CREATING version with its operation, and starts the work.
     pub async fn create_version(&self, name: &VersionName, mut new: NewVersion) -> Result<OperationRecord> {
+        super::limits::check_labels("version.labels", &new.labels)?;
         if new.deployment_uri.is_empty() {
             return Err(Error::invalid(
                 "version.deploymentUri",
@@ -185,6 +186,9 @@ impl Control {
     /// Changes a READY version's description or labels (`versions.patch`); returns the finished
     /// operation with the updated version.
     pub async fn update_version(&self, name: &VersionName, update: Update) -> Result<OperationRecord> {
+        if let Some(labels) = &update.labels {
+            super::limits::check_labels("version.labels", labels)?;
+        }
         self.store
             .update_version(name, update.description.as_deref(), update.labels.as_ref(), update.expected_revision)
             .await?;

@@ -32,15 +32,18 @@ pub fn writer(path: &Path) -> std::io::Result<(mpsc::UnboundedSender<(String, St
     Ok((sender, handle))
 }
 
-/// Forwards each line of `stream` as `replica`'s, keeping the last ones in `tail`.
+/// Forwards each line of `stream` as `replica`'s, keeping the last ones in `tail`. A line longer
+/// than `max_line` bytes is cut there and marked; the rest of it, up to its newline, is skipped
+/// without being held in memory.
 pub async fn pump(
     stream: impl AsyncRead + Unpin,
     replica: String,
     sender: mpsc::UnboundedSender<(String, String)>,
     tail: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    max_line: usize,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    while let Ok(Some(line)) = next_line(&mut reader, max_line.max(1)).await {
         {
             let mut tail = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if tail.len() == 10 {
@@ -53,6 +56,54 @@ pub async fn pump(
         }
     }
 }
+
+/// The next line of `reader` without its newline (a last line without one included), holding at
+/// most `max_line` bytes of it: a longer line is cut at a character boundary and ends with
+/// [`CUT_MARK`]. `None` at the end of the stream.
+async fn next_line(reader: &mut (impl AsyncBufReadExt + Unpin), max_line: usize) -> std::io::Result<Option<String>> {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let mut read_any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        read_any = true;
+        let (chunk, newline) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i)),
+            None => (available, None),
+        };
+        let room = max_line.saturating_sub(kept.len());
+        if chunk.len() > room {
+            cut = true;
+        }
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = newline.map_or(available.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if !read_any {
+        return Ok(None);
+    }
+    if kept.last() == Some(&b'\r') && !cut {
+        kept.pop();
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    if cut {
+        // A cut inside a multi-byte character leaves a replacement character; drop it.
+        if text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        text.push_str(CUT_MARK);
+    }
+    Ok(Some(text))
+}
+
+/// Ends a line that was longer than the log keeps.
+pub const CUT_MARK: &str = " [line cut: longer than max_log_line_bytes]";
 
 /// A place in a job's log: a line number, and where that line starts in the file when known (a
 /// follower keeps both, so each poll reads only what is new).
@@ -144,5 +195,31 @@ mod tests {
         assert_eq!(lines[0].text, "three");
         let (lines, next) = read_logs(&path, Some("master-replica-0"), LogCursor::at_line(1), 10).expect("read");
         assert_eq!((lines.len(), lines[0].text.as_str(), next.line), (1, "three", 3));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_marked() {
+        let input: &[u8] = b"short\r\n0123456789abcdef\nlast";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut reader, 8).await.expect("read") {
+            lines.push(line);
+        }
+        assert_eq!(lines, ["short".to_owned(), format!("01234567{CUT_MARK}"), "last".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_line_without_newline_is_held_only_up_to_the_limit() {
+        let (mut write, read) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(async move {
+            let block = vec![b'x'; 1 << 16];
+            for _ in 0..160 {
+                write.write_all(&block).await.expect("write");
+            }
+        });
+        let mut reader = BufReader::new(read);
+        let line = next_line(&mut reader, 1024).await.expect("read").expect("a line");
+        writer.await.expect("writer");
+        assert_eq!(line.len(), 1024 + CUT_MARK.len());
     }
 }

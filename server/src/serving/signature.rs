@@ -74,6 +74,39 @@ impl Signature {
         if file.inputs.is_empty() {
             return Err(format!("{SIGNATURE_FILE} names no inputs"));
         }
+        use crate::control::limits::{MAX_SIGNATURE_ELEMENTS, MAX_SIGNATURE_INPUTS, MAX_SIGNATURE_RANK};
+        if file.inputs.len() > MAX_SIGNATURE_INPUTS {
+            return Err(format!(
+                "{SIGNATURE_FILE} names {} inputs; at most {MAX_SIGNATURE_INPUTS} are allowed",
+                file.inputs.len()
+            ));
+        }
+        // Warm-up and the console's example build one instance of zeros from the declared shapes
+        // (a `-1` dimension as 1), so their size is bounded before anything is built.
+        let mut elements: i64 = 0;
+        for input in &file.inputs {
+            let Some(shape) = &input.shape else { continue };
+            if shape.len() > MAX_SIGNATURE_RANK {
+                return Err(format!(
+                    "{SIGNATURE_FILE}: input '{}' has {} dimensions; at most {MAX_SIGNATURE_RANK} are allowed",
+                    input.name,
+                    shape.len()
+                ));
+            }
+            if let Some(d) = shape.iter().find(|d| **d < -1) {
+                return Err(format!("{SIGNATURE_FILE}: input '{}' has dimension {d}; use a size or -1", input.name));
+            }
+            let size = shape.iter().try_fold(1i64, |n, d| n.checked_mul((*d).max(1)));
+            elements = match size.and_then(|s| elements.checked_add(s)) {
+                Some(total) if total <= MAX_SIGNATURE_ELEMENTS => total,
+                _ => {
+                    return Err(format!(
+                        "{SIGNATURE_FILE}: the declared input shapes hold more than {MAX_SIGNATURE_ELEMENTS} values per instance (input '{}')",
+                        input.name
+                    ))
+                }
+            };
+        }
         let mut inputs = Vec::with_capacity(file.inputs.len());
         for input in file.inputs {
             let dtype = DType::parse(&input.dtype).ok_or_else(|| {
@@ -110,5 +143,20 @@ mod tests {
             .expect_err("dtype")
             .contains("unknown dtype"));
         assert!(Signature::parse(r#"{"inputs":[{"name":"x"},{"name":"x"}]}"#).expect_err("dup").contains("twice"));
+    }
+
+    #[test]
+    fn shapes_are_bounded_before_anything_is_built() {
+        let huge = r#"{"inputs":[{"name":"x","shape":[100000,100000,100000]}]}"#;
+        assert!(Signature::parse(huge).expect_err("huge").contains("more than 1048576 values"));
+        let overflow = r#"{"inputs":[{"name":"x","shape":[9223372036854775807,9223372036854775807]}]}"#;
+        assert!(Signature::parse(overflow).is_err());
+        let deep = format!(r#"{{"inputs":[{{"name":"x","shape":{:?}}}]}}"#, vec![1; 33]);
+        assert!(Signature::parse(&deep).expect_err("deep").contains("dimensions"));
+        assert!(Signature::parse(r#"{"inputs":[{"name":"x","shape":[-2]}]}"#).is_err());
+        Signature::parse(r#"{"inputs":[{"name":"x","shape":[1024,1024]},{"name":"y","shape":[-1]}]}"#)
+            .expect_err("together over the bound");
+        Signature::parse(r#"{"inputs":[{"name":"x","shape":[1024,1023]},{"name":"y","shape":[-1, 3]}]}"#)
+            .expect("within the bound");
     }
 }
