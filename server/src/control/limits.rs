@@ -50,6 +50,8 @@ pub const MAX_SIGNATURE_ELEMENTS: i64 = 1 << 20;
 pub const MAX_SIGNATURE_RANK: usize = 32;
 /// The most inputs a `signature.json` may declare.
 pub const MAX_SIGNATURE_INPUTS: usize = 256;
+/// The largest `signature.json` read, in bytes.
+pub const MAX_SIGNATURE_FILE_BYTES: u64 = 1 << 20;
 
 /// `value` if it lies in `min..=max`, else INVALID_ARGUMENT naming `field` and the range.
 pub fn count_in(field: &str, value: i64, min: i64, max: i64) -> Result<i64> {

@@ -64,6 +64,11 @@ impl Signature {
         if !path.exists() {
             return Ok(Self::default_signature());
         }
+        let max = crate::control::limits::MAX_SIGNATURE_FILE_BYTES;
+        let size = std::fs::metadata(&path).map_err(|e| format!("cannot read {SIGNATURE_FILE}: {e}"))?.len();
+        if size > max {
+            return Err(format!("{SIGNATURE_FILE} has {size} bytes; at most {max} are allowed"));
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {SIGNATURE_FILE}: {e}"))?;
         Self::parse(&text)
     }
