@@ -359,4 +359,5 @@ async fn without_authentication_the_console_needs_no_login() {
     let html = response.text().await.expect("html");
     assert!(html.contains("authentication off"), "{html}");
     assert!(!html.contains("Log out"));
+    assert_eq!(location(&page(&server, "/login", None).await), "/", "there is nothing to log in to");
 }

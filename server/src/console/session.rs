@@ -71,11 +71,15 @@ pub(super) async fn require_session(State(sessions): State<Sessions>, mut reques
     // An identity comes from this middleware only.
     request.extensions_mut().remove::<Identity>();
     let control = &sessions.control;
+    let path = request.uri().path().to_owned();
     if !control.auth_enabled() {
+        // There is nothing to log in to.
+        if path == "/login" {
+            return Redirect::to("/").into_response();
+        }
         request.extensions_mut().insert(Identity::anonymous_admin());
         return next.run(request).await;
     }
-    let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     if path == "/login" && request.method() == Method::GET {
         if let Some(code) = query_value(&query, "code") {
