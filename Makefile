@@ -27,8 +27,11 @@ CONSOLE_CRATES := 180
 SETUP := .make/rust-target .make/wasm-bindgen .make/venv .make/node .make/chromium
 
 # The project's Python first (torch-sys finds libtorch through it), then npm's wasm-opt (Debian's
-# binaryen breaks hydration), then cargo-installed tools.
-export PATH := $(VENV)/bin:$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+# binaryen breaks hydration), then cargo-installed tools. The prefix is added once (a sub-make
+# inherits it already added): server/build.rs reruns when PATH changes, and then the server
+# crate compiles again (2 min), so every make, and a shell with the same prefix, must agree.
+TOOLS_PATH := $(VENV)/bin:$(E2E)/node_modules/.bin:$(HOME)/.cargo/bin
+export PATH := $(TOOLS_PATH):$(patsubst $(TOOLS_PATH):%,%,$(PATH))
 export VIRTUAL_ENV := $(VENV)
 export LIBTORCH_USE_PYTORCH := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
@@ -102,7 +105,7 @@ test:
 server: .make/venv
 	@$(if $(wildcard target/release/deps),,STEP_EXPECTED_CRATES=$(SERVER_CRATES)) \
 	  $(STEP) server "building the server, target/release/anneal" \
-	    "$(call FIRST,target/release/anneal,about 10 min on 2 cores; the libtorch bindings are most of it)" -- \
+	    "$(call FIRST,target/release/anneal,about 10 min on 2 cores)" -- \
 	    cargo build --release -p server --bin anneal
 
 console: .make/rust-target .make/wasm-bindgen .make/node
