@@ -39,7 +39,7 @@ report() {
         compiled=$(grep -c '^ *Compiling ' "$log" || true)
         now=$(grep -o '^ *\(Compiling\|Installing\|Downloaded\|Building\) [^ ]*' "$log" | tail -n 1 | sed 's/^ *//' || true)
         if tail -n 1 "$log" | grep -q 'Blocking waiting for file lock'; then
-            detail="waiting for another cargo build to release the target directory"
+            detail="waiting for a lock another cargo holds (target directory or package cache)"
         elif ((compiled > 0)); then
             total=${STEP_EXPECTED_CRATES:+/~$STEP_EXPECTED_CRATES}
             detail="$compiled$total crates compiled${now:+, now: ${now#Compiling }}"
