@@ -265,6 +265,16 @@ async fn logging_in_with_a_token_opens_a_session_and_logging_out_ends_it() {
     assert_eq!(jobs.status(), StatusCode::OK);
     let html = jobs.text().await.expect("html");
     assert!(html.contains("admin (first start)") && html.contains("Log out"), "{html}");
+    // A script with a bearer token reads pages without a session; a bad token is not logged in.
+    let scripted = browser()
+        .get(server.url("/projects/p/jobs"))
+        .bearer_auth(server.admin_token())
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(scripted.status(), StatusCode::OK);
+    let bad = browser().get(server.url("/projects/p/jobs")).bearer_auth("ann_0123456789abcdef_x").send().await;
+    assert_eq!(bad.expect("GET").status(), StatusCode::SEE_OTHER);
     // A logged-in browser asking for the login page goes on.
     assert_eq!(location(&page(&server, "/login?next=%2Fmodels", Some(&cookie)).await), "/models");
 

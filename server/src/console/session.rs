@@ -5,7 +5,8 @@
 //! The session lives in one cookie, [`SESSION_COOKIE`]: `HttpOnly` (scripts cannot read it),
 //! `SameSite=Strict` (no other site's page can make the browser send it) and `Secure` when the
 //! console is served over TLS. Without a session, pages answer 303 to `/login?next=<path>`, and
-//! server functions 401, before anything renders. With authentication off, every request acts as
+//! server functions 401, before anything renders. A request with `Authorization: Bearer <token>`
+//! acts as that token instead (no browser sends one by itself). With authentication off, every request acts as
 //! [`Identity::anonymous_admin`].
 
 use std::path::{Path, PathBuf};
@@ -94,13 +95,19 @@ pub(super) async fn require_session(State(sessions): State<Sessions>, mut reques
         }
     }
 
-    let identity = match cookie(request.headers(), SESSION_COOKIE) {
-        Some(secret) => match control.session_identity(secret).await {
-            Ok(identity) => Some(identity),
-            Err(Error::Unauthenticated(_)) => None,
-            Err(e) => return e.into_response(),
-        },
-        None => None,
+    // A bearer token works too (scripts reading a page): unlike a cookie, no browser sends one
+    // by itself, so it needs no cross-site protection.
+    let bearer =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);
+    let checked = match (bearer, cookie(request.headers(), SESSION_COOKIE)) {
+        (Some(token), _) => Some(control.authenticate_token(token).await),
+        (None, Some(secret)) => Some(control.session_identity(secret).await),
+        (None, None) => None,
+    };
+    let identity = match checked {
+        Some(Ok(identity)) => Some(identity),
+        Some(Err(Error::Unauthenticated(_))) | None => None,
+        Some(Err(e)) => return e.into_response(),
     };
     if let Some(identity) = identity {
         if path == "/login" && query_value(&query, "failed").is_none() {
