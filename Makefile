@@ -20,7 +20,7 @@ PARALLEL := $(MAKE) --no-print-directory -j4
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # For the progress lines: "first build: <estimate>" or "only what changed", and how many crates a
-# cold build compiles (counted in .make/log/*.log of a cold build; only a guide).
+# cold build compiles (cargo's package count for each build at the time of writing; only a guide).
 FIRST = $(if $(wildcard $(1)),only what changed,first build: $(2))
 SERVER_CRATES := 380
 CONSOLE_CRATES := 180
