@@ -54,7 +54,7 @@ build:
 
 run:
 	@+$(PARALLEL) server console
-	@echo "Starting Anneal: console at http://127.0.0.1:8080/ (data in $${ANNEAL_DATA_DIR:-~/.anneal}); Ctrl-C stops it."
+	@echo "Starting Anneal on $${ANNEAL_ADDR:-127.0.0.1:8080} (data in $${ANNEAL_DATA_DIR:-~/.anneal}); Ctrl-C stops it."
 	./target/release/anneal serve
 
 # Set-up and build in one parallel make, then the Rust tests, then the browser tests.
