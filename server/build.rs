@@ -3,14 +3,16 @@
 //!
 //! torch-sys finds libtorch either through `LIBTORCH` or, with `LIBTORCH_USE_PYTORCH`, through the
 //! Python on `PATH` (`python` inside a virtual environment, `python3` otherwise). This script asks
-//! the same place, so the rpath always names the libraries the binary was linked against.
+//! the same Python (`$VIRTUAL_ENV/bin/python` when a virtual environment is active), so the rpath
+//! names the libraries the binary was linked against. It does not watch `PATH` itself: a change of
+//! `PATH` alone would otherwise recompile the server crate.
 
 use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    for var in ["LIBTORCH", "LIBTORCH_USE_PYTORCH", "VIRTUAL_ENV", "PATH"] {
+    for var in ["LIBTORCH", "LIBTORCH_USE_PYTORCH", "VIRTUAL_ENV"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     match torch_lib_dir() {
@@ -26,13 +28,20 @@ fn torch_lib_dir() -> Result<PathBuf, String> {
     if env::var_os("LIBTORCH_USE_PYTORCH").is_none() {
         return Err("neither LIBTORCH nor LIBTORCH_USE_PYTORCH is set".into());
     }
-    let python = if env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
-    let output = Command::new(python)
+    let python = match env::var_os("VIRTUAL_ENV") {
+        Some(venv) => PathBuf::from(venv).join("bin/python"),
+        None => PathBuf::from("python3"),
+    };
+    let output = Command::new(&python)
         .args(["-c", "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))"])
         .output()
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !output.status.success() {
-        return Err(format!("{python} cannot import torch: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "{} cannot import torch: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if dir.join("libtorch_cpu.so").exists() || dir.join("libtorch_cpu.dylib").exists() {
