@@ -185,7 +185,10 @@ impl TestServer {
     /// Creates a token with `role` for `projects` (empty: every project); returns the token.
     pub async fn create_token(&self, role: &str, projects: &[&str]) -> String {
         let (status, body) = self
-            .post_json("/v1/tokens", &serde_json::json!({"name": format!("{role} token"), "role": role, "projects": projects}))
+            .post_json(
+                "/v1/tokens",
+                &serde_json::json!({"name": format!("{role} token"), "role": role, "projects": projects}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().expect("token").to_owned()
