@@ -42,14 +42,14 @@ status=0
 make test 2>&1 | stamp "$t0" | tee "$work/make-test.log" || status=$?
 total_test=$(since "$t0")
 
-# A second `make run`: the build finds nothing to do; the console answers soon after.
+# A second `make run`: the build finds nothing to do; the console (its login page) answers soon after.
 t1=$(now)
 ANNEAL_ADDR=127.0.0.1:0 ANNEAL_DATA_DIR=$work/data make run >"$work/make-run.log" 2>&1 &
 run_pid=$!
 url=""
 for _ in $(seq 1 1200); do
     url=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$work/make-run.log" | head -n 1 | cut -d' ' -f3 || true)
-    [[ -n $url ]] && curl -fsS "$url/" -o /dev/null 2>/dev/null && break
+    [[ -n $url ]] && curl -fsS "$url/login" -o /dev/null 2>/dev/null && break
     url=""
     sleep 0.1
 done
