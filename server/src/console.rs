@@ -162,13 +162,20 @@ const MAX_API_BODY: usize = 64 << 20;
 
 #[async_trait::async_trait]
 impl ConsoleBackend for ConsoleUseCases {
-    async fn server_info(&self, _request: &Parts) -> Result<ServerInfo, String> {
+    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, String> {
+        let identity = caller(request).map_err(|e| e.to_string())?;
         let accelerators = self.control.accelerators();
+        // Where the server keeps its files is for admins only.
+        let data_dir = if identity.role == crate::auth::Role::Admin {
+            self.control.data_dir().display().to_string()
+        } else {
+            "(shown to admins)".to_owned()
+        };
         Ok(ServerInfo {
             version: crate::VERSION.to_owned(),
             device: accelerators.device_label().to_owned(),
             cuda_devices: accelerators.cuda_devices,
-            data_dir: self.control.data_dir().display().to_string(),
+            data_dir,
         })
     }
 

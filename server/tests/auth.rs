@@ -308,3 +308,23 @@ async fn no_auth_is_allowed_on_loopback_only() {
     assert_eq!(status, 200, "{body}");
     assert!(server.stderr().contains("authentication is OFF"), "{}", server.stderr());
 }
+
+#[tokio::test]
+async fn console_logins_and_logouts_are_audited_and_long_paths_are_cut() {
+    let server = TestServer::start().await;
+    let login = server
+        .anonymous
+        .post(server.url("/console/login"))
+        .form(&[("token", server.admin_token())])
+        .send()
+        .await
+        .expect("login");
+    assert!(login.status().is_redirection() || login.status().is_success(), "{}", login.status());
+    let long = format!("/v1/projects/p/models/{}", "m".repeat(5000));
+    let (status, _) = server.delete_json(&long).await;
+    assert!(status >= 400);
+    let (_, log) = server.get_json("/v1/auditLog").await;
+    let entries = log["entries"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["method"] == "LOGIN" && e["path"] == "/console/login"), "{log}");
+    assert!(entries.iter().all(|e| e["path"].as_str().is_some_and(|p| p.len() <= 512)), "{log}");
+}

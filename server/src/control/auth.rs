@@ -25,6 +25,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(10);
 pub const SESSION_TTL: chrono::Duration = chrono::Duration::hours(12);
 /// How long the one-time login link printed at start stays usable.
 pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest request path the audit log keeps, in bytes.
+pub const MAX_AUDIT_PATH: usize = 512;
 /// The most tokens a caller may list or the audit log may return in one page.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -172,7 +174,23 @@ impl Control {
     /// Opens a console session for a valid token; returns the session's secret (the cookie).
     pub async fn login_with_token(&self, token: &str) -> Result<String> {
         let identity = self.authenticate_token(token.trim()).await?;
-        self.open_session(&identity.token_id).await
+        let session = self.open_session(&identity.token_id).await?;
+        self.audit_console(&identity, "LOGIN", "/console/login").await;
+        Ok(session)
+    }
+
+    /// Records a console login or logout in the audit log (failed attempts are refused before
+    /// any identity is known, and are not recorded, so anonymous callers cannot fill the log).
+    async fn audit_console(&self, identity: &Identity, method: &str, path: &str) {
+        self.record_audit(NewAudit {
+            actor: &identity.actor(),
+            method,
+            path,
+            project: None,
+            status: 200,
+            outcome: "ok",
+        })
+        .await;
     }
 
     /// Opens a console session with the one-time code of the login link printed at start. The
@@ -191,11 +209,13 @@ impl Control {
         };
         let (_, token_id, _) =
             taken.ok_or_else(|| Error::Unauthenticated("This login link was used already or is not valid.".into()))?;
-        let record = self.store.token(&token_id).await?;
-        if record.is_none_or(|r| r.revoke_time.is_some()) {
-            return Err(Error::Unauthenticated("The token of this login link was revoked.".into()));
-        }
-        self.open_session(&token_id).await
+        let record = match self.store.token(&token_id).await? {
+            Some(record) if record.revoke_time.is_none() => record,
+            _ => return Err(Error::Unauthenticated("The token of this login link was revoked.".into())),
+        };
+        let session = self.open_session(&token_id).await?;
+        self.audit_console(&identity_of(&record), "LOGIN", "/login?code=(one-time link)").await;
+        Ok(session)
     }
 
     async fn open_session(&self, token_id: &str) -> Result<String> {
@@ -222,6 +242,9 @@ impl Control {
 
     /// Ends a console session.
     pub async fn logout(&self, session: &str) -> Result<()> {
+        if let Ok(identity) = self.session_identity(session).await {
+            self.audit_console(&identity, "LOGOUT", "/console/logout").await;
+        }
         self.store.delete_session(&auth::hash_secret(session)).await
     }
 
@@ -290,7 +313,16 @@ impl Control {
 
     /// Appends one entry to the audit log. A failure is logged, not returned: the request it
     /// describes has already happened.
-    pub async fn record_audit(&self, entry: NewAudit<'_>) {
+    pub async fn record_audit(&self, mut entry: NewAudit<'_>) {
+        // A path is kept up to MAX_AUDIT_PATH bytes, so a long one cannot grow the log much.
+        if entry.path.len() > MAX_AUDIT_PATH {
+            let mut end = MAX_AUDIT_PATH;
+            while !entry.path.is_char_boundary(end) {
+                end -= 1;
+            }
+            let path = entry.path;
+            entry.path = &path[..end];
+        }
         if let Err(e) = self.store.append_audit(entry).await {
             tracing::error!(error = %e, "cannot write the audit log");
         }
