@@ -154,13 +154,26 @@ impl Default for Limits {
 pub struct Growth {
     pub limits: Limits,
     followers: Arc<tokio::sync::Semaphore>,
+    /// One lock per project, held while an upload's file is written, so the quota check and the
+    /// write of concurrent uploads cannot overtake each other.
+    uploads: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Growth {
     /// Growth limits with no follower streams open.
     pub fn new(limits: Limits) -> Self {
         let followers = Arc::new(tokio::sync::Semaphore::new(limits.max_log_followers));
-        Self { limits, followers }
+        Self { limits, followers, uploads: Arc::default() }
+    }
+
+    /// Waits for the project's turn to write an upload (see `uploads`); the turn lasts as long as
+    /// the guard.
+    pub async fn upload_turn(&self, project: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.uploads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(project.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// A permit for one log follower, held for the stream's life; RESOURCE_EXHAUSTED when

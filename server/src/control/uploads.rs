@@ -58,6 +58,9 @@ impl Control {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|e| path_error(relative, e))?;
         }
+        // One upload per project at a time past this point: the quota is checked against what the
+        // project holds, so two concurrent writes must not both see the same room.
+        let _turn = self.growth.upload_turn(project.as_str()).await;
         let limits = self.limits().clone();
         let project_dir = self.storage.root().join("uploads").join(project.as_str());
         let replaced = target.clone();
