@@ -12,7 +12,7 @@ mod predict;
 mod run;
 mod study;
 
-pub use isolation::{Identity, Isolation};
+pub use isolation::{check_output_folder, Identity, Isolation};
 pub use run::{supervise, Ending, Launch};
 
 use std::collections::HashMap;
@@ -91,6 +91,11 @@ impl Executor {
     /// Replica slots of this host.
     pub fn slots(&self) -> usize {
         self.inner.config.slots
+    }
+
+    /// Whether replicas run as other users than the server's (the server runs as root).
+    pub fn isolated(&self) -> bool {
+        self.inner.config.isolation.is_on()
     }
 
     /// GPU devices of this host.
@@ -198,7 +203,9 @@ impl Executor {
                             .await;
                     }
                     JobKind::Prediction => {
-                        predict::run_prediction_job(&inner.store, &inner.storage, &name, job, job_token).await;
+                        let isolated = inner.config.isolation.is_on();
+                        predict::run_prediction_job(&inner.store, &inner.storage, isolated, &name, job, job_token)
+                            .await;
                     }
                 }
                 executor.running().remove(&name.to_string());

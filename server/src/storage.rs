@@ -1,15 +1,33 @@
 //! Artifact storage: staged trainer packages, deployed model copies, job outputs.
 //!
 //! The embedded default is a local directory under the data dir. User-given URIs are confined
-//! to the data dir and the configured storage roots here, so no request can reach files outside them.
+//! to the data dir and the configured storage roots here, so no request can reach files outside them,
+//! and per project: a URI may not name the server's own files in the data dir (the database, the
+//! admin token) nor anything under the storage root except its own project's folders
+//! (`storage/{models,uploads,jobs,envs}/<project>/`).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use crate::names::ProjectId;
+
+/// The folders of the storage root that hold one subfolder per project: deployed model copies,
+/// uploads, jobs' own folders (logs, metrics, replicas' working folders, trials) and installed
+/// package environments. Everything else there (`replica-ids`, probes) is the server's.
+const PER_PROJECT: [&str; 4] = ["models", "uploads", "jobs", "envs"];
+
+/// The data dir's files no URI may name: the SQLite database with its journals, and the admin
+/// token.
+fn server_file(name: &str) -> bool {
+    name.starts_with("anneal.db") || name == crate::auth::ADMIN_TOKEN_FILE
+}
 
 /// Local-directory storage rooted at one directory, plus the other directories users may point
 /// URIs at.
 #[derive(Clone, Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    /// The canonical storage root, where a URI may name only its project's folders.
+    canonical_root: PathBuf,
     /// Canonical forms of the roots user URIs may name (the storage root's data dir first).
     allowed: Vec<PathBuf>,
 }
@@ -30,7 +48,9 @@ impl LocalStorage {
                 dir.canonicalize().map_err(|e| format!("storage root {} is not usable: {e}", dir.display()))?;
             allowed.push(canonical);
         }
-        let storage = Self { root: root.to_path_buf(), allowed };
+        let canonical_root =
+            root.canonicalize().map_err(|e| format!("storage root {} is not usable: {e}", root.display()))?;
+        let storage = Self { root: root.to_path_buf(), canonical_root, allowed };
         storage.check_writable()?;
         Ok(storage)
     }
@@ -40,17 +60,24 @@ impl LocalStorage {
         &self.root
     }
 
-    /// Resolves a user-given `file://` URI or plain absolute path to a directory or file inside the
-    /// allowed roots. `..`, symlinks that lead out, other schemes and missing paths are refused
-    /// with INVALID_ARGUMENT naming `field`. A path outside the roots gets the same answer whether
-    /// it exists or not; only a path inside them is said not to exist.
-    pub fn resolve_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
+    /// Resolves a user-given `file://` URI or plain absolute path of `project` to a directory or
+    /// file inside the allowed roots that the project may name (see [`LocalStorage::permits`]).
+    /// `..`, symlinks that lead out, other schemes and missing paths are refused with
+    /// INVALID_ARGUMENT naming `field`. A path outside the roots (another project's folders
+    /// included) gets the same answer whether it exists or not; only a path inside them is said
+    /// not to exist.
+    pub fn resolve_uri(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<PathBuf> {
+        self.resolve_if_exists(project, field, uri)?
+            .ok_or_else(|| crate::Error::invalid(field, format!("'{uri}' does not exist")))
+    }
+
+    /// [`LocalStorage::resolve_uri`], except that a missing path inside the roots is `None`
+    /// rather than an error (for a file looked for later).
+    pub fn resolve_if_exists(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<Option<PathBuf>> {
         let path = local_path(field, uri)?;
         match path.canonicalize() {
-            Ok(canonical) => self.inside_roots(field, uri, canonical, "read"),
-            Err(_) if self.missing_inside_roots(path) => {
-                Err(crate::Error::invalid(field, format!("'{uri}' does not exist")))
-            }
+            Ok(canonical) => self.inside_roots(project, field, uri, canonical, "read").map(Some),
+            Err(_) if self.missing_inside_roots(project, path) => Ok(None),
             Err(_) => Err(self.outside(field, uri, "read")),
         }
     }
@@ -59,18 +86,42 @@ impl LocalStorage {
     /// entry resolves inside them and nothing after it climbs out with `..`. Anything else (a
     /// dangling symlink, an unreadable folder, a path outside) is treated as outside, so the
     /// answer never depends on what exists outside the roots.
-    fn missing_inside_roots(&self, path: &Path) -> bool {
+    fn missing_inside_roots(&self, project: &ProjectId, path: &Path) -> bool {
         let Some(existing) = path.ancestors().find(|a| a.symlink_metadata().is_ok()) else { return false };
         let rest = path.strip_prefix(existing).unwrap_or(path);
-        if rest.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if rest.components().any(|c| !matches!(c, Component::Normal(_))) {
             return false;
         }
-        existing.canonicalize().is_ok_and(|canonical| self.allowed.iter().any(|root| canonical.starts_with(root)))
+        existing.canonicalize().is_ok_and(|canonical| self.permits(project, &canonical.join(rest)))
     }
 
-    /// Resolves a user-given output location (a job dir) that may not exist yet: its nearest
-    /// existing ancestor must lie inside the allowed roots, and `..` is refused.
-    pub fn resolve_output_uri(&self, field: &str, uri: &str) -> crate::Result<PathBuf> {
+    /// Whether a URI of `project` may name the canonical path `canonical`: it lies inside an
+    /// allowed root, is not one of the data dir's server files ([`server_file`]), and lies in the
+    /// storage root only inside `<per-project folder>/<project>/` ([`PER_PROJECT`]).
+    pub fn permits(&self, project: &ProjectId, canonical: &Path) -> bool {
+        if !self.allowed.iter().any(|root| canonical.starts_with(root)) {
+            return false;
+        }
+        if let Ok(rest) = canonical.strip_prefix(&self.canonical_root) {
+            let mut parts = rest.components();
+            return match (parts.next(), parts.next()) {
+                (Some(Component::Normal(folder)), Some(Component::Normal(owner))) => {
+                    PER_PROJECT.iter().any(|f| folder == *f) && owner == project.as_str()
+                }
+                _ => false,
+            };
+        }
+        let data_dir = self.canonical_root.parent().unwrap_or(Path::new("/"));
+        match canonical.strip_prefix(data_dir).ok().and_then(|rest| rest.components().next()) {
+            Some(Component::Normal(name)) => !server_file(&name.to_string_lossy()),
+            _ => true,
+        }
+    }
+
+    /// Resolves a user-given output location (a job dir) of `project` that may not exist yet: its
+    /// nearest existing ancestor, with the rest of the path, must be a place the project may name
+    /// ([`LocalStorage::permits`]), and `..` is refused.
+    pub fn resolve_output_uri(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<PathBuf> {
         let path = local_path(field, uri)?;
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(crate::Error::invalid(field, format!("'{uri}' must not contain '..'")));
@@ -79,13 +130,20 @@ impl LocalStorage {
         // roots, so a link to a missing place outside cannot be written through.
         let existing = path.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
         let canonical = existing.canonicalize().map_err(|_| self.outside(field, uri, "write"))?;
-        let inside = self.inside_roots(field, uri, canonical, "write")?;
-        Ok(inside.join(path.strip_prefix(existing).unwrap_or(Path::new(""))))
+        let full = canonical.join(path.strip_prefix(existing).unwrap_or(Path::new("")));
+        self.inside_roots(project, field, uri, full, "write")
     }
 
-    /// `canonical` if it lies inside an allowed root, else INVALID_ARGUMENT.
-    fn inside_roots(&self, field: &str, uri: &str, canonical: PathBuf, verb: &str) -> crate::Result<PathBuf> {
-        if self.allowed.iter().any(|root| canonical.starts_with(root)) {
+    /// `canonical` if `project` may name it, else INVALID_ARGUMENT.
+    fn inside_roots(
+        &self,
+        project: &ProjectId,
+        field: &str,
+        uri: &str,
+        canonical: PathBuf,
+        verb: &str,
+    ) -> crate::Result<PathBuf> {
+        if self.permits(project, &canonical) {
             Ok(canonical)
         } else {
             Err(self.outside(field, uri, verb))
@@ -98,11 +156,12 @@ impl LocalStorage {
     }
 
     /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
-    /// storage root. A symlink inside `source` is followed only when it stays within the allowed
-    /// roots. Blocks: call it on a blocking thread.
-    pub fn copy_into(&self, source: &Path, relative_dest: &Path) -> Result<PathBuf, String> {
+    /// storage root, for `project`. A symlink inside `source` is followed only when it stays
+    /// within what the project may name. Blocks: call it on a blocking thread.
+    pub fn copy_into(&self, project: &ProjectId, source: &Path, relative_dest: &Path) -> Result<PathBuf, String> {
         let dest = self.root.join(relative_dest);
-        copy_tree(source, &dest, &self.allowed).map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+        let permits = |target: &Path| self.permits(project, target);
+        copy_tree(source, &dest, &permits).map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
         Ok(dest)
     }
 
@@ -130,7 +189,7 @@ impl LocalStorage {
 
 /// The absolute local path a `file://` URI or plain path names; other schemes and relative paths
 /// are INVALID_ARGUMENT.
-fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
+pub fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
     let path = match uri.split_once("://") {
         Some(("file", rest)) => rest,
         Some((scheme, _)) => {
@@ -149,7 +208,7 @@ fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
     }
 }
 
-fn copy_tree(source: &Path, dest: &Path, allowed: &[PathBuf]) -> std::io::Result<()> {
+fn copy_tree(source: &Path, dest: &Path, permits: &dyn Fn(&Path) -> bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
     for entry in std::fs::read_dir(source)? {
         let entry = entry?;
@@ -161,12 +220,12 @@ fn copy_tree(source: &Path, dest: &Path, allowed: &[PathBuf]) -> std::io::Result
             Err(_) if entry.file_type().is_ok_and(|t| t.is_symlink()) => return Err(links_out()),
             Err(e) => return Err(e),
         };
-        if !allowed.iter().any(|root| target.starts_with(root)) {
+        if !permits(&target) {
             return Err(links_out());
         }
         let to = dest.join(entry.file_name());
         if target.is_dir() {
-            copy_tree(&target, &to, allowed)?;
+            copy_tree(&target, &to, permits)?;
         } else {
             std::fs::copy(&target, &to)?;
         }
@@ -177,6 +236,10 @@ fn copy_tree(source: &Path, dest: &Path, allowed: &[PathBuf]) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn project() -> ProjectId {
+        ProjectId::parse("project", "a").expect("project id")
+    }
 
     #[test]
     fn opens_and_probes_a_fresh_root() {
@@ -195,8 +258,11 @@ mod tests {
         let model = data.path().join("models/m1");
         std::fs::create_dir_all(&model).expect("mkdir");
         let canonical = model.canonicalize().expect("canonical");
-        assert_eq!(storage.resolve_uri("f", &format!("file://{}", model.display())).expect("file uri"), canonical);
-        assert_eq!(storage.resolve_uri("f", model.to_str().expect("utf8")).expect("path"), canonical);
+        assert_eq!(
+            storage.resolve_uri(&project(), "f", &format!("file://{}", model.display())).expect("file uri"),
+            canonical
+        );
+        assert_eq!(storage.resolve_uri(&project(), "f", model.to_str().expect("utf8")).expect("path"), canonical);
 
         let escape = format!(
             "{}/models/../../{}",
@@ -211,7 +277,7 @@ mod tests {
             format!("{}/missing", data.path().display()),
         ];
         for uri in refused {
-            let err = storage.resolve_uri("version.deploymentUri", &uri).expect_err(&uri);
+            let err = storage.resolve_uri(&project(), "version.deploymentUri", &uri).expect_err(&uri);
             assert!(
                 matches!(&err, crate::Error::InvalidArgument(v) if v.field == "version.deploymentUri"),
                 "{uri}: {err}"
@@ -220,7 +286,10 @@ mod tests {
 
         let link = data.path().join("models/link-out");
         std::os::unix::fs::symlink(outside.path(), &link).expect("symlink");
-        assert!(storage.resolve_uri("f", link.to_str().expect("utf8")).is_err(), "a symlink out is refused");
+        assert!(
+            storage.resolve_uri(&project(), "f", link.to_str().expect("utf8")).is_err(),
+            "a symlink out is refused"
+        );
     }
 
     #[test]
@@ -229,7 +298,7 @@ mod tests {
         let outside = tempfile::tempdir().expect("tempdir");
         let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
         std::fs::write(outside.path().join("secret"), b"x").expect("write");
-        let message = |uri: String| match storage.resolve_uri("f", &uri) {
+        let message = |uri: String| match storage.resolve_uri(&project(), "f", &uri) {
             Err(crate::Error::InvalidArgument(v)) => v.description.replace(&uri, "URI"),
             other => panic!("{uri}: {other:?}"),
         };
@@ -256,9 +325,62 @@ mod tests {
         assert!(message(format!("{root}/missing")).contains("does not exist"), "inside the roots it may say so");
 
         let out_dir = storage
-            .resolve_output_uri("jobDir", &format!("{}/out", dangling.display()))
+            .resolve_output_uri(&project(), "jobDir", &format!("{}/out", dangling.display()))
             .expect_err("a dangling link out cannot be written through");
         assert!(out_dir.to_string().contains("outside the storage roots"), "{out_dir}");
+    }
+
+    #[test]
+    fn a_project_names_only_its_own_storage_folders_and_never_the_server_files() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        for dir in ["storage/models/a/m", "storage/models/b/m", "storage/uploads/b/u", "storage/jobs/b/j", "mine"] {
+            std::fs::create_dir_all(data.path().join(dir)).expect("mkdir");
+        }
+        for file in ["anneal.db", "anneal.db-wal", "admin.token", "storage/replica-ids"] {
+            std::fs::write(data.path().join(file), b"x").expect("write");
+        }
+        std::os::unix::fs::symlink(data.path().join("storage/models/b/m"), data.path().join("mine/link"))
+            .expect("link");
+        let root = data.path().display();
+        let answer = |uri: String, output: bool| {
+            let result = if output {
+                storage.resolve_output_uri(&project(), "f", &uri)
+            } else {
+                storage.resolve_uri(&project(), "f", &uri)
+            };
+            result.map(|_| ()).map_err(|e| e.to_string().replace(&uri, "URI"))
+        };
+        let outside = |output: bool| answer("/nowhere/at/all".into(), output).expect_err("outside");
+        for refused in [
+            "storage",
+            "storage/models",
+            "storage/models/b",
+            "storage/models/b/m",
+            "storage/models/b/missing",
+            "storage/uploads/b/u",
+            "storage/jobs/b/j",
+            "storage/envs/b",
+            "storage/replica-ids",
+            "storage/outputs/a",
+            "anneal.db",
+            "anneal.db-wal",
+            "anneal.db-shm",
+            "admin.token",
+            "mine/link",
+        ] {
+            for output in [false, true] {
+                assert_eq!(answer(format!("{root}/{refused}"), output), Err(outside(output)), "{refused}");
+            }
+        }
+        for output in [false, true] {
+            assert_eq!(answer(format!("{root}/storage/models/b/m/out"), output), Err(outside(output)));
+        }
+        assert!(answer(format!("{root}/storage/models/a/m"), false).is_ok(), "its own model folder");
+        assert!(answer(format!("{root}/storage/uploads/a/new"), true).is_ok(), "its own uploads");
+        assert!(answer(format!("{root}/mine"), false).is_ok(), "the rest of the data dir");
+        let missing = answer(format!("{root}/storage/jobs/a/missing"), false).expect_err("missing");
+        assert!(missing.contains("does not exist"), "{missing}");
     }
 
     #[test]

@@ -238,7 +238,8 @@ async fn a_job_dir_in_storage_or_inside_another_job_is_refused() {
     let first = data.join("outputs/first");
     let cases = [
         ("first", first.clone(), "SUCCEEDED"),
-        ("in_storage", data.join("storage/envs/q"), "FAILED"),
+        // Its own project's folder: another project's is refused at once (tests/confinement.rs).
+        ("in_storage", data.join("storage/envs/p"), "FAILED"),
         ("inside_first", first.join("nested"), "FAILED"),
     ];
     for (job, dir, expected) in cases {
@@ -283,4 +284,91 @@ fn the_server_python_environment_is_not_writable_by_others() {
         }
     }
     assert!(writable.is_empty(), "writable by others: {writable:?}");
+}
+
+/// Root writes a batch job's shards: their folder must be one no replica can change, checked when
+/// the job is created and again when it runs, so a trainer cannot plant a symlink (in a folder it
+/// owns, as a job dir is) that makes the server overwrite another file.
+#[tokio::test]
+async fn a_batch_job_never_writes_in_a_folder_a_replica_can_change() {
+    if !running_as_root() {
+        println!("skipped: not root");
+        return;
+    }
+    let server = TestServer::start_with(&[], &[("ANNEAL_TRAINING_SLOTS", "1")]).await;
+    let data = server.data.path().to_path_buf();
+    server.create_model("sums").await;
+    server.deploy("sums", "v1", "tuple_out").await;
+    std::fs::create_dir_all(data.join("batch")).expect("mkdir");
+    std::fs::write(data.join("batch/in.json"), "[1, 2, 3]\n").expect("input");
+    let victim = data.join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    // A folder of a replica's uid, as a job dir is, with links planted in it.
+    let replica = 0x7000_0000 + 4242;
+    let plant = |dir: &Path| {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        for shard in ["prediction.results-00000-of-00001", "prediction.errors_stats-00000-of-00001"] {
+            std::os::unix::fs::symlink(&victim, dir.join(shard)).expect("symlink");
+        }
+        std::os::unix::fs::chown(dir, Some(replica), Some(replica)).expect("chown");
+    };
+    let job_dir = data.join("outputs/trainer_1");
+    plant(&job_dir.join("p"));
+    std::os::unix::fs::symlink(data.join("batch"), job_dir.join("link")).expect("symlink");
+    std::os::unix::fs::chown(&job_dir, Some(replica), Some(replica)).expect("chown");
+    let predict = |job: &str, output: &Path| {
+        json!({"jobId": job, "predictionInput": {"modelName": "sums", "dataFormat": "JSON",
+               "inputPaths": [data.join("batch/in.json").display().to_string()],
+               "outputPath": output.display().to_string(), "maxWorkerCount": "1"}})
+    };
+    for (i, output) in
+        [job_dir.join("p"), job_dir.join("new"), job_dir.join("link"), job_dir.join("link/deeper")].iter().enumerate()
+    {
+        let (status, body) = server.post_json("/v1/projects/p/jobs", &predict(&format!("refused_{i}"), output)).await;
+        assert_eq!(status, 400, "{}: {body}", output.display());
+        assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
+        let field = &body["error"]["details"][0]["fieldViolations"][0]["field"];
+        assert_eq!(field, "job.predictionInput.outputPath", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("output path"), "{body}");
+    }
+    assert!(!job_dir.join("new").exists(), "nothing was created in the replica's folder");
+
+    // Checked again when the job runs: a folder given to a replica after the job was queued.
+    let plain = data.join("packages/plain/plain");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    std::fs::write(plain.join("__init__.py"), "").expect("init");
+    std::fs::write(plain.join("task.py"), "import time\nwhile True:\n    time.sleep(0.1)\n").expect("task");
+    let package = data.join("packages/plain").display().to_string();
+    let (status, body) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "blocker", "trainingInput": {"packageUris": [package], "pythonModule": "plain.task",
+                    "region": "us-central1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.wait_job("blocker", &["RUNNING"]).await;
+    let later = data.join("later");
+    std::fs::create_dir_all(&later).expect("mkdir");
+    let (status, body) = server.post_json("/v1/projects/p/jobs", &predict("late", &later.join("out"))).await;
+    assert_eq!(status, 200, "a folder of root's is accepted: {body}");
+    assert_eq!(server.get_json("/v1/projects/p/jobs/late").await.1["state"], "QUEUED");
+    plant(&later.join("out"));
+    std::os::unix::fs::chown(&later, Some(replica), Some(replica)).expect("chown");
+    let (status, body) = server.post_json("/v1/projects/p/jobs/blocker:cancel", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("late", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert!(done["errorMessage"].as_str().unwrap_or_default().contains("output path"), "{done}");
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "the victim is unchanged");
+
+    // A folder of root's, missing or not, still works.
+    let output = data.join("predictions/ok");
+    let (status, body) = server.post_json("/v1/projects/p/jobs", &predict("allowed", &output)).await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("allowed", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let meta = std::fs::metadata(&output).expect("created");
+    assert_eq!(meta.uid(), 0, "root created the missing folder");
+    assert!(output.join("prediction.results-00000-of-00001").is_file());
 }

@@ -87,7 +87,7 @@ impl Control {
         input: PredictionInput,
     ) -> Result<JobRecord> {
         super::limits::check_labels("job.labels", &labels)?;
-        let spec = prediction_spec(&self.storage, &name.project, &input)?;
+        let spec = prediction_spec(&self.storage, &name.project, &input, self.executor.isolated())?;
         match &spec.model {
             ModelSource::Model(model) => {
                 let record = self.get_model(model).await?;
@@ -117,14 +117,28 @@ impl Control {
     }
 }
 
-/// Checks a PredictionInput and resolves what the executor needs from it (URIs confined to the
-/// storage roots). `project` is the job's, for a bare model or version id.
-pub fn prediction_spec(storage: &LocalStorage, project: &ProjectId, input: &PredictionInput) -> Result<PredictionSpec> {
+/// Checks a PredictionInput and resolves what the executor needs from it (URIs confined to what
+/// `project` may name in the storage roots; models and versions of `project` only). `project` is
+/// the job's, also for a bare model or version id. `isolated`: the server runs as root, so the
+/// output folder must be one no replica can redirect ([`crate::executor::check_output_folder`]).
+pub fn prediction_spec(
+    storage: &LocalStorage,
+    project: &ProjectId,
+    input: &PredictionInput,
+    isolated: bool,
+) -> Result<PredictionSpec> {
     let field = |f: &str| format!("job.predictionInput.{f}");
     let model = match (&input.model_name, &input.version_name, &input.uri) {
         (Some(model), None, None) => ModelSource::Model(model_name(&field("modelName"), project, model)?),
         (None, Some(version), None) => ModelSource::Version(version_name(&field("versionName"), project, version)?),
-        (None, None, Some(uri)) => ModelSource::Dir(storage.resolve_uri(&field("uri"), uri)?),
+        (None, None, Some(uri)) => {
+            let dir = storage.resolve_uri(project, &field("uri"), uri)?;
+            // The files loaded from it, which may be symlinks, must be ones the project may name.
+            for file in [crate::serving::MODEL_FILE, crate::serving::SIGNATURE_FILE] {
+                storage.resolve_if_exists(project, &field("uri"), &dir.join(file).display().to_string())?;
+            }
+            ModelSource::Dir(dir)
+        }
         _ => {
             return Err(Error::invalid(
                 field("modelName"),
@@ -162,12 +176,18 @@ pub fn prediction_spec(storage: &LocalStorage, project: &ProjectId, input: &Pred
         .input_paths
         .iter()
         .enumerate()
-        .map(|(i, uri)| input_pattern(storage, &format!("{}[{i}]", field("inputPaths")), uri))
+        .map(|(i, uri)| input_pattern(storage, project, &format!("{}[{i}]", field("inputPaths")), uri))
         .collect::<Result<Vec<_>>>()?;
     if input.output_path.trim().is_empty() {
         return Err(Error::invalid(field("outputPath"), "outputPath is required: the folder for the predictions."));
     }
-    let output = storage.resolve_output_uri(&field("outputPath"), &input.output_path)?;
+    let output = storage.resolve_output_uri(project, &field("outputPath"), &input.output_path)?;
+    if isolated {
+        // Root writes the predictions: the folder, as the user named it, must be one no replica
+        // can change (not inside a job dir), or a planted symlink would redirect root's writes.
+        let given = crate::storage::local_path(&field("outputPath"), &input.output_path)?;
+        crate::executor::check_output_folder(given).map_err(|e| Error::invalid(field("outputPath"), e))?;
+    }
     use super::limits::{count_in, MAX_BATCH_SIZE, MAX_PREDICTION_WORKERS};
     let max_workers = input.max_worker_count.unwrap_or(DEFAULT_MAX_WORKERS);
     count_in(&field("maxWorkerCount"), max_workers, 1, MAX_PREDICTION_WORKERS)?;
@@ -186,29 +206,44 @@ pub fn prediction_spec(storage: &LocalStorage, project: &ProjectId, input: &Pred
     })
 }
 
-/// `projects/P/models/M`, or a bare model id in the job's project.
+/// `projects/P/models/M`, or a bare model id in the job's project. A model of another project
+/// gets the answer a missing model gets, so a job learns nothing of other projects' names.
 fn model_name(field: &str, project: &ProjectId, text: &str) -> Result<ModelName> {
     let parts: Vec<&str> = text.split('/').collect();
-    match parts.as_slice() {
-        ["projects", p, "models", m] => ModelName::new(field, p, m),
-        [m] => ModelName::new(field, project.as_str(), m),
-        _ => Err(Error::invalid(field, format!("'{text}' is not a model name like projects/P/models/M."))),
+    let name = match parts.as_slice() {
+        ["projects", p, "models", m] => ModelName::new(field, p, m)?,
+        [m] => ModelName::new(field, project.as_str(), m)?,
+        _ => return Err(Error::invalid(field, format!("'{text}' is not a model name like projects/P/models/M."))),
+    };
+    if &name.project != project {
+        return Err(crate::store::model_not_found(&name));
     }
+    Ok(name)
 }
 
-/// `projects/P/models/M/versions/V`.
+/// `projects/P/models/M/versions/V`, or `M/versions/V` in the job's project; another project's
+/// version gets the answer a missing version gets.
 fn version_name(field: &str, project: &ProjectId, text: &str) -> Result<VersionName> {
     let parts: Vec<&str> = text.split('/').collect();
-    match parts.as_slice() {
-        ["projects", p, "models", m, "versions", v] => VersionName::new(field, p, m, v),
-        [m, "versions", v] => VersionName::new(field, project.as_str(), m, v),
-        _ => Err(Error::invalid(field, format!("'{text}' is not a version name like projects/P/models/M/versions/V."))),
+    let name = match parts.as_slice() {
+        ["projects", p, "models", m, "versions", v] => VersionName::new(field, p, m, v)?,
+        [m, "versions", v] => VersionName::new(field, project.as_str(), m, v)?,
+        _ => {
+            return Err(Error::invalid(
+                field,
+                format!("'{text}' is not a version name like projects/P/models/M/versions/V."),
+            ))
+        }
+    };
+    if &name.model.project != project {
+        return Err(crate::store::version_not_found(&name));
     }
+    Ok(name)
 }
 
 /// An input path: its folder must exist inside the storage roots; `*` wildcards are allowed in
 /// the file name only.
-fn input_pattern(storage: &LocalStorage, field: &str, uri: &str) -> Result<InputPattern> {
+fn input_pattern(storage: &LocalStorage, project: &ProjectId, field: &str, uri: &str) -> Result<InputPattern> {
     let (parent, file) = match uri.rsplit_once('/') {
         Some((parent, file)) if !file.is_empty() => (parent, file),
         _ => {
@@ -219,31 +254,44 @@ fn input_pattern(storage: &LocalStorage, field: &str, uri: &str) -> Result<Input
         return Err(Error::invalid(field, "Wildcards are allowed in the file name only."));
     }
     let parent = if parent == "file://" || parent.is_empty() { "/" } else { parent };
-    let dir = storage.resolve_uri(field, parent)?;
+    if !file.contains('*') {
+        // A file the project may not name is refused now; whether it exists is seen when the job runs.
+        storage.resolve_if_exists(project, field, uri)?;
+    }
+    let dir = storage.resolve_uri(project, field, parent)?;
     Ok(InputPattern { dir, file: file.to_owned() })
 }
 
-/// The input files of a job, in order: each pattern's matches sorted by name. Blocks.
-pub fn expand_inputs(patterns: &[InputPattern]) -> std::result::Result<Vec<PathBuf>, String> {
+/// The input files of a job of `project`, in order: each pattern's matches sorted by name, each
+/// resolved (symlinks followed) to a file the project may name; a named file it may not name is
+/// refused as outside the roots, a match of a wildcard is skipped. Blocks.
+pub fn expand_inputs(
+    storage: &LocalStorage,
+    project: &ProjectId,
+    patterns: &[InputPattern],
+) -> std::result::Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for pattern in patterns {
         if !pattern.file.contains('*') {
             let path = pattern.dir.join(&pattern.file);
-            if !path.is_file() {
-                return Err(format!("The input file {} does not exist.", path.display()));
+            let shown = path.display().to_string();
+            match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
+                Ok(Some(file)) if file.is_file() => files.push(file),
+                Ok(_) => return Err(format!("The input file {shown} does not exist.")),
+                Err(e) => return Err(e.to_string()),
             }
-            files.push(path);
             continue;
         }
         let entries =
             std::fs::read_dir(&pattern.dir).map_err(|e| format!("cannot list {}: {e}", pattern.dir.display()))?;
-        let mut matched: Vec<PathBuf> = entries
+        let mut matched: Vec<(PathBuf, PathBuf)> = entries
             .flatten()
-            .filter(|e| e.path().is_file() && glob_match(&pattern.file, &e.file_name().to_string_lossy()))
-            .map(|e| e.path())
+            .filter(|e| glob_match(&pattern.file, &e.file_name().to_string_lossy()))
+            .filter_map(|e| Some((e.path(), e.path().canonicalize().ok()?)))
+            .filter(|(_, file)| file.is_file() && storage.permits(project, file))
             .collect();
         matched.sort();
-        files.extend(matched);
+        files.extend(matched.into_iter().map(|(_, file)| file));
     }
     if files.is_empty() {
         return Err("No input files match inputPaths.".into());

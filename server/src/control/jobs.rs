@@ -183,7 +183,7 @@ impl Control {
         input: TrainingInput,
     ) -> Result<JobRecord> {
         check_labels("job.labels", &labels)?;
-        let spec = training_spec(&self.storage, &input)?;
+        let spec = training_spec(&self.storage, &name.project, &input)?;
         let slots = spec.replicas.count();
         if slots as usize > self.executor.slots() {
             return Err(Error::invalid(
@@ -251,9 +251,9 @@ impl Control {
     }
 }
 
-/// Checks a TrainingInput and resolves what the executor needs from it (URIs confined to the
-/// storage roots).
-pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<TrainingSpec> {
+/// Checks a TrainingInput of a job of `project` and resolves what the executor needs from it
+/// (URIs confined to what the project may name in the storage roots).
+pub fn training_spec(storage: &LocalStorage, project: &ProjectId, input: &TrainingInput) -> Result<TrainingSpec> {
     let field = |f: &str| format!("job.trainingInput.{f}");
     let tier = input.scale_tier.as_deref().unwrap_or("BASIC");
     let counts_given = input.worker_count.unwrap_or(0) != 0 || input.parameter_server_count.unwrap_or(0) != 0;
@@ -302,9 +302,10 @@ pub fn training_spec(storage: &LocalStorage, input: &TrainingInput) -> Result<Tr
     }
     let mut packages = Vec::with_capacity(input.package_uris.len());
     for (i, uri) in input.package_uris.iter().enumerate() {
-        packages.push(storage.resolve_uri(&format!("{}[{i}]", field("packageUris")), uri)?);
+        packages.push(storage.resolve_uri(project, &format!("{}[{i}]", field("packageUris")), uri)?);
     }
-    let job_dir = input.job_dir.as_deref().map(|d| storage.resolve_output_uri(&field("jobDir"), d)).transpose()?;
+    let job_dir =
+        input.job_dir.as_deref().map(|d| storage.resolve_output_uri(project, &field("jobDir"), d)).transpose()?;
     let scheduling = input.scheduling.clone().unwrap_or_default();
     if let Some(priority) = scheduling.priority {
         if !(0..=1000).contains(&priority) {

@@ -51,7 +51,7 @@ impl Control {
                 "A deploymentUri is required: the directory holding model.pt.",
             ));
         }
-        let source = self.storage.resolve_uri("version.deploymentUri", &new.deployment_uri)?;
+        let source = self.storage.resolve_uri(&name.model.project, "version.deploymentUri", &new.deployment_uri)?;
         new.framework = detect_framework(&source, &new.framework)?;
         new.serving.intra_op_threads = threads_for_machine_type(&new.machine_type)?;
         if let Some(workers) = new.serving.workers {
@@ -132,8 +132,8 @@ impl Control {
             name.version,
             chrono::Utc::now().timestamp_micros()
         ));
-        let source = source.to_path_buf();
-        let dir = tokio::task::spawn_blocking(move || storage.copy_into(&source, &relative))
+        let (source, project) = (source.to_path_buf(), name.model.project.clone());
+        let dir = tokio::task::spawn_blocking(move || storage.copy_into(&project, &source, &relative))
             .await
             .map_err(|e| format!("copying stopped unexpectedly: {e}"))??;
         if let Err(message) = self.host.load(&name.to_string(), &dir, settings).await {

@@ -415,16 +415,51 @@ pub fn make_job_dir(job_dir: &Path, storage_root: &Path, id: &Identity) -> Resul
     if existing.canonicalize().ok().as_deref() != Some(existing) {
         return Err(format!("the job dir {shown} is reached through a symlink that changed since it was checked"));
     }
-    for folder in existing.ancestors() {
-        let meta = std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
-        let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
-        if meta.uid() != 0 || writable_by_others {
-            return Err(format!(
-                "the job dir {shown} would be created in {}, which is not root's alone (another job's folder?); choose a job dir elsewhere",
-                folder.display()
-            ));
-        }
+    if let Some(folder) = not_root_only(existing)? {
+        return Err(format!(
+            "the job dir {shown} would be created in {}, which is not root's alone (another job's folder?); choose a job dir elsewhere",
+            folder.display()
+        ));
     }
     std::fs::create_dir_all(job_dir).map_err(|e| format!("cannot create the job dir {shown}: {e}"))?;
     hand_over(job_dir, id)
+}
+
+/// The first of `folder` and the folders above it that is not root's or that others may write
+/// (a sticky folder such as `/tmp` excepted), or `None` when there is none: then no replica can
+/// change what `folder` leads to.
+fn not_root_only(folder: &Path) -> Result<Option<&Path>, String> {
+    for folder in folder.ancestors() {
+        let meta = std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+        let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if meta.uid() != 0 || writable_by_others {
+            return Ok(Some(folder));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks, when the server runs as root, the folder a batch prediction job writes its shards to
+/// (`dir`, as the user named it): it must be a folder of root's, or be missing (root creates it)
+/// in one, reached through no symlink, with every folder above it root's and closed to others'
+/// writes as [`make_job_dir`] requires. So no replica can plant a symlink that redirects root's
+/// writes (a job dir is the replica's, so an output folder may not lie in one).
+pub fn check_output_folder(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    let existing = dir.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
+    if existing.canonicalize().ok().as_deref() != Some(existing) {
+        return Err(format!(
+            "the output path {shown} is reached through a symlink; name the folder it leads to, outside any job dir"
+        ));
+    }
+    if !existing.is_dir() {
+        return Err(format!("the output path {shown} is not a folder"));
+    }
+    match not_root_only(existing)? {
+        Some(folder) => Err(format!(
+            "the output path {shown} must lie in folders only root may change while the server runs as root, and {} is not (a job dir?); choose an output path elsewhere",
+            folder.display()
+        )),
+        None => Ok(()),
+    }
 }

@@ -17,15 +17,17 @@ use crate::store::{JobRecord, JobState, Store};
 /// How often `predictionOutput` is written while the job runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Runs a batch prediction job to its end and records the outcome.
+/// Runs a batch prediction job to its end and records the outcome. `isolated`: the server runs as
+/// root (see [`prediction_spec`]).
 pub async fn run_prediction_job(
     store: &Store,
     storage: &LocalStorage,
+    isolated: bool,
     name: &JobName,
     job: JobRecord,
     token: CancellationToken,
 ) {
-    let ending = match run(store, storage, name, &job, &token).await {
+    let ending = match run(store, storage, isolated, name, &job, &token).await {
         Ok(ending) => ending,
         Err(message) => Ending::Failed(message),
     };
@@ -35,16 +37,19 @@ pub async fn run_prediction_job(
 async fn run(
     store: &Store,
     storage: &LocalStorage,
+    isolated: bool,
     name: &JobName,
     job: &JobRecord,
     token: &CancellationToken,
 ) -> Result<Ending, String> {
     let input: PredictionInput =
         serde_json::from_value(job.input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
-    let spec = prediction_spec(storage, &name.project, &input).map_err(|e| e.to_string())?;
+    let spec = prediction_spec(storage, &name.project, &input, isolated).map_err(|e| e.to_string())?;
     let model_dir = resolve_model_dir(store, &spec.model).await?;
-    let patterns = spec.inputs.clone();
-    let files = tokio::task::spawn_blocking(move || expand_inputs(&patterns)).await.map_err(|e| e.to_string())??;
+    let (patterns, inputs_storage, project) = (spec.inputs.clone(), storage.clone(), name.project.clone());
+    let files = tokio::task::spawn_blocking(move || expand_inputs(&inputs_storage, &project, &patterns))
+        .await
+        .map_err(|e| e.to_string())??;
     if !store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await.map_err(|e| e.to_string())? {
         return Ok(Ending::Stopped);
     }

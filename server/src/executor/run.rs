@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{isolation, logs, metrics, work_dir, ExecutorConfig, Identity};
 use crate::control::{training_spec, TrainingInput, TrainingSpec};
-use crate::names::JobName;
+use crate::names::{JobName, ProjectId};
 use crate::storage::LocalStorage;
 use crate::store::{JobRecord, JobState, Store};
 
@@ -101,7 +101,7 @@ async fn prepare_and_run(
 ) -> Result<Ending, String> {
     let input: TrainingInput =
         serde_json::from_value(job.input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
-    let spec = training_spec(storage, &input).map_err(|e| e.to_string())?;
+    let spec = training_spec(storage, &name.project, &input).map_err(|e| e.to_string())?;
     let identity = config.isolation.identity(name.project.as_str())?;
     let dir = work_dir(storage, name);
     std::fs::create_dir_all(dir.join("replicas")).map_err(|e| format!("cannot create the job's directory: {e}"))?;
@@ -130,7 +130,7 @@ async fn prepare_and_run(
     }
 
     let prepared = tokio::select! {
-        prepared = prepare(storage, &config.python, name.project.as_str(), identity.as_ref(), &spec.packages, &log) => Some(prepared),
+        prepared = prepare(storage, &config.python, &name.project, identity.as_ref(), &spec.packages, &log) => Some(prepared),
         () = token.cancelled() => None,
     };
     let python_path = match prepared {
@@ -250,7 +250,7 @@ pub fn kill_leftovers(tags: &std::collections::HashSet<String>) -> usize {
 async fn prepare(
     storage: &LocalStorage,
     python: &Path,
-    project: &str,
+    project: &ProjectId,
     identity: Option<&Identity>,
     packages: &[PathBuf],
     log: &mpsc::UnboundedSender<(String, String)>,
@@ -269,7 +269,7 @@ async fn prepare(
         return Ok(path);
     }
     let key = fingerprint(&installable);
-    let envs = storage.root().join("envs").join(project);
+    let envs = storage.root().join("envs").join(project.as_str());
     std::fs::create_dir_all(&envs).map_err(|e| format!("cannot create {}: {e}", envs.display()))?;
     if identity.is_some() {
         isolation::server_folder(&envs)?;
@@ -299,7 +299,7 @@ async fn prepare(
             targets.push(sources.path().join(i.to_string()));
         } else {
             let relative = sources.path().strip_prefix(storage.root()).unwrap_or(sources.path()).join(i.to_string());
-            targets.push(storage.copy_into(package, &relative)?);
+            targets.push(storage.copy_into(project, package, &relative)?);
         }
     }
     let mut command = Command::new(python);

@@ -160,7 +160,7 @@ fn work(
 ) -> Result<HashMap<String, u64>, String> {
     tch::set_num_threads(1);
     let _guard = tch::no_grad_guard();
-    let file = File::create(shard).map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+    let file = create_output(shard)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut errors: HashMap<String, u64> = HashMap::new();
     let inputs = &model.signature.inputs;
@@ -357,7 +357,22 @@ fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), St
         out.push_str(&serde_json::json!({"error": message, "count": count}).to_string());
         out.push('\n');
     }
-    std::fs::write(path, out).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    create_output(path)?.write_all(out.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Creates the output file `path`, which must not exist: never through a symlink (`O_NOFOLLOW`,
+/// and `create_new` refuses any existing entry), so a link planted in the output folder cannot
+/// make the server write another file. A folder that already holds these shards is refused.
+fn create_output(path: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(nix::libc::O_NOFOLLOW).open(path).map_err(
+        |e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{} already exists: name an output path without earlier predictions", path.display())
+            }
+            _ => format!("cannot write {}: {e}", path.display()),
+        },
+    )
 }
 
 #[cfg(test)]
