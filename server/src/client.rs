@@ -28,15 +28,21 @@ pub enum Verb {
     Operations(OperationsCommand),
 }
 
+/// The settings and an async runtime for one client command, or the exit code of why not.
+fn prepare(options: &ClientOptions) -> Result<(ClientConfig, tokio::runtime::Runtime), ExitCode> {
+    let settings = ClientConfig::load(options.endpoint.clone(), options.project.clone()).map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))?;
+    Ok((settings, runtime))
+}
+
 /// Runs a client verb to its exit code.
 pub fn run(options: ClientOptions, verb: Verb) -> ExitCode {
-    let settings = match ClientConfig::load(options.endpoint.clone(), options.project.clone()) {
-        Ok(settings) => settings,
-        Err(e) => return fail(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    let (settings, runtime) = match prepare(&options) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async move {
         let token = crate::config::client_token(options.token.as_deref(), &settings.endpoint);
@@ -80,6 +86,7 @@ pub fn config(options: &ClientOptions, command: ConfigCommand) -> ExitCode {
     }
 }
 
+/// Prints one `error:` line; exit code 1.
 fn fail(error: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::FAILURE

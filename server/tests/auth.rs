@@ -328,3 +328,61 @@ async fn console_logins_and_logouts_are_audited_and_long_paths_are_cut() {
     assert!(entries.iter().any(|e| e["method"] == "LOGIN" && e["path"] == "/console/login"), "{log}");
     assert!(entries.iter().all(|e| e["path"].as_str().is_some_and(|p| p.len() <= 512)), "{log}");
 }
+
+/// Sends one HTTP/1.1 request on `stream` and reads its answer: the status line and the body.
+async fn exchange(stream: &mut tokio::io::BufStream<tokio::net::TcpStream>, request: &str) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    // Headers and body in two writes, as httplib2 sends them: the server sees the headers (and
+    // may answer) before the body has arrived.
+    let (head, body) = request.split_at(request.find("\r\n\r\n").map_or(request.len(), |i| i + 4));
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.flush().await.expect("flush");
+    if !body.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stream.write_all(body.as_bytes()).await.expect("send body");
+        stream.flush().await.expect("flush");
+    }
+    let mut status = String::new();
+    stream.read_line(&mut status).await.expect("status line");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.expect("header");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("length");
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.expect("body");
+    (status.trim().to_owned(), String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_its_connection_usable() {
+    // Clients such as Google's (httplib2) keep connections alive: a refusal that left the body
+    // unread would close the connection under them and fail their next call.
+    let server = TestServer::start().await;
+    let viewer = server.create_token("viewer", &["p"]).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let mut stream = tokio::io::BufStream::new(tcp);
+    let body = r#"{"name": "refused_model", "description": "a body the refusal must read"}"#;
+    for (token, expected) in [(viewer.as_str(), "403"), ("ann_0000000000000000_wrong", "401")] {
+        let post = format!(
+            "POST /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, answer) = exchange(&mut stream, &post).await;
+        assert!(status.contains(expected), "{status}: {answer}");
+        let get = format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {viewer}\r\n\r\n");
+        let (status, answer) = exchange(&mut stream, &get).await;
+        assert!(status.contains("200"), "the same connection answers the next request: {status}: {answer}");
+    }
+}

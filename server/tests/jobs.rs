@@ -3,24 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 use serde_json::{json, Value};
-
-/// Writes a trainer package folder `name` with module `name.task` into the server's data dir.
-fn trainer(server: &TestServer, name: &str, source: &str) -> PathBuf {
-    let root = server.data.path().join("packages").join(name);
-    std::fs::create_dir_all(root.join(name)).expect("mkdir");
-    std::fs::write(root.join(name).join("__init__.py"), "").expect("init");
-    std::fs::write(root.join(name).join("task.py"), source).expect("task");
-    root
-}
-
-async fn submit(server: &TestServer, job: &str, input: Value) -> (u16, Value) {
-    server.post_json("/v1/projects/p/jobs", &json!({"jobId": job, "trainingInput": input})).await
-}
 
 async fn log_text(server: &TestServer, job: &str) -> String {
     let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/{job}/logs")).await;
@@ -47,11 +34,9 @@ open(os.path.join(job_dir, "done.txt"), "w").write("ok")
 #[tokio::test]
 async fn a_basic_job_runs_its_master_and_succeeds() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "hello", HELLO);
+    let package = server.trainer("hello", HELLO);
     let job_dir = server.data.path().join("outputs/hello");
-    let (status, job) = submit(
-        &server,
-        "hello_1",
+    let (status, job) = server.submit_training("hello_1",
         json!({"packageUris": [package.display().to_string()], "pythonModule": "hello.task", "args": ["--epochs", "2"],
                "jobDir": format!("file://{}", job_dir.display()), "region": "us-central1", "runtimeVersion": "2.13"}),
     )
@@ -75,10 +60,10 @@ async fn a_basic_job_runs_its_master_and_succeeds() {
 #[tokio::test]
 async fn a_failing_master_fails_the_job_with_its_exit_code_and_last_lines() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "boom", "import sys\nprint('about to fail')\nsys.exit(3)\n");
-    let (status, _) =
-        submit(&server, "boom_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "boom.task"}))
-            .await;
+    let package = server.trainer("boom", "import sys\nprint('about to fail')\nsys.exit(3)\n");
+    let (status, _) = server
+        .submit_training("boom_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "boom.task"}))
+        .await;
     assert_eq!(status, 200);
     let done = server.wait_job("boom_1", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "FAILED");
@@ -100,10 +85,8 @@ dist.all_reduce(value)
 print("rank", dist.get_rank(), "of", dist.get_world_size(), "sum", value.item())
 dist.destroy_process_group()
 "#;
-    let package = trainer(&server, "ddp", source);
-    let (status, body) = submit(
-        &server,
-        "ddp_1",
+    let package = server.trainer("ddp", source);
+    let (status, body) = server.submit_training("ddp_1",
         json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1",
                "packageUris": [package.display().to_string()], "pythonModule": "ddp.task"}),
     )
@@ -133,11 +116,11 @@ print("running", flush=True)
 while True:
     time.sleep(0.1)
 "#;
-    let package = trainer(&server, "forever", source);
+    let package = server.trainer("forever", source);
     let input = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"});
-    assert_eq!(submit(&server, "first", input.clone()).await.0, 200);
+    assert_eq!(server.submit_training("first", input.clone()).await.0, 200);
     server.wait_job("first", &["RUNNING"]).await;
-    let (status, second) = submit(&server, "second", input).await;
+    let (status, second) = server.submit_training("second", input).await;
     assert_eq!(status, 200, "{second}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, second) = server.get_json("/v1/projects/p/jobs/second").await;
@@ -167,30 +150,30 @@ while True:
     server.wait_job("second", &["CANCELLED"]).await;
 
     assert_eq!(
-        submit(
-            &server,
-            "third",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
-        )
-        .await
-        .0,
+        server
+            .submit_training(
+                "third",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
+            )
+            .await
+            .0,
         200
     );
     server.wait_job("third", &["RUNNING"]).await;
     // A job that cannot start within its maxWaitTime is cancelled in the queue.
     let impatient = json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task", "scheduling": {"maxWaitTime": "1s"}});
-    assert_eq!(submit(&server, "impatient", impatient).await.0, 200);
+    assert_eq!(server.submit_training("impatient", impatient).await.0, 200);
     let impatient = server.wait_job("impatient", &["CANCELLED"]).await;
     assert!(impatient["errorMessage"].as_str().expect("message").contains("maxWaitTime"), "{impatient}");
     // A queued job cancelled before it starts never runs.
     assert_eq!(
-        submit(
-            &server,
-            "fourth",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
-        )
-        .await
-        .0,
+        server
+            .submit_training(
+                "fourth",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "forever.task"})
+            )
+            .await
+            .0,
         200
     );
     server.post_json("/v1/projects/p/jobs/fourth:cancel", &json!({})).await;
@@ -207,16 +190,16 @@ while True:
 #[tokio::test]
 async fn installable_packages_are_installed_once_and_cached() {
     let server = TestServer::start().await;
-    let root = trainer(&server, "pkgd", "print('from the installed package')\n");
+    let root = server.trainer("pkgd", "print('from the installed package')\n");
     std::fs::write(
         root.join("setup.py"),
         "from setuptools import setup\nsetup(name='pkgd', version='0.1', packages=['pkgd'])\n",
     )
     .expect("setup.py");
     for job in ["pkg_1", "pkg_2"] {
-        let (status, body) =
-            submit(&server, job, json!({"packageUris": [root.display().to_string()], "pythonModule": "pkgd.task"}))
-                .await;
+        let (status, body) = server
+            .submit_training(job, json!({"packageUris": [root.display().to_string()], "pythonModule": "pkgd.task"}))
+            .await;
         assert_eq!(status, 200, "{body}");
         let done = server.wait_job(job, &["SUCCEEDED", "FAILED"]).await;
         assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, job).await);
@@ -237,7 +220,7 @@ async fn installable_packages_are_installed_once_and_cached() {
 #[tokio::test]
 async fn bad_job_requests_are_invalid_argument_naming_the_field() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "ok", "print('x')\n").display().to_string();
+    let package = server.trainer("ok", "print('x')\n").display().to_string();
     let outside = tempfile::tempdir().expect("tempdir");
     let cases = [
         (json!({"jobId": "1bad", "trainingInput": {"packageUris": [package], "pythonModule": "ok.task"}}), "job.jobId"),
@@ -284,8 +267,12 @@ async fn bad_job_requests_are_invalid_argument_naming_the_field() {
         (400, &json!("INVALID_ARGUMENT")),
         "an empty predictionInput: {error}"
     );
-    assert_eq!(submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await.0, 200);
-    let (status, error) = submit(&server, "dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await;
+    assert_eq!(
+        server.submit_training("dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await.0,
+        200
+    );
+    let (status, error) =
+        server.submit_training("dup", json!({"packageUris": [package], "pythonModule": "ok.task"})).await;
     assert_eq!((status, &error["error"]["status"]), (409, &json!("ALREADY_EXISTS")), "{error}");
     let (status, _) = server.get_json("/v1/projects/p/jobs/nope").await;
     assert_eq!(status, 404);
@@ -296,9 +283,13 @@ async fn bad_job_requests_are_invalid_argument_naming_the_field() {
 #[tokio::test]
 async fn the_runtime_python_is_configurable_and_a_missing_one_fails_the_job_clearly() {
     let server = TestServer::start_with(&["--python", "/nonexistent/bin/python"], &[]).await;
-    let package = trainer(&server, "nopy", "print('never runs')\n");
+    let package = server.trainer("nopy", "print('never runs')\n");
     assert_eq!(
-        submit(&server, "nopy_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "nopy.task"}))
+        server
+            .submit_training(
+                "nopy_1",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "nopy.task"})
+            )
             .await
             .0,
         200
@@ -312,19 +303,16 @@ async fn the_runtime_python_is_configurable_and_a_missing_one_fails_the_job_clea
 #[tokio::test]
 async fn logs_follow_streams_lines_until_the_job_ends() {
     let server = TestServer::start().await;
-    let package = trainer(
-        &server,
-        "ticker",
-        "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n",
-    );
+    let package = server
+        .trainer("ticker", "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n");
     assert_eq!(
-        submit(
-            &server,
-            "tick_1",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task"})
-        )
-        .await
-        .0,
+        server
+            .submit_training(
+                "tick_1",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task"})
+            )
+            .await
+            .0,
         200
     );
     let response = server
@@ -359,7 +347,7 @@ while not os.path.exists(os.path.join(job_dir, "release")):
 #[tokio::test]
 async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
     let server = TestServer::start_with(&[], &[("ANNEAL_GPU_DEVICES", "2"), ("ANNEAL_TRAINING_SLOTS", "4")]).await;
-    let package = trainer(&server, "gpus", HOLD_DEVICES);
+    let package = server.trainer("gpus", HOLD_DEVICES);
     let job_dir = |job: &str| server.data.path().join("outputs").join(job);
     let input = |job: &str, extra: Value| {
         let mut input = json!({"packageUris": [package.display().to_string()], "pythonModule": "gpus.task",
@@ -371,7 +359,7 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
         logs.lines().find_map(|l| l.split_once("devices [")).map(|(_, d)| d.trim_end_matches(']').to_owned())
     };
     let (status, error) =
-        submit(&server, "too_many", input("too_many", json!({"scaleTier": "CUSTOM", "masterConfig": {"acceleratorConfig": {"count": "3", "type": "NVIDIA_TESLA_T4"}}}))).await;
+        server.submit_training("too_many", input("too_many", json!({"scaleTier": "CUSTOM", "masterConfig": {"acceleratorConfig": {"count": "3", "type": "NVIDIA_TESLA_T4"}}}))).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(
         error["error"]["details"][0]["fieldViolations"][0]["field"],
@@ -379,12 +367,12 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
         "{error}"
     );
 
-    assert_eq!(submit(&server, "g1", input("g1", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
+    assert_eq!(server.submit_training("g1", input("g1", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
     assert_eq!(
-        submit(&server, "g2", input("g2", json!({"scaleTier": "CUSTOM", "masterType": "complex_model_m", "masterConfig": {"acceleratorConfig": {"count": "1", "type": "NVIDIA_TESLA_T4"}}}))).await.0,
+        server.submit_training("g2", input("g2", json!({"scaleTier": "CUSTOM", "masterType": "complex_model_m", "masterConfig": {"acceleratorConfig": {"count": "1", "type": "NVIDIA_TESLA_T4"}}}))).await.0,
         200
     );
-    assert_eq!(submit(&server, "cpu", input("cpu", json!({}))).await.0, 200);
+    assert_eq!(server.submit_training("cpu", input("cpu", json!({}))).await.0, 200);
     let mut seen = Vec::new();
     for job in ["g1", "g2", "cpu"] {
         server.wait_job(job, &["RUNNING"]).await;
@@ -401,7 +389,7 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
     seen[..2].sort();
     assert_eq!(seen, ["0", "1", ""], "each GPU job has one device of its own; a CPU job sees none");
     // Both devices are held: the next GPU job waits though slots are free.
-    assert_eq!(submit(&server, "g3", input("g3", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
+    assert_eq!(server.submit_training("g3", input("g3", json!({"scaleTier": "BASIC_GPU"}))).await.0, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, g3) = server.get_json("/v1/projects/p/jobs/g3").await;
     assert_eq!((g3["state"].as_str(), g3["jobPosition"].as_str()), (Some("QUEUED"), Some("1")), "{g3}");
@@ -434,9 +422,13 @@ async fn gpu_jobs_get_their_own_devices_and_wait_for_free_ones() {
 #[tokio::test]
 async fn after_a_crash_the_restarted_server_stops_leftover_replicas() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "stay", "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(600)\n");
+    let package = server.trainer("stay", "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(600)\n");
     assert_eq!(
-        submit(&server, "stay_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "stay.task"}))
+        server
+            .submit_training(
+                "stay_1",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "stay.task"})
+            )
             .await
             .0,
         200
@@ -475,15 +467,15 @@ for step, (loss, score) in enumerate([(0.9, 0.5), (0.5, 0.7), (0.3, 0.8)], start
     open(path, "w").write("\n".join(lines) + "\n")
     time.sleep(0.6)
 "#;
-    let package = trainer(&server, "reports", source);
+    let package = server.trainer("reports", source);
     assert_eq!(
-        submit(
-            &server,
-            "rep_1",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "reports.task"})
-        )
-        .await
-        .0,
+        server
+            .submit_training(
+                "rep_1",
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "reports.task"})
+            )
+            .await
+            .0,
         200
     );
     let done = server.wait_job("rep_1", &["SUCCEEDED", "FAILED"]).await;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::TestServer;
@@ -25,23 +24,10 @@ async fn assert_alive(server: &TestServer) {
     assert_eq!(response.status(), 200, "the server still answers");
 }
 
-/// A trainer package folder `name` (module `name.task`) inside the server's data dir.
-fn trainer(server: &TestServer, name: &str, source: &str) -> PathBuf {
-    let root = server.data.path().join("packages").join(name);
-    std::fs::create_dir_all(root.join(name)).expect("mkdir");
-    std::fs::write(root.join(name).join("__init__.py"), "").expect("init");
-    std::fs::write(root.join(name).join("task.py"), source).expect("task");
-    root
-}
-
-async fn submit(server: &TestServer, job: &str, input: Value) -> (u16, Value) {
-    server.post_json("/v1/projects/p/jobs", &json!({"jobId": job, "trainingInput": input})).await
-}
-
 #[tokio::test]
 async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "noop", "pass\n").display().to_string();
+    let package = server.trainer("noop", "pass\n").display().to_string();
     let base = json!({"scaleTier": "CUSTOM", "packageUris": [package], "pythonModule": "noop.task"});
     let with = |extra: Value| {
         let mut input = base.clone();
@@ -59,7 +45,7 @@ async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated(
         ),
     ];
     for (i, (extra, field, needle)) in cases.into_iter().enumerate() {
-        let (status, body) = submit(&server, &format!("big_{i}"), with(extra)).await;
+        let (status, body) = server.submit_training(&format!("big_{i}"), with(extra)).await;
         assert_invalid(status, &body, field, needle);
     }
     let params = json!([{"parameterName": "lr", "type": "DOUBLE", "minValue": 0.001, "maxValue": 0.1}]);
@@ -86,7 +72,8 @@ async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated(
         ),
     ];
     for (i, (spec, field, needle)) in tuning.into_iter().enumerate() {
-        let (status, body) = submit(&server, &format!("study_{i}"), with(json!({"hyperparameters": spec}))).await;
+        let (status, body) =
+            server.submit_training(&format!("study_{i}"), with(json!({"hyperparameters": spec}))).await;
         assert_invalid(status, &body, &format!("job.trainingInput.hyperparameters.{field}"), needle);
     }
     assert_alive(&server).await;
@@ -95,7 +82,7 @@ async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated(
 #[tokio::test]
 async fn durations_past_the_limit_are_refused_not_panicked_on() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "noop", "pass\n").display().to_string();
+    let package = server.trainer("noop", "pass\n").display().to_string();
     for field in ["maxWaitTime", "maxRunningTime"] {
         let cases = [
             ("1e30s", "315360000s"),
@@ -106,14 +93,14 @@ async fn durations_past_the_limit_are_refused_not_panicked_on() {
         ];
         for (i, (value, needle)) in cases.into_iter().enumerate() {
             let input = json!({"packageUris": [package], "pythonModule": "noop.task", "scheduling": {field: value}});
-            let (status, body) = submit(&server, &format!("{field}_{i}"), input).await;
+            let (status, body) = server.submit_training(&format!("{field}_{i}"), input).await;
             assert_invalid(status, &body, &format!("job.trainingInput.scheduling.{field}"), needle);
         }
     }
     // The longest allowed duration is accepted (and the scheduler, which reads it back, lives).
     let input = json!({"packageUris": [package], "pythonModule": "noop.task",
         "scheduling": {"maxWaitTime": "315360000s", "maxRunningTime": "315360000s"}});
-    let (status, body) = submit(&server, "longest", input).await;
+    let (status, body) = server.submit_training("longest", input).await;
     assert_eq!(status, 200, "{body}");
     server.wait_job("longest", &["SUCCEEDED", "FAILED"]).await;
     assert_alive(&server).await;
@@ -122,13 +109,15 @@ async fn durations_past_the_limit_are_refused_not_panicked_on() {
 #[tokio::test]
 async fn counts_and_sizes_of_request_fields_have_limits() {
     let server = TestServer::start().await;
-    let package = trainer(&server, "noop", "pass\n").display().to_string();
+    let package = server.trainer("noop", "pass\n").display().to_string();
     let args: Vec<String> = (0..1001).map(|i| format!("--a{i}")).collect();
-    let (status, body) =
-        submit(&server, "args", json!({"packageUris": [package], "pythonModule": "noop.task", "args": args})).await;
+    let (status, body) = server
+        .submit_training("args", json!({"packageUris": [package], "pythonModule": "noop.task", "args": args}))
+        .await;
     assert_invalid(status, &body, "job.trainingInput.args", "at most 1000");
     let uris = vec![package.clone(); 101];
-    let (status, body) = submit(&server, "uris", json!({"packageUris": uris, "pythonModule": "noop.task"})).await;
+    let (status, body) =
+        server.submit_training("uris", json!({"packageUris": uris, "pythonModule": "noop.task"})).await;
     assert_invalid(status, &body, "job.trainingInput.packageUris", "at most 100");
 
     let labels: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
@@ -221,7 +210,7 @@ async fn paths_outside_the_roots_get_one_answer_whether_they_exist_or_not() {
     std::fs::create_dir_all(outside.path().join("exists")).expect("mkdir");
     let existing = outside.path().join("exists").display().to_string();
     let missing = outside.path().join("missing").display().to_string();
-    let package = trainer(&server, "noop", "pass\n").display().to_string();
+    let package = server.trainer("noop", "pass\n").display().to_string();
 
     // Each request, with a placeholder for the path; the answer must not differ between the two.
     let answer = |status: u16, body: &Value, path: &str| {
@@ -257,7 +246,7 @@ async fn paths_outside_the_roots_get_one_answer_whether_they_exist_or_not() {
             let body: Value = serde_json::from_str(&template.to_string().replace("PATH", path)).expect("json");
             let (status, reply) = match kind {
                 "version" => server.post_json("/v1/projects/p/models/m/versions", &body).await,
-                "training" => submit(&server, &format!("paths_{i}"), body).await,
+                "training" => server.submit_training(&format!("paths_{i}"), body).await,
                 _ => {
                     server
                         .post_json(
@@ -330,11 +319,11 @@ while not os.path.exists(os.path.join(job_dir, "release")):
 async fn long_log_lines_are_cut_and_log_followers_are_counted() {
     let server =
         TestServer::start_with(&[], &[("ANNEAL_MAX_LOG_LINE_BYTES", "1000"), ("ANNEAL_MAX_LOG_FOLLOWERS", "1")]).await;
-    let package = trainer(&server, "long", LONG_LINE);
+    let package = server.trainer("long", LONG_LINE);
     let job_dir = server.data.path().join("outputs").join("long_1");
     let input = json!({"packageUris": [package.display().to_string()], "pythonModule": "long.task",
         "jobDir": job_dir.display().to_string()});
-    let (status, body) = submit(&server, "long_1", input).await;
+    let (status, body) = server.submit_training("long_1", input).await;
     assert_eq!(status, 200, "{body}");
 
     // One follower fits; a second one is refused while the first is open.

@@ -82,13 +82,14 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
     }
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         let Some(token) = value.to_str().ok().and_then(auth::bearer) else {
-            return Error::Unauthenticated("The Authorization header must be 'Bearer <token>'.".into()).into_response();
+            let refusal = Error::Unauthenticated("The Authorization header must be 'Bearer <token>'.".into());
+            return refuse(request, refusal).await;
         };
         match control.authenticate_token(token).await {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
             }
-            Err(e) => return e.into_response(),
+            Err(e) => return refuse(request, e).await,
         }
     } else if let Some(session) = crate::console::session_secret(request.headers()) {
         // A logged-in console page calling `/v1` itself (the package upload). The cookie is
@@ -98,7 +99,7 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
             }
-            Err(e) => return e.into_response(),
+            Err(e) => return refuse(request, e).await,
         }
     }
     next.run(request).await
@@ -122,10 +123,10 @@ pub async fn authorize(
     let sent = request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().clone(), |o| o.0.clone());
     let shown_path = sent.path().replace("/@", ":");
     let Some(identity) = request.extensions().get::<Identity>().cloned() else {
-        return Error::Unauthenticated(
+        let refusal = Error::Unauthenticated(
             "This method needs a token: send 'Authorization: Bearer <token>' (see README, Security).".into(),
-        )
-        .into_response();
+        );
+        return refuse(request, refusal).await;
     };
     let project = params.iter().find(|(key, _)| *key == "project").map(|(_, value)| value.to_owned());
     let mutation = is_mutation(&method, &route);
@@ -153,20 +154,20 @@ pub async fn authorize(
             if mutation {
                 audit(404, "denied: project outside the token's scope").await;
             }
-            return Error::not_found("name", format!("{} was not found.", shown_path.trim_start_matches("/v1/")))
-                .into_response();
+            let refusal = Error::not_found("name", format!("{} was not found.", shown_path.trim_start_matches("/v1/")));
+            return refuse(request, refusal).await;
         }
     }
     if !identity.role.grants(needed) {
         if mutation {
             audit(403, "denied: role").await;
         }
-        return Error::PermissionDenied(format!(
+        let refusal = Error::PermissionDenied(format!(
             "The token's role ({}) does not allow {method} {shown_path}; it needs {}.",
             identity.role,
             describe(needed)
-        ))
-        .into_response();
+        ));
+        return refuse(request, refusal).await;
     }
     let response = next.run(request).await;
     if mutation {
@@ -174,6 +175,17 @@ pub async fn authorize(
         audit(status.as_u16(), if status.is_success() { "ok" } else { "failed" }).await;
     }
     response
+}
+
+/// The most of a refused request's body read before answering.
+const DRAINED_BODY: usize = 64 * 1024;
+
+/// Answers a refused request, first reading what it sent (up to [`DRAINED_BODY`]): a body left
+/// unread makes the server close the connection, and a client that keeps connections alive (the
+/// official Python client does) then fails its next call with a broken pipe.
+async fn refuse(request: Request, error: Error) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), DRAINED_BODY).await;
+    error.into_response()
 }
 
 fn describe(permission: Permission) -> &'static str {

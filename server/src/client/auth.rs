@@ -51,13 +51,9 @@ pub enum TokenCommand {
 
 /// Runs an `anneal auth` command.
 pub fn auth(options: &ClientOptions, command: AuthCommand) -> ExitCode {
-    let settings = match ClientConfig::load(options.endpoint.clone(), options.project.clone()) {
-        Ok(settings) => settings,
-        Err(e) => return fail(e),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    let (settings, runtime) = match super::prepare(options) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
     let format = options.format.unwrap_or_default();
     let outcome = runtime.block_on(async move {
@@ -77,7 +73,7 @@ pub fn auth(options: &ClientOptions, command: AuthCommand) -> ExitCode {
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
+        Err(e) => super::fail(e),
     }
 }
 
@@ -194,9 +190,4 @@ fn write_private(path: &std::path::Path, token: &str) -> std::io::Result<()> {
     }
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(format!("{token}\n").as_bytes())
-}
-
-fn fail(error: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::FAILURE
 }

@@ -314,3 +314,20 @@ impl TestServer {
         dest
     }
 }
+
+impl TestServer {
+    /// Writes a trainer package folder `name` (module `name.task`) into the server's data dir,
+    /// where package URIs may point; returns the folder.
+    pub fn trainer(&self, name: &str, source: &str) -> PathBuf {
+        let root = self.data.path().join("packages").join(name);
+        std::fs::create_dir_all(root.join(name)).expect("mkdir");
+        std::fs::write(root.join(name).join("__init__.py"), "").expect("init");
+        std::fs::write(root.join(name).join("task.py"), source).expect("task");
+        root
+    }
+
+    /// Submits training job `job` in project `p`; returns the status and the answer.
+    pub async fn submit_training(&self, job: &str, input: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_json("/v1/projects/p/jobs", &serde_json::json!({"jobId": job, "trainingInput": input})).await
+    }
+}
