@@ -130,7 +130,7 @@ fn TestAndUse(creating: RwSignal<bool>) -> impl IntoView {
     };
     let curl = move || {
         format!(
-            "curl -s -X POST http://HOST/v1/projects/{}/models/{}/versions/{}:predict \\\n  -H 'content-type: application/json' -d @request.json",
+            "curl -s -X POST http://HOST/v1/projects/{}/models/{}/versions/{}:predict \\\n  -H \"authorization: Bearer $ANNEAL_TOKEN\" -H 'content-type: application/json' -d @request.json",
             project.get(),
             model.get(),
             version.get()
