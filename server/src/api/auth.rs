@@ -34,12 +34,12 @@ pub fn router() -> Router<Control> {
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{token}", get(get_token).delete(revoke_token))
         .route("/auditLog", get(audit_log))
-        .route("/projects/{project}/models/{model}/@getIamPolicy", get(get_model_policy))
-        .route("/projects/{project}/models/{model}/@setIamPolicy", post(set_model_policy))
-        .route("/projects/{project}/models/{model}/@testIamPermissions", post(test_model_permissions))
-        .route("/projects/{project}/jobs/{job}/@getIamPolicy", get(get_job_policy))
-        .route("/projects/{project}/jobs/{job}/@setIamPolicy", post(set_job_policy))
-        .route("/projects/{project}/jobs/{job}/@testIamPermissions", post(test_job_permissions))
+        .route("/projects/{project}/models/{model}/@getIamPolicy", get(get_policy::<false>))
+        .route("/projects/{project}/models/{model}/@setIamPolicy", post(set_policy::<false>))
+        .route("/projects/{project}/models/{model}/@testIamPermissions", post(test_permissions::<false>))
+        .route("/projects/{project}/jobs/{job}/@getIamPolicy", get(get_policy::<true>))
+        .route("/projects/{project}/jobs/{job}/@setIamPolicy", post(set_policy::<true>))
+        .route("/projects/{project}/jobs/{job}/@testIamPermissions", post(test_permissions::<true>))
 }
 
 /// The permission each route of the API router needs, by method and route pattern (as routed,
@@ -404,63 +404,42 @@ fn held(caller: &Identity, project: &str, body: TestPermissionsBody) -> crate::R
     Ok(Json(HeldPermissions { permissions: held_permissions(caller, project, &body.permissions) }))
 }
 
-async fn get_model_policy(
-    State(control): State<Control>,
-    Path((project, model)): Path<(String, String)>,
-) -> crate::Result<Json<Policy>> {
-    let name = ModelName::new("resource", &project, &model)?;
-    control.get_model(&name).await?;
-    Ok(Json(control.get_iam_policy(&format!("projects/{project}/models/{model}"), &project).await?))
+/// Checks that the model (`JOB` false) or job (`JOB` true) an IAM verb names exists; returns its
+/// resource name.
+async fn iam_resource<const JOB: bool>(control: &Control, project: &str, id: &str) -> crate::Result<String> {
+    if JOB {
+        control.get_job(&JobName::new("resource", project, id)?).await?;
+        Ok(format!("projects/{project}/jobs/{id}"))
+    } else {
+        control.get_model(&ModelName::new("resource", project, id)?).await?;
+        Ok(format!("projects/{project}/models/{id}"))
+    }
 }
 
-async fn set_model_policy(
+async fn get_policy<const JOB: bool>(
     State(control): State<Control>,
-    Path((project, model)): Path<(String, String)>,
+    Path((project, id)): Path<(String, String)>,
+) -> crate::Result<Json<Policy>> {
+    let resource = iam_resource::<JOB>(&control, &project, &id).await?;
+    Ok(Json(control.get_iam_policy(&resource, &project).await?))
+}
+
+async fn set_policy<const JOB: bool>(
+    State(control): State<Control>,
+    Path((project, id)): Path<(String, String)>,
     Body(body): Body<SetPolicyBody>,
 ) -> crate::Result<Json<Policy>> {
-    let name = ModelName::new("resource", &project, &model)?;
-    control.get_model(&name).await?;
-    Ok(Json(control.set_iam_policy(&format!("projects/{project}/models/{model}"), &project, body.policy).await?))
+    let resource = iam_resource::<JOB>(&control, &project, &id).await?;
+    Ok(Json(control.set_iam_policy(&resource, &project, body.policy).await?))
 }
 
-async fn test_model_permissions(
+async fn test_permissions<const JOB: bool>(
     State(control): State<Control>,
     Extension(caller): Extension<Identity>,
-    Path((project, model)): Path<(String, String)>,
+    Path((project, id)): Path<(String, String)>,
     Body(body): Body<TestPermissionsBody>,
 ) -> crate::Result<Json<HeldPermissions>> {
-    let name = ModelName::new("resource", &project, &model)?;
-    control.get_model(&name).await?;
-    held(&caller, &project, body)
-}
-
-async fn get_job_policy(
-    State(control): State<Control>,
-    Path((project, job)): Path<(String, String)>,
-) -> crate::Result<Json<Policy>> {
-    let name = JobName::new("resource", &project, &job)?;
-    control.get_job(&name).await?;
-    Ok(Json(control.get_iam_policy(&format!("projects/{project}/jobs/{job}"), &project).await?))
-}
-
-async fn set_job_policy(
-    State(control): State<Control>,
-    Path((project, job)): Path<(String, String)>,
-    Body(body): Body<SetPolicyBody>,
-) -> crate::Result<Json<Policy>> {
-    let name = JobName::new("resource", &project, &job)?;
-    control.get_job(&name).await?;
-    Ok(Json(control.set_iam_policy(&format!("projects/{project}/jobs/{job}"), &project, body.policy).await?))
-}
-
-async fn test_job_permissions(
-    State(control): State<Control>,
-    Extension(caller): Extension<Identity>,
-    Path((project, job)): Path<(String, String)>,
-    Body(body): Body<TestPermissionsBody>,
-) -> crate::Result<Json<HeldPermissions>> {
-    let name = JobName::new("resource", &project, &job)?;
-    control.get_job(&name).await?;
+    iam_resource::<JOB>(&control, &project, &id).await?;
     held(&caller, &project, body)
 }
 
