@@ -1,6 +1,7 @@
 //! Who is calling, and what they may do: API tokens, roles, project scopes and the permission
-//! each API method needs. Pure types and functions; the use cases are in `control/auth.rs`, the
-//! SQL in `store/auth.rs`, the HTTP middleware in `api/auth.rs`.
+//! each API method needs. Types and functions without state (and the one writer of token files,
+//! used by the server for `admin.token` and by the CLI for its kept token); the use cases are in
+//! `control/auth.rs`, the SQL in `store/auth.rs`, the HTTP middleware in `api/auth.rs`.
 //!
 //! A token is `ann_<id>_<secret>`: a public id (16 hex digits, shown in lists and the audit log)
 //! and a 256-bit random secret. Only the SHA-256 of the whole token is stored, so the database
@@ -219,6 +220,23 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Writes `token` (and a newline) to `path`, a file only its owner can read and write (0600),
+/// creating its folder if needed. It goes through a temporary file renamed into place, so a
+/// reader never sees half a token and an older file's looser mode is not kept.
+pub fn write_token_file(path: &std::path::Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(format!("{token}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {

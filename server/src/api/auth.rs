@@ -80,29 +80,38 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
         request.extensions_mut().insert(Identity::anonymous_admin());
         return next.run(request).await;
     }
-    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
-        let Some(token) = value.to_str().ok().and_then(auth::bearer) else {
-            let refusal = Error::Unauthenticated("The Authorization header must be 'Bearer <token>'.".into());
-            return refuse(request, refusal).await;
-        };
-        match control.authenticate_token(token).await {
-            Ok(identity) => {
-                request.extensions_mut().insert(identity);
-            }
-            Err(e) => return refuse(request, e).await,
+    let header = request.headers().get(header::AUTHORIZATION);
+    let bearer = header.and_then(|value| value.to_str().ok()).and_then(auth::bearer);
+    if header.is_some() && bearer.is_none() {
+        let refusal = Error::Unauthenticated("The Authorization header must be 'Bearer <token>'.".into());
+        return refuse(request, refusal).await;
+    }
+    // Without a bearer token, a logged-in console page calling `/v1` itself (the package upload)
+    // sends its session cookie. The cookie is SameSite=Strict and `http/browser.rs` refuses
+    // cross-site state changes, so no other site can make use of it.
+    match identify(&control, bearer, request.headers()).await {
+        Some(Ok(identity)) => {
+            request.extensions_mut().insert(identity);
         }
-    } else if let Some(session) = crate::console::session_secret(request.headers()) {
-        // A logged-in console page calling `/v1` itself (the package upload). The cookie is
-        // SameSite=Strict and `http/browser.rs` refuses cross-site state changes, so no other
-        // site can make use of it.
-        match control.session_identity(session).await {
-            Ok(identity) => {
-                request.extensions_mut().insert(identity);
-            }
-            Err(e) => return refuse(request, e).await,
-        }
+        Some(Err(e)) => return refuse(request, e).await,
+        None => {}
     }
     next.run(request).await
+}
+
+/// The identity a request's credentials name: its bearer token, else the console's session
+/// cookie; `None` when it carries neither. The one place that decides which credential counts,
+/// for the API and the console alike.
+pub async fn identify(
+    control: &Control,
+    bearer: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Option<crate::Result<Identity>> {
+    match (bearer, crate::console::session_secret(headers)) {
+        (Some(token), _) => Some(control.authenticate_token(token).await),
+        (None, Some(session)) => Some(control.session_identity(session).await),
+        (None, None) => None,
+    }
 }
 
 /// Checks the caller against the matched route's permission and project, then records

@@ -107,7 +107,7 @@ async fn login(endpoint: &str, token: Option<String>, quiet: bool) -> Result<(),
     }
     let me = Client::new(endpoint, "", Some(&token))?.get_v1("/tokens/self").await?;
     let file = client_token_file().ok_or_else(|| ClientError("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
-    write_private(&file, &token).map_err(|e| ClientError(format!("cannot write {}: {e}", file.display())))?;
+    crate::auth::write_token_file(&file, &token).map_err(|e| ClientError(format!("cannot write {}: {e}", file.display())))?;
     if !quiet {
         eprintln!(
             "Logged in as {} ({}) at {endpoint}; the token is kept in {}.",
@@ -182,12 +182,3 @@ fn list(value: &Value) -> String {
     value.as_array().map(|items| items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }
 
-fn write_private(path: &std::path::Path, token: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(format!("{token}\n").as_bytes())
-}

@@ -6,7 +6,7 @@
 //! database; revoking a token on this server drops it from the cache at once.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,8 @@ impl Control {
         let mut created = None;
         if self.store.count_tokens().await? == 0 {
             let secret = auth::new_token()?;
-            write_private(&file, &format!("{}\n", secret.token))?;
+            auth::write_token_file(&file, &secret.token)
+                .map_err(|e| Error::internal(format!("cannot write {}: {e}", file.display())))?;
             self.store
                 .insert_token(NewToken {
                     id: &secret.id,
@@ -456,20 +457,6 @@ fn etag_of(policy: &Policy) -> Result<String> {
 
 fn identity_of(record: &TokenRecord) -> Identity {
     Identity { token_id: record.id.clone(), name: record.name.clone(), role: record.role, projects: record.projects.clone() }
-}
-
-/// Writes `text` to a new file only its owner can read and write, through a temporary file so a
-/// reader never sees a half-written token.
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let fail = |e: std::io::Error| Error::internal(format!("cannot write {}: {e}", path.display()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(fail)?;
-    file.write_all(text.as_bytes()).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 #[cfg(test)]
