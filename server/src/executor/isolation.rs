@@ -17,6 +17,10 @@
 //!
 //! Without root, replicas run as the server's user and the isolation is only what the OS gives
 //! that user.
+//!
+//! Every failure here is an [`IsolationError`]: a file-system step on a path, a path refused
+//! because a replica could redirect it, or the replica users' set-up. Its text is written for the
+//! job's owner or the operator (it becomes a job's `errorMessage` or a start-up error).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,6 +29,160 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tokio::process::Command;
+
+/// Why isolating a job's replicas, or setting isolation up at start, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    /// A file-system step on `path` failed.
+    #[error("cannot {}: {source}", .action.on(.path))]
+    Io {
+        action: Action,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `path` is not one the server may use as root: a replica could have planted it or could
+    /// redirect it.
+    #[error("{}", .reason.explain(.path))]
+    Refused { path: PathBuf, reason: Refusal },
+    /// The replica users could not be set up.
+    #[error(transparent)]
+    Users(#[from] ReplicaUsersError),
+}
+
+impl IsolationError {
+    /// An [`IsolationError::Io`] of `action` on `path`.
+    fn io(action: Action, path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io { action, path: path.to_path_buf(), source }
+    }
+
+    fn refused(path: &Path, reason: Refusal) -> Self {
+        Self::Refused { path: path.to_path_buf(), reason }
+    }
+}
+
+/// The file-system step an [`IsolationError::Io`] failed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    /// Canonicalizing the data dir (its path is not shown: the operator named it).
+    ReadDataDir,
+    Create,
+    CreateJobDir,
+    Write,
+    SetMode,
+    /// Making a database file readable by root only.
+    MakePrivate,
+    /// Adding search permission for others.
+    LetReplicasReach,
+    /// Giving a folder or tree to a replica's uid ([`hand_over`], [`hand_over_tree`]).
+    GiveToReplicaUser,
+    /// Making a replica-written tree root's and read-only ([`seal`]).
+    Seal,
+}
+
+impl Action {
+    /// What the server could not do, naming `path`: the text after "cannot ".
+    fn on(self, path: &Path) -> String {
+        let path = path.display();
+        match self {
+            Self::Read => format!("read {path}"),
+            Self::ReadDataDir => "read the data dir".to_owned(),
+            Self::Create => format!("create {path}"),
+            Self::CreateJobDir => format!("create the job dir {path}"),
+            Self::Write => format!("write {path}"),
+            Self::SetMode => format!("set the mode of {path}"),
+            Self::MakePrivate => format!("make {path} private"),
+            Self::LetReplicasReach => format!("let replicas reach {path}"),
+            Self::GiveToReplicaUser => format!("give {path} to the replica user"),
+            Self::Seal => format!("seal {path}"),
+        }
+    }
+}
+
+/// Why a path was refused ([`IsolationError::Refused`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A folder to hand over is something else (a file, a symlink).
+    NotAFolder,
+    /// A server folder is not a real folder owned by root.
+    NotRootsFolder,
+    /// The job dir is the data dir, directly in it, or inside its `storage/` folder.
+    JobDirInDataDir {
+        data_dir: PathBuf,
+    },
+    JobDirNotAFolder,
+    /// A folder on the way to the job dir became a symlink after the path was checked.
+    JobDirThroughSymlink,
+    /// The job dir would be created in `folder`, which is not root's or which others may write.
+    JobDirInOpenFolder {
+        folder: PathBuf,
+    },
+    OutputThroughSymlink,
+    OutputNotAFolder,
+    /// The output path lies in `folder`, which is not root's or which others may write.
+    OutputInOpenFolder {
+        folder: PathBuf,
+    },
+}
+
+impl Refusal {
+    /// The refusal of `path`, with what to do instead where there is something.
+    fn explain(&self, path: &Path) -> String {
+        let shown = path.display();
+        match self {
+            Self::NotAFolder => format!("{shown} is not a folder"),
+            Self::NotRootsFolder => {
+                format!("{shown} is not a folder of root's; remove it and submit the job again")
+            }
+            Self::JobDirInDataDir { data_dir } => format!(
+                "the job dir {shown} must not be the data dir, directly in it, or inside its storage/ folder: use a subfolder such as {}/outputs/<job>",
+                data_dir.display()
+            ),
+            Self::JobDirNotAFolder => format!("the job dir {shown} exists and is not a folder"),
+            Self::JobDirThroughSymlink => {
+                format!("the job dir {shown} is reached through a symlink that changed since it was checked")
+            }
+            Self::JobDirInOpenFolder { folder } => format!(
+                "the job dir {shown} would be created in {}, which is not root's alone (another job's folder?); choose a job dir elsewhere",
+                folder.display()
+            ),
+            Self::OutputThroughSymlink => format!(
+                "the output path {shown} is reached through a symlink; name the folder it leads to, outside any job dir"
+            ),
+            Self::OutputNotAFolder => format!("the output path {shown} is not a folder"),
+            Self::OutputInOpenFolder { folder } => format!(
+                "the output path {shown} must lie in folders only root may change while the server runs as root, and {} is not (a job dir?); choose an output path elsewhere",
+                folder.display()
+            ),
+        }
+    }
+}
+
+/// Why the replica users (the `replica_user` account and the uids above `replica_uid_base`)
+/// could not be set up or numbered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaUsersError {
+    #[error("replica_user '{user}' is not a user name")]
+    NotAUserName { user: String },
+    #[error("replica_user '{user}' is root or in root's group; name an unprivileged user")]
+    Privileged { user: String },
+    #[error("replica_uid_base {base} is a system uid; use one above 65535")]
+    SystemUidBase { base: u32 },
+    /// `useradd` could not be started.
+    #[error("cannot run useradd to create the replica user '{user}': {source}; create an unprivileged user and name it in replica_user")]
+    Useradd {
+        user: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `useradd` ran but the user still does not exist; `useradd` is what it wrote to stderr.
+    #[error("cannot create the replica user '{user}' (useradd: {useradd}); create an unprivileged user and name it in replica_user")]
+    NotCreated { user: String, useradd: String },
+    /// Every uid from `replica_uid_base + 1` up to `u32::MAX - 1` is taken.
+    #[error("no replica uid left above replica_uid_base {base}")]
+    UidsExhausted { base: u32 },
+}
 
 /// The uid and gid one project's replicas run as.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,9 +209,9 @@ impl Identity {
 
     /// Creates `home` and `home/tmp` (if missing) for [`Identity::apply`], owned by this identity;
     /// `tmp` first, so that `home` is still root's while root works in it.
-    pub fn make_home(&self, home: &Path) -> Result<(), String> {
+    pub fn make_home(&self, home: &Path) -> Result<(), IsolationError> {
         let tmp = home.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        std::fs::create_dir_all(&tmp).map_err(IsolationError::io(Action::Create, &tmp))?;
         hand_over(&tmp, self)?;
         hand_over(home, self)
     }
@@ -87,22 +245,20 @@ impl Isolation {
     /// search (not list) the data dir and the storage root so replicas reach their folders, makes
     /// the database files readable by root only, and makes the runtime Python reachable for
     /// replicas. Not root: nothing to do.
-    pub async fn set_up(config: &crate::config::Config) -> Result<Self, String> {
+    pub async fn set_up(config: &crate::config::Config) -> Result<Self, IsolationError> {
         if !running_as_root() {
             tracing::info!("the server does not run as root: replicas run as its user, isolated only as far as the OS isolates that user");
             return Ok(Self::off());
         }
         let (uid, gid) = ensure_user(&config.replica_user).await?;
         if uid == 0 || gid == 0 {
-            return Err(format!(
-                "replica_user '{}' is root or in root's group; name an unprivileged user",
-                config.replica_user
-            ));
+            return Err(ReplicaUsersError::Privileged { user: config.replica_user.clone() }.into());
         }
         if config.replica_uid_base < 1000 {
-            return Err(format!("replica_uid_base {} is a system uid; use one above 65535", config.replica_uid_base));
+            return Err(ReplicaUsersError::SystemUidBase { base: config.replica_uid_base }.into());
         }
-        let data_dir = config.data_dir.canonicalize().map_err(|e| format!("cannot read the data dir: {e}"))?;
+        let data_dir =
+            config.data_dir.canonicalize().map_err(IsolationError::io(Action::ReadDataDir, &config.data_dir))?;
         reach(&data_dir, "so replicas can reach their folders in the data dir");
         grant_search(&config.storage_root())?;
         let db = config.database_path();
@@ -110,7 +266,7 @@ impl Isolation {
             let file = PathBuf::from(format!("{}{suffix}", db.display()));
             if file.exists() {
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| format!("cannot make {} private: {e}", file.display()))?;
+                    .map_err(IsolationError::io(Action::MakePrivate, &file))?;
             }
         }
         let registry = config.storage_root().join("replica-ids");
@@ -140,7 +296,7 @@ impl Isolation {
 
     /// The identity `project`'s replicas run as (numbered at its first job), or `None` when
     /// isolation is off.
-    pub fn identity(&self, project: &str) -> Result<Option<Identity>, String> {
+    pub fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
         let Some(users) = &self.users else { return Ok(None) };
         let mut ids = users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = match ids.get(project) {
@@ -160,7 +316,7 @@ impl Isolation {
             .base
             .checked_add(n)
             .filter(|uid| *uid < u32::MAX)
-            .ok_or_else(|| format!("no replica uid left above replica_uid_base {}", users.base))?;
+            .ok_or(ReplicaUsersError::UidsExhausted { base: users.base })?;
         Ok(Some(Identity { uid, gid: users.gid, name: format!("{}-{n}", users.name) }))
     }
 }
@@ -181,9 +337,9 @@ pub fn running_as_root() -> bool {
 /// does not exist. Creating it here, rather than asking the operator first, keeps a root start
 /// (CI, a container) working with nothing set up by hand; a second server racing to create it
 /// finds it on the second look.
-async fn ensure_user(user: &str) -> Result<(u32, u32), String> {
+async fn ensure_user(user: &str) -> Result<(u32, u32), ReplicaUsersError> {
     if user.is_empty() || user.starts_with('-') || user.contains(char::is_whitespace) {
-        return Err(format!("replica_user '{user}' is not a user name"));
+        return Err(ReplicaUsersError::NotAUserName { user: user.to_owned() });
     }
     if let Some(ids) = lookup(user).await {
         return Ok(ids);
@@ -196,17 +352,17 @@ async fn ensure_user(user: &str) -> Result<(u32, u32), String> {
         .args(["--system", "--no-create-home", "--shell", shell, user])
         .output()
         .await
-        .map_err(|e| format!("cannot run useradd to create the replica user '{user}': {e}; create an unprivileged user and name it in replica_user"))?;
+        .map_err(|source| ReplicaUsersError::Useradd { user: user.to_owned(), source })?;
     if let Some(ids) = lookup(user).await {
         if created.status.success() {
             tracing::info!(replica_user = user, uid = ids.0, gid = ids.1, "created the replica user");
         }
         return Ok(ids);
     }
-    Err(format!(
-        "cannot create the replica user '{user}' (useradd: {}); create an unprivileged user and name it in replica_user",
-        String::from_utf8_lossy(&created.stderr).trim()
-    ))
+    Err(ReplicaUsersError::NotCreated {
+        user: user.to_owned(),
+        useradd: String::from_utf8_lossy(&created.stderr).trim().to_owned(),
+    })
 }
 
 /// `id -u` and `id -g` of `user`, through the system's user database.
@@ -241,25 +397,30 @@ fn read_ids(registry: &Path) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn write_ids(registry: &Path, ids: &BTreeMap<String, u32>) -> Result<(), String> {
+fn write_ids(registry: &Path, ids: &BTreeMap<String, u32>) -> Result<(), IsolationError> {
     let text: String = ids.iter().map(|(project, n)| format!("{n} {project}\n")).collect();
     let staging = registry.with_extension("tmp");
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", registry.display());
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging).map_err(fail)?;
-    file.write_all(text.as_bytes()).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&staging, registry).map_err(fail)
+    let fail = || IsolationError::io(Action::Write, registry);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)
+        .map_err(fail())?;
+    file.write_all(text.as_bytes()).map_err(fail())?;
+    file.sync_all().map_err(fail())?;
+    std::fs::rename(&staging, registry).map_err(fail())
 }
 
 /// Adds search permission for others to `dir` (never read: they can reach a path they know, not
 /// list the folder).
-fn grant_search(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+fn grant_search(dir: &Path) -> Result<(), IsolationError> {
+    let meta = std::fs::metadata(dir).map_err(IsolationError::io(Action::Read, dir))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o001 == 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001))
-            .map_err(|e| format!("cannot let replicas reach {}: {e}", dir.display()))?;
+            .map_err(IsolationError::io(Action::LetReplicasReach, dir))?;
     }
     Ok(())
 }
@@ -321,28 +482,28 @@ async fn reach_python(python: &Path, probe: &Identity) {
 }
 
 /// Gives the freshly created folder `dir` (root's, not a symlink) to `id`, mode 0700.
-pub fn hand_over(dir: &Path, id: &Identity) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("cannot give {} to the replica user: {e}", dir.display());
-    let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
+pub fn hand_over(dir: &Path, id: &Identity) -> Result<(), IsolationError> {
+    let fail = || IsolationError::io(Action::GiveToReplicaUser, dir);
+    let meta = std::fs::symlink_metadata(dir).map_err(fail())?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a folder", dir.display()));
+        return Err(IsolationError::refused(dir, Refusal::NotAFolder));
     }
-    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(fail)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(fail())?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail())
 }
 
 /// Gives a tree root created (the folder pip builds in, with its `HOME`) to `id`, children
 /// before their folder: while a folder is still root's, nothing in it can be swapped, so no path
 /// followed here leads out of the tree.
-pub fn hand_over_tree(dir: &Path, id: &Identity) -> Result<(), String> {
-    let fail = |path: &Path, e: std::io::Error| format!("cannot give {} to the replica user: {e}", path.display());
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(dir, e))?;
+pub fn hand_over_tree(dir: &Path, id: &Identity) -> Result<(), IsolationError> {
+    let fail = || IsolationError::io(Action::GiveToReplicaUser, dir);
+    let meta = std::fs::symlink_metadata(dir).map_err(fail())?;
     if meta.is_dir() {
-        for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-            hand_over_tree(&entry.map_err(|e| fail(dir, e))?.path(), id)?;
+        for entry in std::fs::read_dir(dir).map_err(fail())? {
+            hand_over_tree(&entry.map_err(fail())?.path(), id)?;
         }
     }
-    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(|e| fail(dir, e))
+    std::os::unix::fs::lchown(dir, Some(id.uid), Some(id.gid)).map_err(fail())
 }
 
 /// Makes a tree a replica wrote (an installed package environment) root's and read-only for
@@ -351,18 +512,18 @@ pub fn hand_over_tree(dir: &Path, id: &Identity) -> Result<(), String> {
 /// becomes root's before its entries are visited, so a replica still running cannot swap them for
 /// symlinks; symlinks themselves are left as they are (they cannot be changed once their folder
 /// is root's).
-pub fn seal(dir: &Path) -> Result<(), String> {
-    let fail = |path: &Path, e: std::io::Error| format!("cannot seal {}: {e}", path.display());
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| fail(dir, e))?;
+pub fn seal(dir: &Path) -> Result<(), IsolationError> {
+    let fail = || IsolationError::io(Action::Seal, dir);
+    let meta = std::fs::symlink_metadata(dir).map_err(fail())?;
     if meta.file_type().is_symlink() {
         return Ok(());
     }
-    std::os::unix::fs::lchown(dir, Some(0), Some(0)).map_err(|e| fail(dir, e))?;
+    std::os::unix::fs::lchown(dir, Some(0), Some(0)).map_err(fail())?;
     let mode = if meta.is_dir() || meta.mode() & 0o100 != 0 { 0o755 } else { 0o644 };
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(fail())?;
     if meta.is_dir() {
-        for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-            seal(&entry.map_err(|e| fail(dir, e))?.path())?;
+        for entry in std::fs::read_dir(dir).map_err(fail())? {
+            seal(&entry.map_err(fail())?.path())?;
         }
     }
     Ok(())
@@ -370,26 +531,26 @@ pub fn seal(dir: &Path) -> Result<(), String> {
 
 /// Makes the server's folder `dir` searchable but not listable by others (0711), after checking
 /// that it is a real folder and root's, so no replica planted it.
-pub fn server_folder(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+pub fn server_folder(dir: &Path) -> Result<(), IsolationError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(IsolationError::io(Action::Read, dir))?;
     if !meta.is_dir() || meta.uid() != 0 {
-        return Err(format!("{} is not a folder of root's; remove it and submit the job again", dir.display()));
+        return Err(IsolationError::refused(dir, Refusal::NotRootsFolder));
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+        .map_err(IsolationError::io(Action::SetMode, dir))
 }
 
 /// Creates the server-written file `path` (if missing) readable by root only.
-pub fn private_file(path: &Path) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
+pub fn private_file(path: &Path) -> Result<(), IsolationError> {
+    let fail = || IsolationError::io(Action::Create, path);
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
-        .map_err(fail)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)
+        .map_err(fail())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail())
 }
 
 /// Creates a job dir for `id`'s replicas. Anneal gives the job dir to the replica's uid only when
@@ -398,39 +559,33 @@ pub fn private_file(path: &Path) -> Result<(), String> {
 /// data dir a job dir must lie in a subfolder, outside `storage/`, where the server's own folders
 /// are made later (another project's packages, uploads, models). An existing job dir is left as
 /// it is: the replica can write it only if it already may (a job of the same project made it).
-pub fn make_job_dir(job_dir: &Path, storage_root: &Path, id: &Identity) -> Result<(), String> {
-    let shown = job_dir.display();
-    let storage = storage_root.canonicalize().map_err(|e| format!("cannot read {}: {e}", storage_root.display()))?;
+pub fn make_job_dir(job_dir: &Path, storage_root: &Path, id: &Identity) -> Result<(), IsolationError> {
+    let refused = |reason| Err(IsolationError::refused(job_dir, reason));
+    let storage = storage_root.canonicalize().map_err(IsolationError::io(Action::Read, storage_root))?;
     let data_dir = storage.parent().unwrap_or(Path::new("/"));
     if job_dir.starts_with(&storage) || job_dir == data_dir || job_dir.parent() == Some(data_dir) {
-        return Err(format!(
-            "the job dir {shown} must not be the data dir, directly in it, or inside its storage/ folder: use a subfolder such as {}/outputs/<job>",
-            data_dir.display()
-        ));
+        return refused(Refusal::JobDirInDataDir { data_dir: data_dir.to_path_buf() });
     }
     if let Ok(meta) = std::fs::symlink_metadata(job_dir) {
-        return if meta.is_dir() { Ok(()) } else { Err(format!("the job dir {shown} exists and is not a folder")) };
+        return if meta.is_dir() { Ok(()) } else { refused(Refusal::JobDirNotAFolder) };
     }
     let existing = job_dir.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
     if existing.canonicalize().ok().as_deref() != Some(existing) {
-        return Err(format!("the job dir {shown} is reached through a symlink that changed since it was checked"));
+        return refused(Refusal::JobDirThroughSymlink);
     }
     if let Some(folder) = not_root_only(existing)? {
-        return Err(format!(
-            "the job dir {shown} would be created in {}, which is not root's alone (another job's folder?); choose a job dir elsewhere",
-            folder.display()
-        ));
+        return refused(Refusal::JobDirInOpenFolder { folder: folder.to_path_buf() });
     }
-    std::fs::create_dir_all(job_dir).map_err(|e| format!("cannot create the job dir {shown}: {e}"))?;
+    std::fs::create_dir_all(job_dir).map_err(IsolationError::io(Action::CreateJobDir, job_dir))?;
     hand_over(job_dir, id)
 }
 
 /// The first of `folder` and the folders above it that is not root's or that others may write
 /// (a sticky folder such as `/tmp` excepted), or `None` when there is none: then no replica can
 /// change what `folder` leads to.
-fn not_root_only(folder: &Path) -> Result<Option<&Path>, String> {
+fn not_root_only(folder: &Path) -> Result<Option<&Path>, IsolationError> {
     for folder in folder.ancestors() {
-        let meta = std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+        let meta = std::fs::metadata(folder).map_err(IsolationError::io(Action::Read, folder))?;
         let writable_by_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
         if meta.uid() != 0 || writable_by_others {
             return Ok(Some(folder));
@@ -444,22 +599,17 @@ fn not_root_only(folder: &Path) -> Result<Option<&Path>, String> {
 /// in one, reached through no symlink, with every folder above it root's and closed to others'
 /// writes as [`make_job_dir`] requires. So no replica can plant a symlink that redirects root's
 /// writes (a job dir is the replica's, so an output folder may not lie in one).
-pub fn check_output_folder(dir: &Path) -> Result<(), String> {
-    let shown = dir.display();
+pub fn check_output_folder(dir: &Path) -> Result<(), IsolationError> {
+    let refused = |reason| Err(IsolationError::refused(dir, reason));
     let existing = dir.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
     if existing.canonicalize().ok().as_deref() != Some(existing) {
-        return Err(format!(
-            "the output path {shown} is reached through a symlink; name the folder it leads to, outside any job dir"
-        ));
+        return refused(Refusal::OutputThroughSymlink);
     }
     if !existing.is_dir() {
-        return Err(format!("the output path {shown} is not a folder"));
+        return refused(Refusal::OutputNotAFolder);
     }
     match not_root_only(existing)? {
-        Some(folder) => Err(format!(
-            "the output path {shown} must lie in folders only root may change while the server runs as root, and {} is not (a job dir?); choose an output path elsewhere",
-            folder.display()
-        )),
+        Some(folder) => refused(Refusal::OutputInOpenFolder { folder: folder.to_path_buf() }),
         None => Ok(()),
     }
 }
