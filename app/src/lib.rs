@@ -9,6 +9,7 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod jobs;
 #[cfg(feature = "ssr")]
 pub mod backend;
 mod components;

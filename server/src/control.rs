@@ -12,18 +12,19 @@ mod operations;
 pub mod paging;
 mod predict;
 mod projects;
-pub mod tuning;
+mod scheduler;
+mod tuning;
 mod uploads;
 mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use batch::{expand_inputs, prediction_spec, resolve_model_dir, ModelSource, PredictionInput, PredictionSpec};
+pub use batch::{prediction_plan, resolve_model_dir, ModelUnavailable};
 pub use filter::Filter;
 pub use health::{Check, Readiness};
 pub use limits::Limits;
-pub use jobs::{parse_duration, training_spec, JobLogs, JobPage, Replicas, Scheduling, TrainingInput, TrainingSpec};
+pub use jobs::{training_plan, JobLogs, JobPage};
 pub use models::ModelPage;
 pub use operations::OperationPage;
 pub use paging::PageRequest;
@@ -31,7 +32,7 @@ pub use predict::{PredictFailure, PredictTarget};
 pub use projects::ProjectConfig;
 pub use versions::{Update, VersionPage, PYTORCH};
 
-use crate::executor::Executor;
+use crate::jobs::JobExecutor;
 use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
@@ -46,7 +47,9 @@ pub struct Control {
     data_dir: PathBuf,
     host: ModelHost,
     tasks: Tasks,
-    executor: Executor,
+    executor: Arc<dyn JobExecutor>,
+    /// Wakes the job scheduler (`control::scheduler`).
+    scheduler: Arc<tokio::sync::Notify>,
     growth: limits::Growth,
     auth: Arc<auth::AuthState>,
 }
@@ -59,7 +62,8 @@ pub struct Parts {
     pub data_dir: PathBuf,
     pub host: ModelHost,
     pub tasks: Tasks,
-    pub executor: Executor,
+    /// The backend that runs jobs.
+    pub executor: Arc<dyn JobExecutor>,
     /// The configured limits on growth (uploads, log followers).
     pub limits: Limits,
     /// Whether callers must authenticate (false only with `--no-auth` on loopback).
@@ -72,7 +76,8 @@ impl Control {
         let Parts { store, storage, accelerators, data_dir, host, tasks, executor, limits, auth_enabled } = parts;
         let auth = Arc::new(auth::AuthState::new(auth_enabled));
         let growth = limits::Growth::new(limits);
-        Self { store, storage, accelerators, data_dir, host, tasks, executor, growth, auth }
+        let scheduler = Arc::default();
+        Self { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, growth, auth }
     }
 
     /// Cancelled when the server begins to shut down (for long-lived responses).

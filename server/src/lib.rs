@@ -16,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod executor;
 pub mod http;
+pub mod jobs;
 pub mod local;
 pub mod names;
 pub mod server;

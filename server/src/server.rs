@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::console::Console;
 use crate::control::{Control, Parts};
-use crate::executor::{Executor, ExecutorConfig};
+use crate::executor::{ExecutorConfig, LocalExecutor, EVENT_BUFFER};
 use crate::serving::{Accelerators, ModelHost};
 use crate::storage::LocalStorage;
 use crate::store::Store;
@@ -62,7 +62,7 @@ impl Server {
         prepare_data_dir(&config.data_dir)?;
         let store = Store::open(&config.database_path()).await?;
         let storage = LocalStorage::open_with_roots(&config.storage_root(), &config.storage_roots)
-            .map_err(StartError::Storage)?;
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         // As root, replicas run as unprivileged users of their own (see executor::Isolation).
         let isolation = crate::executor::Isolation::set_up(&config)
             .await
@@ -90,8 +90,8 @@ impl Server {
 
         let tasks = Tasks::new();
         let host = ModelHost::new(config.serving_options());
-        let executor = Executor::new(
-            store.clone(),
+        let (events, executor_events) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        let executor = LocalExecutor::new(
             storage.clone(),
             ExecutorConfig {
                 python: config.runtime_python(),
@@ -102,6 +102,7 @@ impl Server {
                 isolation: std::sync::Arc::new(isolation),
             },
             tasks.clone(),
+            events,
         );
         let control = Control::new(Parts {
             store: store.clone(),
@@ -110,7 +111,7 @@ impl Server {
             data_dir: config.data_dir.clone(),
             host: host.clone(),
             tasks: tasks.clone(),
-            executor: executor.clone(),
+            executor: std::sync::Arc::new(executor),
             limits: config.limits(),
             auth_enabled: config.auth,
         });
@@ -124,7 +125,10 @@ impl Server {
                 "authentication is OFF (--no-auth): every caller on this machine is an admin"
             );
         }
-        executor.start().await.map_err(|e| StartError::Storage(format!("cannot start the training executor: {e}")))?;
+        control
+            .start_jobs(executor_events)
+            .await
+            .map_err(|e| StartError::Storage(format!("cannot start the job scheduler: {e}")))?;
         // Recovery finishes before the listener serves; reloading models runs in the background
         // so the server answers (health, API) at once. A prediction for a version not loaded yet
         // says so.

@@ -1,76 +1,18 @@
-//! Batch prediction jobs (`predictionInput`): validate and queue them; resolve their model and
-//! input files when they run. The executor runs them; `serving::batch` does the work.
+//! Batch prediction jobs (`predictionInput`): check them into a plan and queue them; resolve
+//! their model's files when they start. The executor runs them; `serving::batch` does the work.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use super::jobs::int64_text;
 use super::Control;
 use crate::error::{Error, Result};
+use crate::jobs::plan::{InputPattern, ModelSource};
+use crate::jobs::wire::PredictionInput;
+use crate::jobs::{JobPlan, Needs, PredictionPlan, Work};
 use crate::names::{JobName, ModelName, ProjectId, VersionName};
 use crate::serving::batch::InputFormat;
 use crate::storage::LocalStorage;
-use crate::store::{JobKind, JobRecord, NewJob, Store, VersionState};
-
-/// The PredictionInput fields Anneal acts on; every other field (region, runtimeVersion,
-/// accelerator, ...) is kept and echoed as given.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PredictionInput {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_format: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_data_format: Option<String>,
-    #[serde(default)]
-    pub input_paths: Vec<String>,
-    #[serde(default)]
-    pub output_path: String,
-    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
-    pub max_worker_count: Option<i64>,
-    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature_name: Option<String>,
-    #[serde(flatten)]
-    pub recorded: serde_json::Map<String, Value>,
-}
-
-/// Which model a batch job runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ModelSource {
-    /// A model's default version at the time the job runs.
-    Model(ModelName),
-    Version(VersionName),
-    /// A model directory that is not deployed.
-    Dir(PathBuf),
-}
-
-/// One entry of `inputPaths`: a folder and a file name that may hold `*` wildcards.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InputPattern {
-    pub dir: PathBuf,
-    pub file: String,
-}
-
-/// What the executor needs to run a validated batch prediction job.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PredictionSpec {
-    pub model: ModelSource,
-    pub format: InputFormat,
-    pub inputs: Vec<InputPattern>,
-    pub output: PathBuf,
-    pub max_workers: usize,
-    pub batch_size: usize,
-}
+use crate::store::{JobInput, JobRecord, NewJob, Store, VersionState};
 
 /// `maxWorkerCount` when not given, as in ML Engine.
 const DEFAULT_MAX_WORKERS: i64 = 10;
@@ -78,8 +20,8 @@ const DEFAULT_MAX_WORKERS: i64 = 10;
 const DEFAULT_BATCH_SIZE: i64 = 64;
 
 impl Control {
-    /// Validates a batch prediction job (its model or version must exist) and queues it. It runs
-    /// on `min(maxWorkerCount, training_slots)` worker threads, holding that many slots.
+    /// Checks a batch prediction job into its plan (its model or version must exist) and queues
+    /// it. It runs on `min(maxWorkerCount, training_slots)` worker threads, holding that many slots.
     pub async fn create_prediction_job(
         &self,
         name: &JobName,
@@ -87,57 +29,64 @@ impl Control {
         input: PredictionInput,
     ) -> Result<JobRecord> {
         super::limits::check_labels("job.labels", &labels)?;
-        let spec = prediction_spec(&self.storage, &name.project, &input, self.executor.isolated())?;
-        match &spec.model {
-            ModelSource::Model(model) => {
-                let record = self.get_model(model).await?;
+        let plan = self.plan_prediction(name, &input).await?;
+        let new = NewJob { labels, input: JobInput::Prediction(input), plan, priority: 0 };
+        let job = self.store.insert_job(name, &new).await?;
+        self.wake_scheduler();
+        Ok(job)
+    }
+
+    /// The plan of a batch job of `name`'s project, with the room it holds on this executor.
+    pub(super) async fn plan_prediction(&self, name: &JobName, input: &PredictionInput) -> Result<JobPlan> {
+        let capacity = self.executor.capacity();
+        let mut plan = prediction_plan(&self.storage, &name.project, input, capacity.isolated)?;
+        match &plan.model {
+            ModelSource::Model { model } => {
+                let model = ModelName::new("job.predictionInput.modelName", name.project.as_str(), model)?;
+                let record = self.get_model(&model).await?;
                 if record.default_version.is_none() {
                     return Err(Error::FailedPrecondition(format!(
                         "Model {model} has no default version; create a version first or name one in versionName."
                     )));
                 }
             }
-            ModelSource::Version(version) => {
-                self.get_version(version).await?;
+            ModelSource::Version { model, version } => {
+                let field = "job.predictionInput.versionName";
+                self.get_version(&VersionName::new(field, name.project.as_str(), model, version)?).await?;
             }
-            ModelSource::Dir(_) => {}
+            ModelSource::Dir { .. } => {}
         }
-        let workers = spec.max_workers.min(self.executor.slots()).max(1);
-        let new = NewJob {
-            kind: JobKind::Prediction,
-            labels,
-            input: serde_json::to_value(&input).map_err(Error::internal)?,
-            priority: 0,
-            replicas: workers as i64,
-            gpus: 0,
-        };
-        let job = self.store.insert_job(name, &new).await?;
-        self.executor.wake();
-        Ok(job)
+        plan.workers = plan.workers.min(capacity.slots).max(1);
+        Ok(JobPlan::new(Needs { slots: plan.workers, gpus: 0 }, None, Work::Prediction(plan)))
     }
 }
 
-/// Checks a PredictionInput and resolves what the executor needs from it (URIs confined to what
+/// Checks a PredictionInput and resolves it into the plan the executor runs (URIs confined to what
 /// `project` may name in the storage roots; models and versions of `project` only). `project` is
 /// the job's, also for a bare model or version id. `isolated`: the server runs as root, so the
 /// output folder must be one no replica can redirect ([`crate::executor::check_output_folder`]).
-pub fn prediction_spec(
+pub fn prediction_plan(
     storage: &LocalStorage,
     project: &ProjectId,
     input: &PredictionInput,
     isolated: bool,
-) -> Result<PredictionSpec> {
+) -> Result<PredictionPlan> {
     let field = |f: &str| format!("job.predictionInput.{f}");
     let model = match (&input.model_name, &input.version_name, &input.uri) {
-        (Some(model), None, None) => ModelSource::Model(model_name(&field("modelName"), project, model)?),
-        (None, Some(version), None) => ModelSource::Version(version_name(&field("versionName"), project, version)?),
+        (Some(model), None, None) => {
+            ModelSource::Model { model: model_name(&field("modelName"), project, model)?.model }
+        }
+        (None, Some(version), None) => {
+            let name = version_name(&field("versionName"), project, version)?;
+            ModelSource::Version { model: name.model.model, version: name.version }
+        }
         (None, None, Some(uri)) => {
             let dir = storage.resolve_uri(project, &field("uri"), uri)?;
             // The files loaded from it, which may be symlinks, must be ones the project may name.
             for file in [crate::serving::MODEL_FILE, crate::serving::SIGNATURE_FILE] {
                 storage.resolve_if_exists(project, &field("uri"), &dir.join(file).display().to_string())?;
             }
-            ModelSource::Dir(dir)
+            ModelSource::Dir { dir }
         }
         _ => {
             return Err(Error::invalid(
@@ -186,7 +135,7 @@ pub fn prediction_spec(
         // Root writes the predictions: the folder, as the user named it, must be one no replica
         // can change (not inside a job dir), or a planted symlink would redirect root's writes.
         let given = crate::storage::local_path(&field("outputPath"), &input.output_path)?;
-        crate::executor::check_output_folder(given).map_err(|e| Error::invalid(field("outputPath"), e))?;
+        crate::executor::check_output_folder(given).map_err(|e| Error::invalid(field("outputPath"), e.to_string()))?;
     }
     use super::limits::{count_in, MAX_BATCH_SIZE, MAX_PREDICTION_WORKERS};
     let max_workers = input.max_worker_count.unwrap_or(DEFAULT_MAX_WORKERS);
@@ -196,12 +145,13 @@ pub fn prediction_spec(
     if !matches!(input.signature_name.as_deref(), None | Some("" | "serving_default")) {
         return Err(Error::invalid(field("signatureName"), "A TorchScript model has one signature, serving_default."));
     }
-    Ok(PredictionSpec {
+    Ok(PredictionPlan {
         model,
         format,
         inputs,
         output,
-        max_workers: max_workers as usize,
+        output_path: input.output_path.clone(),
+        workers: max_workers as usize,
         batch_size: batch_size as usize,
     })
 }
@@ -262,96 +212,46 @@ fn input_pattern(storage: &LocalStorage, project: &ProjectId, field: &str, uri: 
     Ok(InputPattern { dir, file: file.to_owned() })
 }
 
-/// The input files of a job of `project`, in order: each pattern's matches sorted by name, each
-/// resolved (symlinks followed) to a file the project may name; a named file it may not name is
-/// refused as outside the roots, a match of a wildcard is skipped. Blocks.
-pub fn expand_inputs(
-    storage: &LocalStorage,
-    project: &ProjectId,
-    patterns: &[InputPattern],
-) -> std::result::Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    for pattern in patterns {
-        if !pattern.file.contains('*') {
-            let path = pattern.dir.join(&pattern.file);
-            let shown = path.display().to_string();
-            match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
-                Ok(Some(file)) if file.is_file() => files.push(file),
-                Ok(_) => return Err(format!("The input file {shown} does not exist.")),
-                Err(e) => return Err(e.to_string()),
-            }
-            continue;
-        }
-        let entries =
-            std::fs::read_dir(&pattern.dir).map_err(|e| format!("cannot list {}: {e}", pattern.dir.display()))?;
-        let mut matched: Vec<(PathBuf, PathBuf)> = entries
-            .flatten()
-            .filter(|e| glob_match(&pattern.file, &e.file_name().to_string_lossy()))
-            .filter_map(|e| Some((e.path(), e.path().canonicalize().ok()?)))
-            .filter(|(_, file)| file.is_file() && storage.permits(project, file))
-            .collect();
-        matched.sort();
-        files.extend(matched.into_iter().map(|(_, file)| file));
-    }
-    if files.is_empty() {
-        return Err("No input files match inputPaths.".into());
-    }
-    Ok(files)
-}
-
-/// Whether `name` matches `pattern`, where `*` matches any run of characters.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// The model directory a job's model source names right now: a READY version's files, or the
 /// undeployed directory.
-pub async fn resolve_model_dir(store: &Store, source: &ModelSource) -> std::result::Result<PathBuf, String> {
-    let version = match source {
-        ModelSource::Dir(dir) => return Ok(dir.clone()),
-        ModelSource::Version(version) => version.clone(),
-        ModelSource::Model(model) => {
-            let record = store.get_model(model).await.map_err(|e| e.to_string())?;
-            let record = record.ok_or_else(|| format!("Model {model} does not exist any more."))?;
-            let default = record.default_version.ok_or_else(|| format!("Model {model} has no default version."))?;
-            VersionName { model: model.clone(), version: default }
-        }
-    };
-    let record = store.get_version(&version).await.map_err(|e| e.to_string())?;
-    let record = record.ok_or_else(|| format!("Version {version} does not exist any more."))?;
-    if record.state != VersionState::Ready {
-        return Err(format!("Version {version} is {}, not READY.", record.state.as_str()));
-    }
-    record.artifact_dir.map(PathBuf::from).ok_or_else(|| format!("Version {version} has no model files."))
+/// Why a batch job's model cannot run now; the job fails with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelUnavailable {
+    #[error("Model {0} does not exist any more.")]
+    ModelGone(ModelName),
+    #[error("Model {0} has no default version.")]
+    NoDefault(ModelName),
+    #[error("Version {0} does not exist any more.")]
+    VersionGone(VersionName),
+    #[error("Version {0} is {1}, not READY.")]
+    NotReady(VersionName, &'static str),
+    #[error("Version {0} has no model files.")]
+    NoFiles(VersionName),
+    #[error(transparent)]
+    Store(#[from] Error),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn wildcards_match_runs_of_characters() {
-        assert!(glob_match("*.json", "a.json"));
-        assert!(glob_match("part-*", "part-00001"));
-        assert!(glob_match("in-*-of-*.txt", "in-1-of-2.txt"));
-        assert!(glob_match("exact.json", "exact.json"));
-        assert!(!glob_match("*.json", "a.csv"));
-        assert!(!glob_match("a*a", "a"));
-        assert!(!glob_match("exact.json", "exact.jsonl"));
+/// The model directory a job of `project` names right now: a READY version's files, or the
+/// undeployed directory.
+pub async fn resolve_model_dir(
+    store: &Store,
+    project: &ProjectId,
+    source: &ModelSource,
+) -> std::result::Result<PathBuf, ModelUnavailable> {
+    let field = "job.predictionInput.modelName";
+    let version = match source {
+        ModelSource::Dir { dir } => return Ok(dir.clone()),
+        ModelSource::Version { model, version } => VersionName::new(field, project.as_str(), model, version)?,
+        ModelSource::Model { model } => {
+            let model = ModelName::new(field, project.as_str(), model)?;
+            let record = store.get_model(&model).await?.ok_or_else(|| ModelUnavailable::ModelGone(model.clone()))?;
+            let default = record.default_version.ok_or_else(|| ModelUnavailable::NoDefault(model.clone()))?;
+            VersionName { model, version: default }
+        }
+    };
+    let record = store.get_version(&version).await?.ok_or_else(|| ModelUnavailable::VersionGone(version.clone()))?;
+    if record.state != VersionState::Ready {
+        return Err(ModelUnavailable::NotReady(version, record.state.as_str()));
     }
+    record.artifact_dir.map(PathBuf::from).ok_or(ModelUnavailable::NoFiles(version))
 }

@@ -1,112 +1,132 @@
-//! Training-job use cases: validate and queue a job, read, list, label, cancel. The executor runs
-//! what is queued.
+//! Training-job use cases: check a TrainingInput into a plan and queue the job, read, list,
+//! label, cancel. The scheduler (`control::scheduler`) starts what is queued on the executor.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::time::Duration;
 
 use super::filter::{labels, Filter};
 use super::limits::{self, at_most, check_labels, count_in};
 use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
-use crate::executor::LogCursor;
+use crate::executor::{LogCursor, LogLine, MetricPoint};
+use crate::jobs::plan::{Replicas, StudyPlan};
+use crate::jobs::study::{Study, DEFAULT_METRIC_TAG};
+use crate::jobs::wire::{HyperparameterSpec, ReplicaConfig, TrainingInput};
+use crate::jobs::{JobOutput, JobPlan, Needs, TrainingPlan, Work};
 use crate::names::{JobName, ProjectId};
 use crate::storage::LocalStorage;
-use crate::store::{JobKind, JobRecord, JobState, NewJob};
+use crate::store::{JobInput, JobRecord, JobState, NewJob};
 
-/// The TrainingInput fields Anneal acts on; every other field is kept and echoed as given.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TrainingInput {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scale_tier: Option<String>,
-    #[serde(default)]
-    pub package_uris: Vec<String>,
-    #[serde(default)]
-    pub python_module: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_dir: Option<String>,
-    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
-    pub worker_count: Option<i64>,
-    #[serde(default, with = "int64_text", skip_serializing_if = "Option::is_none")]
-    pub parameter_server_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduling: Option<Scheduling>,
-    /// region, runtimeVersion, pythonVersion, machine types, replica configs, ...: recorded.
-    #[serde(flatten)]
-    pub recorded: serde_json::Map<String, Value>,
+/// Lines of a job's log, where to read next, and whether the job had ended before they were read.
+pub struct JobLogs {
+    pub lines: Vec<LogLine>,
+    pub next: LogCursor,
+    pub job_ended: bool,
 }
 
-/// `Scheduling`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Scheduling {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_running_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_wait_time: Option<String>,
+/// A page of jobs.
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    pub next_page_token: Option<String>,
 }
 
-/// int64 fields: read as numbers or strings, written as strings.
-pub(super) mod int64_text {
-    use serde::{Deserializer, Serializer};
+impl Control {
+    /// Checks a training job into its plan and queues it.
+    pub async fn create_job(
+        &self,
+        name: &JobName,
+        labels: BTreeMap<String, String>,
+        input: TrainingInput,
+    ) -> Result<JobRecord> {
+        check_labels("job.labels", &labels)?;
+        let plan = self.plan_training(name, &input).await?;
+        let priority = input.scheduling.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let new = NewJob { labels, input: JobInput::Training(input), plan, priority };
+        let job = self.store.insert_job(name, &new).await?;
+        self.wake_scheduler();
+        Ok(job)
+    }
 
-    pub fn serialize<S: Serializer>(value: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(v) => serializer.serialize_str(&v.to_string()),
-            None => serializer.serialize_none(),
+    /// The plan of a training job of `name`'s project, with the room it holds on this executor.
+    pub(super) async fn plan_training(&self, name: &JobName, input: &TrainingInput) -> Result<JobPlan> {
+        let mut training = training_plan(&self.storage, &name.project, input)?;
+        let capacity = self.executor.capacity();
+        let per_run = training.replicas.count();
+        if per_run as usize > capacity.slots {
+            return Err(Error::invalid(
+                "job.trainingInput.scaleTier",
+                format!(
+                    "The job has {per_run} replicas; this host runs at most {} at once (training_slots).",
+                    capacity.slots
+                ),
+            ));
         }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-        crate::api::resources::int64(deserializer)
-    }
-}
-
-/// The replica pools of a job, and the GPU devices each replica of a pool needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Replicas {
-    pub workers: i64,
-    pub parameter_servers: i64,
-    pub master_gpus: i64,
-    pub worker_gpus: i64,
-    pub parameter_server_gpus: i64,
-}
-
-impl Replicas {
-    /// How many replicas the job runs, master included (computed, nothing allocated).
-    pub fn count(&self) -> i64 {
-        1 + self.workers.max(0) + self.parameter_servers.max(0)
-    }
-
-    /// Every replica, as (type, index), master first. The counts are bounded by
-    /// [`training_spec`] before this is called.
-    pub fn all(&self) -> Vec<(&'static str, i64)> {
-        let mut all = vec![("master", 0)];
-        all.extend((0..self.workers).map(|i| ("worker", i)));
-        all.extend((0..self.parameter_servers).map(|i| ("ps", i)));
-        all
-    }
-
-    /// GPU devices one replica of pool `kind` needs.
-    pub fn gpus_of(&self, kind: &str) -> i64 {
-        match kind {
-            "master" => self.master_gpus,
-            "worker" => self.worker_gpus,
-            _ => self.parameter_server_gpus,
+        let per_run_gpus = training.replicas.total_gpus().max(0) as usize;
+        // A tuning job holds room for its parallel trials (as many as fit on this host).
+        let parallel = match training.study.as_mut() {
+            Some(plan) => {
+                plan.previous_trials = self.previous_trials(name, &plan.study).await?;
+                let by_gpus = capacity.gpus.checked_div(per_run_gpus).unwrap_or(usize::MAX);
+                plan.parallel_trials =
+                    plan.study.max_parallel_trials.min(capacity.slots / per_run.max(1) as usize).min(by_gpus).max(1);
+                plan.parallel_trials
+            }
+            None => 1,
+        };
+        let needs = Needs { slots: per_run as usize * parallel, gpus: per_run_gpus * parallel };
+        if needs.gpus > capacity.gpus {
+            let field = if input.scale_tier.as_deref() == Some("BASIC_GPU") {
+                "job.trainingInput.scaleTier"
+            } else {
+                "job.trainingInput.masterConfig.acceleratorConfig.count"
+            };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "The job needs {} GPU devices at once; this host has {} (gpu_devices).",
+                    needs.gpus, capacity.gpus
+                ),
+            ));
         }
+        let max_wait_time = scheduling_duration(input, "maxWaitTime", |s| s.max_wait_time.as_deref())?;
+        Ok(JobPlan::new(needs, max_wait_time, Work::Training(training)))
     }
 
-    /// GPU devices the whole job needs at once.
-    pub fn total_gpus(&self) -> i64 {
-        self.master_gpus + self.workers * self.worker_gpus + self.parameter_servers * self.parameter_server_gpus
+    /// The trials of the ended job a study resumes (`resumePreviousJobId`).
+    async fn previous_trials(
+        &self,
+        name: &JobName,
+        study: &Study,
+    ) -> Result<Vec<crate::jobs::wire::HyperparameterOutput>> {
+        let Some(previous) = &study.resume_previous_job_id else { return Ok(Vec::new()) };
+        let field = "job.trainingInput.hyperparameters.resumePreviousJobId";
+        let previous_name = JobName::new(field, name.project.as_str(), previous)?;
+        let found = self
+            .store
+            .get_job(&previous_name)
+            .await?
+            .ok_or_else(|| Error::invalid(field, format!("There is no job {previous} to resume.")))?;
+        if !found.state.is_final() {
+            return Err(Error::invalid(field, format!("Job {previous} has not ended yet.")));
+        }
+        let mut trials = match found.output {
+            JobOutput::Training(output) => output.trials,
+            JobOutput::Prediction(_) => Vec::new(),
+        };
+        for trial in &mut trials {
+            // A trial the ended job did not finish counts as cancelled.
+            if !matches!(trial.state, JobState::Succeeded | JobState::Failed) {
+                trial.state = JobState::Cancelled;
+            }
+        }
+        trials.sort_by_key(|t| t.number());
+        Ok(trials)
+    }
+
+    /// The job, or NOT_FOUND.
+    pub async fn get_job(&self, name: &JobName) -> Result<JobRecord> {
+        self.store.get_job(name).await?.ok_or_else(|| Error::not_found("name", format!("Job {name} not found.")))
     }
 }
 
@@ -122,9 +142,8 @@ fn machine_type_gpus(machine_type: &str) -> i64 {
 
 /// GPUs one replica of a pool asks for through `<pool>Config.acceleratorConfig.count` or a GPU
 /// `<pool>Type`.
-fn pool_gpus(input: &TrainingInput, pool: &str) -> Result<i64> {
-    let config = input.recorded.get(&format!("{pool}Config"));
-    let count = config.and_then(|c| c.pointer("/acceleratorConfig/count"));
+fn pool_gpus(pool: &str, config: Option<&ReplicaConfig>, machine_type: Option<&str>) -> Result<i64> {
+    let count = config.and_then(|c| c.accelerator_config.as_ref()).and_then(|a| a.count.as_ref());
     if let Some(count) = count {
         let parsed = count.as_i64().or_else(|| count.as_str().and_then(|s| s.parse().ok()));
         let field = format!("job.trainingInput.{pool}Config.acceleratorConfig.count");
@@ -133,21 +152,7 @@ fn pool_gpus(input: &TrainingInput, pool: &str) -> Result<i64> {
             None => Err(Error::invalid(field, format!("{} is not a GPU count.", limits::short(&count.to_string())))),
         };
     }
-    let machine_type = input.recorded.get(&format!("{pool}Type")).and_then(Value::as_str).unwrap_or("");
-    Ok(machine_type_gpus(machine_type))
-}
-
-/// What the executor needs to run a validated job.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainingSpec {
-    pub packages: Vec<PathBuf>,
-    pub module: String,
-    pub args: Vec<String>,
-    pub job_dir: Option<PathBuf>,
-    pub replicas: Replicas,
-    pub max_running_time: Option<std::time::Duration>,
-    /// A hyperparameter tuning study, when the job has `hyperparameters` with `params`.
-    pub study: Option<super::tuning::Study>,
+    Ok(machine_type_gpus(machine_type.unwrap_or("")))
 }
 
 /// Replica counts of the predefined scale tiers on one host.
@@ -161,131 +166,63 @@ fn tier_replicas(tier: &str) -> Option<Replicas> {
     })
 }
 
-/// Lines of a job's log, where to read next, and whether the job had ended before they were read.
-pub struct JobLogs {
-    pub lines: Vec<crate::executor::LogLine>,
-    pub next: LogCursor,
-    pub job_ended: bool,
+fn field(f: &str) -> String {
+    format!("job.trainingInput.{f}")
 }
 
-/// A page of jobs.
-pub struct JobPage {
-    pub jobs: Vec<JobRecord>,
-    pub next_page_token: Option<String>,
-}
-
-impl Control {
-    /// Validates a training job and queues it.
-    pub async fn create_job(
-        &self,
-        name: &JobName,
-        labels: BTreeMap<String, String>,
-        input: TrainingInput,
-    ) -> Result<JobRecord> {
-        check_labels("job.labels", &labels)?;
-        let spec = training_spec(&self.storage, &name.project, &input)?;
-        let slots = spec.replicas.count();
-        if slots as usize > self.executor.slots() {
-            return Err(Error::invalid(
-                "job.trainingInput.scaleTier",
-                format!(
-                    "The job has {slots} replicas; this host runs at most {} at once (training_slots).",
-                    self.executor.slots()
-                ),
-            ));
-        }
-        // A tuning job holds room for its parallel trials (as many as fit on this host).
-        let parallel = match &spec.study {
-            Some(study) => {
-                if let Some(previous) = &study.resume_previous_job_id {
-                    let field = "job.trainingInput.hyperparameters.resumePreviousJobId";
-                    let name = JobName::new(field, name.project.as_str(), previous)?;
-                    let found = self
-                        .store
-                        .get_job(&name)
-                        .await?
-                        .ok_or_else(|| Error::invalid(field, format!("There is no job {previous} to resume.")))?;
-                    if !found.state.is_final() {
-                        return Err(Error::invalid(field, format!("Job {previous} has not ended yet.")));
-                    }
-                }
-                let per_trial_gpus = spec.replicas.total_gpus().max(0) as usize;
-                let by_gpus = if per_trial_gpus == 0 { usize::MAX } else { self.executor.gpus() / per_trial_gpus };
-                study.max_parallel_trials.min(self.executor.slots() / slots.max(1) as usize).min(by_gpus).max(1) as i64
-            }
-            None => 1,
-        };
-        let slots = slots * parallel;
-        let gpus = spec.replicas.total_gpus() * parallel;
-        if gpus as usize > self.executor.gpus() {
-            let field = if input.scale_tier.as_deref() == Some("BASIC_GPU") {
-                "job.trainingInput.scaleTier"
-            } else {
-                "job.trainingInput.masterConfig.acceleratorConfig.count"
-            };
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "The job needs {gpus} GPU devices at once; this host has {} (gpu_devices).",
-                    self.executor.gpus()
-                ),
-            ));
-        }
-        let priority = input.scheduling.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        let new = NewJob {
-            kind: JobKind::Training,
-            labels,
-            input: serde_json::to_value(&input).map_err(Error::internal)?,
-            priority,
-            replicas: slots,
-            gpus,
-        };
-        let job = self.store.insert_job(name, &new).await?;
-        self.executor.wake();
-        Ok(job)
-    }
-
-    /// The job, or NOT_FOUND.
-    pub async fn get_job(&self, name: &JobName) -> Result<JobRecord> {
-        self.store.get_job(name).await?.ok_or_else(|| Error::not_found("name", format!("Job {name} not found.")))
-    }
-}
-
-/// Checks a TrainingInput of a job of `project` and resolves what the executor needs from it
-/// (URIs confined to what the project may name in the storage roots).
-pub fn training_spec(storage: &LocalStorage, project: &ProjectId, input: &TrainingInput) -> Result<TrainingSpec> {
-    let field = |f: &str| format!("job.trainingInput.{f}");
+/// The replica pools a TrainingInput asks for: a scale tier's, or CUSTOM counts and devices.
+fn replicas(input: &TrainingInput) -> Result<Replicas> {
     let tier = input.scale_tier.as_deref().unwrap_or("BASIC");
-    let counts_given = input.worker_count.unwrap_or(0) != 0 || input.parameter_server_count.unwrap_or(0) != 0;
-    let replicas = if tier == "CUSTOM" {
+    if tier == "CUSTOM" {
         let max = limits::MAX_REPLICAS_PER_POOL;
-        let workers = count_in(&field("workerCount"), input.worker_count.unwrap_or(0), 0, max)?;
-        let parameter_servers =
-            count_in(&field("parameterServerCount"), input.parameter_server_count.unwrap_or(0), 0, max)?;
-        Replicas {
-            workers,
-            parameter_servers,
-            master_gpus: pool_gpus(input, "master")?,
-            worker_gpus: pool_gpus(input, "worker")?,
-            parameter_server_gpus: pool_gpus(input, "parameterServer")?,
-        }
-    } else {
-        let replicas = tier_replicas(tier).ok_or_else(|| {
-            Error::invalid(
-                field("scaleTier"),
-                format!(
-                    "Unknown scale tier '{tier}'; use BASIC, STANDARD_1, PREMIUM_1, BASIC_GPU, BASIC_TPU or CUSTOM."
-                ),
-            )
-        })?;
-        if counts_given {
-            return Err(Error::invalid(
-                field("workerCount"),
-                "workerCount and parameterServerCount are allowed only with scaleTier CUSTOM.",
-            ));
-        }
-        replicas
-    };
+        return Ok(Replicas {
+            workers: count_in(&field("workerCount"), input.worker_count.unwrap_or(0), 0, max)?,
+            parameter_servers: count_in(
+                &field("parameterServerCount"),
+                input.parameter_server_count.unwrap_or(0),
+                0,
+                max,
+            )?,
+            master_gpus: pool_gpus("master", input.master_config.as_ref(), input.master_type.as_deref())?,
+            worker_gpus: pool_gpus("worker", input.worker_config.as_ref(), input.worker_type.as_deref())?,
+            parameter_server_gpus: pool_gpus(
+                "parameterServer",
+                input.parameter_server_config.as_ref(),
+                input.parameter_server_type.as_deref(),
+            )?,
+        });
+    }
+    let replicas = tier_replicas(tier).ok_or_else(|| {
+        Error::invalid(
+            field("scaleTier"),
+            format!("Unknown scale tier '{tier}'; use BASIC, STANDARD_1, PREMIUM_1, BASIC_GPU, BASIC_TPU or CUSTOM."),
+        )
+    })?;
+    if input.worker_count.unwrap_or(0) != 0 || input.parameter_server_count.unwrap_or(0) != 0 {
+        return Err(Error::invalid(
+            field("workerCount"),
+            "workerCount and parameterServerCount are allowed only with scaleTier CUSTOM.",
+        ));
+    }
+    Ok(replicas)
+}
+
+/// A `scheduling` duration (`maxWaitTime`, `maxRunningTime`), parsed.
+fn scheduling_duration(
+    input: &TrainingInput,
+    name: &str,
+    get: impl Fn(&crate::jobs::wire::Scheduling) -> Option<&str>,
+) -> Result<Option<Duration>> {
+    let Some(text) = input.scheduling.as_ref().and_then(get) else { return Ok(None) };
+    limits::parse_duration(text).map(Some).map_err(|e| Error::invalid(field(&format!("scheduling.{name}")), e.to_string()))
+}
+
+/// Checks a TrainingInput of a job of `project` and resolves it into the plan the executor runs
+/// (URIs confined to what the project may name in the storage roots). A study's parallel trials
+/// and resumed trials are filled in by [`Control::plan_training`], which knows the executor and
+/// the store.
+pub fn training_plan(storage: &LocalStorage, project: &ProjectId, input: &TrainingInput) -> Result<TrainingPlan> {
+    let replicas = replicas(input)?;
     at_most(&field("packageUris"), &input.package_uris, limits::MAX_URIS)?;
     at_most(&field("args"), &input.args, limits::MAX_ARGS)?;
     if input.package_uris.is_empty() {
@@ -300,41 +237,48 @@ pub fn training_spec(storage: &LocalStorage, project: &ProjectId, input: &Traini
             "pythonModule is required: the module run as python -m <module>.",
         ));
     }
-    let mut packages = Vec::with_capacity(input.package_uris.len());
-    for (i, uri) in input.package_uris.iter().enumerate() {
-        packages.push(storage.resolve_uri(project, &format!("{}[{i}]", field("packageUris")), uri)?);
-    }
+    let packages = input
+        .package_uris
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| storage.resolve_uri(project, &format!("{}[{i}]", field("packageUris")), uri))
+        .collect::<Result<Vec<_>>>()?;
     let job_dir =
         input.job_dir.as_deref().map(|d| storage.resolve_output_uri(project, &field("jobDir"), d)).transpose()?;
-    let scheduling = input.scheduling.clone().unwrap_or_default();
-    if let Some(priority) = scheduling.priority {
+    if let Some(priority) = input.scheduling.as_ref().and_then(|s| s.priority) {
         if !(0..=1000).contains(&priority) {
             return Err(Error::invalid(field("scheduling.priority"), "priority must be between 0 and 1000."));
         }
     }
-    if let Some(wait) = scheduling.max_wait_time.as_deref() {
-        limits::parse_duration(wait).map_err(|e| Error::invalid(field("scheduling.maxWaitTime"), e))?;
-    }
-    let max_running_time = scheduling
-        .max_running_time
-        .as_deref()
-        .map(|d| limits::parse_duration(d).map_err(|e| Error::invalid(field("scheduling.maxRunningTime"), e)))
+    scheduling_duration(input, "maxWaitTime", |s| s.max_wait_time.as_deref())?;
+    let max_running_time = scheduling_duration(input, "maxRunningTime", |s| s.max_running_time.as_deref())?;
+    let spec = input
+        .hyperparameters
+        .as_ref()
+        .map(|spec| {
+            serde_json::from_value::<HyperparameterSpec>(spec.clone())
+                .map_err(|e| Error::invalid(field("hyperparameters"), format!("not a HyperparameterSpec: {e}")))
+        })
         .transpose()?;
-    let study = match input.recorded.get("hyperparameters") {
-        Some(spec) => {
-            let spec: super::tuning::HyperparameterSpec = serde_json::from_value(spec.clone())
-                .map_err(|e| Error::invalid(field("hyperparameters"), format!("not a HyperparameterSpec: {e}")))?;
-            Some(super::tuning::Study::from_spec(&spec)?)
-        }
-        None => None,
-    };
-    Ok(TrainingSpec {
+    let metric_tag = spec
+        .as_ref()
+        .and_then(|s| s.hyperparameter_metric_tag.clone())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_METRIC_TAG.to_owned());
+    let study = spec
+        .as_ref()
+        .map(Study::from_spec)
+        .transpose()?
+        .map(|study| StudyPlan { study, parallel_trials: 1, previous_trials: Vec::new() });
+    Ok(TrainingPlan {
         packages,
         module: input.python_module.clone(),
         args: input.args.clone(),
         job_dir,
         replicas,
         max_running_time,
+        metric_tag,
+        tf_config_job: serde_json::to_value(input).map_err(Error::internal)?,
         study,
     })
 }
@@ -377,7 +321,7 @@ impl Control {
         // The state is read before the file: a job that had ended has every line written, so a
         // follower that reads nothing new after `job_ended` has seen them all.
         let job_ended = self.get_job(name).await?.state.is_final();
-        let path = self.executor.work_dir(name).join("job.log");
+        let path = self.executor.files(name).log;
         let (lines, next) =
             tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), from, limit))
                 .await
@@ -387,9 +331,9 @@ impl Control {
     }
 
     /// The job's metric reports collected so far, in report order.
-    pub async fn job_metrics(&self, name: &JobName) -> Result<Vec<crate::executor::MetricPoint>> {
+    pub async fn job_metrics(&self, name: &JobName) -> Result<Vec<MetricPoint>> {
         self.get_job(name).await?;
-        let path = self.executor.work_dir(name).join("metrics.jsonl");
+        let path = self.executor.files(name).metrics;
         tokio::task::spawn_blocking(move || crate::executor::read_series(&path))
             .await
             .map_err(Error::internal)?
@@ -435,14 +379,8 @@ fn job_fields(j: &JobRecord) -> Vec<(String, String)> {
         ("jobId".to_owned(), j.job.clone()),
         ("state".to_owned(), j.state.as_str().to_owned()),
         // An Anneal addition: TRAINING or PREDICTION.
-        ("type".to_owned(), j.kind.as_str().to_owned()),
+        ("type".to_owned(), j.kind().as_str().to_owned()),
     ];
     fields.extend(labels(&j.labels));
     fields
-}
-
-/// Parses a protobuf JSON duration such as `"3600s"` or `"1.5s"`; `None` when it is not one or
-/// is longer than [`limits::MAX_DURATION_SECS`].
-pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    limits::parse_duration(text).ok()
 }

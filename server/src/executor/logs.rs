@@ -6,6 +6,8 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use super::supervise::{LogSender, LOG_BUFFER};
+
 /// One log line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogLine {
@@ -14,12 +16,13 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Writes lines sent on the returned channel to `path` until every sender is gone.
-pub fn writer(path: &Path) -> std::io::Result<(mpsc::UnboundedSender<(String, String)>, tokio::task::JoinHandle<()>)> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(String, String)>();
+/// Writes lines sent on the returned (bounded) channel to `path` until every sender is gone; the
+/// returned task ends after the last line is written, and is the caller's to await.
+pub async fn writer(path: &Path) -> std::io::Result<(LogSender, tokio::task::JoinHandle<()>)> {
+    let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+    let (sender, mut receiver) = mpsc::channel::<(String, String)>(LOG_BUFFER);
     let handle = tokio::spawn(async move {
-        let mut file = tokio::fs::File::from_std(file);
+        let mut file = file;
         while let Some((replica, text)) = receiver.recv().await {
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             let line = format!("{time} {replica} {text}\n");
@@ -38,7 +41,7 @@ pub fn writer(path: &Path) -> std::io::Result<(mpsc::UnboundedSender<(String, St
 pub async fn pump(
     stream: impl AsyncRead + Unpin,
     replica: String,
-    sender: mpsc::UnboundedSender<(String, String)>,
+    sender: LogSender,
     tail: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     max_line: usize,
 ) {
@@ -51,7 +54,7 @@ pub async fn pump(
             }
             tail.push_back(format!("{replica}: {line}"));
         }
-        if sender.send((replica.clone(), line)).is_err() {
+        if sender.send((replica.clone(), line)).await.is_err() {
             break;
         }
     }

@@ -1,79 +1,53 @@
-//! Running one batch prediction job: resolve its model and inputs, run `serving::batch` on a
-//! blocking thread, report `predictionOutput` while it runs, and record how it ended.
+//! Running one batch prediction job from its plan: list its input files, run `serving::batch` on
+//! a blocking thread, report `predictionOutput` while it runs.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-use super::run::{record_ending, Ending};
-use crate::control::{expand_inputs, prediction_spec, resolve_model_dir, PredictionInput};
-use crate::names::JobName;
+use super::{JobContext, RunError};
+use crate::jobs::plan::InputPattern;
+use crate::jobs::wire::PredictionOutput;
+use crate::jobs::{Ending, JobEvent, JobOutput, PredictionPlan};
+use crate::names::ProjectId;
 use crate::serving::batch::{self, BatchProgress, BatchRun};
 use crate::storage::LocalStorage;
-use crate::store::{JobRecord, JobState, Store};
 
-/// How often `predictionOutput` is written while the job runs.
+/// How often `predictionOutput` is reported while the job runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Runs a batch prediction job to its end and records the outcome. `isolated`: the server runs as
-/// root (see [`prediction_spec`]).
-pub async fn run_prediction_job(
-    store: &Store,
-    storage: &LocalStorage,
-    isolated: bool,
-    name: &JobName,
-    job: JobRecord,
-    token: CancellationToken,
-) {
-    let ending = match run(store, storage, isolated, name, &job, &token).await {
-        Ok(ending) => ending,
-        Err(message) => Ending::Failed(message),
+/// Runs a batch prediction job over the model files in `model_dir`.
+pub async fn run_prediction(
+    context: &JobContext,
+    plan: &PredictionPlan,
+    model_dir: PathBuf,
+) -> Result<Ending, RunError> {
+    let files = {
+        let (storage, project, patterns) = (context.storage.clone(), context.job.project.clone(), plan.inputs.clone());
+        tokio::task::spawn_blocking(move || expand_inputs(&storage, &project, &patterns)).await??
     };
-    record_ending(store, name, ending).await;
-}
-
-async fn run(
-    store: &Store,
-    storage: &LocalStorage,
-    isolated: bool,
-    name: &JobName,
-    job: &JobRecord,
-    token: &CancellationToken,
-) -> Result<Ending, String> {
-    let input: PredictionInput =
-        serde_json::from_value(job.input.clone()).map_err(|e| format!("stored job is unreadable: {e}"))?;
-    let spec = prediction_spec(storage, &name.project, &input, isolated).map_err(|e| e.to_string())?;
-    let model_dir = resolve_model_dir(store, &spec.model).await?;
-    let (patterns, inputs_storage, project) = (spec.inputs.clone(), storage.clone(), name.project.clone());
-    let files = tokio::task::spawn_blocking(move || expand_inputs(&inputs_storage, &project, &patterns))
-        .await
-        .map_err(|e| e.to_string())??;
-    if !store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await.map_err(|e| e.to_string())? {
-        return Ok(Ending::Stopped);
-    }
-    let workers = job.replicas.max(1) as usize;
+    context.report(JobEvent::Running).await;
     let run = BatchRun {
         model_dir,
         files,
-        format: spec.format,
-        output_dir: spec.output.clone(),
-        workers,
-        batch_size: spec.batch_size,
+        format: plan.format,
+        output_dir: plan.output.clone(),
+        workers: plan.workers,
+        batch_size: plan.batch_size,
         use_cuda: true,
     };
     let progress = Arc::new(BatchProgress::default());
     let cancel = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let report = |progress: &BatchProgress| {
-        let node_hours = started.elapsed().as_secs_f64() / 3600.0 * workers as f64;
-        serde_json::json!({
-            "outputPath": input.output_path,
-            "predictionCount": progress.predictions.load(Ordering::Relaxed).to_string(),
-            "errorCount": progress.errors.load(Ordering::Relaxed).to_string(),
-            "nodeHours": (node_hours * 1e6).round() / 1e6,
-        })
+        let node_hours = started.elapsed().as_secs_f64() / 3600.0 * plan.workers as f64;
+        JobEvent::Output(JobOutput::Prediction(PredictionOutput {
+            output_path: Some(plan.output_path.clone()),
+            prediction_count: Some(progress.predictions.load(Ordering::Relaxed) as i64),
+            error_count: Some(progress.errors.load(Ordering::Relaxed) as i64),
+            node_hours: Some((node_hours * 1e6).round() / 1e6),
+        }))
     };
     let mut work = {
         let (progress, cancel) = (progress.clone(), cancel.clone());
@@ -82,17 +56,13 @@ async fn run(
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     let result = loop {
         tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = store.set_job_output(name, &report(&progress)).await {
-                    tracing::warn!(job.name = %name, error = %e, "cannot record batch progress");
-                }
-            }
-            () = token.cancelled(), if !cancel.load(Ordering::Relaxed) => cancel.store(true, Ordering::Relaxed),
-            done = &mut work => break done.map_err(|e| format!("the batch run panicked: {e}"))?,
+            _ = tick.tick() => context.report(report(&progress)).await,
+            () = context.token.cancelled(), if !cancel.load(Ordering::Relaxed) => cancel.store(true, Ordering::Relaxed),
+            done = &mut work => break done?,
         }
     };
-    store.set_job_output(name, &report(&progress)).await.map_err(|e| e.to_string())?;
-    let summary = result?;
+    context.report(report(&progress)).await;
+    let summary = result.map_err(|e| RunError::Batch(e.to_string()))?;
     Ok(if summary.cancelled {
         Ending::Stopped
     } else if summary.predictions == 0 && summary.errors > 0 {
@@ -101,4 +71,77 @@ async fn run(
     } else {
         Ending::Succeeded
     })
+}
+
+/// The input files of a job of `project`, in order: each pattern's matches sorted by name, each
+/// resolved (symlinks followed) to a file the project may name; a named file it may not name is
+/// refused as outside the roots, a match of a wildcard is skipped. Blocks.
+fn expand_inputs(
+    storage: &LocalStorage,
+    project: &ProjectId,
+    patterns: &[InputPattern],
+) -> Result<Vec<PathBuf>, RunError> {
+    let mut files = Vec::new();
+    for pattern in patterns {
+        if !pattern.file.contains('*') {
+            let path = pattern.dir.join(&pattern.file);
+            let shown = path.display().to_string();
+            match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
+                Ok(Some(file)) if file.is_file() => files.push(file),
+                Ok(_) => return Err(RunError::Inputs(format!("The input file {shown} does not exist."))),
+                Err(e) => return Err(RunError::Inputs(e.to_string())),
+            }
+            continue;
+        }
+        let entries = std::fs::read_dir(&pattern.dir).map_err(RunError::io("list", &pattern.dir))?;
+        let mut matched: Vec<(PathBuf, PathBuf)> = entries
+            .flatten()
+            .filter(|e| glob_match(&pattern.file, &e.file_name().to_string_lossy()))
+            .filter_map(|e| Some((e.path(), e.path().canonicalize().ok()?)))
+            .filter(|(_, file)| file.is_file() && storage.permits(project, file))
+            .collect();
+        matched.sort();
+        files.extend(matched.into_iter().map(|(_, file)| file));
+    }
+    if files.is_empty() {
+        return Err(RunError::Inputs("No input files match inputPaths.".into()));
+    }
+    Ok(files)
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn wildcards_match_runs_of_characters() {
+        assert!(glob_match("*.json", "a.json"));
+        assert!(glob_match("part-*", "part-00001"));
+        assert!(glob_match("in-*-of-*.txt", "in-1-of-2.txt"));
+        assert!(glob_match("exact.json", "exact.json"));
+        assert!(!glob_match("*.json", "a.csv"));
+        assert!(!glob_match("a*a", "a"));
+        assert!(!glob_match("exact.json", "exact.jsonl"));
+    }
 }

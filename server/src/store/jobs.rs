@@ -4,56 +4,18 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::{now_text, parse_time, Store};
 use crate::error::{Error, FieldViolation, Result};
+use crate::jobs::wire::{PredictionInput, TrainingInput};
+use crate::jobs::{JobOutput, JobPlan};
 use crate::names::{JobName, ProjectId};
 
-/// The life of a job: QUEUED → PREPARING → RUNNING → SUCCEEDED | FAILED; CANCELLING → CANCELLED.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobState {
-    Queued,
-    Preparing,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelling,
-    Cancelled,
-}
+pub use crate::jobs::wire::JobState;
 
-impl JobState {
-    /// The stored (and API) name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "QUEUED",
-            Self::Preparing => "PREPARING",
-            Self::Running => "RUNNING",
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::Cancelling => "CANCELLING",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self> {
-        Ok(match text {
-            "QUEUED" => Self::Queued,
-            "PREPARING" => Self::Preparing,
-            "RUNNING" => Self::Running,
-            "SUCCEEDED" => Self::Succeeded,
-            "FAILED" => Self::Failed,
-            "CANCELLING" => Self::Cancelling,
-            "CANCELLED" => Self::Cancelled,
-            other => return Err(Error::internal(format!("unknown stored job state '{other}'"))),
-        })
-    }
-
-    /// Whether the job has ended.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
+/// A state as stored.
+fn parse_state(text: &str) -> Result<JobState> {
+    JobState::parse(text).ok_or_else(|| Error::internal(format!("unknown stored job state '{text}'")))
 }
 
 /// What a job does.
@@ -83,18 +45,73 @@ impl JobKind {
     }
 }
 
+/// A job's input as the API returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobInput {
+    Training(TrainingInput),
+    Prediction(PredictionInput),
+}
+
+impl JobInput {
+    /// Which kind of job this input makes.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Self::Training(_) => JobKind::Training,
+            Self::Prediction(_) => JobKind::Prediction,
+        }
+    }
+
+    fn to_text(&self) -> Result<String> {
+        match self {
+            Self::Training(input) => serde_json::to_string(input),
+            Self::Prediction(input) => serde_json::to_string(input),
+        }
+        .map_err(Error::internal)
+    }
+
+    fn parse(kind: JobKind, text: &str) -> Result<Self> {
+        let input = match kind {
+            JobKind::Training => serde_json::from_str(text).map(Self::Training),
+            JobKind::Prediction => serde_json::from_str(text).map(Self::Prediction),
+        };
+        input.map_err(|e| Error::internal(format!("a stored job input cannot be read: {e}")))
+    }
+}
+
+/// A job's output of its kind, empty until it runs. An output this version cannot read is shown
+/// empty (and logged) rather than making the job unreadable.
+fn parse_output(kind: JobKind, text: &str) -> JobOutput {
+    let output = match kind {
+        JobKind::Training => serde_json::from_str(text).map(JobOutput::Training),
+        JobKind::Prediction => serde_json::from_str(text).map(JobOutput::Prediction),
+    };
+    output.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "a stored job output cannot be read; showing it empty");
+        match kind {
+            JobKind::Training => JobOutput::Training(Default::default()),
+            JobKind::Prediction => JobOutput::Prediction(Default::default()),
+        }
+    })
+}
+
+/// A job's plan as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoredPlan {
+    Plan(Box<JobPlan>),
+    /// Stored before jobs had plans.
+    Missing,
+    /// Written by an Anneal this one cannot read; why.
+    Unreadable(String),
+}
+
 /// A job to store.
 #[derive(Clone, Debug)]
 pub struct NewJob {
-    pub kind: JobKind,
     pub labels: BTreeMap<String, String>,
-    /// The TrainingInput or PredictionInput as the API returns it.
-    pub input: serde_json::Value,
+    pub input: JobInput,
+    /// What the job runs; its needs are the slots and GPU devices it holds while it runs.
+    pub plan: JobPlan,
     pub priority: i64,
-    /// Slots the job holds while it runs.
-    pub replicas: i64,
-    /// GPU devices the job holds while it runs.
-    pub gpus: i64,
 }
 
 /// A stored job.
@@ -102,13 +119,12 @@ pub struct NewJob {
 pub struct JobRecord {
     pub project: String,
     pub job: String,
-    pub kind: JobKind,
     pub state: JobState,
     pub labels: BTreeMap<String, String>,
-    /// The TrainingInput or PredictionInput as the API returns it.
-    pub input: serde_json::Value,
+    pub input: JobInput,
     /// The TrainingOutput or PredictionOutput so far.
-    pub output: serde_json::Value,
+    pub output: JobOutput,
+    pub plan: StoredPlan,
     pub priority: i64,
     pub replicas: i64,
     pub gpus: i64,
@@ -117,6 +133,13 @@ pub struct JobRecord {
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
     pub revision: i64,
+}
+
+impl JobRecord {
+    /// Which kind of job it is.
+    pub fn kind(&self) -> JobKind {
+        self.input.kind()
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -128,6 +151,7 @@ struct Row {
     labels: String,
     input: String,
     output: String,
+    plan: Option<String>,
     priority: i64,
     replicas: i64,
     gpus: i64,
@@ -141,12 +165,20 @@ struct Row {
 impl TryFrom<Row> for JobRecord {
     type Error = Error;
     fn try_from(row: Row) -> Result<Self> {
+        let kind = JobKind::parse(&row.kind)?;
+        let plan = match row.plan.as_deref() {
+            None => StoredPlan::Missing,
+            Some(text) => match JobPlan::from_stored(text) {
+                Ok(plan) => StoredPlan::Plan(Box::new(plan)),
+                Err(why) => StoredPlan::Unreadable(why),
+            },
+        };
         Ok(Self {
-            kind: JobKind::parse(&row.kind)?,
-            state: JobState::parse(&row.state)?,
+            state: parse_state(&row.state)?,
             labels: serde_json::from_str(&row.labels).map_err(Error::internal)?,
-            input: serde_json::from_str(&row.input).map_err(Error::internal)?,
-            output: serde_json::from_str(&row.output).map_err(Error::internal)?,
+            input: JobInput::parse(kind, &row.input)?,
+            output: parse_output(kind, &row.output),
+            plan,
             create_time: parse_time(&row.create_time)?,
             start_time: row.start_time.as_deref().map(parse_time).transpose()?,
             end_time: row.end_time.as_deref().map(parse_time).transpose()?,
@@ -162,7 +194,7 @@ impl TryFrom<Row> for JobRecord {
 }
 
 const COLUMNS: &str =
-    "project_id, job_id, kind, state, labels, input, output, priority, replicas, gpus, error_message, \
+    "project_id, job_id, kind, state, labels, input, output, plan, priority, replicas, gpus, error_message, \
                        create_time, start_time, end_time, revision";
 
 impl Store {
@@ -170,17 +202,18 @@ impl Store {
     pub async fn insert_job(&self, name: &JobName, job: &NewJob) -> Result<JobRecord> {
         self.ensure_project(&name.project).await?;
         let inserted = sqlx::query(
-            "INSERT INTO jobs (project_id, job_id, kind, state, labels, input, priority, replicas, gpus, create_time) \
-             VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (project_id, job_id, kind, state, labels, input, plan, priority, replicas, gpus, create_time) \
+             VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(name.project.as_str())
         .bind(&name.job)
-        .bind(job.kind.as_str())
+        .bind(job.input.kind().as_str())
         .bind(serde_json::to_string(&job.labels).map_err(Error::internal)?)
-        .bind(job.input.to_string())
+        .bind(job.input.to_text()?)
+        .bind(serde_json::to_string(&job.plan).map_err(Error::internal)?)
         .bind(job.priority)
-        .bind(job.replicas)
-        .bind(job.gpus)
+        .bind(job.plan.needs.slots as i64)
+        .bind(job.plan.needs.gpus as i64)
         .bind(now_text())
         .execute(&self.pool)
         .await?;
@@ -259,9 +292,13 @@ impl Store {
 
     /// Records the job's TrainingOutput or PredictionOutput so far. (The etag is for labels, the
     /// only field clients change, so progress does not move it.)
-    pub async fn set_job_output(&self, name: &JobName, output: &serde_json::Value) -> Result<()> {
+    pub async fn set_job_output(&self, name: &JobName, output: &JobOutput) -> Result<()> {
+        let text = match output {
+            JobOutput::Training(output) => serde_json::to_string(output),
+            JobOutput::Prediction(output) => serde_json::to_string(output),
+        };
         sqlx::query("UPDATE jobs SET output = ? WHERE project_id = ? AND job_id = ?")
-            .bind(output.to_string())
+            .bind(text.map_err(Error::internal)?)
             .bind(name.project.as_str())
             .bind(&name.job)
             .execute(&self.pool)

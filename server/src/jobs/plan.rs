@@ -1,0 +1,297 @@
+//! A job's plan: everything an executor needs to run it, resolved and checked by control when the
+//! job is created (URIs confined to the project's storage roots, counts bounded, durations
+//! parsed, the tuning study checked), then stored with the job and executed as is. An executor
+//! never goes back to the request.
+//!
+//! Plans are serialised with serde into the job's row. [`PLAN_VERSION`] names the shape; a plan
+//! written by another version of Anneal that this one cannot read fails that one job with a
+//! message saying so (see `control::scheduler`), and a job stored before plans existed gets its
+//! plan made from its stored input when it is scheduled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::study::Study;
+use super::wire::HyperparameterOutput;
+use crate::serving::batch::InputFormat;
+
+/// The shape of [`JobPlan`] this Anneal writes and reads.
+pub const PLAN_VERSION: u32 = 1;
+
+/// What a job is to do, and what it holds while it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPlan {
+    /// [`PLAN_VERSION`] when written.
+    pub version: u32,
+    pub needs: Needs,
+    /// `scheduling.maxWaitTime`: a job still queued after it is cancelled.
+    #[serde(default)]
+    pub max_wait_time: Option<Duration>,
+    pub work: Work,
+}
+
+impl JobPlan {
+    /// A plan of the current version.
+    pub fn new(needs: Needs, max_wait_time: Option<Duration>, work: Work) -> Self {
+        Self { version: PLAN_VERSION, needs, max_wait_time, work }
+    }
+
+    /// Reads a stored plan; the error says why this Anneal cannot run it.
+    pub fn from_stored(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let version = serde_json::from_str::<Version>(text).map_err(|e| format!("the stored plan is not one: {e}"))?;
+        if version.version != PLAN_VERSION {
+            return Err(format!(
+                "the job was planned by another Anneal version (plan version {}, this server reads {PLAN_VERSION})",
+                version.version
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| format!("the stored plan cannot be read: {e}"))
+    }
+}
+
+/// Room a job holds on an executor while it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Needs {
+    /// Replica slots (a tuning job: its parallel trials' replicas; a batch job: its workers).
+    pub slots: usize,
+    /// GPU devices.
+    pub gpus: usize,
+}
+
+/// The work of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Work {
+    Training(TrainingPlan),
+    Prediction(PredictionPlan),
+}
+
+/// A training job: replicas of the user's package (or, with a study, trials of them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingPlan {
+    /// Package files or folders, resolved inside the project's storage roots.
+    pub packages: Vec<PathBuf>,
+    /// Run as `python -m <module>`.
+    pub module: String,
+    pub args: Vec<String>,
+    /// `--job-dir`, created before the replicas start.
+    pub job_dir: Option<PathBuf>,
+    pub replicas: Replicas,
+    /// `scheduling.maxRunningTime`.
+    #[serde(default)]
+    pub max_running_time: Option<Duration>,
+    /// The tag whose last report by the master becomes `trainingOutput.finalMetric`.
+    pub metric_tag: String,
+    /// `TF_CONFIG.job`: the TrainingInput as the API returns it.
+    pub tf_config_job: serde_json::Value,
+    /// A hyperparameter tuning study, when the job has `hyperparameters` with `params`.
+    #[serde(default)]
+    pub study: Option<StudyPlan>,
+}
+
+/// A tuning study as a job runs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StudyPlan {
+    pub study: Study,
+    /// Trials run at once (what fits on the executor, at most `maxParallelTrials`).
+    pub parallel_trials: usize,
+    /// The trials of the job named by `resumePreviousJobId` (it had ended when this one was
+    /// created): they count towards `maxTrials` and inform suggestions.
+    #[serde(default)]
+    pub previous_trials: Vec<HyperparameterOutput>,
+}
+
+/// A replica pool of a training job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Pool {
+    Master,
+    Worker,
+    ParameterServer,
+}
+
+impl Pool {
+    /// The task type in `TF_CONFIG` and in replica names (`master-replica-0`, `ps-replica-1`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::Worker => "worker",
+            Self::ParameterServer => "ps",
+        }
+    }
+}
+
+/// The replica pools of a job, and the GPU devices each replica of a pool needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replicas {
+    pub workers: i64,
+    pub parameter_servers: i64,
+    pub master_gpus: i64,
+    pub worker_gpus: i64,
+    pub parameter_server_gpus: i64,
+}
+
+impl Replicas {
+    /// How many replicas the job runs, master included (computed, nothing allocated).
+    pub fn count(&self) -> i64 {
+        1 + self.workers.max(0) + self.parameter_servers.max(0)
+    }
+
+    /// Every replica, as (pool, index), master first. The counts are bounded when the plan is
+    /// made.
+    pub fn all(&self) -> Vec<(Pool, i64)> {
+        let mut all = vec![(Pool::Master, 0)];
+        all.extend((0..self.workers).map(|i| (Pool::Worker, i)));
+        all.extend((0..self.parameter_servers).map(|i| (Pool::ParameterServer, i)));
+        all
+    }
+
+    /// GPU devices one replica of `pool` needs.
+    pub fn gpus_of(&self, pool: Pool) -> i64 {
+        match pool {
+            Pool::Master => self.master_gpus,
+            Pool::Worker => self.worker_gpus,
+            Pool::ParameterServer => self.parameter_server_gpus,
+        }
+    }
+
+    /// GPU devices the whole job needs at once.
+    pub fn total_gpus(&self) -> i64 {
+        self.master_gpus + self.workers * self.worker_gpus + self.parameter_servers * self.parameter_server_gpus
+    }
+}
+
+/// A batch prediction job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionPlan {
+    pub model: ModelSource,
+    pub format: InputFormat,
+    pub inputs: Vec<InputPattern>,
+    /// The folder the shards go to, resolved.
+    pub output: PathBuf,
+    /// `outputPath` as the user gave it (reported in `predictionOutput`).
+    pub output_path: String,
+    /// Worker threads (slots held).
+    pub workers: usize,
+    /// Lines per forward pass.
+    pub batch_size: usize,
+}
+
+/// Which model a batch job runs, in the job's own project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "camelCase")]
+pub enum ModelSource {
+    /// The model's default version when the job starts.
+    Model { model: String },
+    Version { model: String, version: String },
+    /// A model directory that is not deployed.
+    Dir { dir: PathBuf },
+}
+
+/// One entry of `inputPaths`: a folder and a file name that may hold `*` wildcards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputPattern {
+    pub dir: PathBuf,
+    pub file: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::study::{Algorithm, Domain, Goal, Param, Scale};
+    use crate::jobs::wire::{HyperparameterMetric, JobState};
+
+    fn training() -> JobPlan {
+        let study = Study {
+            goal: Goal::Minimize,
+            metric_tag: "loss".into(),
+            params: vec![
+                Param { name: "lr".into(), domain: Domain::Double { min: 1e-4, max: 1.0, scale: Scale::Log } },
+                Param { name: "opt".into(), domain: Domain::Categorical(vec!["sgd".into(), "adam".into()]) },
+            ],
+            max_trials: 4,
+            max_parallel_trials: 2,
+            max_failed_trials: 0,
+            early_stopping: true,
+            algorithm: Algorithm::Tpe,
+            resume_previous_job_id: Some("before".into()),
+        };
+        let previous = HyperparameterOutput {
+            trial_id: "1".into(),
+            hyperparameters: [("lr".to_owned(), "0.1".to_owned())].into(),
+            state: JobState::Succeeded,
+            start_time: "2026-12-01T00:00:00.000Z".into(),
+            end_time: Some("2026-12-01T00:01:00.000Z".into()),
+            is_trial_stopped_early: false,
+            final_metric: Some(HyperparameterMetric { training_step: 10, objective_value: 0.5 }),
+        };
+        JobPlan::new(
+            Needs { slots: 4, gpus: 0 },
+            Some(Duration::from_secs(60)),
+            Work::Training(TrainingPlan {
+                packages: vec!["/data/storage/p/trainer".into()],
+                module: "trainer.task".into(),
+                args: vec!["--epochs=2".into()],
+                job_dir: Some("/data/storage/p/out".into()),
+                replicas: Replicas { workers: 1, ..Replicas::default() },
+                max_running_time: Some(Duration::from_millis(1500)),
+                metric_tag: "loss".into(),
+                tf_config_job: serde_json::json!({"pythonModule": "trainer.task", "scaleTier": "CUSTOM"}),
+                study: Some(StudyPlan { study, parallel_trials: 2, previous_trials: vec![previous] }),
+            }),
+        )
+    }
+
+    fn prediction() -> JobPlan {
+        JobPlan::new(
+            Needs { slots: 2, gpus: 0 },
+            None,
+            Work::Prediction(PredictionPlan {
+                model: ModelSource::Version { model: "m".into(), version: "v1".into() },
+                format: InputFormat::Csv,
+                inputs: vec![InputPattern { dir: "/data/in".into(), file: "part-*".into() }],
+                output: "/data/out".into(),
+                output_path: "file:///data/out".into(),
+                workers: 2,
+                batch_size: 64,
+            }),
+        )
+    }
+
+    #[test]
+    fn plans_round_trip_through_their_stored_text() {
+        for plan in [training(), prediction()] {
+            let text = serde_json::to_string(&plan).expect("serialises");
+            assert_eq!(JobPlan::from_stored(&text).expect("reads back"), plan);
+        }
+    }
+
+    #[test]
+    fn a_plan_of_another_version_fails_with_a_reason() {
+        let mut value = serde_json::to_value(training()).expect("serialises");
+        value["version"] = 99.into();
+        let error = JobPlan::from_stored(&value.to_string()).expect_err("other version");
+        assert!(error.contains("plan version 99"), "{error}");
+        let error = JobPlan::from_stored("{\"version\": 1, \"needs\": 3}").expect_err("broken");
+        assert!(error.contains("cannot be read"), "{error}");
+        assert!(JobPlan::from_stored("not json").expect_err("garbage").contains("not one"));
+    }
+
+    #[test]
+    fn replicas_list_master_first() {
+        let replicas = Replicas { workers: 2, parameter_servers: 1, worker_gpus: 1, ..Replicas::default() };
+        let names: Vec<String> = replicas.all().iter().map(|(p, i)| format!("{}-{i}", p.as_str())).collect();
+        assert_eq!(names, ["master-0", "worker-0", "worker-1", "ps-0"]);
+        assert_eq!((replicas.count(), replicas.total_gpus()), (4, 2));
+    }
+}
