@@ -82,7 +82,8 @@ impl Control {
             let name = job_name(&job)?;
             let plan = match self.plan_of(&name, &job).await {
                 Ok(plan) => plan,
-                Err(message) => {
+                Err(why) => {
+                    let message = why.to_string();
                     self.store.transition_job(&name, &[JobState::Queued], JobState::Failed, Some(&message)).await?;
                     continue;
                 }
@@ -129,17 +130,17 @@ impl Control {
     }
 
     /// The job's stored plan; a job stored before plans existed gets one made from its input (as
-    /// it would be at `jobs.create` now). `Err`: why the job cannot run, as its error message.
-    async fn plan_of(&self, name: &JobName, job: &JobRecord) -> std::result::Result<JobPlan, String> {
-        let replanned = match &job.plan {
-            StoredPlan::Plan(plan) => return Ok((**plan).clone()),
-            StoredPlan::Unreadable(why) => return Err(format!("This Anneal cannot run the job: {why}. Submit it again.")),
+    /// it would be at `jobs.create` now).
+    async fn plan_of(&self, name: &JobName, job: &JobRecord) -> std::result::Result<JobPlan, Unrunnable> {
+        match &job.plan {
+            StoredPlan::Plan(plan) => Ok((**plan).clone()),
+            StoredPlan::Unreadable(why) => Err(Unrunnable::Unreadable(why.clone())),
             StoredPlan::Missing => match &job.input {
                 JobInput::Training(input) => self.plan_training(name, input).await,
                 JobInput::Prediction(input) => self.plan_prediction(name, input).await,
-            },
-        };
-        replanned.map_err(|e| format!("The job, stored by an earlier Anneal, no longer passes its checks: {e}"))
+            }
+            .map_err(Unrunnable::NoLongerValid),
+        }
     }
 
     async fn record_events(&self, mut events: mpsc::Receiver<Event>) {
@@ -190,6 +191,15 @@ impl Control {
         self.store.transition_job(name, &UNFINISHED, to, message.as_deref()).await?;
         Ok(())
     }
+}
+
+/// Why a queued job cannot run; the job fails with this message.
+#[derive(Debug, thiserror::Error)]
+enum Unrunnable {
+    #[error("This Anneal cannot run the job: {0}. Submit it again.")]
+    Unreadable(String),
+    #[error("The job, stored by an earlier Anneal, no longer passes its checks: {0}")]
+    NoLongerValid(crate::Error),
 }
 
 fn job_name(job: &JobRecord) -> Result<JobName> {

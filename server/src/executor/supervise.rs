@@ -148,15 +148,16 @@ async fn start_replica(
     if let Some(id) = &env.identity {
         id.make_home(&own)?;
     }
-    let mut tf_config = serde_json::json!({
+    let task_config = match &run.trial {
+        Some(trial) => serde_json::json!({"type": pool.as_str(), "index": index, "trial": trial}),
+        None => serde_json::json!({"type": pool.as_str(), "index": index}),
+    };
+    let tf_config = serde_json::json!({
         "cluster": cluster,
-        "task": {"type": pool.as_str(), "index": index},
+        "task": task_config,
         "job": plan.tf_config_job,
         "environment": "cloud",
     });
-    if let Some(trial) = &run.trial {
-        tf_config["task"]["trial"] = trial.clone().into();
-    }
     let devices: Vec<String> = devices.iter().map(usize::to_string).collect();
     let world_size = 1 + plan.replicas.workers;
     let mut command = Command::new(env.python);

@@ -40,20 +40,28 @@ impl JobPlan {
     }
 
     /// Reads a stored plan; the error says why this Anneal cannot run it.
-    pub fn from_stored(text: &str) -> Result<Self, String> {
+    pub fn from_stored(text: &str) -> Result<Self, PlanError> {
         #[derive(Deserialize)]
         struct Version {
             version: u32,
         }
-        let version = serde_json::from_str::<Version>(text).map_err(|e| format!("the stored plan is not one: {e}"))?;
+        let version = serde_json::from_str::<Version>(text).map_err(PlanError::NotAPlan)?;
         if version.version != PLAN_VERSION {
-            return Err(format!(
-                "the job was planned by another Anneal version (plan version {}, this server reads {PLAN_VERSION})",
-                version.version
-            ));
+            return Err(PlanError::OtherVersion(version.version));
         }
-        serde_json::from_str(text).map_err(|e| format!("the stored plan cannot be read: {e}"))
+        serde_json::from_str(text).map_err(PlanError::Unreadable)
     }
+}
+
+/// Why a stored plan cannot be run by this Anneal.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the stored plan is not one: {0}")]
+    NotAPlan(#[source] serde_json::Error),
+    #[error("the job was planned by another Anneal version (plan version {0}, this server reads {PLAN_VERSION})")]
+    OtherVersion(u32),
+    #[error("the stored plan cannot be read: {0}")]
+    Unreadable(#[source] serde_json::Error),
 }
 
 /// Room a job holds on an executor while it runs.
@@ -280,11 +288,11 @@ mod tests {
     fn a_plan_of_another_version_fails_with_a_reason() {
         let mut value = serde_json::to_value(training()).expect("serialises");
         value["version"] = 99.into();
-        let error = JobPlan::from_stored(&value.to_string()).expect_err("other version");
+        let error = JobPlan::from_stored(&value.to_string()).expect_err("other version").to_string();
         assert!(error.contains("plan version 99"), "{error}");
-        let error = JobPlan::from_stored("{\"version\": 1, \"needs\": 3}").expect_err("broken");
+        let error = JobPlan::from_stored("{\"version\": 1, \"needs\": 3}").expect_err("broken").to_string();
         assert!(error.contains("cannot be read"), "{error}");
-        assert!(JobPlan::from_stored("not json").expect_err("garbage").contains("not one"));
+        assert!(JobPlan::from_stored("not json").expect_err("garbage").to_string().contains("not one"));
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl TryFrom<Row> for JobRecord {
             None => StoredPlan::Missing,
             Some(text) => match JobPlan::from_stored(text) {
                 Ok(plan) => StoredPlan::Plan(Box::new(plan)),
-                Err(why) => StoredPlan::Unreadable(why),
+                Err(why) => StoredPlan::Unreadable(why.to_string()),
             },
         };
         Ok(Self {
