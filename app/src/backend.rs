@@ -12,14 +12,29 @@ use leptos::prelude::{use_context, ServerFnError};
 
 use crate::api::{ApiResult, Chart, ServerInfo, SessionInfo};
 
+/// Why the server could not answer a server function: a message the console shows as it is. The
+/// server fills it from its own error type and puts nothing internal in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendError {
+    pub message: String,
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
 /// What the console needs from the server.
 #[async_trait::async_trait]
 pub trait ConsoleBackend: Send + Sync + 'static {
     /// Describes the running server.
-    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, String>;
+    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, BackendError>;
 
     /// Who is logged in, for the console's frame.
-    async fn session(&self, request: &Parts) -> Result<SessionInfo, String>;
+    async fn session(&self, request: &Parts) -> Result<SessionInfo, BackendError>;
 
     /// Calls the REST API in process as the request's caller: `method` on `/v1{path}` with an
     /// optional JSON body.
@@ -29,10 +44,10 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         method: &'static str,
         path: String,
         body: Option<serde_json::Value>,
-    ) -> Result<ApiResult, String>;
+    ) -> Result<ApiResult, BackendError>;
 
     /// The job's metric series, one chart per tag.
-    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, String>;
+    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, BackendError>;
 
     /// Example `instances` for a version with a declared signature.
     async fn example_instances(
@@ -41,7 +56,7 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         project: String,
         model: String,
         version: String,
-    ) -> Result<Option<String>, String>;
+    ) -> Result<Option<String>, BackendError>;
 }
 
 /// The shared handle put into Leptos' context.

@@ -149,7 +149,7 @@ pub struct Overrides {
     pub auth: Option<bool>,
 }
 
-/// Why the configuration could not be built.
+/// Why the configuration could not be built, or the CLI's file not written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A layer held a value of the wrong type or an unknown key.
@@ -161,6 +161,18 @@ pub enum ConfigError {
     /// No data directory was given and there is no home directory to default to.
     #[error("no --data-dir given and HOME is not set to default it to ~/.anneal")]
     NoHome,
+    /// `anneal config set` was given a key the CLI does not keep.
+    #[error("unknown key '{0}'; use one of: {keys}", keys = CLIENT_KEYS.join(", "))]
+    UnknownKey(String),
+    /// There is no directory to keep the CLI's file in.
+    #[error("neither XDG_CONFIG_HOME nor HOME is set")]
+    NoConfigDir,
+    /// The CLI's file exists but is not valid TOML of its keys.
+    #[error("{}: {message}", .path.display())]
+    BadFile { path: PathBuf, message: String },
+    /// The CLI's file or its folder cannot be written.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Write { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
 impl Config {
@@ -359,15 +371,15 @@ impl ClientConfig {
     }
 
     /// Sets `key` to `value` in the CLI's file (created if missing); returns the file.
-    pub fn set(key: &str, value: &str) -> Result<PathBuf, String> {
+    pub fn set(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         if !CLIENT_KEYS.contains(&key) {
-            return Err(format!("unknown key '{key}'; use one of: {}", CLIENT_KEYS.join(", ")));
+            return Err(ConfigError::UnknownKey(key.to_owned()));
         }
-        let file = Self::file().ok_or("neither XDG_CONFIG_HOME nor HOME is set")?;
+        let file = Self::file().ok_or(ConfigError::NoConfigDir)?;
         let mut values: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(&file) {
             Ok(text) => Figment::from(Toml::string(&text))
                 .extract()
-                .map_err(|e| format!("{}: {}", file.display(), one_line(&e)))?,
+                .map_err(|e| ConfigError::BadFile { path: file.clone(), message: one_line(&e) })?,
             Err(_) => Default::default(),
         };
         values.insert(key.to_owned(), value.to_owned());
@@ -375,9 +387,17 @@ impl ClientConfig {
         let text: String =
             values.iter().map(|(k, v)| format!("{k} = {}\n", serde_json::to_string(v).unwrap_or_default())).collect();
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
+                action: "create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        std::fs::write(&file, text).map_err(|source| ConfigError::Write {
+            action: "write",
+            path: file.clone(),
+            source,
+        })?;
         Ok(file)
     }
 }

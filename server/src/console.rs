@@ -1,6 +1,8 @@
 //! The web console's server side: renders the Leptos app, serves its built assets (WASM, JS, CSS),
 //! keeps browsers' sessions (`session.rs`), and implements the console's backend port on top of
-//! [`Control`], acting as the logged-in identity.
+//! [`Control`] and the REST API called in process, acting as the logged-in identity. What fails
+//! reaches the page as its API message; an internal error is logged here and the page gets the
+//! generic message.
 //!
 //! Pages carry a Content-Security-Policy: scripts only from this server plus the inline
 //! hydration script, which carries the per-response nonce Leptos makes; WebAssembly compiled from
@@ -17,7 +19,7 @@ mod charts;
 mod session;
 
 use app::api::{ApiError, ApiResult, Chart, ServerInfo, SessionInfo};
-use app::backend::{Backend, ConsoleBackend};
+use app::backend::{Backend, BackendError, ConsoleBackend};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::Router;
@@ -27,6 +29,7 @@ use tower::ServiceExt;
 
 use crate::auth::{Identity, Permission};
 use crate::control::Control;
+use crate::error::{Error, Result};
 use crate::http::browser::BrowserPolicy;
 
 /// The file whose presence marks a site root built for this app.
@@ -69,9 +72,10 @@ impl Console {
         &self.browser
     }
 
-    /// The console's routes: server-rendered pages, server functions and static assets.
-    pub fn router(&self, control: Control) -> Router {
-        let api = Router::new().nest("/v1", crate::api::router(&control).with_state(control.clone()));
+    /// The console's routes: server-rendered pages, server functions and static assets. `api`
+    /// answers `/v1` requests in process (custom verbs as clients send them) without
+    /// authenticating them: the console puts the session's identity into each one itself.
+    pub fn router(&self, control: Control, api: Router) -> Router {
         let sessions = session::Sessions {
             control: control.clone(),
             browser: self.browser.clone(),
@@ -153,17 +157,28 @@ async fn switch_project(axum::extract::Query(query): axum::extract::Query<Switch
 /// The console's backend port: the REST API called in process, and use cases for the rest.
 struct ConsoleUseCases {
     control: Control,
-    /// The `/v1` router, the same one the server serves.
+    /// The `/v1` API, the same one the server serves.
     api: Router,
 }
 
 /// The largest API answer the console reads (a page of log lines is far smaller).
 const MAX_API_BODY: usize = 64 << 20;
 
+/// What a page shows of an error: what the API would answer; the text of an internal error is
+/// logged here instead.
+impl From<Error> for BackendError {
+    fn from(error: Error) -> Self {
+        if let Error::Internal(detail) = &error {
+            tracing::error!(error = %detail, "console request failed");
+        }
+        BackendError { message: error.status().message }
+    }
+}
+
 #[async_trait::async_trait]
 impl ConsoleBackend for ConsoleUseCases {
-    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, String> {
-        let identity = caller(request).map_err(|e| e.to_string())?;
+    async fn server_info(&self, request: &Parts) -> Result<ServerInfo, BackendError> {
+        let identity = caller(request)?;
         let accelerators = self.control.accelerators();
         // Where the server keeps its files is for admins only.
         let data_dir = if identity.role == crate::auth::Role::Admin {
@@ -179,8 +194,8 @@ impl ConsoleBackend for ConsoleUseCases {
         })
     }
 
-    async fn session(&self, request: &Parts) -> Result<SessionInfo, String> {
-        let identity = caller(request).map_err(|e| e.to_string())?;
+    async fn session(&self, request: &Parts) -> Result<SessionInfo, BackendError> {
+        let identity = caller(request)?;
         Ok(SessionInfo {
             name: identity.name.clone(),
             role: identity.role.as_str().to_owned(),
@@ -194,11 +209,11 @@ impl ConsoleBackend for ConsoleUseCases {
         method: &'static str,
         path: String,
         body: Option<serde_json::Value>,
-    ) -> Result<ApiResult, String> {
+    ) -> Result<ApiResult, BackendError> {
         if !path.starts_with("/projects/") || path.contains("..") {
-            return Err(format!("the console reads only /projects/ paths, not {path}"));
+            return Err(Error::PermissionDenied(format!("the console reads only /projects/ paths, not {path}")).into());
         }
-        let identity = caller(request).map_err(|e| e.to_string())?.clone();
+        let identity = caller(request)?.clone();
         let mut request = axum::http::Request::builder().method(method).uri(format!("/v1{path}"));
         let body = match body {
             Some(value) => {
@@ -207,39 +222,41 @@ impl ConsoleBackend for ConsoleUseCases {
             }
             None => axum::body::Body::empty(),
         };
-        let mut request = crate::api::split_custom_verb(request.body(body).map_err(|e| e.to_string())?);
+        let mut request = request.body(body).map_err(Error::internal)?;
         request.extensions_mut().insert(identity);
-        let response = self.api.clone().oneshot(request).await.map_err(|e| e.to_string())?;
+        let response = self.api.clone().oneshot(request).await.map_err(Error::internal)?;
         let status = response.status().as_u16();
-        let bytes = axum::body::to_bytes(response.into_body(), MAX_API_BODY).await.map_err(|e| e.to_string())?;
+        let bytes = axum::body::to_bytes(response.into_body(), MAX_API_BODY).await.map_err(Error::internal)?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         Ok(if status < 300 { Ok(value) } else { Err(ApiError::from_body(status, &value)) })
     }
 
-    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, String> {
-        let name = crate::names::JobName::new("name", &project, &job).map_err(|e| e.to_string())?;
+    async fn job_charts(&self, request: &Parts, project: String, job: String) -> Result<Vec<Chart>, BackendError> {
+        let name = crate::names::JobName::new("name", &project, &job)?;
         may_read(request, &project, || format!("projects/{project}/jobs/{job}"))?;
-        let mut points = self.control.job_metrics(&name).await.map_err(|e| e.to_string())?;
+        let mut points = self.control.job_metrics(&name).await?;
         // A tuning job also gets the objective of each finished trial.
-        let job = self.control.get_job(&name).await.map_err(|e| e.to_string())?;
-        let tag = job.output["hyperparameterMetricTag"].as_str().unwrap_or("objective").to_owned();
-        for trial in job.output["trials"].as_array().into_iter().flatten() {
-            let (Some(id), Some(value)) = (
-                trial["trialId"].as_str().and_then(|t| t.parse().ok()),
-                trial["finalMetric"]["objectiveValue"].as_f64(),
-            ) else {
-                continue;
-            };
+        let job = self.control.get_job(&name).await?;
+        let (tag, trials) = match &job.output {
+            crate::jobs::JobOutput::Training(output) => (output.hyperparameter_metric_tag.as_deref(), &output.trials[..]),
+            crate::jobs::JobOutput::Prediction(_) => (None, &[][..]),
+        };
+        let tag = tag.unwrap_or("objective");
+        for trial in trials {
+            let (Ok(id), Some(metric)) = (trial.trial_id.parse::<i64>(), trial.final_metric) else { continue };
             points.push(crate::executor::MetricPoint {
                 replica: "trials".into(),
                 tag: format!("{tag} by trial"),
                 step: id,
-                value,
+                value: metric.objective_value,
                 timestamp: 0.0,
                 trial: id.to_string(),
             });
         }
-        let charts = tokio::task::spawn_blocking(move || charts::draw(&points)).await.map_err(|e| e.to_string())??;
+        let charts = tokio::task::spawn_blocking(move || charts::draw(&points))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::internal)?;
         Ok(charts.into_iter().map(|(tag, points, svg)| Chart { tag, points, svg }).collect())
     }
 
@@ -249,10 +266,10 @@ impl ConsoleBackend for ConsoleUseCases {
         project: String,
         model: String,
         version: String,
-    ) -> Result<Option<String>, String> {
-        let name = crate::names::VersionName::new("name", &project, &model, &version).map_err(|e| e.to_string())?;
+    ) -> Result<Option<String>, BackendError> {
+        let name = crate::names::VersionName::new("name", &project, &model, &version)?;
         may_read(request, &project, || format!("projects/{project}/models/{model}/versions/{version}"))?;
-        let record = self.control.get_version(&name).await.map_err(|e| e.to_string())?;
+        let record = self.control.get_version(&name).await?;
         let Some(dir) = record.artifact_dir else { return Ok(None) };
         let Ok(signature) = crate::serving::Signature::read(std::path::Path::new(&dir)) else { return Ok(None) };
         Ok(example(&signature))
@@ -266,24 +283,23 @@ pub fn session_secret(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// The logged-in identity [`session::require_session`] put into the request.
-fn caller(request: &Parts) -> crate::Result<&Identity> {
-    request.extensions.get::<Identity>().ok_or_else(|| crate::Error::Unauthenticated("Log in to the console first.".into()))
+fn caller(request: &Parts) -> Result<&Identity> {
+    request.extensions.get::<Identity>().ok_or_else(|| Error::Unauthenticated("Log in to the console first.".into()))
 }
 
 /// Whether the caller may read `project`: as the API answers, a project outside the caller's
 /// scope is not found, and a role without reading is denied.
-fn may_read(request: &Parts, project: &str, resource: impl FnOnce() -> String) -> Result<(), String> {
-    let identity = caller(request).map_err(|e| e.to_string())?;
+fn may_read(request: &Parts, project: &str, resource: impl FnOnce() -> String) -> Result<()> {
+    let identity = caller(request)?;
     if !identity.projects.contains(project) {
-        return Err(crate::Error::not_found("name", format!("{} was not found.", resource())).to_string());
+        return Err(Error::not_found("name", format!("{} was not found.", resource())));
     }
     if !identity.can(Permission::Read, project) {
-        return Err(crate::Error::PermissionDenied(format!(
+        return Err(Error::PermissionDenied(format!(
             "The token's role ({}) cannot read {}.",
             identity.role,
             resource()
-        ))
-        .to_string());
+        )));
     }
     Ok(())
 }

@@ -1,8 +1,14 @@
-//! The one error type of Anneal's use cases.
+//! The one error type of Anneal's use cases, and the one place the layers below control map
+//! their own errors into it.
 //!
 //! Every fallible use case returns [`Error`]. Its variants are the `google.rpc.Code`s the `ml` v1
-//! API uses; [`crate::api::error`] maps them to HTTP status and the API's error envelope in one
-//! exhaustive match, and logs each error once there.
+//! API uses ([`Error::code`]); [`Error::status`] is what a client may read of one (the text of an
+//! internal error never leaves the server). The REST surface (`api/error.rs`) maps them to HTTP
+//! status and the API's error envelope; failed operations carry the same status.
+//!
+//! The layers below control have error types of their own (`serving::LoadError`,
+//! `storage::StorageError`, ...); the `From` impls at the end of this file decide, once, which
+//! code each of their failures is to a client.
 
 use std::fmt;
 
@@ -74,20 +80,111 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A bad value in `field`.
-    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(FieldViolation::new(field, description))
+    /// A bad value in `field`; `description` (a sentence, or a lower layer's error) says what is
+    /// wrong.
+    pub fn invalid(field: impl Into<String>, description: impl fmt::Display) -> Self {
+        Self::InvalidArgument(FieldViolation::new(field, description.to_string()))
     }
 
     /// The resource named in `field` does not exist.
-    pub fn not_found(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::NotFound(FieldViolation::new(field, description))
+    pub fn not_found(field: impl Into<String>, description: impl fmt::Display) -> Self {
+        Self::NotFound(FieldViolation::new(field, description.to_string()))
     }
 
     /// Wraps an unexpected failure, keeping its text for the log.
     pub fn internal(error: impl fmt::Display) -> Self {
         Self::Internal(error.to_string())
     }
+
+    /// The `google.rpc.Code` the API reports this error under.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) | Self::NoRoute { .. } => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Aborted(_) => Code::Aborted,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unimplemented(_) => Code::Unimplemented,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// What a client may read of this error: its code and message, except that an internal
+    /// error's text is replaced by [`INTERNAL_MESSAGE`] (whoever reports it logs the text).
+    pub fn status(&self) -> Status {
+        let message = match self {
+            Self::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            other => other.to_string(),
+        };
+        Status { code: self.code(), message }
+    }
+}
+
+/// The message clients get for an INTERNAL error.
+pub const INTERNAL_MESSAGE: &str = "Internal error encountered.";
+
+/// A `google.rpc.Code`: the name and number under which the API reports an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Aborted,
+    Unauthenticated,
+    PermissionDenied,
+    ResourceExhausted,
+    Unimplemented,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    /// The code's number, as in an operation's `error.code`.
+    pub fn number(self) -> i32 {
+        match self {
+            Self::InvalidArgument => 3,
+            Self::NotFound => 5,
+            Self::AlreadyExists => 6,
+            Self::PermissionDenied => 7,
+            Self::ResourceExhausted => 8,
+            Self::FailedPrecondition => 9,
+            Self::Aborted => 10,
+            Self::Unimplemented => 12,
+            Self::Internal => 13,
+            Self::Unavailable => 14,
+            Self::Unauthenticated => 16,
+        }
+    }
+
+    /// The code's name, as in the error envelope's `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// The API's error shape without HTTP (`google.rpc.Status` without details): what a client may
+/// read of an [`Error`], from [`Error::status`]. A failed operation carries one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub code: Code,
+    pub message: String,
 }
 
 impl From<sqlx::Error> for Error {
@@ -97,5 +194,56 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolClosed => Self::Unavailable("the server is shutting down".into()),
             other => Self::internal(format!("database: {other}")),
         }
+    }
+}
+
+/// A model that cannot be served is the deployment's problem (FAILED_PRECONDITION, with the reason
+/// for the user, as ML Engine answers a bad model); a failure of the host itself is internal.
+impl From<crate::serving::LoadError> for Error {
+    fn from(error: crate::serving::LoadError) -> Self {
+        use crate::serving::LoadError;
+        match error {
+            LoadError::MissingModel
+            | LoadError::Signature(_)
+            | LoadError::NotTorchScript(_)
+            | LoadError::RejectsSignature(_)
+            | LoadError::Output(_) => Self::FailedPrecondition(error.to_string()),
+            LoadError::Worker(_) | LoadError::Stopped(_) => Self::internal(error),
+        }
+    }
+}
+
+/// A copy that fails is about the files the request named (FAILED_PRECONDITION, with the reason);
+/// a storage root that does not work is the server's own problem.
+impl From<crate::storage::StorageError> for Error {
+    fn from(error: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
+        match error {
+            StorageError::Copy { .. } => Self::FailedPrecondition(error.to_string()),
+            StorageError::Create { .. }
+            | StorageError::Unusable { .. }
+            | StorageError::NotWritable { .. }
+            | StorageError::Corrupt(_) => Self::internal(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_read_codes_and_messages_but_never_internal_text() {
+        let status = Error::invalid("version.name", "bad").status();
+        assert_eq!((status.code.number(), status.code.name()), (3, "INVALID_ARGUMENT"));
+        assert_eq!(status.message, "Field: version.name Error: bad");
+        let status = Error::FailedPrecondition("model.pt is not a loadable TorchScript model".into()).status();
+        assert_eq!(
+            (status.code.number(), status.message.as_str()),
+            (9, "model.pt is not a loadable TorchScript model")
+        );
+        let status = Error::internal("database: disk I/O error at /var/lib/anneal").status();
+        assert_eq!((status.code, status.message.as_str()), (Code::Internal, INTERNAL_MESSAGE));
+        assert_eq!(Error::NoRoute { method: "GET".into(), path: "/v1/x".into() }.code().number(), 5);
     }
 }

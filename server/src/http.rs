@@ -35,7 +35,7 @@ pub fn app(control: Control, console: Console, metrics: PrometheusHandle, max_re
                 .layer(axum::middleware::from_fn_with_state(control.clone(), api::authenticate)),
         )
         .merge(ops)
-        .merge(console.router(control.clone()))
+        .merge(console.router(control.clone(), in_process_api(&control)))
         .layer(axum::middleware::from_fn_with_state(console.browser_policy().clone(), browser::guard))
         .layer(axum::middleware::from_fn_with_state(control.limits().request_timeout, crate::api::limits::time_limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(crate::api::limits::panic_response))
@@ -44,6 +44,14 @@ pub fn app(control: Control, console: Console, metrics: PrometheusHandle, max_re
         .layer(TraceLayer::new_for_http());
     // Routing happens inside `routes`, so the rewrite must wrap it from outside.
     Router::new().fallback_service(ServiceBuilder::new().map_request(api::split_custom_verb).service(routes))
+}
+
+/// The `/v1` API as the console calls it in process: custom verbs split as for any client, and
+/// no authentication middleware, because the console puts the session's identity into each
+/// request itself.
+fn in_process_api(control: &Control) -> Router {
+    let api = Router::new().nest("/v1", api::router(control).with_state(control.clone()));
+    Router::new().fallback_service(ServiceBuilder::new().map_request(api::split_custom_verb).service(api))
 }
 
 /// Liveness: the process is up and answering.

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{Replicas, TrainingSpec};
-use crate::executor::{supervise, Ending, Launch};
+use crate::executor::{supervise, Environment, Launch, Run, LOG_BUFFER};
+use crate::jobs::plan::Replicas;
+use crate::jobs::study::DEFAULT_METRIC_TAG;
+use crate::jobs::{Ending, TrainingPlan};
 
 /// What to run.
 #[derive(Debug)]
@@ -26,6 +28,23 @@ pub struct LocalTrain {
     pub args: Vec<String>,
 }
 
+/// Why `anneal local train` could not run the replicas to their end.
+#[derive(Debug, thiserror::Error)]
+enum LocalError {
+    /// A folder a flag names cannot be used.
+    #[error("{flag} {}: {source}", .path.display())]
+    Folder { flag: &'static str, path: PathBuf, source: std::io::Error },
+    /// `--package-path` names something other than a folder.
+    #[error("--package-path {} is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    /// A folder the run needs of its own cannot be made or found.
+    #[error("cannot {action}: {source}")]
+    Setup { action: &'static str, source: std::io::Error },
+    /// The replicas could not be started or supervised.
+    #[error("{0}")]
+    Run(String),
+}
+
 /// Runs the replicas to the end: exit code 0 when the master succeeded, 1 when a replica failed
 /// (the reason on stderr), 130 when interrupted.
 pub fn train(job: LocalTrain) -> ExitCode {
@@ -35,10 +54,9 @@ pub fn train(job: LocalTrain) -> ExitCode {
     };
     match runtime.block_on(run(job)) {
         Ok(Ending::Succeeded) => ExitCode::SUCCESS,
-        Ok(Ending::Failed(message)) | Err(message) => {
-            // The replicas' output is already on the terminal: keep the first line.
-            fail(message.lines().next().unwrap_or("the job failed").trim_end_matches(" Last log lines:"))
-        }
+        // The replicas' output is already on the terminal: keep the first line.
+        Ok(Ending::Failed(message)) => fail(first_line(&message)),
+        Err(error) => fail(first_line(&error.to_string())),
         Ok(Ending::Stopped | Ending::TimedOut) => {
             eprintln!("stopped");
             ExitCode::from(130)
@@ -46,62 +64,70 @@ pub fn train(job: LocalTrain) -> ExitCode {
     }
 }
 
-async fn run(job: LocalTrain) -> Result<Ending, String> {
-    let package = std::fs::canonicalize(&job.package_path)
-        .map_err(|e| format!("--package-path {}: {e}", job.package_path.display()))?;
+/// The first line of a failure, without the pointer to log lines the terminal shows already.
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or("the job failed").trim_end_matches(" Last log lines:")
+}
+
+async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
+    let folder = |flag, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LocalError::Folder { flag, path, source }
+    };
+    let package = std::fs::canonicalize(&job.package_path).map_err(folder("--package-path", &job.package_path))?;
     if !package.is_dir() {
-        return Err(format!("--package-path {} is not a folder", package.display()));
+        return Err(LocalError::NotAFolder(package));
     }
     let parent = package.parent().unwrap_or(Path::new("/")).to_path_buf();
     let job_dir = job
         .job_dir
         .map(|d| {
-            std::fs::create_dir_all(&d).map_err(|e| format!("--job-dir {}: {e}", d.display()))?;
-            std::fs::canonicalize(&d).map_err(|e| format!("--job-dir {}: {e}", d.display()))
+            std::fs::create_dir_all(&d).map_err(folder("--job-dir", &d))?;
+            std::fs::canonicalize(&d).map_err(folder("--job-dir", &d))
         })
         .transpose()?;
     let scratch = tempfile::Builder::new()
         .prefix("anneal-local-")
         .tempdir()
-        .map_err(|e| format!("cannot create a scratch folder: {e}"))?;
-    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?;
-    let spec = TrainingSpec {
+        .map_err(|source| LocalError::Setup { action: "create a scratch folder", source })?;
+    let cwd =
+        std::env::current_dir().map_err(|source| LocalError::Setup { action: "read the current folder", source })?;
+    let replicas = Replicas { workers: job.workers, parameter_servers: job.parameter_servers, ..Replicas::default() };
+    let tf_config_job = serde_json::json!({
+        "scaleTier": if job.workers + job.parameter_servers > 0 { "CUSTOM" } else { "BASIC" },
+        "pythonModule": job.module_name,
+        "args": job.args,
+    });
+    let plan = TrainingPlan {
         packages: vec![package],
         module: job.module_name,
         args: job.args,
-        job_dir,
-        replicas: Replicas { workers: job.workers, parameter_servers: job.parameter_servers, ..Replicas::default() },
+        job_dir: job_dir.clone(),
+        replicas,
         max_running_time: None,
+        metric_tag: DEFAULT_METRIC_TAG.into(),
+        tf_config_job,
         study: None,
     };
-    let training_input = serde_json::json!({
-        "scaleTier": if job.workers + job.parameter_servers > 0 { "CUSTOM" } else { "BASIC" },
-        "pythonModule": spec.module,
-        "args": spec.args,
-    });
     let python_path = [parent];
     let launch = Launch {
-        python: &job.python,
-        job_id: "local",
-        tag: None,
-        training_input: &training_input,
-        spec: &spec,
-        dir: scratch.path(),
-        cwd: Some(&cwd),
-        python_path: &python_path,
-        gpus: &[],
-        kill_grace: Duration::from_secs(5),
-        // The terminal shows what the replica prints: lines are cut only far beyond any log line.
-        max_log_line: 16 << 20,
-        // `anneal local train` runs replicas as the calling user, as any program it starts.
-        identity: None,
-        label: String::new(),
-        trial: None,
-        series: None,
-        extra_args: Vec::new(),
+        plan: &plan,
+        env: Environment {
+            python: &job.python,
+            job_id: "local",
+            tag: None,
+            python_path: &python_path,
+            cwd: Some(&cwd),
+            kill_grace: Duration::from_secs(5),
+            // The terminal shows what the replica prints: lines are cut only far beyond any log line.
+            max_log_line: 16 << 20,
+            // `anneal local train` runs replicas as the calling user, as any program it starts.
+            identity: None,
+        },
+        run: Run { dir: scratch.path().to_path_buf(), job_dir, ..Run::default() },
     };
-    let several = spec.replicas.all().len() > 1;
-    let (log, mut lines) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let several = plan.replicas.all().len() > 1;
+    let (log, mut lines) = tokio::sync::mpsc::channel::<(String, String)>(LOG_BUFFER);
     let printer = tokio::spawn(async move {
         while let Some((replica, text)) = lines.recv().await {
             if several {
@@ -129,9 +155,9 @@ async fn run(job: LocalTrain) -> Result<Ending, String> {
         }
         interrupt.cancel();
     });
-    let ending = supervise(&launch, log, &token).await;
+    let ending = supervise(&launch, log, &token).await.map_err(|e| e.to_string());
     let _ = printer.await;
-    ending
+    ending.map_err(|e| LocalError::Run(e.to_string()))
 }
 
 /// `anneal local predict`: loads `model_dir` in this process and prints one prediction per

@@ -3,6 +3,10 @@
 //! Tensors never run on the async runtime. Each served model belongs to its own worker threads
 //! fed by a bounded queue ([`model`]); async code only enqueues a request and awaits its reply.
 //! [`ModelHost`] keeps the models being served, by version name.
+//!
+//! Loading fails with a [`LoadError`] that says what is wrong with the model's files (or that
+//! the host could not start it; `crate::error` decides which code each is to a client); a
+//! prediction fails with a [`PredictError`].
 
 pub mod batch;
 pub mod instances;
@@ -16,8 +20,9 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-pub use model::{PredictError, ServedModel, ServingOptions, MODEL_FILE};
-pub use signature::{Signature, SIGNATURE_FILE};
+pub use model::{ForwardError, LoadError, PredictError, ServedModel, ServingOptions, MODEL_FILE};
+pub use signature::{Signature, SignatureError, SIGNATURE_FILE};
+pub use tensors::OutputError;
 
 /// What libtorch offers on this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -71,7 +76,7 @@ impl ModelHost {
 
     /// Loads the model in `dir` and serves it as `key`, replacing any model served as `key`.
     /// `workers`, `intra_op_threads` and `use_cuda` override the host's defaults when given.
-    pub async fn load(&self, key: &str, dir: &Path, settings: VersionSettings) -> Result<(), String> {
+    pub async fn load(&self, key: &str, dir: &Path, settings: VersionSettings) -> Result<(), LoadError> {
         let dir = dir.to_path_buf();
         let mut options = self.options.clone();
         if let Some(workers) = settings.workers {
@@ -84,7 +89,7 @@ impl ModelHost {
         let name = key.to_owned();
         let model = tokio::task::spawn_blocking(move || ServedModel::load(&name, &dir, &options))
             .await
-            .map_err(|e| format!("model loading stopped unexpectedly: {e}"))??;
+            .map_err(LoadError::Stopped)??;
         let previous = self.write().insert(key.to_owned(), Arc::new(model));
         drop(previous);
         Ok(())

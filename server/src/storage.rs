@@ -21,6 +21,27 @@ fn server_file(name: &str) -> bool {
     name.starts_with("anneal.db") || name == crate::auth::ADMIN_TOKEN_FILE
 }
 
+/// Why storage could not be opened, checked or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The storage root cannot be created.
+    #[error("cannot create the storage root {}: {source}", .path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    /// A root cannot be resolved.
+    #[error("storage root {} is not usable: {source}", .path.display())]
+    Unusable { path: PathBuf, source: std::io::Error },
+    /// The probe file cannot be written, read back or removed.
+    #[error("storage root {} is not writable: {source}", .path.display())]
+    NotWritable { path: PathBuf, source: std::io::Error },
+    /// The probe file read back differs from what was written.
+    #[error("storage root {} returned different bytes than written", .0.display())]
+    Corrupt(PathBuf),
+    /// Copying a folder the request named failed: a link out of the roots, or a file that
+    /// cannot be read or written.
+    #[error("cannot copy {}: {source}", .from.display())]
+    Copy { from: PathBuf, source: std::io::Error },
+}
+
 /// Local-directory storage rooted at one directory, plus the other directories users may point
 /// URIs at.
 #[derive(Clone, Debug)]
@@ -34,22 +55,22 @@ pub struct LocalStorage {
 
 impl LocalStorage {
     /// Opens storage at `root`, creating the directory, and checks that it is writable.
-    pub fn open(root: &Path) -> Result<Self, String> {
+    pub fn open(root: &Path) -> Result<Self, StorageError> {
         Self::open_with_roots(root, &[])
     }
 
     /// Opens storage at `root`; user URIs may name files under `root`'s parent (the data dir)
     /// or under any of `extra_roots`.
-    pub fn open_with_roots(root: &Path, extra_roots: &[PathBuf]) -> Result<Self, String> {
-        std::fs::create_dir_all(root).map_err(|e| format!("cannot create the storage root {}: {e}", root.display()))?;
+    pub fn open_with_roots(root: &Path, extra_roots: &[PathBuf]) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(root).map_err(|source| StorageError::Create { path: root.to_path_buf(), source })?;
+        let canonical = |dir: &Path| {
+            dir.canonicalize().map_err(|source| StorageError::Unusable { path: dir.to_path_buf(), source })
+        };
         let mut allowed = Vec::new();
         for dir in root.parent().into_iter().chain(extra_roots.iter().map(PathBuf::as_path)) {
-            let canonical =
-                dir.canonicalize().map_err(|e| format!("storage root {} is not usable: {e}", dir.display()))?;
-            allowed.push(canonical);
+            allowed.push(canonical(dir)?);
         }
-        let canonical_root =
-            root.canonicalize().map_err(|e| format!("storage root {} is not usable: {e}", root.display()))?;
+        let canonical_root = canonical(root)?;
         let storage = Self { root: root.to_path_buf(), canonical_root, allowed };
         storage.check_writable()?;
         Ok(storage)
@@ -158,10 +179,11 @@ impl LocalStorage {
     /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
     /// storage root, for `project`. A symlink inside `source` is followed only when it stays
     /// within what the project may name. Blocks: call it on a blocking thread.
-    pub fn copy_into(&self, project: &ProjectId, source: &Path, relative_dest: &Path) -> Result<PathBuf, String> {
+    pub fn copy_into(&self, project: &ProjectId, source: &Path, relative_dest: &Path) -> Result<PathBuf, StorageError> {
         let dest = self.root.join(relative_dest);
         let permits = |target: &Path| self.permits(project, target);
-        copy_tree(source, &dest, &permits).map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+        copy_tree(source, &dest, &permits)
+            .map_err(|error| StorageError::Copy { from: source.to_path_buf(), source: error })?;
         Ok(dest)
     }
 
@@ -173,16 +195,16 @@ impl LocalStorage {
     }
 
     /// Writes, reads back and removes a probe file under the root.
-    pub fn check_writable(&self) -> Result<(), String> {
+    pub fn check_writable(&self) -> Result<(), StorageError> {
         let probe = self.root.join(format!(".probe-{}", std::process::id()));
-        let fail = |e: std::io::Error| format!("storage root {} is not writable: {e}", self.root.display());
+        let fail = |source| StorageError::NotWritable { path: self.root.clone(), source };
         std::fs::write(&probe, b"anneal").map_err(fail)?;
         let back = std::fs::read(&probe).map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
         if back == b"anneal" {
             Ok(())
         } else {
-            Err(format!("storage root {} returned different bytes than written", self.root.display()))
+            Err(StorageError::Corrupt(self.root.clone()))
         }
     }
 }
@@ -389,6 +411,6 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("write");
         let err = LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
-        assert!(err.contains("cannot create the storage root"), "{err}");
+        assert!(err.to_string().contains("cannot create the storage root"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use auth::{AuditRecord, NewAudit, NewToken, TokenRecord};
-pub use jobs::{JobKind, JobRecord, JobState, NewJob};
+pub use jobs::{JobInput, JobKind, JobRecord, JobState, NewJob, StoredPlan};
 pub use models::{ModelRecord, NewModel};
 pub use operations::{OperationKind, OperationOutcome, OperationRecord};
 pub use projects::ProjectRecord;
@@ -40,7 +40,7 @@ pub(crate) fn parse_time(text: &str) -> crate::Result<chrono::DateTime<chrono::U
 /// The SQLite migrations, embedded at compile time.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// Why the store could not be opened.
+/// Why the store could not be opened, or is not ready.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or created.
@@ -49,6 +49,12 @@ pub enum StoreError {
     /// A migration failed or the database was migrated by a different build.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The open database does not answer.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database lacks migrations this build embeds.
+    #[error("migrations not applied: {0:?}")]
+    Unmigrated(Vec<i64>),
 }
 
 /// A handle to the metadata store; cheap to clone.
@@ -80,18 +86,18 @@ impl Store {
     }
 
     /// Checks that the database answers and that every embedded migration is applied.
-    pub async fn check_ready(&self) -> Result<(), String> {
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
         let applied: Vec<(i64,)> =
             sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version")
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|e| format!("database unavailable: {e}"))?;
+                .map_err(StoreError::Unavailable)?;
         let missing: Vec<i64> =
             MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.iter().any(|(a,)| a == v)).collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!("migrations not applied: {missing:?}"))
+            Err(StoreError::Unmigrated(missing))
         }
     }
 

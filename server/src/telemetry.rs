@@ -14,9 +14,21 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// The `log` setting is not a `tracing` filter.
+    #[error("invalid log filter '{filter}': {source}")]
+    Filter { filter: String, source: tracing_subscriber::filter::ParseError },
+    /// A log subscriber was installed already.
+    #[error("cannot install the log subscriber: {0}")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the process-wide log subscriber. `filter` is a `tracing` filter such as `info`.
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter '{filter}': {e}"))?;
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
+    let filter =
+        EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter { filter: filter.to_owned(), source })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
@@ -24,19 +36,30 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
             .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    result.map_err(LoggingError::Install)?;
     std::panic::set_hook(Box::new(log_panic));
     Ok(())
 }
 
 /// Logs a panic once, as an error event in the configured format (the default hook would print
-/// a plain line to stderr). The request that panicked still gets its 500 envelope from
-/// [`crate::api::limits::panic_response`], and the process goes on.
+/// a plain line to stderr). The request that panicked still gets its 500 envelope from the HTTP
+/// surface's panic layer, and the process goes on.
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let message = crate::api::limits::panic_message(info.payload());
+    let message = panic_message(info.payload());
     let location = info.location().map(ToString::to_string).unwrap_or_default();
     let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
     tracing::error!(panic = %message, %location, %thread, "panicked");
+}
+
+/// The text of a panic's payload (`&str` or `String`; anything else is named as such).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
 }
 
 /// Buckets for request latencies, in seconds: 100 µs to 10 s.
@@ -88,4 +111,16 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     metrics::counter!("anneal_http_requests_total", &labels).increment(1);
     metrics::histogram!("anneal_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_payloads_become_their_text() {
+        assert_eq!(panic_message(&"text"), "text");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&42), "a panic without a message");
+    }
 }

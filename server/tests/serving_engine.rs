@@ -14,7 +14,7 @@ fn models() -> &'static Path {
 }
 
 fn load(name: &str, options: &ServingOptions) -> Result<ServedModel, String> {
-    ServedModel::load(name, &models().join(name), options)
+    ServedModel::load(name, &models().join(name), options).map_err(|e| e.to_string())
 }
 
 fn close(a: &Value, b: &Value) -> bool {
@@ -85,8 +85,9 @@ async fn broken_models_fail_to_load_with_a_reason() {
     assert!(err.contains("not a loadable TorchScript model"), "{err}");
     let err = load("wrong_signature", &ServingOptions::default()).expect_err("signature mismatch");
     assert!(err.contains("does not accept inputs of its declared signature"), "{err}");
-    let err =
-        ServedModel::load("missing", &models().join("no_such_dir"), &ServingOptions::default()).expect_err("missing");
+    let err = ServedModel::load("missing", &models().join("no_such_dir"), &ServingOptions::default())
+        .expect_err("missing")
+        .to_string();
     assert!(err.contains("model.pt not found"), "{err}");
 }
 

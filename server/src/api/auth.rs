@@ -89,7 +89,7 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
     // Without a bearer token, a logged-in console page calling `/v1` itself (the package upload)
     // sends its session cookie. The cookie is SameSite=Strict and `http/browser.rs` refuses
     // cross-site state changes, so no other site can make use of it.
-    match identify(&control, bearer, request.headers()).await {
+    match control.identify(bearer, crate::console::session_secret(request.headers())).await {
         Some(Ok(identity)) => {
             request.extensions_mut().insert(identity);
         }
@@ -97,21 +97,6 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
         None => {}
     }
     next.run(request).await
-}
-
-/// The identity a request's credentials name: its bearer token, else the console's session
-/// cookie; `None` when it carries neither. The one place that decides which credential counts,
-/// for the API and the console alike.
-pub async fn identify(
-    control: &Control,
-    bearer: Option<&str>,
-    headers: &axum::http::HeaderMap,
-) -> Option<crate::Result<Identity>> {
-    match (bearer, crate::console::session_secret(headers)) {
-        (Some(token), _) => Some(control.authenticate_token(token).await),
-        (None, Some(session)) => Some(control.session_identity(session).await),
-        (None, None) => None,
-    }
 }
 
 /// Checks the caller against the matched route's permission and project, then records

@@ -1,6 +1,7 @@
 //! The one mapping from [`Error`] to HTTP: status code and the API's error envelope
-//! `{"error":{"code","message","status","details"}}`, with `google.rpc.Code` names and numbers.
-//! Each error is logged here, once; the text of internal errors never reaches the client.
+//! `{"error":{"code","message","status","details"}}`, with the `google.rpc.Code` name of
+//! [`Error::code`] and the message of [`Error::status`]. Each error is logged here, once; the text
+//! of internal errors never reaches the client.
 
 use axum::extract::{OriginalUri, Request};
 use axum::http::StatusCode;
@@ -8,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::Json;
-use crate::error::{Error, FieldViolation};
+use crate::error::{Code, Error, FieldViolation};
 
 #[derive(Serialize)]
 struct Envelope {
@@ -50,34 +51,37 @@ fn bad_request(violation: &FieldViolation) -> Vec<Detail> {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (http, status, details) = match &self {
-            Error::InvalidArgument(v) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", bad_request(v)),
-            Error::NotFound(v) => (StatusCode::NOT_FOUND, "NOT_FOUND", bad_request(v)),
-            Error::NoRoute { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND", Vec::new()),
-            Error::AlreadyExists(v) => (StatusCode::CONFLICT, "ALREADY_EXISTS", bad_request(v)),
-            Error::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", Vec::new()),
-            Error::Aborted(_) => (StatusCode::CONFLICT, "ABORTED", Vec::new()),
-            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", Vec::new()),
-            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED", Vec::new()),
-            Error::ResourceExhausted(_) => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", Vec::new()),
-            Error::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED", Vec::new()),
-            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Vec::new()),
-            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", Vec::new()),
+        let code = self.code();
+        let http = match code {
+            Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = match &self {
-            Error::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "Internal error encountered.".to_owned()
-            }
-            other if http.is_server_error() => {
-                tracing::warn!(error = %other, status, "request failed");
-                other.to_string()
-            }
-            other => {
-                tracing::debug!(error = %other, status, "request rejected");
-                other.to_string()
-            }
+        let details = match &self {
+            Error::InvalidArgument(v) | Error::NotFound(v) | Error::AlreadyExists(v) => bad_request(v),
+            Error::NoRoute { .. }
+            | Error::FailedPrecondition(_)
+            | Error::Aborted(_)
+            | Error::Unauthenticated(_)
+            | Error::PermissionDenied(_)
+            | Error::ResourceExhausted(_)
+            | Error::Unimplemented(_)
+            | Error::Unavailable(_)
+            | Error::Internal(_) => Vec::new(),
         };
+        let status = code.name();
+        match &self {
+            Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            other if http.is_server_error() => tracing::warn!(error = %other, status, "request failed"),
+            other => tracing::debug!(error = %other, status, "request rejected"),
+        }
+        let message = self.status().message;
         let unauthenticated = matches!(self, Error::Unauthenticated(_));
         let envelope = Envelope { error: Status { code: http.as_u16(), message, status, details } };
         let mut response = (http, Json(envelope)).into_response();

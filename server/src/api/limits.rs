@@ -27,17 +27,6 @@ pub fn panic_response(_payload: Box<dyn Any + Send + 'static>) -> Response {
     response
 }
 
-/// The text of a panic's payload (`&str` or `String`; anything else is named as such).
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
-
 /// Answers 503 UNAVAILABLE when an ordinary `/v1` request has not produced its response within
 /// `limit`. The limit covers the handler up to the response's head: a stream (log follow) runs
 /// on after it, and file uploads, whose handler reads the whole body, are not timed at all.
@@ -111,7 +100,5 @@ mod tests {
     fn a_panic_answers_the_internal_envelope_without_its_text() {
         let response = panic_response(Box::new("secret detail"));
         assert_eq!(response.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(panic_message(&"text"), "text");
-        assert_eq!(panic_message(&String::from("owned")), "owned");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 
 use crate::executor::MetricPoint;
@@ -17,16 +18,24 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(0x44, 0x4c, 0x56),
 ];
 
+/// Why a chart could not be drawn (plotters failed writing its SVG).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw the chart: {0}")]
+pub struct ChartError(#[from] DrawingAreaErrorKind<std::io::Error>);
+
+/// One chart's lines: `(step, value)` points by replica.
+type Series<'a> = BTreeMap<&'a str, Vec<(f64, f64)>>;
+
 /// Charts of `points` by tag (sorted by tag): `(tag, number of points, svg)`.
-pub fn draw(points: &[MetricPoint]) -> Result<Vec<(String, usize, String)>, String> {
-    let mut by_tag: BTreeMap<&str, BTreeMap<&str, Vec<(f64, f64)>>> = BTreeMap::new();
+pub fn draw(points: &[MetricPoint]) -> Result<Vec<(String, usize, String)>, ChartError> {
+    let mut by_tag: BTreeMap<&str, Series<'_>> = BTreeMap::new();
     for point in points {
         by_tag.entry(&point.tag).or_default().entry(&point.replica).or_default().push((point.step as f64, point.value));
     }
     by_tag.into_iter().map(|(tag, series)| chart(tag, &series).map(|(n, svg)| (tag.to_owned(), n, svg))).collect()
 }
 
-fn chart(tag: &str, series: &BTreeMap<&str, Vec<(f64, f64)>>) -> Result<(usize, String), String> {
+fn chart(tag: &str, series: &Series<'_>) -> Result<(usize, String), ChartError> {
     let all = series.values().flatten();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     let mut count = 0;
@@ -45,36 +54,31 @@ fn chart(tag: &str, series: &BTreeMap<&str, Vec<(f64, f64)>>) -> Result<(usize, 
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 260)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .caption(tag, ("sans-serif", 15))
             .x_label_area_size(34)
             .y_label_area_size(56)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc("step")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .light_line_style(RGBColor(0xee, 0xf1, 0xf4))
             .label_style(("sans-serif", 12))
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         for (i, (replica, points)) in series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
             let mut sorted = points.clone();
             sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
-                .draw_series(LineSeries::new(sorted.iter().copied(), colour.stroke_width(2)))
-                .map_err(|e| e.to_string())?
+                .draw_series(LineSeries::new(sorted.iter().copied(), colour.stroke_width(2)))?
                 .label(*replica)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
             // Dots mark reports while they are few enough to tell apart.
             if sorted.len() <= 60 {
-                chart
-                    .draw_series(sorted.iter().map(|p| Circle::new(*p, 2, colour.filled())))
-                    .map_err(|e| e.to_string())?;
+                chart.draw_series(sorted.iter().map(|p| Circle::new(*p, 2, colour.filled())))?;
             }
         }
         chart
@@ -82,9 +86,8 @@ fn chart(tag: &str, series: &BTreeMap<&str, Vec<(f64, f64)>>) -> Result<(usize, 
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(0xdd, 0xe3, 0xe9))
             .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+            .draw()?;
+        root.present()?;
     }
     Ok((count, svg))
 }

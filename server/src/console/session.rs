@@ -99,7 +99,7 @@ pub(super) async fn require_session(State(sessions): State<Sessions>, mut reques
     // by itself, so it needs no cross-site protection.
     let bearer =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);
-    let identity = match crate::api::identify(control, bearer, request.headers()).await {
+    let identity = match control.identify(bearer, cookie(request.headers(), SESSION_COOKIE)).await {
         Some(Ok(identity)) => Some(identity),
         Some(Err(Error::Unauthenticated(_))) | None => None,
         Some(Err(e)) => return e.into_response(),

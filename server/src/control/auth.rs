@@ -100,6 +100,17 @@ impl Control {
         self.auth.enabled
     }
 
+    /// The identity a request's credentials name: its bearer token, else its console session's
+    /// secret; `None` when it carries neither. The one place that decides which credential
+    /// counts, for the API and the console alike.
+    pub async fn identify(&self, bearer: Option<&str>, session: Option<&str>) -> Option<Result<Identity>> {
+        match (bearer, session) {
+            (Some(token), _) => Some(self.authenticate_token(token).await),
+            (None, Some(session)) => Some(self.session_identity(session).await),
+            (None, None) => None,
+        }
+    }
+
     /// Checks an API token and returns its identity.
     pub async fn authenticate_token(&self, token: &str) -> Result<Identity> {
         if !self.auth.enabled {

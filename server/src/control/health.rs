@@ -14,10 +14,10 @@ pub struct Check {
 }
 
 impl Check {
-    fn from_result(name: &'static str, result: Result<(), String>) -> Self {
+    fn from_result(name: &'static str, result: Result<(), impl std::fmt::Display>) -> Self {
         match result {
             Ok(()) => Self { name, ok: true, error: None },
-            Err(error) => Self { name, ok: false, error: Some(error) },
+            Err(error) => Self { name, ok: false, error: Some(error.to_string()) },
         }
     }
 }
@@ -35,10 +35,10 @@ impl Control {
     pub async fn readiness(&self) -> Readiness {
         let database = Check::from_result("database", self.store.check_ready().await);
         let storage = self.storage.clone();
-        let storage_result = tokio::task::spawn_blocking(move || storage.check_writable())
-            .await
-            .unwrap_or_else(|e| Err(format!("storage check did not finish: {e}")));
-        let storage = Check::from_result("storage", storage_result);
+        let storage = match tokio::task::spawn_blocking(move || storage.check_writable()).await {
+            Ok(result) => Check::from_result("storage", result),
+            Err(e) => Check::from_result("storage", Err(format!("storage check did not finish: {e}"))),
+        };
         let checks = vec![database, storage];
         Readiness { ready: checks.iter().all(|c| c.ok), checks }
     }

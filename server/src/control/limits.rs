@@ -99,18 +99,27 @@ pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()
     Ok(())
 }
 
+/// Why a text is not a duration Anneal accepts; the message (for a field's violation) shows the
+/// start of the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a non-negative number of seconds followed by `s`.
+    #[error("'{0}' is not a duration like \"3600s\".")]
+    Malformed(String),
+    /// Longer than [`MAX_DURATION_SECS`].
+    #[error("'{0}' is longer than the longest duration allowed, {max}s.", max = MAX_DURATION_SECS)]
+    TooLong(String),
+}
+
 /// Parses a protobuf JSON duration such as `"3600s"` or `"1.5s"`, at most
-/// [`MAX_DURATION_SECS`]. The error says what is wrong, for a message about `field`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let seconds: f64 = text
-        .strip_suffix('s')
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("'{}' is not a duration like \"3600s\".", short(text)))?;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("'{}' is not a duration like \"3600s\".", short(text)));
-    }
+/// [`MAX_DURATION_SECS`].
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, DurationError> {
+    let seconds = text.strip_suffix('s').and_then(|s| s.parse::<f64>().ok());
+    let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0) else {
+        return Err(DurationError::Malformed(short(text)));
+    };
     if seconds > MAX_DURATION_SECS as f64 {
-        return Err(format!("'{}' is longer than the longest duration allowed, {MAX_DURATION_SECS}s.", short(text)));
+        return Err(DurationError::TooLong(short(text)));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -198,7 +207,7 @@ mod tests {
         for bad in ["1e30s", "1e400s", "-1s", "NaNs", "infs", "10", "s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert!(parse_duration("1e30s").expect_err("long").contains(&MAX_DURATION_SECS.to_string()));
+        assert!(parse_duration("1e30s").expect_err("long").to_string().contains(&MAX_DURATION_SECS.to_string()));
     }
 
     #[test]

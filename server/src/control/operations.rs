@@ -1,11 +1,11 @@
-//! Operation use cases: get and list.
+//! Operation use cases: get, list and cancel; and how a failed operation reports its error.
 
 use super::filter::{labels, Filter};
 use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{OperationName, ProjectId};
-use crate::store::OperationRecord;
+use crate::store::{OperationOutcome, OperationRecord};
 
 /// A page of operations.
 pub struct OperationPage {
@@ -23,8 +23,8 @@ impl Control {
     }
 
     /// Asks a running operation to stop (`operations.cancel`). A version creation that is
-    /// cancelled ends with error code 1 (CANCELLED) and the version FAILED; an operation that is
-    /// already done is left as it is.
+    /// cancelled ends with an error (FAILED_PRECONDITION, saying it was cancelled) and the version
+    /// FAILED; an operation that is already done is left as it is.
     pub async fn cancel_operation(&self, name: &OperationName) -> Result<()> {
         self.get_operation(name).await?;
         self.store.request_cancel(name).await?;
@@ -45,6 +45,17 @@ impl Control {
         let (operations, next_page_token) = filtered_page(&page, keep, |o| &o.id, fetch).await?;
         Ok(OperationPage { operations, next_page_token })
     }
+}
+
+/// How an operation that failed with `error` ends: with the API's error shape, as a request
+/// failing with `error` would answer. Clients read operations, so an internal error's text is
+/// logged here and the operation says only [`crate::error::INTERNAL_MESSAGE`].
+pub(super) fn failure(operation: &OperationRecord, error: &Error) -> OperationOutcome {
+    if let Error::Internal(detail) = error {
+        tracing::error!(operation = %operation.id, error = %detail, "operation failed with an internal error");
+    }
+    let status = error.status();
+    OperationOutcome::Error { code: status.code.number(), message: status.message }
 }
 
 /// The fields a list filter can name on an operation.

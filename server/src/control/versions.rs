@@ -3,11 +3,14 @@
 //!
 //! Create and delete are long-running: the request stores the version's new state and its
 //! operation in one transaction and returns the operation; an owned background task does the work
-//! and finishes both.
+//! and finishes both. A failed operation carries the error's API status
+//! ([`super::operations::failure`]): a model that cannot be served says why, an internal failure
+//! says nothing of itself.
 
 use std::path::{Path, PathBuf};
 
 use super::filter::{labels, Filter};
+use super::operations::failure;
 use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
@@ -90,7 +93,7 @@ impl Control {
                 self.host.unload(&name.to_string());
                 self.storage.remove_dir(dir);
             }
-            result = Err(CANCELLED.to_owned());
+            result = Err(Error::FailedPrecondition(CANCELLED.to_owned()));
         }
         let outcome = match &result {
             Ok(dir) => match self
@@ -104,20 +107,22 @@ impl Control {
                 )
                 .await
             {
-                Ok(_) => self.version_outcome(name).await,
-                Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+                Ok(_) => self.version_outcome(name, op).await,
+                Err(e) => failure(op, &e),
             },
-            Err(message) => {
+            Err(error) => {
+                // The version's errorMessage says what the operation says.
+                let message = error.status().message;
                 let _ = self
                     .store
-                    .transition_version(name, VersionState::Creating, VersionState::Failed, Some(message), None)
+                    .transition_version(name, VersionState::Creating, VersionState::Failed, Some(&message), None)
                     .await;
-                OperationOutcome::Error { code: 9, message: message.clone() }
+                failure(op, error)
             }
         };
         match &result {
             Ok(_) => tracing::info!(version.name = %name, "version READY"),
-            Err(message) => tracing::warn!(version.name = %name, error = %message, "version FAILED"),
+            Err(error) => tracing::warn!(version.name = %name, %error, "version FAILED"),
         }
         if let Err(e) = self.store.finish_operation(&op.project, &op.id, &outcome).await {
             tracing::error!(operation = %op.id, error = %e, "cannot record the end of an operation");
@@ -125,7 +130,7 @@ impl Control {
     }
 
     /// Copies the model into storage and loads it. Returns the stored copy's directory.
-    async fn deploy(&self, name: &VersionName, source: &Path, settings: VersionSettings) -> Result<PathBuf, String> {
+    async fn deploy(&self, name: &VersionName, source: &Path, settings: VersionSettings) -> Result<PathBuf> {
         let storage = self.storage.clone();
         let relative = PathBuf::from("models").join(name.model.project.as_str()).join(&name.model.model).join(format!(
             "{}-{}",
@@ -135,22 +140,21 @@ impl Control {
         let (source, project) = (source.to_path_buf(), name.model.project.clone());
         let dir = tokio::task::spawn_blocking(move || storage.copy_into(&project, &source, &relative))
             .await
-            .map_err(|e| format!("copying stopped unexpectedly: {e}"))??;
-        if let Err(message) = self.host.load(&name.to_string(), &dir, settings).await {
+            .map_err(|e| Error::internal(format!("copying stopped unexpectedly: {e}")))??;
+        if let Err(error) = self.host.load(&name.to_string(), &dir, settings).await {
             self.storage.remove_dir(&dir);
-            return Err(message);
+            return Err(error.into());
         }
         Ok(dir)
     }
 
-    async fn version_outcome(&self, name: &VersionName) -> OperationOutcome {
+    async fn version_outcome(&self, name: &VersionName, op: &OperationRecord) -> OperationOutcome {
         match self.store.get_version(name).await {
             Ok(Some(version)) => OperationOutcome::Version { version: Box::new(version) },
-            Ok(None) => OperationOutcome::Error {
-                code: 5,
-                message: format!("Version {name} was deleted while it was created."),
-            },
-            Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+            Ok(None) => {
+                failure(op, &Error::not_found("name", format!("Version {name} was deleted while it was created.")))
+            }
+            Err(e) => failure(op, &e),
         }
     }
 
@@ -233,7 +237,7 @@ impl Control {
         }
         let outcome = match self.store.remove_version(name).await {
             Ok(()) => OperationOutcome::Empty,
-            Err(e) => OperationOutcome::Error { code: 13, message: e.to_string() },
+            Err(e) => failure(op, &e),
         };
         if let Err(e) = self.store.finish_operation(&op.project, &op.id, &outcome).await {
             tracing::error!(operation = %op.id, error = %e, "cannot record the end of an operation");
@@ -260,12 +264,11 @@ impl Control {
         }
         for op in self.store.unfinished_operations().await? {
             let outcome = match op.kind {
-                OperationKind::CreateVersion => OperationOutcome::Error { code: 14, message: interrupted.to_owned() },
-                OperationKind::DeleteVersion | OperationKind::DeleteModel => OperationOutcome::Empty,
                 // Updates finish in the request that starts them; an unfinished one was cut short.
-                OperationKind::UpdateModel | OperationKind::UpdateVersion => {
-                    OperationOutcome::Error { code: 14, message: interrupted.to_owned() }
+                OperationKind::CreateVersion | OperationKind::UpdateModel | OperationKind::UpdateVersion => {
+                    failure(&op, &Error::Unavailable(interrupted.to_owned()))
                 }
+                OperationKind::DeleteVersion | OperationKind::DeleteModel => OperationOutcome::Empty,
             };
             self.store.finish_operation(&op.project, &op.id, &outcome).await?;
         }
@@ -278,8 +281,12 @@ impl Control {
         for version in versions {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
-                Some(dir) => self.host.load(&name.to_string(), Path::new(dir), settings(&version.serving)).await,
-                None => Err("the version has no stored model files".to_owned()),
+                Some(dir) => self
+                    .host
+                    .load(&name.to_string(), Path::new(dir), settings(&version.serving))
+                    .await
+                    .map_err(Error::from),
+                None => Err(Error::FailedPrecondition("the version has no stored model files".to_owned())),
             };
             match loaded {
                 Ok(()) => {
@@ -291,9 +298,9 @@ impl Control {
                         self.host.unload(&name.to_string());
                     }
                 }
-                Err(message) => {
-                    tracing::warn!(version.name = %name, error = %message, "a READY version could not be loaded again");
-                    let message = format!("Could not be loaded after a restart: {message}");
+                Err(error) => {
+                    tracing::warn!(version.name = %name, %error, "a READY version could not be loaded again");
+                    let message = format!("Could not be loaded after a restart: {}", error.status().message);
                     self.store
                         .transition_version(&name, VersionState::Ready, VersionState::Failed, Some(&message), None)
                         .await?;

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::instances::{Batch, Column, ColumnData, DType, InputSpec};
-use super::model::LoadedModule;
+use super::instances::{Batch, Column, ColumnData, DType, InputSpec, InstanceError};
+use super::model::{ForwardError, LoadError, LoadedModule};
 
 /// How input lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InputFormat {
     /// One JSON instance per line (as in an online predict request's `instances`).
     Json,
@@ -64,6 +64,50 @@ pub struct BatchSummary {
     pub cancelled: bool,
 }
 
+/// Why a run stopped before its end: the model, or a file that cannot be read or written. A bad
+/// line never stops a run (see [`LineError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The model cannot be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The output folder cannot be created.
+    #[error("cannot create the output path {}: {source}", .path.display())]
+    CreateOutput { path: PathBuf, source: std::io::Error },
+    /// An input file cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// An output file cannot be written.
+    #[error("cannot write {}: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    /// A prediction cannot be written as JSON.
+    #[error("cannot write predictions: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The output folder already holds an output file of this name.
+    #[error("{} already exists: name an output path without earlier predictions", .0.display())]
+    OutputExists(PathBuf),
+    /// A worker thread panicked.
+    #[error("a prediction worker panicked")]
+    WorkerPanicked,
+}
+
+/// Why one input line gave no prediction. The run counts lines under this message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum LineError {
+    #[error("The line is not UTF-8 text.")]
+    NotUtf8,
+    #[error("Invalid JSON instance: {0}")]
+    Json(String),
+    #[error("A CSV line must hold only numbers separated by commas.")]
+    Csv,
+    /// The instance does not fit the model's inputs.
+    #[error("{}", .0.message)]
+    Instance(InstanceError),
+    /// The model failed on the line.
+    #[error("Prediction failed: Error during model execution: {0}")]
+    Model(ForwardError),
+}
+
 /// Lines of one input file, cut at line ends.
 struct Chunk {
     text: Vec<u8>,
@@ -71,15 +115,15 @@ struct Chunk {
 
 /// Runs the batch prediction to the end (or until `cancel` is set). Blocks: call it on a
 /// blocking thread. Fails only when the model cannot be loaded or an output cannot be written.
-pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Result<BatchSummary, String> {
+pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Result<BatchSummary, BatchError> {
     let model = Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?);
     std::fs::create_dir_all(&job.output_dir)
-        .map_err(|e| format!("cannot create the output path {}: {e}", job.output_dir.display()))?;
+        .map_err(|source| BatchError::CreateOutput { path: job.output_dir.clone(), source })?;
     let workers = job.workers.max(1);
     let batch_size = job.batch_size.max(1);
     let (chunks, queue) = crossbeam_channel::bounded::<Chunk>(2 * workers);
     let mut errors: HashMap<String, u64> = HashMap::new();
-    let outcome = std::thread::scope(|scope| -> Result<(), String> {
+    let outcome = std::thread::scope(|scope| -> Result<(), BatchError> {
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             let queue = queue.clone();
@@ -92,7 +136,7 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
         let read = read_chunks(&job.files, batch_size, &chunks, cancel);
         drop(chunks);
         for (index, handle) in handles.into_iter().enumerate() {
-            let stats = handle.join().map_err(|_| "a prediction worker panicked".to_owned())??;
+            let stats = handle.join().map_err(|_| BatchError::WorkerPanicked)??;
             let path = job.output_dir.join(format!("prediction.errors_stats-{index:05}-of-{workers:05}"));
             write_error_stats(&path, &stats)?;
             for (message, count) in stats {
@@ -117,9 +161,10 @@ fn read_chunks(
     batch_size: usize,
     chunks: &crossbeam_channel::Sender<Chunk>,
     cancel: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), BatchError> {
     for file in files {
-        let opened = File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let unreadable = |source| BatchError::Read { path: file.clone(), source };
+        let opened = File::open(file).map_err(unreadable)?;
         let mut reader = BufReader::with_capacity(1 << 20, opened);
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -128,8 +173,7 @@ fn read_chunks(
             let mut text = Vec::new();
             let mut lines = 0;
             while lines < batch_size {
-                let read =
-                    reader.read_until(b'\n', &mut text).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let read = reader.read_until(b'\n', &mut text).map_err(unreadable)?;
                 if read == 0 {
                     break;
                 }
@@ -157,9 +201,10 @@ fn work(
     shard: &Path,
     progress: &BatchProgress,
     cancel: &AtomicBool,
-) -> Result<HashMap<String, u64>, String> {
+) -> Result<HashMap<String, u64>, BatchError> {
     tch::set_num_threads(1);
     let _guard = tch::no_grad_guard();
+    let unwritable = |source| BatchError::Write { path: shard.to_path_buf(), source };
     let file = create_output(shard)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut errors: HashMap<String, u64> = HashMap::new();
@@ -184,13 +229,12 @@ fn work(
         for result in predictions {
             match result {
                 Ok(prediction) => {
-                    serde_json::to_writer(&mut out, &prediction)
-                        .map_err(|e| format!("cannot write predictions: {e}"))?;
-                    out.write_all(b"\n").map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+                    serde_json::to_writer(&mut out, &prediction).map_err(BatchError::Encode)?;
+                    out.write_all(b"\n").map_err(unwritable)?;
                     written += 1;
                 }
-                Err(message) => {
-                    *errors.entry(message).or_default() += 1;
+                Err(error) => {
+                    *errors.entry(error.to_string()).or_default() += 1;
                     failed += 1;
                 }
             }
@@ -198,23 +242,26 @@ fn work(
         progress.predictions.fetch_add(written, Ordering::Relaxed);
         progress.errors.fetch_add(failed, Ordering::Relaxed);
     }
-    out.flush().map_err(|e| format!("cannot write {}: {e}", shard.display()))?;
+    out.flush().map_err(unwritable)?;
     Ok(errors)
 }
 
 /// A parsed line: a one-row batch, or why the line cannot be one.
-type Parsed = Result<Batch, String>;
+type Parsed = Result<Batch, LineError>;
 
 /// Predicts the parsed lines of a chunk: rows of the same layout in one forward pass (merged runs
 /// in line order); a failed pass is retried row by row. One result per line, in order.
-fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, String>> {
-    let mut results: Vec<Result<Value, String>> = Vec::with_capacity(parsed.len());
+fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, LineError>> {
+    let mut results: Vec<Result<Value, LineError>> = Vec::with_capacity(parsed.len());
     let mut start = 0;
     while start < parsed.len() {
-        let Ok(first) = &parsed[start] else {
-            results.push(Err(parsed[start].as_ref().err().cloned().unwrap_or_default()));
-            start += 1;
-            continue;
+        let first = match &parsed[start] {
+            Ok(first) => first,
+            Err(error) => {
+                results.push(Err(error.clone()));
+                start += 1;
+                continue;
+            }
         };
         // The run of good lines with the first one's layout.
         let mut end = start + 1;
@@ -222,27 +269,22 @@ fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, S
             end += 1;
         }
         let mut merged = first.clone();
-        for row in &parsed[start + 1..end] {
-            if let Ok(row) = row {
-                merged.merge(row.clone());
-            }
+        for row in parsed[start + 1..end].iter().flatten() {
+            merged.merge(row.clone());
         }
         match model.forward(&merged) {
             Ok(predictions) => results.extend(predictions.into_iter().map(Ok)),
             Err(_) if end - start > 1 => {
                 for row in parsed[start..end].iter().flatten() {
-                    results.push(model.forward(row).map(|mut p| p.pop().unwrap_or(Value::Null)).map_err(model_error));
+                    results
+                        .push(model.forward(row).map(|mut p| p.pop().unwrap_or(Value::Null)).map_err(LineError::Model));
                 }
             }
-            Err(e) => results.push(Err(model_error(e))),
+            Err(e) => results.push(Err(LineError::Model(e))),
         }
         start = end;
     }
     results
-}
-
-fn model_error(message: String) -> String {
-    format!("Prediction failed: Error during model execution: {message}")
 }
 
 /// Parses one input line into a one-row batch.
@@ -263,16 +305,15 @@ fn parse_line(line: &[u8], format: InputFormat, inputs: &[InputSpec], fast: bool
             }
         }
     }
-    let text = std::str::from_utf8(line).map_err(|_| "The line is not UTF-8 text.".to_owned())?;
+    let text = std::str::from_utf8(line).map_err(|_| LineError::NotUtf8)?;
     let instance = match format {
-        InputFormat::Json => serde_json::from_str::<Value>(text).map_err(|e| format!("Invalid JSON instance: {e}"))?,
+        InputFormat::Json => serde_json::from_str::<Value>(text).map_err(|e| LineError::Json(e.to_string()))?,
         InputFormat::Csv => {
             let row: Result<Vec<f64>, _> = text.split(',').map(|v| v.trim().parse::<f64>()).collect();
-            let row = row.map_err(|_| "A CSV line must hold only numbers separated by commas.".to_owned())?;
-            Value::from(row)
+            Value::from(row.map_err(|_| LineError::Csv)?)
         }
     };
-    Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(|e| e.message)
+    Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(LineError::Instance)
 }
 
 /// `1.5, -2, 3e-4` → floats; `None` when any item is not a plain number. Each number becomes
@@ -349,7 +390,7 @@ fn trim(line: &[u8]) -> &[u8] {
 }
 
 /// `{"error": message, "count": n}` per line, most frequent first.
-fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), String> {
+fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), BatchError> {
     let mut sorted: Vec<(&String, &u64)> = stats.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut out = String::new();
@@ -357,20 +398,20 @@ fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), St
         out.push_str(&serde_json::json!({"error": message, "count": count}).to_string());
         out.push('\n');
     }
-    create_output(path)?.write_all(out.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    create_output(path)?
+        .write_all(out.as_bytes())
+        .map_err(|source| BatchError::Write { path: path.to_path_buf(), source })
 }
 
 /// Creates the output file `path`, which must not exist: never through a symlink (`O_NOFOLLOW`,
 /// and `create_new` refuses any existing entry), so a link planted in the output folder cannot
 /// make the server write another file. A folder that already holds these shards is refused.
-fn create_output(path: &Path) -> Result<File, String> {
+fn create_output(path: &Path) -> Result<File, BatchError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(nix::libc::O_NOFOLLOW).open(path).map_err(
-        |e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                format!("{} already exists: name an output path without earlier predictions", path.display())
-            }
-            _ => format!("cannot write {}: {e}", path.display()),
+        |source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => BatchError::OutputExists(path.to_path_buf()),
+            _ => BatchError::Write { path: path.to_path_buf(), source },
         },
     )
 }
@@ -388,10 +429,11 @@ mod tests {
         assert_eq!(batch.columns[0].row_shape, vec![3]);
         let named = parse_line(br#"{"x": [1, 2, 3]}"#, InputFormat::Json, &inputs, true).expect("parsed");
         assert_eq!(named.columns[0].data, ColumnData::F32(vec![1.0, 2.0, 3.0]));
-        let short = parse_line(b"[1, 2]", InputFormat::Json, &inputs, true).expect_err("wrong shape");
+        let short = parse_line(b"[1, 2]", InputFormat::Json, &inputs, true).expect_err("wrong shape").to_string();
         assert!(short.contains("shape"), "{short}");
-        assert!(parse_line(b"[1, 2", InputFormat::Json, &inputs, true).expect_err("bad").starts_with("Invalid JSON"));
-        assert!(parse_line(b"1,x,3", InputFormat::Csv, &inputs, true).expect_err("bad").contains("CSV"));
+        let bad = |line: &[u8], format| parse_line(line, format, &inputs, true).expect_err("bad").to_string();
+        assert!(bad(b"[1, 2", InputFormat::Json).starts_with("Invalid JSON"));
+        assert!(bad(b"1,x,3", InputFormat::Csv).contains("CSV"));
     }
 
     #[test]

@@ -113,6 +113,46 @@ pub struct InstanceError {
     pub message: String,
 }
 
+/// What is wrong with one instance, before [`InstanceError`] adds its index.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    /// An object names a tensor the model does not have.
+    #[error("Unexpected tensor name: {0}")]
+    UnexpectedName(String),
+    /// A one-input model got an object naming one other tensor.
+    #[error("Expected tensor name: {expected}, got tensor name: {got}")]
+    WrongName { expected: String, got: String },
+    /// An object lacks one of the model's inputs.
+    #[error("Input {0} was missing in at least one input instance")]
+    Missing(String),
+    /// A model with several inputs got a value that is not an object naming them.
+    #[error("the model has {0} inputs, so each instance must be an object naming them")]
+    NotAnObject(usize),
+    /// An input's value is not a well-formed nested list of scalars of its type.
+    #[error("input '{input}': {value}")]
+    Value { input: String, value: ValueProblem },
+    /// An input's shape is not the declared one.
+    #[error("input '{input}' has shape {shape:?}, the model expects {expected:?}")]
+    Shape { input: String, shape: Vec<i64>, expected: Vec<i64> },
+    /// An input's shape differs from the first instance's.
+    #[error("input '{input}' has shape {shape:?}, unlike the first instance's {first:?}; all instances must have the same shape")]
+    UnlikeFirst { input: String, shape: Vec<i64>, first: Vec<i64> },
+}
+
+/// What is wrong inside one input's (nested) value.
+#[derive(Debug, thiserror::Error)]
+enum ValueProblem {
+    /// A list's length differs from its siblings'.
+    #[error("ragged list: length {len} where {expected} was expected at depth {depth}")]
+    Length { len: i64, expected: i64, depth: usize },
+    /// A scalar where its siblings are lists.
+    #[error("ragged list: a scalar where a list was expected at depth {depth}")]
+    Scalar { depth: usize },
+    /// A scalar that is not a value of the input's type.
+    #[error("{value} is not a valid {dtype:?} value")]
+    Type { value: Value, dtype: DType },
+}
+
 impl Batch {
     /// What must agree for two batches to share one forward pass: names, types, row shapes.
     pub fn layout(&self) -> Vec<(&str, DType, &[i64])> {
@@ -141,11 +181,11 @@ impl Batch {
             })
             .collect();
         for (index, instance) in instances.iter().enumerate() {
-            let fail = |message: String| InstanceError { index, message };
+            let fail = |problem: Problem| InstanceError { index, message: problem.to_string() };
             if let Value::Object(map) = instance {
                 if inputs.len() > 1 {
                     if let Some(unexpected) = map.keys().find(|k| !inputs.iter().any(|i| &i.name == *k)) {
-                        return Err(fail(format!("Unexpected tensor name: {unexpected}")));
+                        return Err(fail(Problem::UnexpectedName(unexpected.clone())));
                     }
                 }
             }
@@ -154,24 +194,23 @@ impl Batch {
                 let mut shape = Vec::new();
                 let mut data = ColumnData::new(spec.dtype);
                 flatten(decode_b64(value).as_ref(), spec.dtype, 0, &mut shape, &mut data)
-                    .map_err(|m| fail(format!("input '{}': {m}", spec.name)))?;
+                    .map_err(|value| fail(Problem::Value { input: spec.name.clone(), value }))?;
                 if let Some(expected) = &spec.shape {
                     let matches =
                         expected.len() == shape.len() && expected.iter().zip(&shape).all(|(e, s)| *e == -1 || e == s);
                     if !matches {
-                        return Err(fail(format!(
-                            "input '{}' has shape {shape:?}, the model expects {expected:?}",
-                            spec.name
-                        )));
+                        return Err(fail(Problem::Shape {
+                            input: spec.name.clone(),
+                            shape,
+                            expected: expected.clone(),
+                        }));
                     }
                 }
                 if index == 0 {
                     column.row_shape = shape;
                 } else if column.row_shape != shape {
-                    return Err(fail(format!(
-                        "input '{}' has shape {shape:?}, unlike the first instance's {:?}; all instances must have the same shape",
-                        spec.name, column.row_shape
-                    )));
+                    let first = column.row_shape.clone();
+                    return Err(fail(Problem::UnlikeFirst { input: spec.name.clone(), shape, first }));
                 }
                 column.data.append(data);
             }
@@ -181,18 +220,16 @@ impl Batch {
 }
 
 /// Picks the value of input `spec` out of one instance.
-fn input_value<'a>(instance: &'a Value, spec: &InputSpec, input_count: usize) -> Result<&'a Value, String> {
+fn input_value<'a>(instance: &'a Value, spec: &InputSpec, input_count: usize) -> Result<&'a Value, Problem> {
     match instance {
         Value::Object(map) if !is_b64(map) => {
             if input_count == 1 && map.len() == 1 && !map.contains_key(&spec.name) {
-                let got = map.keys().next().map(String::as_str).unwrap_or_default();
-                return Err(format!("Expected tensor name: {}, got tensor name: {got}", spec.name));
+                let got = map.keys().next().cloned().unwrap_or_default();
+                return Err(Problem::WrongName { expected: spec.name.clone(), got });
             }
-            map.get(&spec.name).ok_or_else(|| format!("Input {} was missing in at least one input instance", spec.name))
+            map.get(&spec.name).ok_or_else(|| Problem::Missing(spec.name.clone()))
         }
-        _ if input_count > 1 => {
-            Err(format!("the model has {input_count} inputs, so each instance must be an object naming them"))
-        }
+        _ if input_count > 1 => Err(Problem::NotAnObject(input_count)),
         other => Ok(other),
     }
 }
@@ -220,15 +257,13 @@ fn flatten(
     depth: usize,
     shape: &mut Vec<i64>,
     data: &mut ColumnData,
-) -> Result<(), String> {
+) -> Result<(), ValueProblem> {
     match value {
         Value::Array(items) => {
             let len = items.len() as i64;
             match shape.get(depth) {
                 None => shape.push(len),
-                Some(&known) if known != len => {
-                    return Err(format!("ragged list: length {len} where {known} was expected at depth {depth}"))
-                }
+                Some(&expected) if expected != len => return Err(ValueProblem::Length { len, expected, depth }),
                 Some(_) => {}
             }
             for item in items {
@@ -238,15 +273,15 @@ fn flatten(
         }
         scalar => {
             if depth < shape.len() {
-                return Err(format!("ragged list: a scalar where a list was expected at depth {depth}"));
+                return Err(ValueProblem::Scalar { depth });
             }
             push_scalar(scalar, dtype, data)
         }
     }
 }
 
-fn push_scalar(value: &Value, dtype: DType, data: &mut ColumnData) -> Result<(), String> {
-    let wrong = || format!("{value} is not a valid {dtype:?} value");
+fn push_scalar(value: &Value, dtype: DType, data: &mut ColumnData) -> Result<(), ValueProblem> {
+    let wrong = || ValueProblem::Type { value: value.clone(), dtype };
     match data {
         ColumnData::F32(v) => v.push(value.as_f64().ok_or_else(wrong)? as f32),
         ColumnData::F64(v) => v.push(value.as_f64().ok_or_else(wrong)?),

@@ -18,8 +18,8 @@ use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
 use super::instances::{Batch, InstanceError};
-use super::signature::Signature;
-use super::tensors::{batch_to_inputs, outputs_to_rows};
+use super::signature::{Signature, SignatureError};
+use super::tensors::{batch_to_inputs, outputs_to_rows, OutputError};
 
 /// The TorchScript file a model directory must hold.
 pub const MODEL_FILE: &str = "model.pt";
@@ -69,6 +69,44 @@ pub enum PredictError {
     /// The model's workers are gone (HTTP 503).
     #[error("the model is not being served right now")]
     Unavailable,
+}
+
+/// Why a model could not be loaded for serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory holds no `model.pt`.
+    #[error("{file} not found in the model directory", file = MODEL_FILE)]
+    MissingModel,
+    /// The directory's `signature.json` cannot be used.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// libtorch cannot load `model.pt`: the informative line of its error.
+    #[error("{file} is not a loadable TorchScript model: {0}", file = MODEL_FILE)]
+    NotTorchScript(String),
+    /// A forward pass on zeros of the declared signature failed: the model and its signature
+    /// disagree.
+    #[error("the model does not accept inputs of its declared signature: {0}")]
+    RejectsSignature(String),
+    /// The warm-up pass ran, but what the model returns cannot be served.
+    #[error("the model's output cannot be served: {0}")]
+    Output(#[from] OutputError),
+    /// A worker thread could not be started.
+    #[error("cannot start a model worker thread: {0}")]
+    Worker(#[source] std::io::Error),
+    /// The thread loading the model ended without an answer.
+    #[error("model loading stopped unexpectedly: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+}
+
+/// Why one forward pass gave no predictions.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// libtorch refused the inputs or failed while running: the informative line of its error.
+    #[error("{0}")]
+    Torch(String),
+    /// The model ran, but its output cannot become one prediction per row.
+    #[error(transparent)]
+    Output(#[from] OutputError),
 }
 
 /// How long an idle worker polls its queue before it sleeps.
@@ -141,7 +179,7 @@ impl std::fmt::Debug for ServedModel {
 impl ServedModel {
     /// Loads `dir/model.pt` (and `dir/signature.json` if present) and starts the workers. Blocks:
     /// call it on a blocking thread.
-    pub fn load(name: &str, dir: &Path, options: &ServingOptions) -> Result<Self, String> {
+    pub fn load(name: &str, dir: &Path, options: &ServingOptions) -> Result<Self, LoadError> {
         let LoadedModule { module, signature, device } = LoadedModule::load(dir, options.use_cuda)?;
         let module = Arc::new(module);
 
@@ -160,7 +198,7 @@ impl ServedModel {
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
                 .spawn(move || worker.run())
-                .map_err(|e| format!("cannot start a model worker thread: {e}"))?;
+                .map_err(LoadError::Worker)?;
             workers.push(handle);
         }
         Ok(Self { sender: Some(sender), workers, signature, device, metrics })
@@ -227,36 +265,36 @@ pub struct LoadedModule {
 impl LoadedModule {
     /// Loads `dir/model.pt` (and `dir/signature.json` if present) in eval mode, on CUDA when
     /// `use_cuda` and the host has it, and warms it up. Blocks.
-    pub fn load(dir: &Path, use_cuda: bool) -> Result<Self, String> {
+    pub fn load(dir: &Path, use_cuda: bool) -> Result<Self, LoadError> {
         let path = dir.join(MODEL_FILE);
         if !path.is_file() {
-            return Err(format!("{MODEL_FILE} not found in the model directory"));
+            return Err(LoadError::MissingModel);
         }
         let signature = Signature::read(dir)?;
         let device = if use_cuda && tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu };
         let mut module = CModule::load_on_device(&path, device)
-            .map_err(|e| format!("{MODEL_FILE} is not a loadable TorchScript model: {}", first_line(&e.to_string())))?;
+            .map_err(|e| LoadError::NotTorchScript(first_line(&e.to_string())))?;
         module.set_eval();
         warm_up(&module, &signature, device)?;
         Ok(Self { module, signature, device })
     }
 
     /// One forward pass over `batch`, one prediction per row. Call under `no_grad`.
-    pub fn forward(&self, batch: &Batch) -> Result<Vec<Value>, String> {
+    pub fn forward(&self, batch: &Batch) -> Result<Vec<Value>, ForwardError> {
         forward(&self.module, batch, self.device, &self.signature.outputs)
     }
 }
 
 /// One forward pass of `module` over `batch`, split into per-row predictions.
-fn forward(module: &CModule, batch: &Batch, device: Device, outputs: &[String]) -> Result<Vec<Value>, String> {
+fn forward(module: &CModule, batch: &Batch, device: Device, outputs: &[String]) -> Result<Vec<Value>, ForwardError> {
     let inputs = batch_to_inputs(batch, device);
-    let output = module.forward_is(&inputs).map_err(|e| first_line(&e.to_string()))?;
-    outputs_to_rows(output, batch.rows, outputs)
+    let output = module.forward_is(&inputs).map_err(|e| ForwardError::Torch(first_line(&e.to_string())))?;
+    Ok(outputs_to_rows(output, batch.rows, outputs)?)
 }
 
 /// With a fully declared signature, one forward pass on zeros proves the model and signature
 /// agree, and makes the first real request as fast as the rest.
-fn warm_up(module: &CModule, signature: &Signature, device: Device) -> Result<(), String> {
+fn warm_up(module: &CModule, signature: &Signature, device: Device) -> Result<(), LoadError> {
     if !signature.declared {
         return Ok(());
     }
@@ -273,14 +311,15 @@ fn warm_up(module: &CModule, signature: &Signature, device: Device) -> Result<()
     } else {
         Value::Object(instance)
     };
-    let batch = Batch::from_instances(&[instance], &signature.inputs).map_err(|e| e.message)?;
+    // Zeros of the declared shapes that do not make an instance mean the signature is unusable.
+    let batch =
+        Batch::from_instances(&[instance], &signature.inputs).map_err(|e| SignatureError::Invalid(e.message))?;
     let _guard = tch::no_grad_guard();
-    let output = module.forward_is(&batch_to_inputs(&batch, device)).map_err(|e| {
-        format!("the model does not accept inputs of its declared signature: {}", first_line(&e.to_string()))
-    })?;
-    outputs_to_rows(output, 1, &signature.outputs)
-        .map(|_| ())
-        .map_err(|e| format!("the model's output cannot be served: {e}"))
+    let output = module
+        .forward_is(&batch_to_inputs(&batch, device))
+        .map_err(|e| LoadError::RejectsSignature(first_line(&e.to_string())))?;
+    outputs_to_rows(output, 1, &signature.outputs)?;
+    Ok(())
 }
 
 fn zeros(shape: &[i64]) -> Value {
@@ -393,6 +432,6 @@ impl Worker {
     }
 
     fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        forward(&self.module, batch, self.device, &self.outputs).map_err(PredictError::Model)
+        forward(&self.module, batch, self.device, &self.outputs).map_err(|e| PredictError::Model(e.to_string()))
     }
 }

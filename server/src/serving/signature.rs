@@ -48,6 +48,24 @@ struct FileOutput {
     name: String,
 }
 
+/// Why a model's `signature.json` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {file}: {0}", file = SIGNATURE_FILE)]
+    Unreadable(#[source] std::io::Error),
+    /// The file is larger than [`crate::control::limits::MAX_SIGNATURE_FILE_BYTES`].
+    #[error("{file} has {size} bytes; at most {max} are allowed", file = SIGNATURE_FILE)]
+    TooLarge { size: u64, max: u64 },
+    /// The file is not JSON of the signature's form.
+    #[error("{file} is not valid: {0}", file = SIGNATURE_FILE)]
+    NotJson(#[source] serde_json::Error),
+    /// The file is well formed but declares something Anneal cannot serve; the text says what,
+    /// naming the file and the input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 fn float32() -> String {
     "float32".into()
 }
@@ -59,29 +77,30 @@ impl Signature {
     }
 
     /// Reads `signature.json` from `dir` if present.
-    pub fn read(dir: &Path) -> Result<Self, String> {
+    pub fn read(dir: &Path) -> Result<Self, SignatureError> {
         let path = dir.join(SIGNATURE_FILE);
         if !path.exists() {
             return Ok(Self::default_signature());
         }
         let max = crate::control::limits::MAX_SIGNATURE_FILE_BYTES;
-        let size = std::fs::metadata(&path).map_err(|e| format!("cannot read {SIGNATURE_FILE}: {e}"))?.len();
+        let size = std::fs::metadata(&path).map_err(SignatureError::Unreadable)?.len();
         if size > max {
-            return Err(format!("{SIGNATURE_FILE} has {size} bytes; at most {max} are allowed"));
+            return Err(SignatureError::TooLarge { size, max });
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {SIGNATURE_FILE}: {e}"))?;
+        let text = std::fs::read_to_string(&path).map_err(SignatureError::Unreadable)?;
         Self::parse(&text)
     }
 
     /// Parses a signature file's text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: File = serde_json::from_str(text).map_err(|e| format!("{SIGNATURE_FILE} is not valid: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, SignatureError> {
+        let file: File = serde_json::from_str(text).map_err(SignatureError::NotJson)?;
+        let invalid = |message: String| Err(SignatureError::Invalid(message));
         if file.inputs.is_empty() {
-            return Err(format!("{SIGNATURE_FILE} names no inputs"));
+            return invalid(format!("{SIGNATURE_FILE} names no inputs"));
         }
         use crate::control::limits::{MAX_SIGNATURE_ELEMENTS, MAX_SIGNATURE_INPUTS, MAX_SIGNATURE_RANK};
         if file.inputs.len() > MAX_SIGNATURE_INPUTS {
-            return Err(format!(
+            return invalid(format!(
                 "{SIGNATURE_FILE} names {} inputs; at most {MAX_SIGNATURE_INPUTS} are allowed",
                 file.inputs.len()
             ));
@@ -92,20 +111,23 @@ impl Signature {
         for input in &file.inputs {
             let Some(shape) = &input.shape else { continue };
             if shape.len() > MAX_SIGNATURE_RANK {
-                return Err(format!(
+                return invalid(format!(
                     "{SIGNATURE_FILE}: input '{}' has {} dimensions; at most {MAX_SIGNATURE_RANK} are allowed",
                     input.name,
                     shape.len()
                 ));
             }
             if let Some(d) = shape.iter().find(|d| **d < -1) {
-                return Err(format!("{SIGNATURE_FILE}: input '{}' has dimension {d}; use a size or -1", input.name));
+                return invalid(format!(
+                    "{SIGNATURE_FILE}: input '{}' has dimension {d}; use a size or -1",
+                    input.name
+                ));
             }
             let size = shape.iter().try_fold(1i64, |n, d| n.checked_mul((*d).max(1)));
             elements = match size.and_then(|s| elements.checked_add(s)) {
                 Some(total) if total <= MAX_SIGNATURE_ELEMENTS => total,
                 _ => {
-                    return Err(format!(
+                    return invalid(format!(
                         "{SIGNATURE_FILE}: the declared input shapes hold more than {MAX_SIGNATURE_ELEMENTS} values per instance (input '{}')",
                         input.name
                     ))
@@ -114,11 +136,11 @@ impl Signature {
         }
         let mut inputs = Vec::with_capacity(file.inputs.len());
         for input in file.inputs {
-            let dtype = DType::parse(&input.dtype).ok_or_else(|| {
-                format!("{SIGNATURE_FILE}: input '{}' has unknown dtype '{}' (use float32, float64, int64, int32, uint8 or bool)", input.name, input.dtype)
-            })?;
+            let Some(dtype) = DType::parse(&input.dtype) else {
+                return invalid(format!("{SIGNATURE_FILE}: input '{}' has unknown dtype '{}' (use float32, float64, int64, int32, uint8 or bool)", input.name, input.dtype));
+            };
             if inputs.iter().any(|i: &InputSpec| i.name == input.name) {
-                return Err(format!("{SIGNATURE_FILE}: input '{}' is named twice", input.name));
+                return invalid(format!("{SIGNATURE_FILE}: input '{}' is named twice", input.name));
             }
             inputs.push(InputSpec { name: input.name, dtype, shape: input.shape });
         }
@@ -142,22 +164,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_files_with_reasons() {
-        assert!(Signature::parse("{}").expect_err("no inputs").contains("not valid"));
-        assert!(Signature::parse(r#"{"inputs":[]}"#).expect_err("empty").contains("names no inputs"));
-        assert!(Signature::parse(r#"{"inputs":[{"name":"x","dtype":"complex"}]}"#)
-            .expect_err("dtype")
-            .contains("unknown dtype"));
-        assert!(Signature::parse(r#"{"inputs":[{"name":"x"},{"name":"x"}]}"#).expect_err("dup").contains("twice"));
+        let error = |text: &str| Signature::parse(text).expect_err(text).to_string();
+        assert!(error("{}").contains("not valid"));
+        assert!(error(r#"{"inputs":[]}"#).contains("names no inputs"));
+        assert!(error(r#"{"inputs":[{"name":"x","dtype":"complex"}]}"#).contains("unknown dtype"));
+        assert!(error(r#"{"inputs":[{"name":"x"},{"name":"x"}]}"#).contains("twice"));
     }
 
     #[test]
     fn shapes_are_bounded_before_anything_is_built() {
         let huge = r#"{"inputs":[{"name":"x","shape":[100000,100000,100000]}]}"#;
-        assert!(Signature::parse(huge).expect_err("huge").contains("more than 1048576 values"));
+        assert!(Signature::parse(huge).expect_err("huge").to_string().contains("more than 1048576 values"));
         let overflow = r#"{"inputs":[{"name":"x","shape":[9223372036854775807,9223372036854775807]}]}"#;
         assert!(Signature::parse(overflow).is_err());
         let deep = format!(r#"{{"inputs":[{{"name":"x","shape":{:?}}}]}}"#, vec![1; 33]);
-        assert!(Signature::parse(&deep).expect_err("deep").contains("dimensions"));
+        assert!(Signature::parse(&deep).expect_err("deep").to_string().contains("dimensions"));
         assert!(Signature::parse(r#"{"inputs":[{"name":"x","shape":[-2]}]}"#).is_err());
         Signature::parse(r#"{"inputs":[{"name":"x","shape":[1024,1024]},{"name":"y","shape":[-1]}]}"#)
             .expect_err("together over the bound");

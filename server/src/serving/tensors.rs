@@ -6,6 +6,29 @@ use tch::{Device, IValue, Kind, Tensor};
 
 use super::instances::{Batch, ColumnData};
 
+/// Why a model's output cannot become per-row predictions.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// The model returned something other than tensors: what it returned.
+    #[error("the model returned {0}, which is not a tensor, tuple or dict of tensors")]
+    NotTensors(&'static str),
+    /// A dict output has a key that is not a string (shown as libtorch prints it).
+    #[error("the model returned a dict with a non-string key ({0})")]
+    NonStringKey(String),
+    /// A named output is not a tensor.
+    #[error("output '{name}' is {kind}, not a tensor")]
+    NotATensor { name: String, kind: &'static str },
+    /// A named output's tensor cannot be split into rows.
+    #[error("output '{name}': {source}")]
+    Named { name: String, source: Box<OutputError> },
+    /// A tensor's first dimension is not the number of rows that went in.
+    #[error("output shape {shape:?} does not start with the batch size {rows}")]
+    BatchSize { shape: Vec<i64>, rows: usize },
+    /// libtorch could not read the tensor's values.
+    #[error("{0}")]
+    Values(String),
+}
+
 /// Builds one input tensor per column, shaped `[rows, row_shape...]`, on `device`.
 pub fn batch_to_inputs(batch: &Batch, device: Device) -> Vec<IValue> {
     batch
@@ -30,7 +53,7 @@ pub fn batch_to_inputs(batch: &Batch, device: Device) -> Vec<IValue> {
 /// Splits a model's output into one JSON prediction per row: a tensor gives each row's value; a
 /// tuple or list of tensors gives per-row objects keyed by `output_names` (or `output_0`, ...); a
 /// dict of tensors gives per-row objects keyed by the dict's keys.
-pub fn outputs_to_rows(output: IValue, rows: usize, output_names: &[String]) -> Result<Vec<Value>, String> {
+pub fn outputs_to_rows(output: IValue, rows: usize, output_names: &[String]) -> Result<Vec<Value>, OutputError> {
     match output {
         IValue::Tensor(tensor) => tensor_rows(&tensor, rows),
         IValue::Tuple(items) | IValue::GenericList(items) => {
@@ -52,26 +75,24 @@ pub fn outputs_to_rows(output: IValue, rows: usize, output_names: &[String]) -> 
             for (key, value) in entries {
                 match key {
                     IValue::String(name) => named.push((name, value)),
-                    other => return Err(format!("the model returned a dict with a non-string key ({other:?})")),
+                    other => return Err(OutputError::NonStringKey(format!("{other:?}"))),
                 }
             }
             named_rows(named, rows)
         }
-        other => {
-            Err(format!("the model returned {}, which is not a tensor, tuple or dict of tensors", kind_name(&other)))
-        }
+        other => Err(OutputError::NotTensors(kind_name(&other))),
     }
 }
 
-fn named_rows(outputs: Vec<(String, IValue)>, rows: usize) -> Result<Vec<Value>, String> {
+fn named_rows(outputs: Vec<(String, IValue)>, rows: usize) -> Result<Vec<Value>, OutputError> {
     let mut per_row: Vec<Map<String, Value>> = vec![Map::new(); rows];
     for (name, value) in outputs {
         let IValue::Tensor(tensor) = value else {
-            return Err(format!("output '{name}' is {}, not a tensor", kind_name(&value)));
+            return Err(OutputError::NotATensor { name, kind: kind_name(&value) });
         };
-        for (row, cell) in
-            tensor_rows(&tensor, rows).map_err(|e| format!("output '{name}': {e}"))?.into_iter().enumerate()
-        {
+        let cells =
+            tensor_rows(&tensor, rows).map_err(|e| OutputError::Named { name: name.clone(), source: Box::new(e) })?;
+        for (row, cell) in cells.into_iter().enumerate() {
             per_row[row].insert(name.clone(), cell);
         }
     }
@@ -79,24 +100,21 @@ fn named_rows(outputs: Vec<(String, IValue)>, rows: usize) -> Result<Vec<Value>,
 }
 
 /// One JSON value per row of `tensor`, whose first dimension must be `rows`.
-fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, String> {
+fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, OutputError> {
     let size = tensor.size();
     if size.first().copied() != Some(rows as i64) {
-        return Err(format!("output shape {size:?} does not start with the batch size {rows}"));
+        return Err(OutputError::BatchSize { shape: size, rows });
     }
+    let values = |e: tch::TchError| OutputError::Values(e.to_string());
     let row_shape = &size[1..];
     let flat = tensor.to_device(Device::Cpu).contiguous().view([-1]);
     let scalars: Vec<Value> = match flat.kind() {
-        Kind::Bool => Vec::<bool>::try_from(&flat).map_err(|e| e.to_string())?.into_iter().map(Value::from).collect(),
+        Kind::Bool => Vec::<bool>::try_from(&flat).map_err(values)?.into_iter().map(Value::from).collect(),
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => {
-            Vec::<i64>::try_from(&flat.to_kind(Kind::Int64))
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(Value::from)
-                .collect()
+            Vec::<i64>::try_from(&flat.to_kind(Kind::Int64)).map_err(values)?.into_iter().map(Value::from).collect()
         }
         _ => Vec::<f64>::try_from(&flat.to_kind(Kind::Double))
-            .map_err(|e| e.to_string())?
+            .map_err(values)?
             .into_iter()
             .map(|x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
             .collect(),
