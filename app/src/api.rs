@@ -7,6 +7,7 @@
 //! function.
 
 use leptos::prelude::*;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -101,6 +102,19 @@ pub async fn fetch_session() -> Result<SessionInfo, ServerFnError> {
 pub async fn api_get(path: String) -> Result<ApiResult, ServerFnError> {
     let (backend, request) = crate::backend::from_context()?;
     backend.call_api(&request, "GET", path, None).await.map_err(ServerFnError::new)
+}
+
+/// `GET /v1{path}` read into its wire type (a [`crate::jobs::Job`], a page of them, ...). The
+/// API's error, a failed call and an answer that is not a `T` each become the message to show.
+pub async fn api_read<T: DeserializeOwned>(path: String) -> Result<T, String> {
+    let answer = api_get(path.clone()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    decode(&format!("GET /v1{path}"), answer)
+}
+
+/// The answer of `call` (`GET /v1/projects/p/jobs`) read into its wire type; one that does not fit
+/// says which call and why.
+pub fn decode<T: DeserializeOwned>(call: &str, answer: Value) -> Result<T, String> {
+    serde_json::from_value(answer).map_err(|e| format!("The console cannot read the answer of {call}: {e}"))
 }
 
 /// `POST`, `PATCH` or `DELETE /v1{path}` with an optional JSON body, answered by the REST API in

@@ -1,5 +1,7 @@
 //! Small components and helpers shared by the console's pages.
 
+use std::collections::BTreeMap;
+
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -84,11 +86,6 @@ pub fn text(value: &Value, key: &str) -> String {
     }
 }
 
-/// Whether a job state is final.
-pub fn job_ended(state: &str) -> bool {
-    matches!(state, "SUCCEEDED" | "FAILED" | "CANCELLED")
-}
-
 /// `2026-11-28T02:40:58.123Z` as `2026-11-28 02:40:58`.
 pub fn short_time(rfc3339: &str) -> String {
     if rfc3339.len() < 19 {
@@ -135,15 +132,16 @@ pub fn duration(start: &str, end: &str) -> String {
     }
 }
 
-/// `labels` as `k=v, k=v`.
+/// A resource's `labels` as `k=v, k=v`.
 pub fn labels_text(value: &Value) -> String {
-    value
-        .get("labels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", ")
-        })
-        .unwrap_or_default()
+    let labels: BTreeMap<String, String> =
+        value.get("labels").and_then(|labels| serde_json::from_value(labels.clone()).ok()).unwrap_or_default();
+    labels_line(&labels)
+}
+
+/// Labels as `k=v, k=v`.
+pub fn labels_line(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Parses `k=v, k=v` into a labels object.
@@ -185,5 +183,8 @@ mod tests {
         assert_eq!(short_time("2026-11-28T02:40:58.123Z"), "2026-11-28 02:40:58");
         assert_eq!(parse_labels("a=1, b = two").expect("labels").len(), 2);
         assert!(parse_labels("nope").is_err());
+        let labels = BTreeMap::from([("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())]);
+        assert_eq!(labels_line(&labels), "a=1, b=2");
+        assert_eq!(labels_text(&serde_json::json!({"labels": {"team": "vision"}})), "team=vision");
     }
 }

@@ -466,8 +466,12 @@ mod tests {
         assert_eq!(json["state"], "QUEUED");
         assert!(json.get("labels").is_none() && json.get("startTime").is_none());
         assert_eq!(serde_json::from_value::<Job>(json).unwrap(), job);
-        let page: LogPage = serde_json::from_str(r#"{"lines":[{"time":"t","replica":"r","text":"x"}],"nextOffset":1}"#).unwrap();
-        assert_eq!(serde_json::to_string(&page).unwrap(), r#"{"lines":[{"time":"t","replica":"r","text":"x"}],"nextOffset":1}"#);
+        let page: LogPage =
+            serde_json::from_str(r#"{"lines":[{"time":"t","replica":"r","text":"x"}],"nextOffset":1}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"lines":[{"time":"t","replica":"r","text":"x"}],"nextOffset":1}"#
+        );
         assert_eq!(serde_json::to_string(&ListJobsResponse::default()).unwrap(), "{}");
     }
 }

@@ -4,13 +4,13 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_navigate;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::{api_get, api_send, job_charts, ApiResult, Chart};
+use crate::api::{api_get, api_read, api_send, job_charts, Chart};
 use crate::components::{
-    duration, job_ended, labels_text, short_time, text, use_param, use_project, use_ticker, ErrorNotice, PageHeading,
-    StateBadge,
+    duration, labels_line, short_time, use_param, use_project, use_ticker, ErrorNotice, PageHeading, StateBadge,
 };
+use crate::jobs::{HyperparameterOutput, Job, JobState, LogLine, LogPage, TrainingInput};
 
 /// The job page; live parts refresh while the job is active.
 #[component]
@@ -21,11 +21,13 @@ pub fn JobPage() -> impl IntoView {
     let tick = use_ticker(1000, move || active.get_untracked());
     let job = Resource::new(
         move || (project.get(), job_id.get(), tick.get()),
-        |(project, job, _)| api_get(format!("/projects/{project}/jobs/{job}")),
+        |(project, job, _)| api_read::<Job>(format!("/projects/{project}/jobs/{job}")),
     );
-    let kind = Resource::new(
+    let training = Resource::new(
         move || (project.get(), job_id.get()),
-        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}")),
+        |(project, job)| async move {
+            api_read::<Job>(format!("/projects/{project}/jobs/{job}")).await.map(|job| job.is_training())
+        },
     );
     // The live sections' first data is read here, with the page, so the server renders it before
     // it answers (a resource made inside them could be read after the page was sent).
@@ -36,25 +38,23 @@ pub fn JobPage() -> impl IntoView {
     );
     let first_logs = Resource::new(
         move || (project.get(), job_id.get()),
-        |(project, job)| api_get(format!("/projects/{project}/jobs/{job}/logs?limit=5000")),
+        |(project, job)| api_read::<LogPage>(format!("/projects/{project}/jobs/{job}/logs?limit=5000")),
     );
     view! {
         <PageHeading title=move || format!("Job {}", job_id.get())/>
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || job.get().map(|result| match result {
-                Ok(Ok(job)) => {
-                    let state = text(&job, "state");
-                    active.set(!job_ended(&state));
-                    view! { <JobSummary job=job.clone()/> }.into_any()
+                Ok(job) => {
+                    active.set(!job.state.is_final());
+                    view! { <JobSummary job/> }.into_any()
                 }
-                Ok(Err(error)) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
-                Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+                Err(message) => view! { <ErrorNotice message/> }.into_any(),
             })}
         </Transition>
         // Read once (not on every refresh), inside Suspense, so the server renders these sections
         // exactly as the browser hydrates them and the live parts keep their state.
         <Suspense fallback=|| ()>
-            {move || kind.get().map(|result| matches!(result, Ok(Ok(ref j)) if j.get("trainingInput").is_some()).then(|| {
+            {move || training.get().map(|result| (result == Ok(true)).then(|| {
                 let (project, job) = (project.get_untracked(), job_id.get_untracked());
                 view! {
                     <section class="panel" aria-label="Metrics">
@@ -72,53 +72,61 @@ pub fn JobPage() -> impl IntoView {
 }
 
 #[component]
-fn JobSummary(job: Value) -> impl IntoView {
+fn JobSummary(job: Job) -> impl IntoView {
     let project = use_project();
-    let state = text(&job, "state");
-    let training = job.get("trainingInput").is_some();
-    let input = if training { job["trainingInput"].clone() } else { job["predictionInput"].clone() };
-    let output = if training { job["trainingOutput"].clone() } else { job["predictionOutput"].clone() };
-    let id = text(&job, "jobId");
-    let ended = job_ended(&state);
-    let end_or_now = text(&job, "endTime");
-    let replicas = if training { replicas(&input) } else { Vec::new() };
-    let deployable = training && state == "SUCCEEDED" && !text(&input, "jobDir").is_empty();
-    let job_dir = text(&input, "jobDir");
+    let state = job.state;
+    let training = job.is_training();
+    let input = match (&job.training_input, &job.prediction_input) {
+        (Some(input), _) => serde_json::to_string_pretty(input),
+        (None, input) => serde_json::to_string_pretty(input),
+    };
+    let output = match (&job.training_output, &job.prediction_output) {
+        (Some(output), _) => serde_json::to_string_pretty(output),
+        (None, output) => serde_json::to_string_pretty(output),
+    };
+    let end_or_now = job.end_time.clone().unwrap_or_default();
+    let start = job.start_time.clone().unwrap_or_default();
+    let replicas = job.training_input.as_ref().map(replicas).unwrap_or_default();
+    let job_dir = job.training_input.as_ref().and_then(|input| input.job_dir.clone()).unwrap_or_default();
+    let deployable = training && state == JobState::Succeeded && !job_dir.is_empty();
+    let trials = job.training_output.as_ref().map(|output| output.trials.clone()).unwrap_or_default();
+    let error_message = job.error_message.clone().filter(|m| !m.is_empty());
+    let id = job.job_id;
     view! {
         <div class="summary">
             <p class="state-line">
-                <StateBadge state=state.clone()/>
-                {(!text(&job, "jobPosition").is_empty() && text(&job, "jobPosition") != "0").then(|| view! {
-                    <span class="muted">{format!(" position {} in the queue", text(&job, "jobPosition"))}</span>
+                <StateBadge state=state.as_str()/>
+                {(job.job_position != 0).then(|| view! {
+                    <span class="muted">{format!(" position {} in the queue", job.job_position)}</span>
                 })}
-                {(!ended).then(|| view! { <CancelButton project=project.get_untracked() job=id.clone()/> })}
+                {(!state.is_final()).then(|| view! { <CancelButton project=project.get_untracked() job=id.clone()/> })}
             </p>
-            {(!text(&job, "errorMessage").is_empty()).then(|| view! { <pre class="error-message" role="alert">{text(&job, "errorMessage")}</pre> })}
+            {error_message.map(|message| view! { <pre class="error-message" role="alert">{message}</pre> })}
             <dl class="facts wide" data-testid="timeline">
                 <dt>"Type"</dt><dd>{if training { "training" } else { "batch prediction" }}</dd>
-                <dt>"Created"</dt><dd>{short_time(&text(&job, "createTime"))}</dd>
-                <dt>"Started"</dt><dd>{short_time(&text(&job, "startTime"))}</dd>
+                <dt>"Created"</dt><dd>{short_time(&job.create_time)}</dd>
+                <dt>"Started"</dt><dd>{short_time(&start)}</dd>
                 <dt>"Ended"</dt><dd>{short_time(&end_or_now)}</dd>
-                <dt>"Duration"</dt><dd>{duration(&text(&job, "startTime"), &end_or_now)}</dd>
-                <dt>"Labels"</dt><dd>{labels_text(&job)}</dd>
+                <dt>"Duration"</dt><dd>{duration(&start, &end_or_now)}</dd>
+                <dt>"Labels"</dt><dd>{labels_line(&job.labels)}</dd>
             </dl>
             <div class="two-columns">
                 <section aria-label="Inputs">
                     <h2>"Inputs"</h2>
-                    <pre class="json" data-testid="job-input">{serde_json::to_string_pretty(&input).unwrap_or_default()}</pre>
+                    <pre class="json" data-testid="job-input">{input.unwrap_or_default()}</pre>
                 </section>
                 <section aria-label="Output">
                     <h2>{if training { "Training output" } else { "Prediction output" }}</h2>
-                    <pre class="json" data-testid="job-output">{serde_json::to_string_pretty(&output).unwrap_or_default()}</pre>
+                    <pre class="json" data-testid="job-output">{output.unwrap_or_default()}</pre>
                     {(!replicas.is_empty()).then(|| view! {
                         <h2>"Replicas"</h2>
                         <ul class="replicas">
-                            {replicas.into_iter().map(|r| view! { <li><code>{r}</code> " " <StateBadge state=state.clone()/></li> }).collect_view()}
+                            {replicas.into_iter().map(|r| view! { <li><code>{r}</code> " " <StateBadge state=state.as_str()/></li> }).collect_view()}
                         </ul>
                     })}
                 </section>
             </div>
-            {output.get("trials").and_then(Value::as_array).filter(|t| !t.is_empty()).cloned().map(|trials| view! {
+            {(!trials.is_empty()).then(|| view! {
                 <section class="panel" aria-label="Trials">
                     <h2>"Trials"</h2>
                     <TrialsTable trials/>
@@ -129,33 +137,43 @@ fn JobSummary(job: Value) -> impl IntoView {
     }
 }
 
+/// How the trials table is ordered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TrialOrder {
+    /// Best first, as the API orders them.
+    Objective,
+    /// By trial number.
+    Trial,
+}
+
 /// A tuning job's trials: best first as the API orders them (the best row highlighted); the
 /// headers sort by trial number or objective.
 #[component]
-fn TrialsTable(trials: Vec<Value>) -> impl IntoView {
-    let best = trials.first().filter(|t| t.get("finalMetric").is_some()).map(|t| text(t, "trialId"));
-    let order = RwSignal::new("objective");
+fn TrialsTable(trials: Vec<HyperparameterOutput>) -> impl IntoView {
+    let best = trials.first().filter(|t| t.final_metric.is_some()).map(|t| t.trial_id.clone());
+    let order = RwSignal::new(TrialOrder::Objective);
     let rows = move || {
         let mut rows = trials.clone();
-        if order.get() == "trial" {
-            rows.sort_by_key(|t| text(t, "trialId").parse::<u64>().unwrap_or(0));
+        if order.get() == TrialOrder::Trial {
+            rows.sort_by_key(HyperparameterOutput::number);
         }
         rows.into_iter()
             .map(|t| {
-                let id = text(&t, "trialId");
-                let values = t["hyperparameters"]
-                    .as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default();
-                let class = if best.as_deref() == Some(id.as_str()) { "best" } else { "" };
+                let values = t.hyperparameters.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+                let class = if best.as_ref() == Some(&t.trial_id) { "best" } else { "" };
+                // The objective as the API writes it (JSON's shortest form: `0.25`, `1.0`).
+                let objective =
+                    t.final_metric.map(|m| serde_json::to_string(&m.objective_value).unwrap_or_default()).unwrap_or_default();
+                let step = t.final_metric.map(|m| m.training_step.to_string()).unwrap_or_default();
+                let took = duration(&t.start_time, t.end_time.as_deref().unwrap_or(""));
                 view! {
                     <tr class=class>
-                        <td>{id.clone()}</td>
+                        <td>{t.trial_id}</td>
                         <td class="labels">{values}</td>
-                        <td>{text(&t, "/finalMetric/objectiveValue")}</td>
-                        <td>{text(&t, "/finalMetric/trainingStep")}</td>
-                        <td><StateBadge state=text(&t, "state")/> {(t["isTrialStoppedEarly"] == serde_json::json!(true)).then(|| " stopped early")}</td>
-                        <td>{duration(&text(&t, "startTime"), &text(&t, "endTime"))}</td>
+                        <td>{objective}</td>
+                        <td>{step}</td>
+                        <td><StateBadge state=t.state.as_str()/> {t.is_trial_stopped_early.then_some(" stopped early")}</td>
+                        <td>{took}</td>
                     </tr>
                 }
             })
@@ -164,9 +182,9 @@ fn TrialsTable(trials: Vec<Value>) -> impl IntoView {
     view! {
         <table class="table" data-testid="trials-table">
             <thead><tr>
-                <th><button class="sort" type="button" on:click=move |_| order.set("trial")>"Trial"</button></th>
+                <th><button class="sort" type="button" on:click=move |_| order.set(TrialOrder::Trial)>"Trial"</button></th>
                 <th>"Hyperparameters"</th>
-                <th><button class="sort" type="button" on:click=move |_| order.set("objective")>"Objective"</button></th>
+                <th><button class="sort" type="button" on:click=move |_| order.set(TrialOrder::Objective)>"Objective"</button></th>
                 <th>"Step"</th><th>"State"</th><th>"Duration"</th>
             </tr></thead>
             <tbody>{rows}</tbody>
@@ -175,12 +193,12 @@ fn TrialsTable(trials: Vec<Value>) -> impl IntoView {
 }
 
 /// Replica names of a training input (master first).
-fn replicas(input: &Value) -> Vec<String> {
-    let count = |key: &str| text(input, key).parse::<u32>().unwrap_or(0);
-    let (workers, ps) = match text(input, "scaleTier").as_str() {
-        "CUSTOM" => (count("workerCount"), count("parameterServerCount")),
-        "STANDARD_1" => (4, 3),
-        "PREMIUM_1" => (19, 11),
+fn replicas(input: &TrainingInput) -> Vec<String> {
+    let count = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    let (workers, ps) = match input.scale_tier.as_deref() {
+        Some("CUSTOM") => (count(input.worker_count), count(input.parameter_server_count)),
+        Some("STANDARD_1") => (4, 3),
+        Some("PREMIUM_1") => (19, 11),
         _ => (0, 0),
     };
     let mut all = vec!["master-replica-0".to_owned()];
@@ -297,19 +315,19 @@ fn LogViewer(
     project: String,
     job: String,
     active: RwSignal<bool>,
-    first: Resource<Result<ApiResult, ServerFnError>>,
+    first: Resource<Result<LogPage, String>>,
 ) -> impl IntoView {
     let base = format!("/projects/{project}/jobs/{job}");
-    let more = RwSignal::new(Vec::<Value>::new());
-    let next = RwSignal::new(None::<u64>);
+    let more = RwSignal::new(Vec::<LogLine>::new());
+    let next = RwSignal::new(None::<usize>);
     let replica = RwSignal::new(String::new());
     let search = RwSignal::new(String::new());
     let fetching = RwSignal::new(false);
     let drained = RwSignal::new(false);
     Effect::new(move |_| {
-        if let Some(Ok(Ok(page))) = first.get() {
+        if let Some(Ok(page)) = first.get() {
             if next.get_untracked().is_none() {
-                next.set(page["nextOffset"].as_u64());
+                next.set(Some(page.next_offset));
             }
         }
     });
@@ -325,41 +343,38 @@ fn LogViewer(
         fetching.set(true);
         let path = format!("{base}/logs?offset={offset}&limit=5000");
         spawn_local(async move {
-            if let Ok(Ok(page)) = api_get(path).await {
-                let lines = page["lines"].as_array().cloned().unwrap_or_default();
-                if lines.is_empty() && !was_active {
+            if let Ok(page) = api_read::<LogPage>(path).await {
+                if page.lines.is_empty() && !was_active {
                     drained.set(true);
                 }
-                if !lines.is_empty() {
-                    more.update(|m| m.extend(lines));
+                if !page.lines.is_empty() {
+                    more.update(|m| m.extend(page.lines));
                 }
-                next.set(page["nextOffset"].as_u64().or(Some(offset)));
+                next.set(Some(page.next_offset));
             }
             fetching.set(false);
         });
     });
     // Filtered once per change; the count and the list both read it.
     let shown = Memo::new(move |_| {
-        let mut lines: Vec<Value> = match first.get() {
-            Some(Ok(Ok(page))) => page["lines"].as_array().cloned().unwrap_or_default(),
+        let mut lines = match first.get() {
+            Some(Ok(page)) => page.lines,
             _ => Vec::new(),
         };
         lines.extend(more.get());
         let (who, needle) = (replica.get(), search.get().to_lowercase());
         lines
             .into_iter()
-            .filter(|l| who.is_empty() || text(l, "replica") == who)
-            .filter(|l| needle.is_empty() || text(l, "text").to_lowercase().contains(&needle))
+            .filter(|l| who.is_empty() || l.replica == who)
+            .filter(|l| needle.is_empty() || l.text.to_lowercase().contains(&needle))
             .collect::<Vec<_>>()
     });
     let replicas = move || {
         let mut names: Vec<String> = match first.get() {
-            Some(Ok(Ok(page))) => {
-                page["lines"].as_array().map(|l| l.iter().map(|l| text(l, "replica")).collect()).unwrap_or_default()
-            }
+            Some(Ok(page)) => page.lines.into_iter().map(|l| l.replica).collect(),
             _ => Vec::new(),
         };
-        names.extend(more.get().iter().map(|l| text(l, "replica")));
+        more.with(|more| names.extend(more.iter().map(|l| l.replica.clone())));
         names.sort();
         names.dedup();
         names
@@ -380,9 +395,9 @@ fn LogViewer(
             <Transition fallback=|| view! { <p class="muted">"Loading logs…"</p> }>
                 {move || shown.get().into_iter().map(|line| view! {
                     <div class="log-line">
-                        <span class="log-time">{short_time(&text(&line, "time")).get(11..).unwrap_or("").to_owned()}</span>
-                        <span class="log-replica">{text(&line, "replica")}</span>
-                        <span class="log-text">{text(&line, "text")}</span>
+                        <span class="log-time">{short_time(&line.time).get(11..).unwrap_or("").to_owned()}</span>
+                        <span class="log-replica">{line.replica}</span>
+                        <span class="log-text">{line.text}</span>
                     </div>
                 }).collect_view()}
             </Transition>

@@ -4,13 +4,14 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::components::{Form, A};
 use leptos_router::hooks::{use_navigate, use_query_map};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::{api_get, api_send, ApiError};
+use crate::api::{api_read, api_send, decode, ApiError};
 use crate::components::{
-    duration, job_ended, labels_text, parse_labels, short_time, text, use_project, use_ticker, EmptyState, ErrorNotice,
-    PageHeading, StateBadge,
+    duration, labels_line, parse_labels, short_time, use_project, use_ticker, EmptyState, ErrorNotice, PageHeading,
+    StateBadge,
 };
+use crate::jobs::{Job, JobState, ListJobsResponse, TrainingInput};
 
 /// Lists the project's jobs, refreshing itself while any is active.
 #[component]
@@ -40,7 +41,7 @@ pub fn JobsPage() -> impl IntoView {
             if !page.is_empty() {
                 path.push_str(&format!("&pageToken={}", encode(&page)));
             }
-            api_get(path)
+            api_read::<ListJobsResponse>(path)
         },
     );
     view! {
@@ -50,7 +51,7 @@ pub fn JobsPage() -> impl IntoView {
             <div class="filters" role="search">
                 <label>"State "
                     <select name="state">
-                        {["", "QUEUED", "PREPARING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"].into_iter().map(|s| {
+                        {std::iter::once("").chain(JobState::ALL.map(JobState::as_str)).map(|s| {
                             let selected = move || param("state") == s;
                             view! { <option value=s selected=selected>{if s.is_empty() { "any" } else { s }}</option> }
                         }).collect_view()}
@@ -70,42 +71,40 @@ pub fn JobsPage() -> impl IntoView {
         </Form>
         <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
             {move || jobs.get().map(|result| match result {
-                Ok(Ok(page)) => {
-                    let list = page["jobs"].as_array().cloned().unwrap_or_default();
-                    active.set(list.iter().any(|j| !job_ended(&text(j, "state"))));
-                    let next = text(&page, "nextPageToken");
-                    if list.is_empty() {
+                Ok(page) => {
+                    active.set(page.jobs.iter().any(|j| !j.state.is_final()));
+                    let next = page.next_page_token.unwrap_or_default();
+                    if page.jobs.is_empty() {
                         return view! {
                             <EmptyState message="No jobs here yet."
                                 hint="Submit a training job above (try the example trainer in examples/digits), or a batch prediction job through the API or CLI."/>
                         }.into_any();
                     }
-                    view! { <JobTable jobs=list project=project.get_untracked() next/> }.into_any()
+                    view! { <JobTable jobs=page.jobs project=project.get_untracked() next/> }.into_any()
                 }
-                Ok(Err(error)) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
-                Err(error) => view! { <ErrorNotice message=error.to_string()/> }.into_any(),
+                Err(message) => view! { <ErrorNotice message/> }.into_any(),
             })}
         </Transition>
     }
 }
 
 #[component]
-fn JobTable(jobs: Vec<Value>, project: String, next: String) -> impl IntoView {
+fn JobTable(jobs: Vec<Job>, project: String, next: String) -> impl IntoView {
     let rows = jobs
         .into_iter()
         .map(|job| {
-            let id = text(&job, "jobId");
-            let href = format!("/projects/{project}/jobs/{id}");
-            let kind = if job.get("predictionInput").is_some() { "batch prediction" } else { "training" };
-            let end = text(&job, "endTime");
+            let href = format!("/projects/{project}/jobs/{}", job.job_id);
+            let kind = if job.prediction_input.is_some() { "batch prediction" } else { "training" };
+            let start = job.start_time.as_deref().unwrap_or("");
+            let took = duration(start, job.end_time.as_deref().unwrap_or(""));
             view! {
                 <tr>
-                    <td><A href=href>{id}</A></td>
+                    <td><A href=href>{job.job_id.clone()}</A></td>
                     <td>{kind}</td>
-                    <td><StateBadge state=text(&job, "state")/></td>
-                    <td>{short_time(&text(&job, "createTime"))}</td>
-                    <td>{duration(&text(&job, "startTime"), &end)}</td>
-                    <td class="labels">{labels_text(&job)}</td>
+                    <td><StateBadge state=job.state.as_str()/></td>
+                    <td>{short_time(&job.create_time)}</td>
+                    <td>{took}</td>
+                    <td class="labels">{labels_line(&job.labels)}</td>
                 </tr>
             }
         })
@@ -119,16 +118,26 @@ fn JobTable(jobs: Vec<Value>, project: String, next: String) -> impl IntoView {
     }
 }
 
+/// The upload folder `POST …/uploads` answers: its resource name and the URI files in it have.
+#[cfg(feature = "hydrate")]
+#[derive(serde::Deserialize)]
+struct Upload {
+    name: String,
+    uri: String,
+}
+
 /// Uploads a package file into a new upload folder on the server (`POST …/uploads`, then `PUT`
 /// of the file's bytes straight from the browser); returns the file's URI.
 #[cfg(feature = "hydrate")]
 async fn upload_file(project: &str, file: web_sys::File) -> Result<String, String> {
     use wasm_bindgen::JsCast;
-    let upload = api_send("POST".into(), format!("/projects/{project}/uploads"), Some("{}".into()))
+    let call = format!("/projects/{project}/uploads");
+    let answer = api_send("POST".into(), call.clone(), Some("{}".into()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let id = text(&upload, "name").rsplit('/').next().unwrap_or("").to_owned();
+    let upload: Upload = decode(&format!("POST /v1{call}"), answer)?;
+    let id = upload.name.rsplit('/').next().unwrap_or("").to_owned();
     let name = file.name();
     let init = web_sys::RequestInit::new();
     init.set_method("PUT");
@@ -143,7 +152,7 @@ async fn upload_file(project: &str, file: web_sys::File) -> Result<String, Strin
     if !response.ok() {
         return Err(format!("the upload failed (HTTP {})", response.status()));
     }
-    Ok(format!("{}/{name}", text(&upload, "uri")))
+    Ok(format!("{}/{name}", upload.uri))
 }
 
 /// Percent-encodes a query value.
@@ -203,18 +212,28 @@ fn SubmitTrainingJob() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         let file = file_input.get_untracked().and_then(|input| input.files()).and_then(|files| files.get(0));
         let package = package.get_untracked().trim().to_owned();
-        let mut input = json!({
-            "scaleTier": tier.get_untracked(),
-            "pythonModule": module.get_untracked().trim(),
-            "args": args.get_untracked().split_whitespace().collect::<Vec<_>>(),
-            "region": "local",
-        });
-        if !job_dir.get_untracked().trim().is_empty() {
-            input["jobDir"] = json!(job_dir.get_untracked().trim());
-        }
+        let mut input = TrainingInput {
+            scale_tier: Some(tier.get_untracked()),
+            python_module: module.get_untracked().trim().to_owned(),
+            args: args.get_untracked().split_whitespace().map(str::to_owned).collect(),
+            job_dir: Some(job_dir.get_untracked().trim().to_owned()).filter(|dir| !dir.is_empty()),
+            recorded: serde_json::Map::from_iter([("region".to_owned(), json!("local"))]),
+            ..Default::default()
+        };
         if tier.get_untracked() == "CUSTOM" {
-            input["workerCount"] = json!(workers.get_untracked().trim());
-            input["parameterServerCount"] = json!(ps.get_untracked().trim());
+            let count = |field: &str, label: &str, text: String| {
+                text.trim()
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| (field.to_owned(), format!("{label} must be a whole number.")))
+            };
+            match (
+                count("workers", "Workers", workers.get_untracked()),
+                count("ps", "Parameter servers", ps.get_untracked()),
+            ) {
+                (Ok(w), Ok(p)) => (input.worker_count, input.parameter_server_count) = (w, p),
+                (Err(e), _) | (_, Err(e)) => return error.set(Some(e)),
+            }
         }
         let job_id = job_id.get_untracked().trim().to_owned();
         let project = project.get_untracked();
@@ -233,14 +252,16 @@ fn SubmitTrainingJob() -> impl IntoView {
                 },
                 None => package,
             };
-            input["packageUris"] = json!([package]);
+            input.package_uris = vec![package];
             let body = json!({"jobId": job_id, "labels": labels, "trainingInput": input});
-            let result = api_send("POST".into(), format!("/projects/{project}/jobs"), Some(body.to_string())).await;
+            let call = format!("/projects/{project}/jobs");
+            let result = api_send("POST".into(), call.clone(), Some(body.to_string())).await;
             busy.set(false);
             match result {
-                Ok(Ok(job)) => {
-                    navigate(&format!("/projects/{project}/jobs/{}", text(&job, "jobId")), Default::default())
-                }
+                Ok(Ok(answer)) => match decode::<Job>(&format!("POST /v1{call}"), answer) {
+                    Ok(job) => navigate(&format!("{call}/{}", job.job_id), Default::default()),
+                    Err(message) => error.set(Some((String::new(), message))),
+                },
                 Ok(Err(api)) => {
                     let message = api.description.clone().unwrap_or_else(|| api.message.clone());
                     error.set(Some((field_of(&api).to_owned(), message)));

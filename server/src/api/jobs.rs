@@ -16,11 +16,13 @@ use super::extract::{Body, Query};
 use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{etag, time, ListQuery};
 use super::Json;
-use crate::control::{Control, PredictionInput, TrainingInput};
+use crate::control::Control;
 use crate::error::Error;
 use crate::executor::LogCursor;
+use crate::jobs::wire::{Job, ListJobsResponse, LogLine, LogPage, PredictionInput, TrainingInput};
+use crate::jobs::JobOutput;
 use crate::names::{parse_resource_id, JobName, ProjectId};
-use crate::store::{JobKind, JobRecord};
+use crate::store::{JobInput, JobRecord};
 
 pub fn router() -> Router<Control> {
     Router::new()
@@ -61,52 +63,30 @@ struct OutputOnly {
     etag: Option<serde_json::Value>,
 }
 
-/// `GoogleCloudMlV1__Job`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Job {
-    job_id: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    training_input: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prediction_input: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    training_output: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prediction_output: Option<serde_json::Value>,
-    state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_message: Option<String>,
-    create_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end_time: Option<String>,
-    job_position: String,
-    etag: String,
-}
-
-impl Job {
-    fn new(record: JobRecord, position: i64) -> Self {
-        let training = record.kind == JobKind::Training;
-        let (input, output) = (Some(record.input), Some(record.output));
-        Self {
-            job_id: record.job,
-            labels: record.labels,
-            training_input: if training { input.clone() } else { None },
-            prediction_input: if training { None } else { input },
-            training_output: if training { output.clone() } else { None },
-            prediction_output: if training { None } else { output },
-            state: record.state.as_str(),
-            error_message: record.error_message,
-            create_time: time(&record.create_time),
-            start_time: record.start_time.as_ref().map(time),
-            end_time: record.end_time.as_ref().map(time),
-            job_position: position.to_string(),
-            etag: etag(record.revision),
-        }
+/// The API's view of a stored job at `position` in the queue.
+fn job_resource(record: JobRecord, position: i64) -> Job {
+    let (training_input, prediction_input) = match record.input {
+        JobInput::Training(input) => (Some(input), None),
+        JobInput::Prediction(input) => (None, Some(input)),
+    };
+    let (training_output, prediction_output) = match record.output {
+        JobOutput::Training(output) => (Some(output), None),
+        JobOutput::Prediction(output) => (None, Some(output)),
+    };
+    Job {
+        job_id: record.job,
+        labels: record.labels,
+        training_input,
+        prediction_input,
+        training_output,
+        prediction_output,
+        state: record.state,
+        error_message: record.error_message,
+        create_time: time(&record.create_time),
+        start_time: record.start_time.as_ref().map(time),
+        end_time: record.end_time.as_ref().map(time),
+        job_position: position,
+        etag: etag(record.revision),
     }
 }
 
@@ -124,7 +104,7 @@ async fn create(
         _ => return Err(Error::invalid("job", "Exactly one of trainingInput and predictionInput is required.")),
     };
     let position = control.job_position(&record).await?;
-    Ok(Json(Job::new(record, position)))
+    Ok(Json(job_resource(record, position)))
 }
 
 async fn fetch(
@@ -134,16 +114,7 @@ async fn fetch(
     let name = JobName::new("name", &project, &job)?;
     let record = control.get_job(&name).await?;
     let position = control.job_position(&record).await?;
-    Ok(Json(Job::new(record, position)))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListJobsResponse {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    jobs: Vec<Job>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
+    Ok(Json(job_resource(record, position)))
 }
 
 async fn list(
@@ -155,7 +126,7 @@ async fn list(
     let (page, filter) = query.parse()?;
     let page = control.list_jobs(&project, page, &filter).await?;
     let positions = control.job_positions(&page.jobs).await?;
-    let jobs = page.jobs.into_iter().zip(positions).map(|(record, position)| Job::new(record, position)).collect();
+    let jobs = page.jobs.into_iter().zip(positions).map(|(record, position)| job_resource(record, position)).collect();
     Ok(Json(ListJobsResponse { jobs, next_page_token: page.next_page_token }))
 }
 
@@ -177,7 +148,7 @@ async fn patch(
     mask_paths(query.update_mask.as_deref(), &["labels"], &["etag"])?;
     let record = control.update_job_labels(&name, body.labels, revision(body.etag.as_deref())?).await?;
     let position = control.job_position(&record).await?;
-    Ok(Json(Job::new(record, position)))
+    Ok(Json(job_resource(record, position)))
 }
 
 async fn cancel(
@@ -200,13 +171,6 @@ struct LogQuery {
     follow: bool,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LogsResponse {
-    lines: Vec<crate::executor::LogLine>,
-    next_offset: usize,
-}
-
 async fn logs(
     State(control): State<Control>,
     Path((project, job)): Path<(String, String)>,
@@ -220,7 +184,13 @@ async fn logs(
     }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let logs = control.job_logs(&name, query.replica, LogCursor::at_line(query.offset), limit).await?;
-    Ok(Json(LogsResponse { lines: logs.lines, next_offset: logs.next.line }).into_response())
+    let lines = logs.lines.into_iter().map(log_line).collect();
+    Ok(Json(LogPage { lines, next_offset: logs.next.line }).into_response())
+}
+
+/// A log line as the API writes it.
+fn log_line(line: crate::executor::LogLine) -> LogLine {
+    LogLine { time: line.time, replica: line.replica, text: line.text }
 }
 
 /// How often a follower looks for new lines.
@@ -257,7 +227,7 @@ fn follow(
         let mut state = state?;
         loop {
             if let Some(line) = state.pending.pop_front() {
-                let event = Event::default().event("line").json_data(&line).unwrap_or_default();
+                let event = Event::default().event("line").json_data(log_line(line)).unwrap_or_default();
                 return Some((Ok(event), Some(state)));
             }
             let shutdown = state.control.shutdown_token();
