@@ -25,7 +25,9 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = ROOT / "benchmarks" / "jobs"
-BINARY = ROOT / "target" / "release" / "anneal"
+# ANNEAL_BIN: another build to measure (e.g. the commit before a change); OUT: where the results go.
+BINARY = pathlib.Path(os.environ.get("ANNEAL_BIN", ROOT / "target" / "release" / "anneal"))
+OUT = pathlib.Path(os.environ.get("OUT", HERE))
 SUBMITS = int(os.environ.get("SUBMITS", "30"))
 QUEUED = 50
 
@@ -198,7 +200,8 @@ def main():
         },
         "queue": queued,
     }
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     s, l, q = results["submit_to_running_ms"], results["log_line_latency_ms"], results["queue"]
     verdict = lambda ok: "met" if ok else "**missed**"
     md = f"""# Training-job benchmark
@@ -222,7 +225,7 @@ have a `setup.py`, so the first job installs them with pip and every later job r
 environment. The log trainer prints `time.time()` every 20 ms and the follower compares it with
 its own clock on receipt (same machine, same clock).
 """
-    (HERE / "results.md").write_text(md)
+    (OUT / "results.md").write_text(md)
     print(md)
 
 

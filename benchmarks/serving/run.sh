@@ -5,7 +5,8 @@
 #
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/run.sh
 # Needs wrk (Debian: apt-get install wrk). Writes results.jsonl, results.md and results.png here.
-# DURATION (seconds per load run, default 10) can be set in the environment.
+# DURATION (seconds per load run, default 10) can be set in the environment; ANNEAL_BIN measures
+# another build of anneal (e.g. the commit before a change) and OUT names the results folder.
 #
 # Anneal runs as by default, with authentication on: every /v1 call, wrk's included, sends the admin
 # token that `anneal serve` wrote to <data dir>/admin.token on first start, so the cost of checking
@@ -15,6 +16,9 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/benchmarks/serving
 DURATION=${DURATION:-10}
+ANNEAL_BIN=${ANNEAL_BIN:-$ROOT/target/release/anneal}
+OUT=${OUT:-$HERE}
+mkdir -p "$OUT"
 export VIRTUAL_ENV=$ROOT/.venv PATH=$ROOT/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 python -m pip install --quiet --disable-pip-version-check -r "$HERE/requirements.txt"
@@ -26,7 +30,7 @@ cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; r
 trap cleanup EXIT
 mkdir -p "$WORK/data/exports"
 python "$HERE/make_models.py" "$WORK/data/exports"
-RESULTS=$HERE/results.jsonl
+RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
 record() { # system model concurrency json
@@ -58,7 +62,7 @@ done
 
 serve_anneal() { # system port extra-env...
   local system=$1 port=$2; shift 2
-  env "$@" ANNEAL_LOG=warn target/release/anneal serve --addr "127.0.0.1:$port" --data-dir "$WORK/data" > "$WORK/$system.log" 2>&1 &
+  env "$@" ANNEAL_LOG=warn "$ANNEAL_BIN" serve --addr "127.0.0.1:$port" --data-dir "$WORK/data" > "$WORK/$system.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/readyz"
   # The server wrote its admin token before it started answering.
@@ -87,5 +91,5 @@ for model in small large; do
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 done
 
-python "$HERE/report.py" "$RESULTS" "$HERE/results.md" "$HERE/results.png"
-echo "wrote $HERE/results.md and $HERE/results.png"
+python "$HERE/report.py" "$RESULTS" "$OUT/results.md" "$OUT/results.png"
+echo "wrote $OUT/results.md and $OUT/results.png"

@@ -176,9 +176,12 @@ impl Control {
             Ok::<_, crate::Error>(self.store.get_job(name).await?.is_some_and(|j| j.state == JobState::Cancelling))
         };
         let (to, message) = match ending {
-            Ending::Succeeded if cancelling().await? => (JobState::Cancelled, Some("Cancelled by request.".to_owned())),
             Ending::Succeeded => {
-                self.store.transition_job(name, &[JobState::Running], JobState::Succeeded, None).await?;
+                if !self.store.transition_job(name, &[JobState::Running], JobState::Succeeded, None).await? {
+                    // The master finished as a cancel arrived: the cancel wins.
+                    let message = Some("Cancelled by request.");
+                    self.store.transition_job(name, &[JobState::Cancelling], JobState::Cancelled, message).await?;
+                }
                 return Ok(());
             }
             Ending::Failed(message) => (JobState::Failed, Some(message)),

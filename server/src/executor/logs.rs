@@ -16,13 +16,17 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Writes lines sent on the returned (bounded) channel to `path` until every sender is gone; the
+/// Opens (creating) a job's log for appending. Blocks.
+pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Writes lines sent on the returned (bounded) channel to `file` until every sender is gone; the
 /// returned task ends after the last line is written, and is the caller's to await.
-pub async fn writer(path: &Path) -> std::io::Result<(LogSender, tokio::task::JoinHandle<()>)> {
-    let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+pub fn writer(file: std::fs::File) -> (LogSender, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<(String, String)>(LOG_BUFFER);
     let handle = tokio::spawn(async move {
-        let mut file = file;
+        let mut file = tokio::fs::File::from_std(file);
         while let Some((replica, text)) = receiver.recv().await {
             let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             let line = format!("{time} {replica} {text}\n");
@@ -32,7 +36,7 @@ pub async fn writer(path: &Path) -> std::io::Result<(LogSender, tokio::task::Joi
             let _ = file.flush().await;
         }
     });
-    Ok((sender, handle))
+    (sender, handle)
 }
 
 /// Forwards each line of `stream` as `replica`'s, keeping the last ones in `tail`. A line longer

@@ -20,11 +20,11 @@ use crate::storage::LocalStorage;
 pub async fn run_training(context: &JobContext, plan: &TrainingPlan) -> Result<Ending, RunError> {
     let identity = context.config.isolation.identity(context.job.project.as_str())?;
     let dir = context.dir();
-    {
+    let log_file = {
         let (dir, isolated) = (dir.clone(), identity.is_some());
-        tokio::task::spawn_blocking(move || make_work_dir(&dir, isolated)).await??;
-    }
-    let (log, writer) = logs::writer(&dir.join("job.log")).await.map_err(RunError::io("open the job log", &dir))?;
+        tokio::task::spawn_blocking(move || make_work_dir(&dir, isolated)).await??
+    };
+    let (log, writer) = logs::writer(log_file);
     let started = Instant::now();
     let ending = prepare_and_launch(context, plan, identity, &dir, log).await;
     // Every line is in the log before the job's end is reported.
@@ -38,8 +38,8 @@ pub async fn run_training(context: &JobContext, plan: &TrainingPlan) -> Result<E
 }
 
 /// The job's folder (the server's when isolated: replicas reach their own folders in it,
-/// nothing else). Blocks.
-fn make_work_dir(dir: &Path, isolated: bool) -> Result<(), RunError> {
+/// nothing else), and its log opened for appending. Blocks.
+fn make_work_dir(dir: &Path, isolated: bool) -> Result<std::fs::File, RunError> {
     std::fs::create_dir_all(dir.join("replicas")).map_err(RunError::io("create the job's directory", dir))?;
     if isolated {
         for folder in [dir.parent().unwrap_or(dir), dir, &dir.join("replicas")] {
@@ -49,7 +49,8 @@ fn make_work_dir(dir: &Path, isolated: bool) -> Result<(), RunError> {
             isolation::private_file(&dir.join(file))?;
         }
     }
-    Ok(())
+    let log = dir.join("job.log");
+    logs::open(&log).map_err(RunError::io("open the job log", log))
 }
 
 async fn prepare_and_launch(
