@@ -116,6 +116,10 @@ struct ServeArgs {
     /// Directory for the database and local storage [default: ~/.anneal; env ANNEAL_DATA_DIR].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The metadata store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// [default: sqlite://<data dir>/anneal.db; env ANNEAL_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<crate::store::DatabaseUrl>,
     /// A TOML config file with the same keys (addr, data_dir, log, log_format, site_root,
     /// shutdown_grace_secs) [env ANNEAL_CONFIG].
     #[arg(long, value_name = "FILE")]
@@ -191,6 +195,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
         addr: args.addr,
         data_dir: args.data_dir,
+        database_url: args.database_url,
         log_format: args.log_format,
         log: args.log,
         site_root: args.site_root,

@@ -29,6 +29,12 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Holds the SQLite database (`anneal.db`) and the local storage root (`storage/`).
     pub data_dir: PathBuf,
+    /// The metadata store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// (with `?sslmode=…` and the other libpq URL parameters). Unset: `sqlite://<data
+    /// dir>/anneal.db`.
+    pub database_url: Option<crate::store::DatabaseUrl>,
+    /// The most connections the server keeps open to the database.
+    pub database_max_connections: u32,
     /// Readable text or JSON log lines.
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `anneal=debug,tower_http=info`.
@@ -103,6 +109,8 @@ pub struct Config {
 const ENV_KEYS: &[&str] = &[
     "addr",
     "data_dir",
+    "database_url",
+    "database_max_connections",
     "log_format",
     "log",
     "site_root",
@@ -137,6 +145,8 @@ pub struct Overrides {
     pub addr: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<crate::store::DatabaseUrl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,9 +211,14 @@ impl Config {
         Ok(config)
     }
 
-    /// The SQLite database file.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("anneal.db")
+    /// The metadata store: `database_url`, else the SQLite file `anneal.db` in the data dir.
+    pub fn database_url(&self) -> crate::store::DatabaseUrl {
+        self.database_url.clone().unwrap_or_else(|| crate::store::DatabaseUrl::Sqlite(self.data_dir.join("anneal.db")))
+    }
+
+    /// The SQLite database file, when the store is SQLite.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        self.database_url().sqlite_path().map(Path::to_path_buf)
     }
 
     /// The root of local storage (staged packages, deployed model copies, job outputs).
@@ -272,6 +287,7 @@ impl Config {
 struct Defaults {
     addr: SocketAddr,
     data_dir: PathBuf,
+    database_max_connections: u32,
     log_format: LogFormat,
     log: String,
     shutdown_grace_secs: u64,
@@ -300,6 +316,7 @@ impl Defaults {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: home.map(|h| h.join(".anneal")).unwrap_or_default(),
+            database_max_connections: 8,
             log_format: LogFormat::Text,
             log: "info".into(),
             shutdown_grace_secs: 30,
@@ -463,7 +480,8 @@ mod tests {
             assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
             assert_eq!(config.data_dir, PathBuf::from("/home/u/.anneal"));
             assert_eq!(config.log_format, LogFormat::Text);
-            assert_eq!(config.database_path(), PathBuf::from("/home/u/.anneal/anneal.db"));
+            assert_eq!(config.database_path(), Some(PathBuf::from("/home/u/.anneal/anneal.db")));
+            assert_eq!(config.database_url().to_string(), "sqlite:///home/u/.anneal/anneal.db");
             Ok(())
         });
     }
@@ -508,6 +526,32 @@ mod tests {
             assert_eq!(config.storage_roots, vec![PathBuf::from("/srv/models")]);
             jail.set_env("ANNEAL_PREDICT_MAX_BATCH_SIZE", "abc");
             assert!(load(Some(Path::new("/h")), None, Overrides::default()).is_err(), "a bad number is refused");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_url_comes_from_file_env_or_flag_and_bad_ones_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("anneal.toml", "database_url = \"sqlite:///srv/anneal/meta.db\"\n")?;
+            let config = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("file");
+            assert_eq!(config.database_path(), Some(PathBuf::from("/srv/anneal/meta.db")));
+            jail.set_env("ANNEAL_DATABASE_URL", "postgres://anneal:pw@db.internal/anneal?sslmode=require");
+            jail.set_env("ANNEAL_DATABASE_MAX_CONNECTIONS", "20");
+            let config = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("env");
+            assert_eq!(config.database_path(), None, "env beats file");
+            assert_eq!(config.database_url().to_string(), "postgres://anneal:***@db.internal/anneal?sslmode=require");
+            assert_eq!(config.database_max_connections, 20);
+            let flag = Overrides {
+                database_url: Some("sqlite:///flag.db".parse().expect("url")),
+                ..Overrides::default()
+            };
+            let config = load(Some(Path::new("/h")), None, flag).expect("flag");
+            assert_eq!(config.database_path(), Some(PathBuf::from("/flag.db")), "flag beats env");
+            jail.set_env("ANNEAL_DATABASE_URL", "mysql://root:pw@db/anneal");
+            let err = load(Some(Path::new("/h")), None, Overrides::default()).expect_err("scheme");
+            assert!(err.to_string().contains("sqlite:// or postgres://"), "{err}");
+            assert!(!err.to_string().contains(":pw@"), "the password is not shown: {err}");
             Ok(())
         });
     }

@@ -187,14 +187,33 @@ pub struct Status {
     pub message: String,
 }
 
+/// A database that cannot be reached, went away, restarts, or cancels a statement that ran too
+/// long is UNAVAILABLE (503, retry later: the pool reconnects by itself when the database is back);
+/// anything else the database answers is a bug here (INTERNAL).
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
+        const RETRY: &str = "the metadata database is unavailable; retry shortly";
         match error {
             sqlx::Error::PoolTimedOut => Self::Unavailable("the metadata database is busy; retry shortly".into()),
             sqlx::Error::PoolClosed => Self::Unavailable("the server is shutting down".into()),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+                tracing::warn!(error = %error, "the metadata database cannot be reached");
+                Self::Unavailable(RETRY.into())
+            }
+            sqlx::Error::Database(ref db) if db.code().as_deref().is_some_and(unavailable_sqlstate) => {
+                tracing::warn!(error = %error, "the metadata database did not answer the statement");
+                Self::Unavailable(RETRY.into())
+            }
             other => Self::internal(format!("database: {other}")),
         }
     }
+}
+
+/// PostgreSQL's SQLSTATEs for a database that is not there for now: connection exceptions (class
+/// 08), too many connections or out of resources (class 53), shutdowns and restarts (57P01–57P03),
+/// and a statement cancelled by `statement_timeout` (57014).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57014" | "57P01" | "57P02" | "57P03")
 }
 
 /// A model that cannot be served is the deployment's problem (FAILED_PRECONDITION, with the reason

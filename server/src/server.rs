@@ -60,7 +60,7 @@ impl Server {
             return Err(StartError::InsecureBind { addr: config.addr });
         }
         prepare_data_dir(&config.data_dir)?;
-        let store = Store::open(&config.database_path()).await?;
+        let store = Store::open(&config.database_url(), config.database_max_connections).await?;
         let storage = LocalStorage::open_with_roots(&config.storage_root(), &config.storage_roots)
             .map_err(|e| StartError::Storage(e.to_string()))?;
         // As root, replicas run as unprivileged users of their own (see executor::Isolation).

@@ -261,12 +261,14 @@ impl Isolation {
             config.data_dir.canonicalize().map_err(IsolationError::io(Action::ReadDataDir, &config.data_dir))?;
         reach(&data_dir, "so replicas can reach their folders in the data dir");
         grant_search(&config.storage_root())?;
-        let db = config.database_path();
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let file = PathBuf::from(format!("{}{suffix}", db.display()));
-            if file.exists() {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                    .map_err(IsolationError::io(Action::MakePrivate, &file))?;
+        // A PostgreSQL store has no file here.
+        if let Some(db) = config.database_path() {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let file = PathBuf::from(format!("{}{suffix}", db.display()));
+                if file.exists() {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(IsolationError::io(Action::MakePrivate, &file))?;
+                }
             }
         }
         let registry = config.storage_root().join("replica-ids");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{now_text, parse_time, Store};
+use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::jobs::wire::{PredictionInput, TrainingInput};
 use crate::jobs::{JobOutput, JobPlan};
@@ -133,6 +133,8 @@ pub struct JobRecord {
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
     pub revision: i64,
+    /// The node that claimed the job (when several nodes share the database).
+    pub node: Option<String>,
 }
 
 impl JobRecord {
@@ -160,6 +162,7 @@ struct Row {
     start_time: Option<String>,
     end_time: Option<String>,
     revision: i64,
+    node_id: Option<String>,
 }
 
 impl TryFrom<Row> for JobRecord {
@@ -189,35 +192,42 @@ impl TryFrom<Row> for JobRecord {
             gpus: row.gpus,
             error_message: row.error_message,
             revision: row.revision,
+            node: row.node_id,
         })
     }
 }
 
 const COLUMNS: &str =
     "project_id, job_id, kind, state, labels, input, output, plan, priority, replicas, gpus, error_message, \
-                       create_time, start_time, end_time, revision";
+                       create_time, start_time, end_time, revision, node_id";
 
 impl Store {
     /// Stores a new QUEUED job; ALREADY_EXISTS if the project has one of that id.
     pub async fn insert_job(&self, name: &JobName, job: &NewJob) -> Result<JobRecord> {
         self.ensure_project(&name.project).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (project_id, job_id, kind, state, labels, input, plan, priority, replicas, gpus, create_time) \
-             VALUES (?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(name.project.as_str())
-        .bind(&name.job)
-        .bind(job.input.kind().as_str())
-        .bind(serde_json::to_string(&job.labels).map_err(Error::internal)?)
-        .bind(job.input.to_text()?)
-        .bind(serde_json::to_string(&job.plan).map_err(Error::internal)?)
-        .bind(job.priority)
-        .bind(job.plan.needs.slots as i64)
-        .bind(job.plan.needs.gpus as i64)
-        .bind(now_text())
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let labels = serde_json::to_string(&job.labels).map_err(Error::internal)?;
+        let input = job.input.to_text()?;
+        let plan = serde_json::to_string(&job.plan).map_err(Error::internal)?;
+        let inserted = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO jobs (project_id, job_id, kind, state, labels, input, plan, priority, replicas, gpus, create_time) \
+                 VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            )
+            .bind(name.project.as_str())
+            .bind(&name.job)
+            .bind(job.input.kind().as_str())
+            .bind(&labels)
+            .bind(&input)
+            .bind(&plan)
+            .bind(job.priority)
+            .bind(job.plan.needs.slots as i64)
+            .bind(job.plan.needs.gpus as i64)
+            .bind(now_text())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 0 {
             return Err(Error::AlreadyExists(FieldViolation::new(
                 "job.jobId",
                 "A job with the same id already exists.",
@@ -228,37 +238,43 @@ impl Store {
 
     /// The job, if it exists.
     pub async fn get_job(&self, name: &JobName) -> Result<Option<JobRecord>> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE project_id = ? AND job_id = ?"
-        )))
-        .bind(name.project.as_str())
-        .bind(&name.job)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM jobs WHERE project_id = $1 AND job_id = $2"
+            )))
+            .bind(name.project.as_str())
+            .bind(&name.job)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(JobRecord::try_from).transpose()
     }
 
     /// Jobs of `project` ordered by id, after `after`, at most `limit`.
     pub async fn list_jobs(&self, project: &ProjectId, after: Option<&str>, limit: usize) -> Result<Vec<JobRecord>> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE project_id = ? AND job_id > ? ORDER BY job_id LIMIT ?"
-        )))
-        .bind(project.as_str())
-        .bind(after.unwrap_or(""))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM jobs WHERE project_id = $1 AND job_id > $2 ORDER BY job_id LIMIT $3"
+            )))
+            .bind(project.as_str())
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
     /// Jobs in any of `states`, in queue order (priority, then submission time).
     pub async fn jobs_in_states(&self, states: &[JobState]) -> Result<Vec<JobRecord>> {
-        let list = states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE state IN ({list}) ORDER BY priority DESC, create_time, job_id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
+        let list = state_list(states);
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state IN ({list}) ORDER BY priority DESC, create_time, job_id"
+            )))
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
@@ -271,23 +287,26 @@ impl Store {
         to: JobState,
         error_message: Option<&str>,
     ) -> Result<bool> {
-        let list = from.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+        let list = state_list(from);
         let now = now_text();
         let start = (to == JobState::Running).then_some(now.clone());
         let end = to.is_final().then_some(now);
-        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET state = ?, error_message = COALESCE(?, error_message), start_time = COALESCE(?, start_time), \
-             end_time = COALESCE(?, end_time), revision = revision + 1 WHERE project_id = ? AND job_id = ? AND state IN ({list})"
-        )))
-        .bind(to.as_str())
-        .bind(error_message)
-        .bind(start)
-        .bind(end)
-        .bind(name.project.as_str())
-        .bind(&name.job)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let moved = with_pool!(self, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET state = $1, error_message = COALESCE($2, error_message), start_time = COALESCE($3, start_time), \
+                 end_time = COALESCE($4, end_time), revision = revision + 1 WHERE project_id = $5 AND job_id = $6 AND state IN ({list})"
+            )))
+            .bind(to.as_str())
+            .bind(error_message)
+            .bind(&start)
+            .bind(&end)
+            .bind(name.project.as_str())
+            .bind(&name.job)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(moved == 1)
     }
 
     /// Records the job's TrainingOutput or PredictionOutput so far. (The etag is for labels, the
@@ -296,13 +315,16 @@ impl Store {
         let text = match output {
             JobOutput::Training(output) => serde_json::to_string(output),
             JobOutput::Prediction(output) => serde_json::to_string(output),
-        };
-        sqlx::query("UPDATE jobs SET output = ? WHERE project_id = ? AND job_id = ?")
-            .bind(text.map_err(Error::internal)?)
-            .bind(name.project.as_str())
-            .bind(&name.job)
-            .execute(&self.pool)
-            .await?;
+        }
+        .map_err(Error::internal)?;
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE jobs SET output = $1 WHERE project_id = $2 AND job_id = $3")
+                .bind(&text)
+                .bind(name.project.as_str())
+                .bind(&name.job)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -313,21 +335,30 @@ impl Store {
         labels: &BTreeMap<String, String>,
         expected_revision: Option<i64>,
     ) -> Result<()> {
-        let result = sqlx::query(
-            "UPDATE jobs SET labels = ?, revision = revision + 1 WHERE project_id = ? AND job_id = ? AND (? IS NULL OR revision = ?)",
-        )
-        .bind(serde_json::to_string(labels).map_err(Error::internal)?)
-        .bind(name.project.as_str())
-        .bind(&name.job)
-        .bind(expected_revision)
-        .bind(expected_revision)
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
+        let labels = serde_json::to_string(labels).map_err(Error::internal)?;
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET labels = $1, revision = revision + 1 \
+                 WHERE project_id = $2 AND job_id = $3 AND (CAST($4 AS BIGINT) IS NULL OR revision = $4)",
+            )
+            .bind(&labels)
+            .bind(name.project.as_str())
+            .bind(&name.job)
+            .bind(expected_revision)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 0 {
             return Err(Error::Aborted(format!(
                 "Job {name} was changed by another request (etag mismatch); read it again."
             )));
         }
         Ok(())
     }
+}
+
+/// `states` as a list of SQL literals, for `state IN (…)` (the names are the enum's own).
+fn state_list(states: &[JobState]) -> String {
+    states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{now_text, parse_time, Store};
+use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::names::{ModelName, ProjectId};
 
@@ -72,21 +72,26 @@ impl Store {
     /// Stores a new model; ALREADY_EXISTS if the project has one of that name.
     pub async fn insert_model(&self, name: &ModelName, new: &NewModel) -> Result<ModelRecord> {
         self.ensure_project(&name.project).await?;
-        let result = sqlx::query(
-            "INSERT INTO models (project_id, model_id, description, labels, regions, prediction_logging, console_logging, create_time) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(name.project.as_str())
-        .bind(&name.model)
-        .bind(&new.description)
-        .bind(serde_json::to_string(&new.labels).map_err(Error::internal)?)
-        .bind(serde_json::to_string(&new.regions).map_err(Error::internal)?)
-        .bind(i64::from(new.prediction_logging))
-        .bind(i64::from(new.console_logging))
-        .bind(now_text())
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
+        let labels = serde_json::to_string(&new.labels).map_err(Error::internal)?;
+        let regions = serde_json::to_string(&new.regions).map_err(Error::internal)?;
+        let inserted = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO models (project_id, model_id, description, labels, regions, prediction_logging, console_logging, create_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(name.project.as_str())
+            .bind(&name.model)
+            .bind(&new.description)
+            .bind(&labels)
+            .bind(&regions)
+            .bind(i64::from(new.prediction_logging))
+            .bind(i64::from(new.console_logging))
+            .bind(now_text())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if inserted == 0 {
             return Err(Error::AlreadyExists(FieldViolation::new(
                 "model.name",
                 "A model with the same name already exists.",
@@ -97,13 +102,15 @@ impl Store {
 
     /// The model, if it exists.
     pub async fn get_model(&self, name: &ModelName) -> Result<Option<ModelRecord>> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM models WHERE project_id = ? AND model_id = ?"
-        )))
-        .bind(name.project.as_str())
-        .bind(&name.model)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM models WHERE project_id = $1 AND model_id = $2"
+            )))
+            .bind(name.project.as_str())
+            .bind(&name.model)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(ModelRecord::try_from).transpose()
     }
 
@@ -114,28 +121,33 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ModelRecord>> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM models WHERE project_id = ? AND model_id > ? ORDER BY model_id LIMIT ?"
-        )))
-        .bind(project.as_str())
-        .bind(after.unwrap_or(""))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM models WHERE project_id = $1 AND model_id > $2 ORDER BY model_id LIMIT $3"
+            )))
+            .bind(project.as_str())
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter().map(ModelRecord::try_from).collect()
     }
 
     /// Deletes the model if it has no versions. Returns false when versions remain.
     pub async fn delete_model_without_versions(&self, name: &ModelName) -> Result<bool> {
-        let result = sqlx::query(
-            "DELETE FROM models WHERE project_id = ?1 AND model_id = ?2 \
-             AND NOT EXISTS (SELECT 1 FROM versions WHERE project_id = ?1 AND model_id = ?2)",
-        )
-        .bind(name.project.as_str())
-        .bind(&name.model)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let deleted = with_pool!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM models WHERE project_id = $1 AND model_id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM versions WHERE project_id = $1 AND model_id = $2)",
+            )
+            .bind(name.project.as_str())
+            .bind(&name.model)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(deleted == 1)
     }
 
     /// Changes a model's description and labels (each when given); with `expected_revision`, only
@@ -148,19 +160,21 @@ impl Store {
         expected_revision: Option<i64>,
     ) -> Result<()> {
         let labels = labels.map(serde_json::to_string).transpose().map_err(Error::internal)?;
-        let result = sqlx::query(
-            "UPDATE models SET description = COALESCE(?, description), labels = COALESCE(?, labels), revision = revision + 1 \
-             WHERE project_id = ? AND model_id = ? AND (? IS NULL OR revision = ?)",
-        )
-        .bind(description)
-        .bind(labels)
-        .bind(name.project.as_str())
-        .bind(&name.model)
-        .bind(expected_revision)
-        .bind(expected_revision)
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE models SET description = COALESCE($1, description), labels = COALESCE($2, labels), revision = revision + 1 \
+                 WHERE project_id = $3 AND model_id = $4 AND (CAST($5 AS BIGINT) IS NULL OR revision = $5)",
+            )
+            .bind(description)
+            .bind(&labels)
+            .bind(name.project.as_str())
+            .bind(&name.model)
+            .bind(expected_revision)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 0 {
             return Err(Error::Aborted(format!(
                 "Model {name} was changed by another request (etag mismatch); read it again."
             )));
@@ -170,14 +184,16 @@ impl Store {
 
     /// Makes `version` the model's default version.
     pub async fn set_default_version(&self, name: &ModelName, version: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE models SET default_version_id = ?, revision = revision + 1 WHERE project_id = ? AND model_id = ?",
-        )
-        .bind(version)
-        .bind(name.project.as_str())
-        .bind(&name.model)
-        .execute(&self.pool)
-        .await?;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE models SET default_version_id = $1, revision = revision + 1 WHERE project_id = $2 AND model_id = $3",
+            )
+            .bind(version)
+            .bind(name.project.as_str())
+            .bind(&name.model)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 }

@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Sqlite, Transaction};
 
 use super::models::ModelRecord;
 use super::versions::VersionRecord;
-use super::{now_text, parse_time, Store};
+use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, Result};
 use crate::names::{OperationName, ProjectId};
 
@@ -155,57 +154,96 @@ impl TryFrom<Row> for OperationRecord {
 const COLUMNS: &str =
     "project_id, operation_id, operation_type, model_name, version_snapshot, labels, create_time, start_time, end_time, cancel_requested, response";
 
-/// Stores a new operation inside a caller's transaction.
-pub(super) async fn insert_operation(tx: &mut Transaction<'_, Sqlite>, op: &OperationRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO operations (project_id, operation_id, operation_type, model_name, version_snapshot, labels, create_time, start_time) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&op.project)
-    .bind(&op.id)
-    .bind(op.kind.as_str())
-    .bind(&op.model_name)
-    .bind(op.version.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?)
-    .bind(serde_json::to_string(&op.labels).map_err(Error::internal)?)
-    .bind(op.create_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-    .bind(op.start_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The values of a new operation's row, in the order of [`insert_operation!`]'s placeholders.
+pub(super) struct OperationRow<'a> {
+    pub project: &'a str,
+    pub id: &'a str,
+    pub kind: &'static str,
+    pub model_name: &'a str,
+    pub version: Option<String>,
+    pub labels: String,
+    pub create_time: String,
+    pub start_time: Option<String>,
 }
+
+impl<'a> OperationRow<'a> {
+    pub(super) fn of(op: &'a OperationRecord) -> Result<Self> {
+        Ok(Self {
+            project: &op.project,
+            id: &op.id,
+            kind: op.kind.as_str(),
+            model_name: &op.model_name,
+            version: op.version.as_ref().map(serde_json::to_string).transpose().map_err(Error::internal)?,
+            labels: serde_json::to_string(&op.labels).map_err(Error::internal)?,
+            create_time: op.create_time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            start_time: op.start_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        })
+    }
+}
+
+/// Stores a new operation inside a caller's transaction `$tx` (of either backend), from an
+/// [`OperationRecord`]. Used as a statement in a function returning [`Result`]: a failure
+/// returns from it with `?`.
+macro_rules! insert_operation {
+    ($tx:expr, $op:expr) => {
+        let row = $crate::store::operations::OperationRow::of($op)?;
+        sqlx::query(
+            "INSERT INTO operations (project_id, operation_id, operation_type, model_name, version_snapshot, labels, \
+             create_time, start_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(row.project)
+        .bind(row.id)
+        .bind(row.kind)
+        .bind(row.model_name)
+        .bind(row.version)
+        .bind(row.labels)
+        .bind(row.create_time)
+        .bind(row.start_time)
+        .execute(&mut *$tx)
+        .await?;
+    };
+}
+pub(super) use insert_operation;
 
 impl Store {
     /// Stores an operation on its own (for operations not tied to a version change).
     pub async fn insert_operation(&self, op: &OperationRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        insert_operation(&mut tx, op).await?;
-        tx.commit().await?;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            insert_operation!(tx, op);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// Ends an operation with `outcome`.
     pub async fn finish_operation(&self, project: &str, id: &str, outcome: &OperationOutcome) -> Result<()> {
-        sqlx::query(
-            "UPDATE operations SET done = 1, end_time = ?, response = ? WHERE project_id = ? AND operation_id = ?",
-        )
-        .bind(now_text())
-        .bind(serde_json::to_string(outcome).map_err(Error::internal)?)
-        .bind(project)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let response = serde_json::to_string(outcome).map_err(Error::internal)?;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE operations SET done = 1, end_time = $1, response = $2 WHERE project_id = $3 AND operation_id = $4",
+            )
+            .bind(now_text())
+            .bind(&response)
+            .bind(project)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     /// The operation, if it exists.
     pub async fn get_operation(&self, name: &OperationName) -> Result<Option<OperationRecord>> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM operations WHERE project_id = ? AND operation_id = ?"
-        )))
-        .bind(name.project.as_str())
-        .bind(&name.id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM operations WHERE project_id = $1 AND operation_id = $2"
+            )))
+            .bind(name.project.as_str())
+            .bind(&name.id)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(OperationRecord::try_from).transpose()
     }
 
@@ -216,55 +254,64 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<OperationRecord>> {
-        let rows: Vec<Row> = match after {
-            None => sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE project_id = ? ORDER BY create_time DESC, operation_id DESC LIMIT ?")))
-                .bind(project.as_str())
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await?,
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            match after {
+            None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM operations WHERE project_id = $1 ORDER BY create_time DESC, operation_id DESC LIMIT $2"
+            )))
+            .bind(project.as_str())
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?,
             Some(after) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM operations o WHERE project_id = ?1 AND (create_time, operation_id) < \
-                 (SELECT create_time, operation_id FROM operations WHERE project_id = ?1 AND operation_id = ?2) \
-                 ORDER BY create_time DESC, operation_id DESC LIMIT ?3"
+                "SELECT {COLUMNS} FROM operations o WHERE project_id = $1 AND (create_time, operation_id) < \
+                 (SELECT create_time, operation_id FROM operations WHERE project_id = $1 AND operation_id = $2) \
+                 ORDER BY create_time DESC, operation_id DESC LIMIT $3"
             )))
             .bind(project.as_str())
             .bind(after)
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?,
-        };
+        }
+        });
         rows.into_iter().map(OperationRecord::try_from).collect()
     }
 
     /// Records that a client asked to cancel the operation. Returns whether it was still running.
     pub async fn request_cancel(&self, name: &OperationName) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE operations SET cancel_requested = 1 WHERE project_id = ? AND operation_id = ? AND done = 0",
-        )
-        .bind(name.project.as_str())
-        .bind(&name.id)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE operations SET cancel_requested = 1 WHERE project_id = $1 AND operation_id = $2 AND done = 0",
+            )
+            .bind(name.project.as_str())
+            .bind(&name.id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
     }
 
     /// Whether a client asked to cancel the operation.
     pub async fn cancel_requested(&self, project: &str, id: &str) -> Result<bool> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT cancel_requested FROM operations WHERE project_id = ? AND operation_id = ?")
+        let row: Option<(i64,)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT cancel_requested FROM operations WHERE project_id = $1 AND operation_id = $2")
                 .bind(project)
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(row.is_some_and(|(c,)| c != 0))
     }
 
     /// Operations not yet done (for reconciling at start).
     pub async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>> {
-        let rows: Vec<Row> =
+        let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE done = 0")))
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(pool)
+                .await?
+        });
         rows.into_iter().map(OperationRecord::try_from).collect()
     }
 }

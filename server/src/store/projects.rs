@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{now_text, parse_time, Store};
+use super::{now_text, parse_time, with_pool, Store};
 use crate::names::ProjectId;
 
 /// A registered project.
@@ -16,16 +16,19 @@ pub struct ProjectRecord {
 impl Store {
     /// Returns the project, registering it first if this is the first time it is named.
     pub async fn ensure_project(&self, id: &ProjectId) -> crate::Result<ProjectRecord> {
-        sqlx::query("INSERT INTO projects (project_id, create_time) VALUES (?, ?) ON CONFLICT (project_id) DO NOTHING")
+        let (number, create_time): (i64, String) = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO projects (project_id, create_time) VALUES ($1, $2) ON CONFLICT (project_id) DO NOTHING",
+            )
             .bind(id.as_str())
             .bind(now_text())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
-        let (number, create_time): (i64, String) =
-            sqlx::query_as("SELECT project_number, create_time FROM projects WHERE project_id = ?")
+            sqlx::query_as("SELECT project_number, create_time FROM projects WHERE project_id = $1")
                 .bind(id.as_str())
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_one(pool)
+                .await?
+        });
         Ok(ProjectRecord { id: id.clone(), number, create_time: parse_time(&create_time)? })
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::operations::{insert_operation, OperationRecord};
-use super::{now_text, parse_time, Store};
+use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::names::{ModelName, VersionName};
 
@@ -142,7 +142,7 @@ impl TryFrom<Row> for VersionRecord {
 
 const SELECT: &str = "SELECT v.project_id, v.model_id, v.version_id, v.state, v.error_message, v.description, v.labels, \
      v.deployment_uri, v.framework, v.runtime_version, v.python_version, v.machine_type, v.artifact_dir, v.create_time, \
-     v.revision, (m.default_version_id IS v.version_id) AS is_default, v.serving \
+     v.revision, CAST(CASE WHEN m.default_version_id = v.version_id THEN 1 ELSE 0 END AS BIGINT) AS is_default, v.serving \
      FROM versions v JOIN models m ON m.project_id = v.project_id AND m.model_id = v.model_id";
 
 impl Store {
@@ -155,61 +155,71 @@ impl Store {
         new: &NewVersion,
         operation: &OperationRecord,
     ) -> Result<VersionRecord> {
-        let mut tx = self.pool.begin().await?;
-        let model_exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM models WHERE project_id = ? AND model_id = ?")
+        let labels = serde_json::to_string(&new.labels).map_err(Error::internal)?;
+        let serving = serde_json::to_string(&new.serving).map_err(Error::internal)?;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let model_exists: Option<(String,)> =
+                sqlx::query_as("SELECT model_id FROM models WHERE project_id = $1 AND model_id = $2")
+                    .bind(name.model.project.as_str())
+                    .bind(&name.model.model)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if model_exists.is_none() {
+                return Err(model_not_found(&name.model));
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO versions (project_id, model_id, version_id, state, description, labels, deployment_uri, framework, \
+                 runtime_version, python_version, machine_type, create_time, serving) \
+                 VALUES ($1, $2, $3, 'CREATING', $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+            )
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
-            .fetch_optional(&mut *tx)
+            .bind(&name.version)
+            .bind(&new.description)
+            .bind(&labels)
+            .bind(&new.deployment_uri)
+            .bind(&new.framework)
+            .bind(&new.runtime_version)
+            .bind(&new.python_version)
+            .bind(&new.machine_type)
+            .bind(now_text())
+            .bind(&serving)
+            .execute(&mut *tx)
             .await?;
-        if model_exists.is_none() {
-            return Err(model_not_found(&name.model));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO versions (project_id, model_id, version_id, state, description, labels, deployment_uri, framework, \
-             runtime_version, python_version, machine_type, create_time, serving) VALUES (?, ?, ?, 'CREATING', ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .bind(&new.description)
-        .bind(serde_json::to_string(&new.labels).map_err(Error::internal)?)
-        .bind(&new.deployment_uri)
-        .bind(&new.framework)
-        .bind(&new.runtime_version)
-        .bind(&new.python_version)
-        .bind(&new.machine_type)
-        .bind(now_text())
-        .bind(serde_json::to_string(&new.serving).map_err(Error::internal)?)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::AlreadyExists(FieldViolation::new(
-                "version.name",
-                "A version with the same name already exists.",
-            )));
-        }
-        sqlx::query("UPDATE models SET default_version_id = ?, revision = revision + 1 WHERE project_id = ? AND model_id = ? AND default_version_id IS NULL")
+            if inserted.rows_affected() == 0 {
+                return Err(Error::AlreadyExists(FieldViolation::new(
+                    "version.name",
+                    "A version with the same name already exists.",
+                )));
+            }
+            sqlx::query(
+                "UPDATE models SET default_version_id = $1, revision = revision + 1 \
+                 WHERE project_id = $2 AND model_id = $3 AND default_version_id IS NULL",
+            )
             .bind(&name.version)
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
             .execute(&mut *tx)
             .await?;
-        insert_operation(&mut tx, operation).await?;
-        tx.commit().await?;
+            insert_operation!(tx, operation);
+            tx.commit().await?;
+        });
         self.get_version(name).await?.ok_or_else(|| Error::internal("a version vanished right after it was stored"))
     }
 
     /// The version, if it exists.
     pub async fn get_version(&self, name: &VersionName) -> Result<Option<VersionRecord>> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id = ?"
-        )))
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE v.project_id = $1 AND v.model_id = $2 AND v.version_id = $3"
+            )))
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .fetch_optional(pool)
+            .await?
+        });
         row.map(VersionRecord::try_from).transpose()
     }
 
@@ -220,24 +230,28 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<VersionRecord>> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id > ? ORDER BY v.version_id LIMIT ?"
-        )))
-        .bind(model.project.as_str())
-        .bind(&model.model)
-        .bind(after.unwrap_or(""))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE v.project_id = $1 AND v.model_id = $2 AND v.version_id > $3 ORDER BY v.version_id LIMIT $4"
+            )))
+            .bind(model.project.as_str())
+            .bind(&model.model)
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter().map(VersionRecord::try_from).collect()
     }
 
     /// Versions in `state`, across all projects (for reconciling at start).
     pub async fn versions_in_state(&self, state: VersionState) -> Result<Vec<VersionRecord>> {
-        let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE v.state = ?")))
-            .bind(state.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE v.state = $1")))
+                .bind(state.as_str())
+                .fetch_all(pool)
+                .await?
+        });
         rows.into_iter().map(VersionRecord::try_from).collect()
     }
 
@@ -251,20 +265,24 @@ impl Store {
         error_message: Option<&str>,
         artifact_dir: Option<&str>,
     ) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE versions SET state = ?, error_message = COALESCE(?, error_message), artifact_dir = COALESCE(?, artifact_dir), \
-             revision = revision + 1 WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = ?",
-        )
-        .bind(to.as_str())
-        .bind(error_message)
-        .bind(artifact_dir)
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .bind(from.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let moved = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE versions SET state = $1, error_message = COALESCE($2, error_message), \
+                 artifact_dir = COALESCE($3, artifact_dir), revision = revision + 1 \
+                 WHERE project_id = $4 AND model_id = $5 AND version_id = $6 AND state = $7",
+            )
+            .bind(to.as_str())
+            .bind(error_message)
+            .bind(artifact_dir)
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(moved == 1)
     }
 
     /// Changes a READY version's description and labels (each when given); with
@@ -284,20 +302,23 @@ impl Store {
             )));
         }
         let labels = labels.map(serde_json::to_string).transpose().map_err(Error::internal)?;
-        let result = sqlx::query(
-            "UPDATE versions SET description = COALESCE(?, description), labels = COALESCE(?, labels), revision = revision + 1 \
-             WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = 'READY' AND (? IS NULL OR revision = ?)",
-        )
-        .bind(description)
-        .bind(labels)
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .bind(expected_revision)
-        .bind(expected_revision)
-        .execute(&self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
+        let updated = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE versions SET description = COALESCE($1, description), labels = COALESCE($2, labels), \
+                 revision = revision + 1 WHERE project_id = $3 AND model_id = $4 AND version_id = $5 AND state = 'READY' \
+                 AND (CAST($6 AS BIGINT) IS NULL OR revision = $6)",
+            )
+            .bind(description)
+            .bind(&labels)
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .bind(expected_revision)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if updated == 0 {
             return Err(Error::Aborted(format!(
                 "Version {name} was changed by another request (etag mismatch); read it again."
             )));
@@ -306,68 +327,85 @@ impl Store {
     }
 
     /// Marks a READY or FAILED version DELETING and stores the operation that deletes it. The
-    /// default version may be deleted only when it is the model's last version.
+    /// default version may be deleted only when it is the model's last version. Of two requests
+    /// racing to delete one version, one wins; the other is ABORTED.
     pub async fn begin_version_delete(&self, name: &VersionName, operation: &OperationRecord) -> Result<VersionRecord> {
-        let mut tx = self.pool.begin().await?;
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE v.project_id = ? AND v.model_id = ? AND v.version_id = ?"
-        )))
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let version = row.map(VersionRecord::try_from).transpose()?.ok_or_else(|| version_not_found(name))?;
-        if !matches!(version.state, VersionState::Ready | VersionState::Failed) {
-            return Err(Error::FailedPrecondition(format!(
-                "Version {name} is {}; only READY or FAILED versions can be deleted.",
-                version.state.as_str()
-            )));
-        }
-        if version.is_default {
-            let (others,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM versions WHERE project_id = ? AND model_id = ? AND version_id <> ?",
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE v.project_id = $1 AND v.model_id = $2 AND v.version_id = $3"
+            )))
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let version = row.map(VersionRecord::try_from).transpose()?.ok_or_else(|| version_not_found(name))?;
+            if !matches!(version.state, VersionState::Ready | VersionState::Failed) {
+                return Err(Error::FailedPrecondition(format!(
+                    "Version {name} is {}; only READY or FAILED versions can be deleted.",
+                    version.state.as_str()
+                )));
+            }
+            if version.is_default {
+                let (others,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM versions WHERE project_id = $1 AND model_id = $2 AND version_id <> $3",
+                )
+                .bind(name.model.project.as_str())
+                .bind(&name.model.model)
+                .bind(&name.version)
+                .fetch_one(&mut *tx)
+                .await?;
+                if others > 0 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "Version {name} is the default version of its model and other versions exist; set another version as default first."
+                    )));
+                }
+            }
+            let marked = sqlx::query(
+                "UPDATE versions SET state = 'DELETING', revision = revision + 1 \
+                 WHERE project_id = $1 AND model_id = $2 AND version_id = $3 AND state IN ('READY', 'FAILED')",
             )
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
             .bind(&name.version)
-            .fetch_one(&mut *tx)
-            .await?;
-            if others > 0 {
-                return Err(Error::FailedPrecondition(format!(
-                    "Version {name} is the default version of its model and other versions exist; set another version as default first."
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked == 0 {
+                return Err(Error::Aborted(format!(
+                    "Version {name} was changed by another request while it was being deleted; read it again."
                 )));
             }
-        }
-        sqlx::query("UPDATE versions SET state = 'DELETING', revision = revision + 1 WHERE project_id = ? AND model_id = ? AND version_id = ?")
-            .bind(name.model.project.as_str())
-            .bind(&name.model.model)
-            .bind(&name.version)
-            .execute(&mut *tx)
-            .await?;
-        insert_operation(&mut tx, operation).await?;
-        tx.commit().await?;
-        Ok(VersionRecord { state: VersionState::Deleting, ..version })
+            insert_operation!(tx, operation);
+            tx.commit().await?;
+            Ok(VersionRecord { state: VersionState::Deleting, ..version })
+        })
     }
 
     /// Removes a DELETING version (and clears the model's default if it was the default).
     pub async fn remove_version(&self, name: &VersionName) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM versions WHERE project_id = ? AND model_id = ? AND version_id = ? AND state = 'DELETING'",
-        )
-        .bind(name.model.project.as_str())
-        .bind(&name.model.model)
-        .bind(&name.version)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE models SET default_version_id = NULL, revision = revision + 1 WHERE project_id = ? AND model_id = ? AND default_version_id = ?")
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM versions WHERE project_id = $1 AND model_id = $2 AND version_id = $3 AND state = 'DELETING'",
+            )
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
             .bind(&name.version)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+            sqlx::query(
+                "UPDATE models SET default_version_id = NULL, revision = revision + 1 \
+                 WHERE project_id = $1 AND model_id = $2 AND default_version_id = $3",
+            )
+            .bind(name.model.project.as_str())
+            .bind(&name.model.model)
+            .bind(&name.version)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 }
