@@ -362,6 +362,9 @@ pub struct Job {
     #[serde(default, with = "int64::required")]
     pub job_position: i64,
     pub etag: String,
+    /// An Anneal addition: the node that runs (or ran) the job, when several share a database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Job {
@@ -459,6 +462,7 @@ mod tests {
             end_time: None,
             job_position: 1,
             etag: "AAAAAQ==".into(),
+            node: None,
         };
         let json = serde_json::to_value(&job).unwrap();
         assert_eq!(json["trainingOutput"], serde_json::json!({}));

@@ -11,6 +11,7 @@ mod extract;
 mod jobs;
 pub mod limits;
 mod models;
+mod nodes;
 mod operations;
 mod patch;
 mod predict;
@@ -42,6 +43,7 @@ pub fn router(control: &Control) -> Router<Control> {
         .merge(predict::router())
         .merge(uploads::router())
         .merge(auth::router())
+        .merge(nodes::router())
         .route("/openapi.json", axum::routing::get(openapi))
         .route_layer(axum::middleware::from_fn_with_state(control.clone(), auth::authorize))
         .fallback(error::no_route)

@@ -8,6 +8,7 @@ mod health;
 mod jobs;
 pub mod limits;
 mod models;
+mod nodes;
 mod operations;
 pub mod paging;
 mod predict;
@@ -26,6 +27,7 @@ pub use health::{Check, Readiness};
 pub use limits::Limits;
 pub use jobs::{training_plan, JobLogs, JobPage};
 pub use models::ModelPage;
+pub use nodes::{Node, NodeView, VERSION_SYNC_EVERY};
 pub use operations::OperationPage;
 pub use paging::PageRequest;
 pub use predict::{PredictFailure, PredictTarget};
@@ -50,6 +52,8 @@ pub struct Control {
     executor: Arc<dyn JobExecutor>,
     /// Wakes the job scheduler (`control::scheduler`).
     scheduler: Arc<tokio::sync::Notify>,
+    /// This node among the nodes sharing the database.
+    node: Arc<Node>,
     growth: limits::Growth,
     auth: Arc<auth::AuthState>,
 }
@@ -64,6 +68,8 @@ pub struct Parts {
     pub tasks: Tasks,
     /// The backend that runs jobs.
     pub executor: Arc<dyn JobExecutor>,
+    /// This node.
+    pub node: Node,
     /// The configured limits on growth (uploads, log followers).
     pub limits: Limits,
     /// Whether callers must authenticate (false only with `--no-auth` on loopback).
@@ -73,11 +79,12 @@ pub struct Parts {
 impl Control {
     /// Assembles the use cases over opened parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts { store, storage, accelerators, data_dir, host, tasks, executor, limits, auth_enabled } = parts;
+        let Parts { store, storage, accelerators, data_dir, host, tasks, executor, node, limits, auth_enabled } = parts;
         let auth = Arc::new(auth::AuthState::new(auth_enabled));
         let growth = limits::Growth::new(limits);
         let scheduler = Arc::default();
-        Self { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, growth, auth }
+        let node = Arc::new(node);
+        Self { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, node, growth, auth }
     }
 
     /// Cancelled when the server begins to shut down (for long-lived responses).
@@ -105,4 +112,9 @@ impl Control {
     pub fn log_follower(&self) -> crate::Result<tokio::sync::OwnedSemaphorePermit> {
         self.growth.follower()
     }
+}
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (the data is plain values).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

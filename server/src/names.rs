@@ -152,9 +152,64 @@ impl fmt::Display for JobName {
     }
 }
 
+/// A node's name among the nodes that share one database: 1 to 63 characters of `a-z`, `0-9`,
+/// `-`, `_` and `.`, starting with a letter or digit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Parses a configured node name, naming `field` in errors.
+    pub fn parse(field: &str, text: &str) -> Result<Self> {
+        let valid = !text.is_empty()
+            && text.len() <= 63
+            && text.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(Error::invalid(
+                field,
+                format!("'{text}' is not a node name: 1 to 63 of a-z, 0-9, '-', '_' and '.', starting with a letter or digit."),
+            ))
+        }
+    }
+
+    /// A new random name, `node-` and 8 hex digits.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 4];
+        // A name only has to differ from the other nodes'; the clock will do if the OS cannot.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos())
+                .to_le_bytes();
+        }
+        Self(format!("node-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_are_checked_and_generated_ones_pass() {
+        assert!(NodeId::parse("node_id", "node-a.1").is_ok());
+        for bad in ["", "-a", "Upper", "has space", &"x".repeat(64)] {
+            assert!(NodeId::parse("node_id", bad).is_err(), "{bad}");
+        }
+        let made = NodeId::generate();
+        assert!(NodeId::parse("node_id", made.as_str()).is_ok(), "{made}");
+        assert_ne!(made, NodeId::generate());
+    }
 
     #[test]
     fn accepts_typical_project_ids() {

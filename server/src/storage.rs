@@ -54,20 +54,22 @@ pub struct LocalStorage {
 }
 
 impl LocalStorage {
-    /// Opens storage at `root`, creating the directory, and checks that it is writable.
+    /// Opens storage at `root` (as `<data dir>/storage`), creating the directory, and checks that
+    /// it is writable; user URIs may name files under `root`'s parent, the data dir.
     pub fn open(root: &Path) -> Result<Self, StorageError> {
-        Self::open_with_roots(root, &[])
+        let data_dir: Vec<PathBuf> = root.parent().map(Path::to_path_buf).into_iter().collect();
+        Self::open_with_roots(root, &data_dir)
     }
 
-    /// Opens storage at `root`; user URIs may name files under `root`'s parent (the data dir)
-    /// or under any of `extra_roots`.
+    /// Opens storage at `root`; user URIs may name files under `root` or under any of
+    /// `extra_roots` (the server passes its data dir first, then `storage_roots`).
     pub fn open_with_roots(root: &Path, extra_roots: &[PathBuf]) -> Result<Self, StorageError> {
         std::fs::create_dir_all(root).map_err(|source| StorageError::Create { path: root.to_path_buf(), source })?;
         let canonical = |dir: &Path| {
             dir.canonicalize().map_err(|source| StorageError::Unusable { path: dir.to_path_buf(), source })
         };
         let mut allowed = Vec::new();
-        for dir in root.parent().into_iter().chain(extra_roots.iter().map(PathBuf::as_path)) {
+        for dir in extra_roots.iter().map(PathBuf::as_path).chain(std::iter::once(root)) {
             allowed.push(canonical(dir)?);
         }
         let canonical_root = canonical(root)?;

@@ -109,6 +109,7 @@ fn JobSummary(job: Job) -> impl IntoView {
                 <dt>"Ended"</dt><dd>{short_time(&end_or_now)}</dd>
                 <dt>"Duration"</dt><dd>{duration(&start, &end_or_now)}</dd>
                 <dt>"Labels"</dt><dd>{labels_line(&job.labels)}</dd>
+                {job.node.clone().map(|node| view! { <dt>"Node"</dt><dd data-testid="node">{node}</dd> })}
             </dl>
             <div class="two-columns">
                 <section aria-label="Inputs">

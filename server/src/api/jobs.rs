@@ -58,6 +58,7 @@ struct OutputOnly {
     start_time: Option<serde_json::Value>,
     end_time: Option<serde_json::Value>,
     job_position: Option<serde_json::Value>,
+    node: Option<serde_json::Value>,
     training_output: Option<serde_json::Value>,
     prediction_output: Option<serde_json::Value>,
     etag: Option<serde_json::Value>,
@@ -87,6 +88,7 @@ fn job_resource(record: JobRecord, position: i64) -> Job {
         end_time: record.end_time.as_ref().map(time),
         job_position: position,
         etag: etag(record.revision),
+        node: record.node,
     }
 }
 

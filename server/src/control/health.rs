@@ -28,6 +28,10 @@ impl Check {
 pub struct Readiness {
     pub ready: bool,
     pub checks: Vec<Check>,
+    /// This node's name.
+    pub node: String,
+    /// The live nodes sharing the database (their names), when it answers.
+    pub nodes: Vec<String>,
 }
 
 impl Control {
@@ -40,6 +44,10 @@ impl Control {
             Err(e) => Check::from_result("storage", Err(format!("storage check did not finish: {e}"))),
         };
         let checks = vec![database, storage];
-        Readiness { ready: checks.iter().all(|c| c.ok), checks }
+        let nodes = match self.store.live_nodes(chrono::Utc::now()).await {
+            Ok(nodes) => nodes.into_iter().map(|n| n.node).collect(),
+            Err(_) => Vec::new(),
+        };
+        Readiness { ready: checks.iter().all(|c| c.ok), checks, node: self.node.id.to_string(), nodes }
     }
 }

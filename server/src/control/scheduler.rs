@@ -28,8 +28,9 @@ impl Control {
     /// Ends or recovers the jobs a previous run left mid-way, then starts the scheduler and the
     /// recorder of `events` (the channel the executor reports on).
     pub async fn start_jobs(&self, events: mpsc::Receiver<Event>) -> Result<()> {
-        let unfinished = self.store.jobs_in_states(&UNFINISHED).await?;
-        let names = unfinished.iter().map(job_name).collect::<Result<Vec<_>>>()?;
+        // This node's own jobs only: another node's are its business (or, once it is lost, the
+        // sweep's: `control::nodes`).
+        let names = self.store.unfinished_jobs_of(self.node.id.as_str()).await?;
         for (name, recovered) in self.executor.recover(&names).await {
             let Recovered::Lost = recovered;
             self.end_lost(&name).await?;
@@ -97,7 +98,9 @@ impl Control {
                 full = true;
                 continue;
             }
-            if !self.store.transition_job(&name, &[JobState::Queued], JobState::Preparing, None).await? {
+            // Exactly one node's claim succeeds.
+            let until = chrono::Utc::now() + chrono::Duration::from_std(self.node.lease).unwrap_or_default();
+            if !self.store.claim_job(&name, self.node.id.as_str(), until).await? {
                 continue;
             }
             self.start(name, plan).await?;

@@ -315,7 +315,7 @@ impl Control {
 const MAX_WORKERS: u32 = 16;
 
 /// The serving settings a stored version asks for.
-fn settings(serving: &ServingSettings) -> VersionSettings {
+pub(super) fn settings(serving: &ServingSettings) -> VersionSettings {
     VersionSettings {
         workers: serving.workers.map(|w| w as usize),
         intra_op_threads: serving.intra_op_threads.map(|t| t as i32),

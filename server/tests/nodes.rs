@@ -1,0 +1,211 @@
+//! Several `anneal serve` nodes on one PostgreSQL database and one shared storage folder, as real
+//! processes: a job runs exactly once whichever node it is sent to, queued jobs start in priority
+//! order across nodes, a node killed with SIGKILL has its job ended FAILED by a survivor naming
+//! it, versions deployed or deleted on one node are served (or not) by the others, and logs read
+//! from any node.
+//!
+//! Needs `ANNEAL_TEST_POSTGRES` (a server URL whose user may create databases), which
+//! `scripts/with-postgres.sh` sets for the PostgreSQL pass of `make test`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// The lease the nodes run with here: short, so a lost node is noticed quickly.
+const LEASE_SECS: u64 = 2;
+
+/// The nodes of one test: their database, shared storage and the first node's admin token.
+struct Cluster {
+    url: String,
+    storage: tempfile::TempDir,
+    /// Trainer packages every node may name (a storage root of each).
+    shared: tempfile::TempDir,
+    token: Option<String>,
+}
+
+impl Cluster {
+    async fn new() -> Self {
+        Self {
+            url: common::fresh_postgres_database().await,
+            storage: tempfile::tempdir().expect("storage"),
+            shared: tempfile::tempdir().expect("shared"),
+            token: None,
+        }
+    }
+
+    /// Starts node `name` with `slots` training slots.
+    async fn node(&mut self, name: &str, slots: &str) -> TestServer {
+        let data = tempfile::tempdir().expect("data dir");
+        if let Some(token) = &self.token {
+            // The first node made the admin token; the others use it (it is in the database).
+            std::fs::write(data.path().join("admin.token"), token).expect("token");
+        }
+        let lease = LEASE_SECS.to_string();
+        let storage = self.storage.path().display().to_string();
+        let roots = format!("[{}]", self.shared.path().display());
+        let envs = [
+            ("ANNEAL_DATABASE_URL", self.url.as_str()),
+            ("ANNEAL_STORAGE_DIR", storage.as_str()),
+            ("ANNEAL_STORAGE_ROOTS", roots.as_str()),
+            ("ANNEAL_NODE_ID", name),
+            ("ANNEAL_NODE_LEASE_SECS", lease.as_str()),
+            ("ANNEAL_TRAINING_SLOTS", slots),
+        ];
+        let server = TestServer::start_in(data, &[], &envs).await;
+        if self.token.is_none() {
+            self.token = Some(server.admin_token().to_owned());
+        }
+        server
+    }
+
+    /// A trainer package in the shared folder (every node may name it).
+    fn trainer(&self, name: &str, source: &str) -> String {
+        let root = self.shared.path().join("packages").join(name);
+        std::fs::create_dir_all(root.join(name)).expect("mkdir");
+        std::fs::write(root.join(name).join("__init__.py"), "").expect("init");
+        std::fs::write(root.join(name).join("task.py"), source).expect("task");
+        root.display().to_string()
+    }
+}
+
+fn input(package: &str, module: &str, priority: i64) -> Value {
+    json!({"packageUris": [package], "pythonModule": module, "scheduling": {"priority": priority}})
+}
+
+async fn log_text(server: &TestServer, job: &str) -> String {
+    let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/{job}/logs")).await;
+    logs["lines"].as_array().into_iter().flatten().map(|l| format!("{}\n", l["text"].as_str().unwrap_or(""))).collect()
+}
+
+#[tokio::test]
+async fn jobs_run_once_in_priority_order_across_nodes_and_logs_read_anywhere() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "1").await;
+    let b = cluster.node("node-b", "1").await;
+    let (_, nodes) = b.get_json("/v1/nodes").await;
+    let names: Vec<&str> = nodes["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["name"].as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b"], "{nodes}");
+
+    // Both slots held until the gate opens, so every job below queues first.
+    let gate = cluster.shared.path().join("gate");
+    let holder = cluster.trainer(
+        "holder",
+        &format!("import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)\n", gate.display().to_string()),
+    );
+    let (status, body) = a.submit_training("hold_a", input(&holder, "holder.task", 1000)).await;
+    assert_eq!(status, 200, "{body}");
+    a.wait_job("hold_a", &["RUNNING"]).await;
+    assert_eq!(b.submit_training("hold_b", input(&holder, "holder.task", 1000)).await.0, 200);
+    b.wait_job("hold_b", &["RUNNING"]).await;
+
+    let quick = cluster.trainer("quick", "import os\nprint('ran', os.environ['CLOUD_ML_JOB_ID'], flush=True)\n");
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let priority = (i * 37 % 11) * 50;
+        let job = format!("j{i:02}");
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = node.submit_training(&job, input(&quick, "quick.task", priority)).await;
+        assert_eq!(status, 200, "{body}");
+        expected.push((-priority, i, job));
+    }
+    expected.sort();
+    std::fs::write(&gate, "").expect("open the gate");
+
+    let mut started = Vec::new();
+    let mut ran_on = std::collections::BTreeMap::<String, usize>::new();
+    for (_, _, job) in &expected {
+        let done = a.wait_job(job, &["SUCCEEDED", "FAILED", "CANCELLED"]).await;
+        assert_eq!(done["state"], "SUCCEEDED", "{done}");
+        started.push((done["startTime"].as_str().expect("startTime").to_owned(), job.clone()));
+        *ran_on.entry(done["node"].as_str().expect("the node that ran it").to_owned()).or_default() += 1;
+        // Exactly one run, and its log reads the same from either node.
+        let from_b = log_text(&b, job).await;
+        assert_eq!(from_b.matches(&format!("ran {job}")).count(), 1, "{job}: {from_b}");
+        assert_eq!(log_text(&a, job).await, from_b);
+    }
+    assert_eq!(ran_on.len(), 2, "both nodes ran jobs: {ran_on:?}");
+    started.sort();
+    for (place, (_, job)) in started.iter().enumerate() {
+        let wanted = expected.iter().position(|(_, _, j)| j == job).expect("known job");
+        // Two nodes start two jobs at about the same moment: neighbours may swap.
+        assert!(place.abs_diff(wanted) <= 2, "{job} started {place}th, its priority puts it {wanted}th: {started:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_killed_nodes_job_fails_on_a_survivor_naming_it() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "1").await;
+    let b = cluster.node("node-b", "1").await;
+    let long = cluster.trainer(
+        "long",
+        "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('working', flush=True)\ntime.sleep(60)\n",
+    );
+    assert_eq!(a.submit_training("long", input(&long, "long.task", 0)).await.0, 200);
+    let running = a.wait_job("long", &["RUNNING"]).await;
+    assert_eq!(running["node"], "node-a", "{running}");
+    let pid_file = cluster.storage.path().join("jobs/p/long/replicas/master-replica-0/pid");
+
+    let killed = Instant::now();
+    let _data = a.crash_keeping_data().await;
+    let deadline = Duration::from_secs(3 * LEASE_SECS + 10);
+    let failed = loop {
+        let (_, job) = b.get_json("/v1/projects/p/jobs/long").await;
+        if job["state"] != "RUNNING" {
+            break job;
+        }
+        assert!(killed.elapsed() < deadline, "the job outlived its node by {deadline:?}: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let message = failed["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains("Node node-a") && message.contains("lost"), "{message}");
+    let (_, nodes) = b.get_json("/v1/nodes").await;
+    assert_eq!(nodes["nodes"].as_array().expect("nodes").len(), 1, "only the survivor is live: {nodes}");
+    // The replica of the killed node is an orphan of this test now: stop it.
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).output();
+    }
+}
+
+#[tokio::test]
+async fn versions_deployed_or_deleted_on_one_node_are_served_or_not_by_the_others() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "1").await;
+    let b = cluster.node("node-b", "1").await;
+    a.create_model("m").await;
+    for version in ["v1", "v2"] {
+        let op = a.deploy("m", version, "mlp").await;
+        assert!(op["error"].is_null(), "{op}");
+    }
+    let instances = json!({"instances": [[0.1, 0.2, 0.3, 0.4]]});
+    let path = "/v1/projects/p/models/m/versions/v2:predict";
+    let (status, on_a) = a.post_json(path, &instances).await;
+    assert_eq!(status, 200, "{on_a}");
+    let on_b = answers_within(&b, path, &instances, 200).await;
+    assert_eq!(on_b["predictions"], on_a["predictions"], "the same model answers on both nodes");
+
+    let (status, op) = b.delete_json("/v1/projects/p/models/m/versions/v2").await;
+    assert_eq!(status, 200, "{op}");
+    b.wait_operation(op["name"].as_str().expect("operation")).await;
+    let gone = answers_within(&a, path, &instances, 404).await;
+    assert!(gone.to_string().contains("v2"), "{gone}");
+    assert!(Path::new(&cluster.storage.path().join("models")).exists());
+}
+
+/// Posts `body` to `path` until the answer's status is `wanted` (20 s at most); its body.
+async fn answers_within(server: &TestServer, path: &str, body: &Value, wanted: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = server.post_json(path, body).await;
+        if status == wanted {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "still {status}, not {wanted}: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
