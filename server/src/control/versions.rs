@@ -250,7 +250,22 @@ impl Control {
     ///
     /// This must finish before the server accepts requests: run later, it would take a version
     /// that a request of this run is creating for one that a previous run left behind.
+    ///
+    /// With other nodes live on the same database this node leaves versions and operations alone:
+    /// what is mid-way may be another node's work in progress (versions do not record which node
+    /// works on them yet); the next node that starts while no other is live recovers it.
     pub async fn recover_versions(&self) -> Result<Vec<VersionRecord>> {
+        let others = self
+            .store
+            .live_nodes(chrono::Utc::now())
+            .await?
+            .into_iter()
+            .filter(|n| n.node != self.node().id.as_str())
+            .count();
+        if others > 0 {
+            tracing::info!(nodes = others, "other nodes are live: versions and operations mid-way are left to them");
+            return self.store.versions_in_state(VersionState::Ready).await;
+        }
         let interrupted = "Interrupted by a server restart; create the version again.";
         for version in self.store.versions_in_state(VersionState::Creating).await? {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
