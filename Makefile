@@ -24,7 +24,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FIRST = $(if $(wildcard $(1)),only what changed,first build: $(2))
 SERVER_CRATES := 380
 CONSOLE_CRATES := 180
-SETUP := .make/rust-target .make/wasm-bindgen .make/venv .make/node .make/chromium
+SETUP := .make/rust-target .make/wasm-bindgen .make/venv .make/node .make/chromium .make/postgresql
+# The suites that exercise the store and the API; `make test` runs them a second time on PostgreSQL.
+POSTGRES_SUITES := jobs job_plans tuning batch_prediction models_versions api_conventions auth limits official_client
 
 # The project's Python first (torch-sys finds libtorch through it), then npm's wasm-opt (Debian's
 # binaryen breaks hydration), then cargo-installed tools. The prefix is added once (a sub-make
@@ -36,7 +38,7 @@ export VIRTUAL_ENV := $(VENV)
 export LIBTORCH_USE_PYTORCH := 1
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help setup build run test server console test-rust test-e2e fmt clippy
+.PHONY: help setup build run test server console test-rust test-rust-sqlite test-rust-postgres test-e2e fmt clippy
 
 help:
 	@echo "make run    install what is missing, build, start Anneal on http://127.0.0.1:8080"
@@ -100,6 +102,14 @@ test:
 	    bash -c '$(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y chromium'
 	@touch $@
 
+# Debian's PostgreSQL server, for the tests' second backend: scripts/with-postgres.sh starts a
+# throwaway one for each test run (the package's own service is not used).
+.make/postgresql: | .make
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  $(STEP) postgresql "installing Debian's postgresql with apt" "about 1 min" -- \
+	    bash -c '$(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql'
+	@touch $@
+
 ## ---- build (cargo decides what is stale; a build with nothing to do takes a few seconds) ----
 
 server: .make/venv
@@ -116,9 +126,18 @@ console: .make/rust-target .make/wasm-bindgen .make/node
 
 ## ---- tests --------------------------------------------------------------------------------
 
-# One invocation, so `app` is built with the features the server gives it (no second build).
-test-rust:
+# Every Rust suite on SQLite, then the store and API suites again on PostgreSQL, with one
+# throwaway PostgreSQL server for both passes (the nodes and database-outage suites use it in the
+# first). One cargo invocation per pass, so `app` is built with the features the server gives it
+# (no second build) and the second pass builds nothing.
+test-rust: .make/postgresql
+	scripts/with-postgres.sh $(MAKE) --no-print-directory test-rust-sqlite test-rust-postgres
+
+test-rust-sqlite:
 	cargo test --release -p app -p server
+
+test-rust-postgres:
+	ANNEAL_TEST_BACKEND=postgres cargo test --release -p server $(addprefix --test ,$(POSTGRES_SUITES))
 
 test-e2e:
 	cd end2end && npx playwright test

@@ -7,17 +7,9 @@ mod common;
 use common::TestServer;
 use serde_json::json;
 
-/// Changes the stopped server's database with the machine's Python (sqlite3 module).
+/// Changes the stopped server's database (SQLite or PostgreSQL).
 fn sql(data: &std::path::Path, statement: &str) {
-    let db = data.join("anneal.db");
-    let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(sys.argv[2])\nc.commit()\n";
-    let status = std::process::Command::new(common::python())
-        .args(["-c", script])
-        .arg(&db)
-        .arg(statement)
-        .status()
-        .expect("python");
-    assert!(status.success(), "{statement}");
+    common::execute_sql(data, statement);
 }
 
 #[tokio::test]
@@ -40,7 +32,12 @@ async fn queued_jobs_without_a_plan_run_and_unreadable_plans_fail_alone() {
 
     // As an Anneal before plans left them: no plan; and one written by a later Anneal.
     sql(data.path(), "UPDATE jobs SET plan = NULL WHERE job_id = 'old'");
-    sql(data.path(), "UPDATE jobs SET plan = json_set(plan, '$.version', 99) WHERE job_id = 'future'");
+    sql(data.path(), match common::backend() {
+        common::Backend::Sqlite => "UPDATE jobs SET plan = json_set(plan, '$.version', 99) WHERE job_id = 'future'",
+        common::Backend::Postgres => {
+            "UPDATE jobs SET plan = CAST(jsonb_set(CAST(plan AS JSONB), '{version}', '99') AS TEXT) WHERE job_id = 'future'"
+        }
+    });
 
     let server = TestServer::start_in(data, &[], &slots).await;
     let old = server.wait_job("old", &["SUCCEEDED", "FAILED"]).await;

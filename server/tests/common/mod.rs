@@ -1,5 +1,10 @@
 //! The shared black-box test helper: starts the real `anneal` binary on port 0 with a temporary
 //! data directory and drives it over HTTP. Later capabilities add one helper per endpoint here.
+//!
+//! The metadata store is SQLite in the data directory, or with `ANNEAL_TEST_BACKEND=postgres` a
+//! fresh PostgreSQL database per data directory (`t_<random>`, dropped with its server) on the
+//! server `ANNEAL_TEST_POSTGRES` names (`scripts/with-postgres.sh` starts one and sets it), so the
+//! same suites run against both backends (`make test` runs them twice).
 
 #![allow(dead_code)]
 
@@ -57,14 +62,19 @@ impl TestServer {
         Self::start_in(data, args, envs).await
     }
 
-    /// Starts a server on an existing data directory.
+    /// Starts a server on an existing data directory (and on its test database, when the tests
+    /// run on PostgreSQL and neither `args` nor `envs` name another).
     pub async fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let stderr_path = data.path().join("test-server.stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let names_database =
+            args.iter().any(|a| a.starts_with("--database-url")) || envs.iter().any(|(k, _)| *k == "ANNEAL_DATABASE_URL");
+        let database = if names_database { None } else { test_database(data.path()).await };
         let mut command = anneal_command();
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
+            .args(database.iter().flat_map(|url| ["--database-url", url.as_str()]))
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -197,6 +207,155 @@ impl TestServer {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The store the test servers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `ANNEAL_TEST_BACKEND`: `postgres`, or `sqlite` (the default).
+pub fn backend() -> Backend {
+    match std::env::var("ANNEAL_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Ok("") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("ANNEAL_TEST_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
+/// The test PostgreSQL server (a URL whose user may create databases).
+pub fn postgres_server() -> String {
+    std::env::var("ANNEAL_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .expect("ANNEAL_TEST_POSTGRES is not set: run the tests through scripts/with-postgres.sh (make test does)")
+}
+
+/// The file in a data directory that names its PostgreSQL test database, so a server restarted
+/// on the same data directory finds the same database.
+const TEST_DATABASE_FILE: &str = "test-database-url";
+
+/// The PostgreSQL database of the data directory `data` (made the first time), or `None` when the
+/// tests run on SQLite.
+async fn test_database(data: &Path) -> Option<String> {
+    if backend() == Backend::Sqlite {
+        return None;
+    }
+    let file = data.join(TEST_DATABASE_FILE);
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url.trim().to_owned());
+    }
+    let url = fresh_postgres_database().await;
+    std::fs::write(&file, &url).expect("keep the test database's name");
+    Some(url)
+}
+
+/// A new, empty database (`t_<random>`) on the test PostgreSQL server; returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let server = postgres_server();
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("random");
+    let name = format!("t_{:016x}", u64::from_le_bytes(bytes));
+    let mut conn = sqlx::PgConnection::connect(&server).await.expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create the test database");
+    conn.close().await.expect("close");
+    with_database(&server, &name)
+}
+
+/// `url` with its database replaced by `name` (its query kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (prefix, _) = base.rsplit_once('/').filter(|(p, _)| p.contains("://") && !p.ends_with('/')).unwrap_or((base, ""));
+    match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// Runs `statement` on the database of a (stopped) server's data directory, whichever backend it
+/// is: the SQLite file in it, or the PostgreSQL database it names.
+pub fn execute_sql(data: &Path, statement: &str) {
+    let data = data.to_path_buf();
+    let statement = statement.to_owned();
+    // On a thread of its own: the caller may be on a runtime already.
+    std::thread::spawn(move || {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            match std::fs::read_to_string(data.join(TEST_DATABASE_FILE)) {
+                Ok(url) => {
+                    let mut conn = sqlx::PgConnection::connect(url.trim()).await.expect("connect");
+                    sqlx::query(sqlx::AssertSqlSafe(statement.clone())).execute(&mut conn).await.expect(&statement);
+                }
+                Err(_) => {
+                    let url = format!("sqlite://{}", data.join("anneal.db").display());
+                    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open database");
+                    sqlx::query(sqlx::AssertSqlSafe(statement.clone())).execute(&mut conn).await.expect(&statement);
+                }
+            }
+        });
+    })
+    .join()
+    .expect("statement ran");
+}
+
+impl TestServer {
+    /// Everything the server's database holds, as bytes to search: the SQLite file, or every
+    /// row of every table of its PostgreSQL database as text.
+    pub async fn database_contents(&self) -> Vec<u8> {
+        use sqlx::Connection;
+        let Ok(url) = std::fs::read_to_string(self.data.path().join(TEST_DATABASE_FILE)) else {
+            return std::fs::read(self.data.path().join("anneal.db")).expect("the SQLite database");
+        };
+        let mut conn = sqlx::PgConnection::connect(url.trim()).await.expect("connect");
+        let tables: Vec<(String,)> =
+            sqlx::query_as("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'")
+                .fetch_all(&mut conn)
+                .await
+                .expect("tables");
+        let mut all = Vec::new();
+        for (table,) in tables {
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t")))
+                .fetch_all(&mut conn)
+                .await
+                .expect("rows");
+            for (row,) in rows {
+                all.extend_from_slice(row.as_bytes());
+                all.push(b'\n');
+            }
+        }
+        all
+    }
+}
+
+/// A server's PostgreSQL test database is dropped with it, unless its data directory was taken
+/// for a restart (`stop_keeping_data`, `crash_keeping_data`).
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let Ok(url) = std::fs::read_to_string(self.data.path().join(TEST_DATABASE_FILE)) else { return };
+        let server = postgres_server();
+        let Some((_, name)) = url.trim().split('?').next().and_then(|base| base.rsplit_once('/')) else { return };
+        let name = name.to_owned();
+        let _ = self.child.start_kill();
+        std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
 }
 
 /// Runs `anneal` with `args` to completion; returns the exit code, stdout and stderr.
