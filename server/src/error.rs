@@ -204,6 +204,11 @@ impl From<sqlx::Error> for Error {
                 tracing::warn!(error = %error, "the metadata database did not answer the statement");
                 Self::Unavailable(RETRY.into())
             }
+            // PostgreSQL's text cannot hold U+0000 (SQLite's can); only a request's own text has one.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("22021") => Self::invalid(
+                "request",
+                "A text field contains the NUL character (U+0000), which the metadata database cannot store.",
+            ),
             other => Self::internal(format!("database: {other}")),
         }
     }

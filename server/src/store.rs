@@ -49,6 +49,12 @@ pub(crate) fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// An error message Anneal wrote (a replica's last lines, a loader's complaint) as both backends
+/// store it: PostgreSQL's text cannot hold U+0000, so each is shown as U+FFFD.
+pub(crate) fn storable(message: &str) -> String {
+    message.replace('\0', "\u{FFFD}")
+}
+
 /// Parses a stored time.
 pub(crate) fn parse_time(text: &str) -> crate::Result<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(text)

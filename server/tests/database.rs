@@ -49,6 +49,10 @@ async fn an_unreachable_postgresql_stops_the_start_with_one_line_without_the_pas
     assert!(!line.contains("s3cret"), "{line}");
 }
 
+/// The outage test takes the test PostgreSQL server away from the other tests of this file (they
+/// run in parallel): it holds this for writing, they hold it for reading.
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The test PostgreSQL server taken down while this lives, and brought back when it is dropped
 /// (also when an assertion failed, so the suites after this one run).
 struct Outage;
@@ -75,6 +79,7 @@ fn cluster(action: &str) {
 
 #[tokio::test]
 async fn requests_answer_503_while_postgresql_is_down_and_succeed_again_when_it_is_back() {
+    let _alone = CLUSTER.write().await;
     let server = TestServer::start_with(&["--database-url", &common::fresh_postgres_database().await], &[]).await;
     let model = |name: &str| json!({"name": name});
     assert_eq!(server.post_json("/v1/projects/p/models", &model("before")).await.0, 200);
@@ -104,4 +109,32 @@ async fn requests_answer_503_while_postgresql_is_down_and_succeed_again_when_it_
     let (status, body) = server.get_json("/v1/projects/p/models/during").await;
     assert_eq!(status, 404, "the write refused during the outage left nothing behind: {body}");
     assert_eq!(server.get("/readyz").await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn sslmode_require_against_a_server_without_tls_stops_the_start_with_one_line() {
+    let _up = CLUSTER.read().await;
+    // The test server speaks no TLS, so a URL that demands it cannot connect.
+    let line = start_error(&format!("{}?sslmode=require", common::postgres_server())).await;
+    assert!(line.contains("cannot open the database") && line.contains("TLS"), "{line}");
+}
+
+#[tokio::test]
+async fn text_postgresql_cannot_store_is_refused_or_replaced_not_an_internal_error() {
+    let _up = CLUSTER.read().await;
+    let server = TestServer::start_with(&["--database-url", &common::fresh_postgres_database().await], &[]).await;
+    // A client's NUL character: the request is refused, naming why.
+    let (status, body) =
+        server.post_json("/v1/projects/p/models", &json!({"name": "m", "description": "a\u{0}b"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("NUL character")), "{body}");
+    // A trainer's NUL in its last lines: the job still ends FAILED with them, the NUL replaced.
+    let package = server.trainer("nul", "import sys\nsys.stderr.write('bad\\x00byte\\n')\nsys.exit(3)\n");
+    let input = json!({"packageUris": [package.display().to_string()], "pythonModule": "nul.task"});
+    let (status, body) = server.submit_training("nul", input).await;
+    assert_eq!(status, 200, "{body}");
+    let job = server.wait_job("nul", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(job["errorMessage"].as_str().is_some_and(|m| m.contains("bad\u{FFFD}byte")), "{job}");
 }

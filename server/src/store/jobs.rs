@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{now_text, parse_time, with_pool, Store};
+use super::{now_text, parse_time, storable, with_pool, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::jobs::wire::{PredictionInput, TrainingInput};
 use crate::jobs::{JobOutput, JobPlan};
@@ -288,6 +288,7 @@ impl Store {
         error_message: Option<&str>,
     ) -> Result<bool> {
         let list = state_list(from);
+        let error_message = error_message.map(storable);
         let now = now_text();
         let start = (to == JobState::Running).then_some(now.clone());
         let end = to.is_final().then_some(now);
@@ -297,7 +298,7 @@ impl Store {
                  end_time = COALESCE($4, end_time), revision = revision + 1 WHERE project_id = $5 AND job_id = $6 AND state IN ({list})"
             )))
             .bind(to.as_str())
-            .bind(error_message)
+            .bind(&error_message)
             .bind(&start)
             .bind(&end)
             .bind(name.project.as_str())

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::operations::{insert_operation, OperationRecord};
-use super::{now_text, parse_time, with_pool, Store};
+use super::{now_text, parse_time, storable, with_pool, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::names::{ModelName, VersionName};
 
@@ -265,6 +265,7 @@ impl Store {
         error_message: Option<&str>,
         artifact_dir: Option<&str>,
     ) -> Result<bool> {
+        let error_message = error_message.map(storable);
         let moved = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE versions SET state = $1, error_message = COALESCE($2, error_message), \
@@ -272,7 +273,7 @@ impl Store {
                  WHERE project_id = $4 AND model_id = $5 AND version_id = $6 AND state = $7",
             )
             .bind(to.as_str())
-            .bind(error_message)
+            .bind(&error_message)
             .bind(artifact_dir)
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
