@@ -45,7 +45,10 @@ async fn an_unreachable_postgresql_stops_the_start_with_one_line_without_the_pas
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let line = start_error(&format!("postgres://anneal:s3cret@127.0.0.1:{port}/anneal")).await;
-    assert!(line.contains(&format!("cannot open the database postgres://anneal:***@127.0.0.1:{port}/anneal")), "{line}");
+    assert!(
+        line.contains(&format!("cannot open the database postgres://anneal:***@127.0.0.1:{port}/anneal")),
+        "{line}"
+    );
     assert!(!line.contains("s3cret"), "{line}");
 }
 

@@ -54,6 +54,8 @@ pub struct NewAudit<'a> {
     pub outcome: &'a str,
 }
 
+type AuditRow = (i64, String, String, String, String, Option<String>, i64, String);
+
 type TokenRow = (String, String, String, String, Option<String>, Option<String>, String, Option<String>);
 
 fn token_from_row(row: TokenRow) -> Result<TokenRecord> {
@@ -221,7 +223,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditRecord>> {
         // The builder writes each backend's own placeholders.
-        let rows: Vec<(i64, String, String, String, String, Option<String>, i64, String)> = with_pool!(self, |pool| {
+        let rows: Vec<AuditRow> = with_pool!(self, |pool| {
             let mut query = sqlx::QueryBuilder::new(
                 "SELECT seq, time, actor, method, path, project, status, outcome FROM audit_log WHERE seq < ",
             );

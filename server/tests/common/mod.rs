@@ -67,8 +67,8 @@ impl TestServer {
     pub async fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let stderr_path = data.path().join("test-server.stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let names_database =
-            args.iter().any(|a| a.starts_with("--database-url")) || envs.iter().any(|(k, _)| *k == "ANNEAL_DATABASE_URL");
+        let names_database = args.iter().any(|a| a.starts_with("--database-url"))
+            || envs.iter().any(|(k, _)| *k == "ANNEAL_DATABASE_URL");
         let database = if names_database { None } else { test_database(data.path()).await };
         let mut command = anneal_command();
         command
@@ -271,7 +271,8 @@ pub async fn fresh_postgres_database() -> String {
 /// `url` with its database replaced by `name` (its query kept).
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let (prefix, _) = base.rsplit_once('/').filter(|(p, _)| p.contains("://") && !p.ends_with('/')).unwrap_or((base, ""));
+    let (prefix, _) =
+        base.rsplit_once('/').filter(|(p, _)| p.contains("://") && !p.ends_with('/')).unwrap_or((base, ""));
     match query {
         Some(query) => format!("{prefix}/{name}?{query}"),
         None => format!("{prefix}/{name}"),
@@ -321,10 +322,11 @@ impl TestServer {
                 .expect("tables");
         let mut all = Vec::new();
         for (table,) in tables {
-            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t")))
-                .fetch_all(&mut conn)
-                .await
-                .expect("rows");
+            let rows: Vec<(String,)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("rows");
             for (row,) in rows {
                 all.extend_from_slice(row.as_bytes());
                 all.push(b'\n');
