@@ -102,6 +102,17 @@ pub struct Config {
     /// More host names (without port) that requests may name in `Host`, besides `localhost`, IP
     /// addresses and `public_url`'s host; `*` allows any (turns the DNS-rebinding check off).
     pub allowed_hosts: Vec<String>,
+    /// This node's name among the nodes sharing one database. Unset: a name made at the first
+    /// start and kept in `<data dir>/node-id`, so a restarted node is the same node.
+    pub node_id: Option<String>,
+    /// How long a node's claim on a job (and its heartbeat) holds without renewal, in seconds. A
+    /// node renews every third of it; a job whose node has not renewed for this long is ended
+    /// FAILED by another node, naming the lost node (so within two lease periods of the loss).
+    pub node_lease_secs: u64,
+    /// Where artifacts, job logs and metrics live (default `<data dir>/storage`). Nodes sharing
+    /// a database must share this folder (a network file system), so every node reads every
+    /// job's log and loads every version.
+    pub storage_dir: Option<PathBuf>,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
@@ -136,6 +147,9 @@ const ENV_KEYS: &[&str] = &[
     "request_timeout_secs",
     "public_url",
     "allowed_hosts",
+    "node_id",
+    "node_lease_secs",
+    "storage_dir",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -223,7 +237,7 @@ impl Config {
 
     /// The root of local storage (staged packages, deployed model copies, job outputs).
     pub fn storage_root(&self) -> PathBuf {
-        self.data_dir.join("storage")
+        self.storage_dir.clone().unwrap_or_else(|| self.data_dir.join("storage"))
     }
 
     /// How versions are served.
@@ -309,6 +323,7 @@ struct Defaults {
     max_log_followers: usize,
     request_timeout_secs: u64,
     allowed_hosts: Vec<String>,
+    node_lease_secs: u64,
 }
 
 impl Defaults {
@@ -341,6 +356,7 @@ impl Defaults {
             max_log_followers: 256,
             request_timeout_secs: 60,
             allowed_hosts: Vec::new(),
+            node_lease_secs: 10,
         }
     }
 }

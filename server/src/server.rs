@@ -34,6 +34,9 @@ pub enum StartError {
     InsecureBind { addr: SocketAddr },
     #[error("cannot set up authentication: {0}")]
     Auth(String),
+    /// This node's name is not usable (a bad `node_id`, or its file cannot be kept).
+    #[error("cannot name this node: {0}")]
+    Node(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
@@ -61,7 +64,11 @@ impl Server {
         }
         prepare_data_dir(&config.data_dir)?;
         let store = Store::open(&config.database_url(), config.database_max_connections).await?;
-        let storage = LocalStorage::open_with_roots(&config.storage_root(), &config.storage_roots)
+        // User URIs may name the data dir (as always), the storage folder (shared by the nodes
+        // of one database when `storage_dir` is set) and the configured roots.
+        let roots: Vec<std::path::PathBuf> =
+            std::iter::once(config.data_dir.clone()).chain(config.storage_roots.iter().cloned()).collect();
+        let storage = LocalStorage::open_with_roots(&config.storage_root(), &roots)
             .map_err(|e| StartError::Storage(e.to_string()))?;
         // As root, replicas run as unprivileged users of their own (see executor::Isolation).
         let isolation = crate::executor::Isolation::set_up(&config)
@@ -104,6 +111,12 @@ impl Server {
             tasks.clone(),
             events,
         );
+        let node = crate::control::Node::open(
+            config.node_id.as_deref(),
+            &config.data_dir,
+            std::time::Duration::from_secs(config.node_lease_secs),
+        )
+        .map_err(|e| StartError::Node(e.to_string()))?;
         let control = Control::new(Parts {
             store: store.clone(),
             storage,
@@ -112,6 +125,7 @@ impl Server {
             host: host.clone(),
             tasks: tasks.clone(),
             executor: std::sync::Arc::new(executor),
+            node,
             limits: config.limits(),
             auth_enabled: config.auth,
         });
@@ -125,6 +139,8 @@ impl Server {
                 "authentication is OFF (--no-auth): every caller on this machine is an admin"
             );
         }
+        control.node().set_address(config.addr.to_string());
+        control.start_node().await.map_err(|e| StartError::Storage(format!("cannot register this node: {e}")))?;
         control
             .start_jobs(executor_events)
             .await
@@ -145,9 +161,12 @@ impl Server {
                 () = token.cancelled() => {}
             }
         });
-        let router = crate::http::app(control, console, metrics, config.max_request_bytes);
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| StartError::Bind { addr: config.addr, source })?;
+        if let Ok(bound) = listener.local_addr() {
+            control.node().set_address(bound.to_string());
+        }
+        let router = crate::http::app(control, console, metrics, config.max_request_bytes);
         Ok(Self { listener, router, store, host, tasks, config, bootstrap })
     }
 
