@@ -40,9 +40,15 @@ use crate::storage::LocalStorage;
 use crate::store::Store;
 use crate::tasks::Tasks;
 
-/// The handle every surface holds: cheap to clone, shared by all requests.
+/// The handle every surface holds: cheap to clone (one reference count: axum clones the state
+/// of each layer a request passes through, about twenty times per request), shared by all
+/// requests.
 #[derive(Clone, Debug)]
-pub struct Control {
+pub struct Control(Arc<Shared>);
+
+/// What a [`Control`] shares; its fields are reached through `Deref`.
+#[derive(Debug)]
+pub struct Shared {
     store: Store,
     storage: LocalStorage,
     accelerators: Accelerators,
@@ -56,6 +62,8 @@ pub struct Control {
     node: Arc<Node>,
     growth: limits::Growth,
     auth: Arc<auth::AuthState>,
+    /// Models' default versions, remembered for predictions.
+    defaults: Arc<predict::DefaultVersions>,
 }
 
 /// The parts [`Control`] works with.
@@ -84,7 +92,9 @@ impl Control {
         let growth = limits::Growth::new(limits);
         let scheduler = Arc::default();
         let node = Arc::new(node);
-        Self { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, node, growth, auth }
+        let defaults = Arc::default();
+        let shared = Shared { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, node, growth, auth, defaults };
+        Self(Arc::new(shared))
     }
 
     /// Cancelled when the server begins to shut down (for long-lived responses).
@@ -111,6 +121,14 @@ impl Control {
     /// when `max_log_followers` streams are open.
     pub fn log_follower(&self) -> crate::Result<tokio::sync::OwnedSemaphorePermit> {
         self.growth.follower()
+    }
+}
+
+impl std::ops::Deref for Control {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
+pub use instances::{Instances, RequestError};
 pub use model::{ForwardError, LoadError, PredictError, ServedModel, ServingOptions, MODEL_FILE};
 pub use signature::{Signature, SignatureError, SIGNATURE_FILE};
 pub use tensors::OutputError;
@@ -98,6 +99,11 @@ impl ModelHost {
     /// The model served as `key`.
     pub fn get(&self, key: &str) -> Option<Arc<ServedModel>> {
         self.models.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    /// The keys of every model served.
+    pub fn keys(&self) -> Vec<String> {
+        self.models.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
     }
 
     /// Stops serving `key`; its workers finish queued requests, then end.

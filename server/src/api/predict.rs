@@ -11,12 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use serde_json::Value;
 
 use super::Json;
 use crate::control::{Control, PredictFailure, PredictTarget};
 use crate::names::{ModelName, VersionName};
-use crate::serving::PredictError;
+use crate::serving::{Instances, PredictError};
 
 pub fn router() -> Router<Control> {
     Router::new()
@@ -62,11 +61,11 @@ async fn predict(control: Control, target: PredictTarget, body: Result<Bytes, By
             )
         }
     };
-    let instances = match parse(&body) {
+    let instances = match Instances::from_body(body, crate::control::limits::MAX_INSTANCES) {
         Ok(instances) => instances,
-        Err(message) => return prediction_error(StatusCode::BAD_REQUEST, message),
+        Err(e) => return prediction_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match control.predict(&target, &instances).await {
+    match control.predict(&target, instances).await {
         Ok(predictions) => Json(serde_json::json!({ "predictions": predictions })).into_response(),
         Err(PredictFailure::Resource(e)) => e.into_response(),
         Err(PredictFailure::Prediction(e)) => {
@@ -77,25 +76,6 @@ async fn predict(control: Control, target: PredictTarget, body: Result<Bytes, By
             };
             prediction_error(status, e.to_string())
         }
-    }
-}
-
-/// Reads `instances` out of the request body.
-fn parse(body: &[u8]) -> Result<Vec<Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-    let Value::Object(mut object) = value else {
-        return Err("The request body must be a JSON object with an \"instances\" list.".into());
-    };
-    match object.remove("instances") {
-        Some(Value::Array(instances)) if instances.len() > crate::control::limits::MAX_INSTANCES => Err(format!(
-            "\"instances\" has {} instances; send at most {} per request.",
-            instances.len(),
-            crate::control::limits::MAX_INSTANCES
-        )),
-        Some(Value::Array(instances)) if !instances.is_empty() => Ok(instances),
-        Some(Value::Array(_)) => Err("\"instances\" is empty; send at least one instance.".into()),
-        Some(_) => Err("\"instances\" must be a list.".into()),
-        None => Err("The request body has no \"instances\" list.".into()),
     }
 }
 

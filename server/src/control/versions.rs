@@ -184,6 +184,7 @@ impl Control {
             )));
         }
         self.store.set_default_version(&name.model, &name.version).await?;
+        self.defaults.changed(&name.model, &name.version);
         self.get_version(name).await
     }
 

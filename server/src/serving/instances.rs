@@ -3,6 +3,12 @@
 //! This part is pure Rust (no libtorch), so it is tested without a model. A [`Batch`] holds one
 //! column per model input; each column has one row per instance, all rows of the same shape.
 //! Batches from several requests merge when their column layouts agree (see [`Batch::layout`]).
+//!
+//! A request body becomes [`Instances`] before the model is known. The common body, instances
+//! that are equally shaped nested lists of numbers, is read in one pass straight into numbers
+//! ([`Dense`], floats by `fast-float2`): no JSON tree of one value per number is built and thrown
+//! away. Every other body is read by serde_json into values, as before, and gives the same
+//! answers and the same error messages.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -219,6 +225,248 @@ impl Batch {
     }
 }
 
+/// Why a predict request's body holds no instances to predict.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("The request body is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("The request body must be a JSON object with an \"instances\" list.")]
+    NotAnObject,
+    #[error("\"instances\" has {count} instances; send at most {max} per request.")]
+    TooMany { count: usize, max: usize },
+    #[error("\"instances\" is empty; send at least one instance.")]
+    Empty,
+    #[error("\"instances\" must be a list.")]
+    NotAList,
+    #[error("The request body has no \"instances\" list.")]
+    Missing,
+}
+
+/// The instances of one predict request, read before the model that predicts them is known.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instances(Read);
+
+#[derive(Clone, Debug, PartialEq)]
+enum Read {
+    /// Equally shaped nested lists of numbers, read straight into numbers.
+    Dense(Dense),
+    /// Anything else, as JSON values.
+    Values(Vec<Value>),
+}
+
+/// Instances that are all nested lists of numbers of one shape, as f64 in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub rows: usize,
+    /// The shape of one instance.
+    pub row_shape: Vec<i64>,
+    pub values: Vec<f64>,
+    /// The body they came from, for a model whose inputs are not one float column: it is then
+    /// read as JSON values, so every instance is checked and reported exactly as other bodies are.
+    body: bytes::Bytes,
+}
+
+impl Instances {
+    /// Reads the `instances` of a request body `{"instances": [...], ...}`; at most `max` of them.
+    pub fn from_body(body: bytes::Bytes, max: usize) -> Result<Self, RequestError> {
+        if let Some(dense) = Dense::scan(&body, max) {
+            return Ok(Self(Read::Dense(dense)));
+        }
+        Ok(Self(Read::Values(values_of(&body, max)?)))
+    }
+
+    /// Instances already read as JSON values.
+    pub fn from_values(values: Vec<Value>) -> Self {
+        Self(Read::Values(values))
+    }
+
+    /// How many instances there are.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Read::Dense(dense) => dense.rows,
+            Read::Values(values) => values.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the body was read straight into numbers.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.0, Read::Dense(_))
+    }
+
+    /// The instances as a batch for a model with `inputs`: dense numbers become the column of a
+    /// one-input float model directly; anything else goes through [`Batch::from_instances`].
+    pub fn into_batch(self, inputs: &[InputSpec]) -> Result<Batch, InstanceError> {
+        let dense = match self.0 {
+            Read::Values(values) => return Batch::from_instances(&values, inputs),
+            Read::Dense(dense) => dense,
+        };
+        if let [spec] = inputs {
+            let fits = spec.shape.as_ref().is_none_or(|expected| {
+                expected.len() == dense.row_shape.len()
+                    && expected.iter().zip(&dense.row_shape).all(|(e, s)| *e == -1 || e == s)
+            });
+            let data = match spec.dtype {
+                DType::Float32 => Some(ColumnData::F32(dense.values.iter().map(|v| *v as f32).collect())),
+                DType::Float64 => Some(ColumnData::F64(dense.values)),
+                _ => None,
+            };
+            if let (true, Some(data)) = (fits, data) {
+                let column = Column { name: spec.name.clone(), dtype: spec.dtype, row_shape: dense.row_shape, data };
+                return Ok(Batch { rows: dense.rows, columns: vec![column] });
+            }
+        }
+        // Another model: the instances as values, checked and reported as any other body's.
+        let values = values_of(&dense.body, usize::MAX).map_err(|e| InstanceError { index: 0, message: e.to_string() })?;
+        Batch::from_instances(&values, inputs)
+    }
+}
+
+/// The `instances` of a body read as JSON values.
+fn values_of(body: &[u8], max: usize) -> Result<Vec<Value>, RequestError> {
+    let Value::Object(mut object) = serde_json::from_slice(body).map_err(RequestError::NotJson)? else {
+        return Err(RequestError::NotAnObject);
+    };
+    match object.remove("instances") {
+        Some(Value::Array(instances)) if instances.len() > max => {
+            Err(RequestError::TooMany { count: instances.len(), max })
+        }
+        Some(Value::Array(instances)) if !instances.is_empty() => Ok(instances),
+        Some(Value::Array(_)) => Err(RequestError::Empty),
+        Some(_) => Err(RequestError::NotAList),
+        None => Err(RequestError::Missing),
+    }
+}
+
+impl Dense {
+    /// Reads a body of exactly `{"instances": [I, ...]}` where every instance `I` is a number or
+    /// a nested list of numbers of the first instance's shape, with no empty list, at most `max`
+    /// of them. `None` for any other body (which is then read as JSON values).
+    fn scan(body: &bytes::Bytes, max: usize) -> Option<Self> {
+        let mut scanner = Scanner { text: body, at: 0 };
+        scanner.expect(b'{')?;
+        scanner.expect(b'"')?;
+        if !scanner.text[scanner.at..].starts_with(b"instances\"") {
+            return None;
+        }
+        scanner.at += b"instances\"".len();
+        scanner.expect(b':')?;
+        scanner.expect(b'[')?;
+        let mut dense = Dense { rows: 0, row_shape: Vec::new(), values: Vec::new(), body: body.clone() };
+        loop {
+            if dense.rows == max {
+                return None;
+            }
+            let began = scanner.at;
+            if dense.rows == 0 {
+                // The first instance's depth is its run of opening brackets; every list length is
+                // set by the first list at its depth, and every later list must agree.
+                dense.row_shape = vec![-1; scanner.depth()];
+            }
+            scanner.instance(0, &mut dense.row_shape, &mut dense.values)?;
+            if dense.rows == 0 {
+                // Room for as many more rows as the rest of the body can hold at this size.
+                let rows = (body.len() / (scanner.at - began).max(1)).min(max);
+                dense.values.reserve(rows.saturating_sub(1) * dense.values.len());
+            }
+            dense.rows += 1;
+            match scanner.next()? {
+                b',' => continue,
+                b']' => break,
+                _ => return None,
+            }
+        }
+        scanner.expect(b'}')?;
+        scanner.skip_spaces();
+        (scanner.at == body.len()).then_some(dense)
+    }
+}
+
+/// A cursor over JSON text for [`Dense::scan`].
+struct Scanner<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl Scanner<'_> {
+    fn skip_spaces(&mut self) {
+        while self.text.get(self.at).is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte after white space, consumed.
+    fn next(&mut self) -> Option<u8> {
+        self.skip_spaces();
+        let byte = *self.text.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    /// How many lists open here, one inside the other (white space allowed between them).
+    fn depth(&self) -> usize {
+        let mut depth = 0;
+        for byte in &self.text[self.at..] {
+            match byte {
+                b'[' => depth += 1,
+                b' ' | b'\n' | b'\r' | b'\t' => {}
+                _ => break,
+            }
+        }
+        depth
+    }
+
+    /// One value at `depth` of an instance of `shape`: a list at every depth above the shape's
+    /// length, a number at it. A length still -1 is set by the first list at its depth.
+    fn instance(&mut self, depth: usize, shape: &mut [i64], values: &mut Vec<f64>) -> Option<()> {
+        if depth == shape.len() {
+            self.skip_spaces();
+            values.push(self.number()?);
+            return Some(());
+        }
+        self.expect(b'[')?;
+        let mut len: i64 = 0;
+        loop {
+            self.instance(depth + 1, shape, values)?;
+            len += 1;
+            match self.next()? {
+                b',' => continue,
+                b']' => break,
+                _ => return None,
+            }
+        }
+        if shape[depth] < 0 {
+            shape[depth] = len;
+        }
+        (shape[depth] == len).then_some(())
+    }
+
+    /// A JSON number, finite as f64: read by fast-float2 (correctly rounded), then held to JSON's
+    /// grammar, which is stricter (no `+`, `.5`, `1.`, leading zeros, `inf` or `nan`).
+    fn number(&mut self) -> Option<f64> {
+        let rest = &self.text[self.at..];
+        let (value, len): (f64, usize) = fast_float2::parse_partial(rest).ok()?;
+        let text = &rest[..len];
+        let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+        let digit = |i: usize| unsigned.get(i).is_some_and(u8::is_ascii_digit);
+        let leading_zero = unsigned.first() == Some(&b'0') && digit(1);
+        let bare_point = unsigned.iter().position(|b| *b == b'.').is_some_and(|at| !digit(at + 1));
+        if !digit(0) || leading_zero || bare_point || !value.is_finite() {
+            return None;
+        }
+        self.at += len;
+        Some(value)
+    }
+}
+
 /// Picks the value of input `spec` out of one instance.
 fn input_value<'a>(instance: &'a Value, spec: &InputSpec, input_count: usize) -> Result<&'a Value, Problem> {
     match instance {
@@ -358,6 +606,68 @@ mod tests {
         let inputs = vec![InputSpec { name: "image_bytes".into(), dtype: DType::Uint8, shape: None }];
         let batch = Batch::from_instances(&[json!({"image_bytes": {"b64": "AQID"}})], &inputs).expect("valid");
         assert_eq!(batch.columns[0].data, ColumnData::U8(vec![1, 2, 3]));
+    }
+
+    fn body(text: &str) -> bytes::Bytes {
+        bytes::Bytes::from(text.to_owned())
+    }
+
+    #[test]
+    fn number_lists_are_read_straight_into_the_batch_the_json_path_makes() {
+        let inputs = vec![InputSpec { name: "x".into(), dtype: DType::Float32, shape: Some(vec![2, 2]) }];
+        let text = r#" { "instances" : [ [[0.46844369173049927, -1e-3], [3, 4.5E2]], [[5,6],[7,-0]] ] } "#;
+        let instances = Instances::from_body(body(text), 10).expect("read");
+        assert!(instances.is_dense());
+        assert_eq!(instances.len(), 2);
+        let values: Value = serde_json::from_str(text).expect("json");
+        let expected = Batch::from_instances(values["instances"].as_array().expect("list"), &inputs).expect("valid");
+        assert_eq!(instances.into_batch(&inputs).expect("valid"), expected);
+
+        let scalars = Instances::from_body(body(r#"{"instances": [1.5, 2]}"#), 10).expect("read");
+        assert!(scalars.is_dense());
+        let batch = scalars.into_batch(&[InputSpec::default_input()]).expect("valid");
+        assert_eq!((batch.rows, batch.columns[0].row_shape.clone()), (2, vec![]));
+    }
+
+    #[test]
+    fn other_bodies_are_read_as_json_values_with_the_same_answers() {
+        let read = |text: &str| Instances::from_body(body(text), 3);
+        for text in [
+            r#"{"instances": [[1, 2], [3]]}"#,
+            r#"{"instances": [[1, 2], 3]}"#,
+            r#"{"instances": [[]]}"#,
+            r#"{"instances": [{"x": [1]}]}"#,
+            r#"{"instances": [[1, 2]], "signature_name": "serving_default"}"#,
+            r#"{"instances": [[1e400]]}"#,
+            r#"{"instances": [[01]]}"#,
+            r#"{"instances": [[+1]]}"#,
+            r#"{"instances": [[.5]]}"#,
+            r#"{"instances": [[1.]]}"#,
+            r#"{"instances": [[1.e5]]}"#,
+            r#"{"instances": [[-inf]]}"#,
+            r#"{"instances": [[NaN]]}"#,
+            r#"{"instances": [[1e]]}"#,
+        ] {
+            assert!(!read(text).is_ok_and(|i| i.is_dense()), "{text} is not read as dense");
+        }
+        assert!(read(r#"{"instances": [[1, 2], [3]]}"#).expect("json").into_batch(&[InputSpec::default_input()]).is_err());
+        let message = |text: &str| read(text).expect_err("refused").to_string();
+        assert!(message("[1]").contains("must be a JSON object"));
+        assert!(message("{").starts_with("The request body is not valid JSON"));
+        assert_eq!(message(r#"{"instances": [1, 2, 3, 4]}"#), "\"instances\" has 4 instances; send at most 3 per request.");
+        assert!(message(r#"{"instances": []}"#).contains("is empty"));
+        assert!(message(r#"{"instances": 1}"#).contains("must be a list"));
+        assert!(message(r#"{"other": 1}"#).contains("no \"instances\""));
+    }
+
+    #[test]
+    fn dense_numbers_for_a_model_of_other_inputs_are_checked_as_json_values() {
+        let ints = vec![InputSpec { name: "x".into(), dtype: DType::Int64, shape: None }];
+        let batch = Instances::from_body(body(r#"{"instances": [[1, 2]]}"#), 10).expect("read").into_batch(&ints);
+        assert_eq!(batch.expect("valid").columns[0].data, ColumnData::I64(vec![1, 2]));
+        let wrong = vec![InputSpec { name: "x".into(), dtype: DType::Float32, shape: Some(vec![3]) }];
+        let err = Instances::from_body(body(r#"{"instances": [[1, 2]]}"#), 10).expect("read").into_batch(&wrong);
+        assert!(err.expect_err("shape").message.contains("expects [3]"));
     }
 
     #[test]

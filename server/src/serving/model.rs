@@ -6,8 +6,18 @@
 //! `max_queue_delay` has passed (with a delay of zero it takes only what is already queued), runs
 //! one forward pass, and answers each request on its own reply channel. When a merged pass fails,
 //! each request is retried alone so one bad request cannot fail its neighbours.
+//!
+//! A request that finds the model idle (no pass running, nothing queued) and whose pass is short
+//! runs it on the thread that parsed it instead ([`INLINE_UP_TO`]): handing it to a worker and
+//! back costs two thread wake-ups, and on a virtual machine each costs more than a small model's
+//! whole forward pass. It is the same kind of work as parsing the request's JSON, bounded the same
+//! way; long passes and everything that arrives while a pass runs go to the workers, which batch.
+//! This holds for CPU models with one intra-op thread and no batching window (a window asks
+//! requests to wait for each other).
 
+use std::cell::Cell;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +27,7 @@ use serde_json::Value;
 use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
-use super::instances::{Batch, InstanceError};
+use super::instances::{Batch, InstanceError, Instances};
 use super::signature::{Signature, SignatureError};
 use super::tensors::{batch_to_inputs, outputs_to_rows, OutputError};
 
@@ -112,6 +122,36 @@ pub enum ForwardError {
 /// How long an idle worker polls its queue before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// The longest forward pass (estimated from the model's last pass per row) that a request runs
+/// on its own thread when the model is idle: about what parsing a large request body costs there.
+pub const INLINE_UP_TO: Duration = Duration::from_micros(500);
+
+/// Forward passes in flight and how long the last one took, shared by a model's workers and the
+/// requests that run their own pass.
+#[derive(Debug, Default)]
+struct Activity {
+    running: AtomicUsize,
+    /// The last pass's duration divided by its rows, in nanoseconds (0 before the first pass).
+    nanos_per_row: AtomicU64,
+}
+
+impl Activity {
+    /// Runs `pass` over `rows` rows as one pass in flight, and records how long it took.
+    fn pass<T>(&self, rows: usize, pass: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = pass();
+        let nanos = started.elapsed().as_nanos() / rows.max(1) as u128;
+        self.nanos_per_row.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+        result
+    }
+}
+
+thread_local! {
+    /// Whether this thread (a runtime thread running passes itself) has its libtorch intra-op
+    /// threads set to one.
+    static ONE_INTRA_OP_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
 type Reply = oneshot::Sender<Result<Vec<Value>, PredictError>>;
 
 struct Job {
@@ -126,6 +166,10 @@ pub struct ServedModel {
     signature: Signature,
     device: Device,
     metrics: ModelMetrics,
+    module: Arc<CModule>,
+    activity: Arc<Activity>,
+    /// Whether a request may run its own pass when the model is idle (see the module's doc).
+    inline: bool,
 }
 
 /// Per-version metrics, labelled by the version's name; handles are made once at load.
@@ -184,6 +228,7 @@ impl ServedModel {
         let module = Arc::new(module);
 
         let metrics = ModelMetrics::new(name);
+        let activity = Arc::new(Activity::default());
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let mut workers = Vec::with_capacity(options.workers.max(1));
         for index in 0..options.workers.max(1) {
@@ -194,6 +239,7 @@ impl ServedModel {
                 device,
                 outputs: signature.outputs.clone(),
                 metrics: metrics.clone(),
+                activity: activity.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
@@ -201,7 +247,8 @@ impl ServedModel {
                 .map_err(LoadError::Worker)?;
             workers.push(handle);
         }
-        Ok(Self { sender: Some(sender), workers, signature, device, metrics })
+        let inline = options.max_queue_delay.is_zero() && options.intra_op_threads <= 1 && device == Device::Cpu;
+        Ok(Self { sender: Some(sender), workers, signature, device, metrics, module, activity, inline })
     }
 
     /// The model's signature.
@@ -217,13 +264,59 @@ impl ServedModel {
     /// Predicts `instances`, one prediction per instance, in order.
     pub async fn predict(&self, instances: &[Value]) -> Result<Vec<Value>, PredictError> {
         let started = Instant::now();
-        let result = self.enqueue_and_wait(instances).await;
+        let result = match Batch::from_instances(instances, &self.signature.inputs) {
+            Ok(batch) => self.run(batch).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.record(&result, started);
         result
     }
 
-    async fn enqueue_and_wait(&self, instances: &[Value]) -> Result<Vec<Value>, PredictError> {
-        let batch = Batch::from_instances(instances, &self.signature.inputs)?;
+    /// Predicts the instances of a request, one prediction per instance, in order.
+    pub async fn predict_instances(&self, instances: Instances) -> Result<Vec<Value>, PredictError> {
+        let started = Instant::now();
+        let result = match instances.into_batch(&self.signature.inputs) {
+            Ok(batch) => self.run(batch).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.record(&result, started);
+        result
+    }
+
+    /// Runs `batch` here when the model is idle and the pass is short, else on a worker.
+    async fn run(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
+        let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
+        let estimate = self.activity.nanos_per_row.load(Ordering::Relaxed).saturating_mul(batch.rows as u64);
+        let short = u128::from(estimate) <= INLINE_UP_TO.as_nanos();
+        if self.inline && short && sender.is_empty() && self.claim_idle_model() {
+            let result = self.run_here(&batch);
+            self.activity.running.fetch_sub(1, Ordering::AcqRel);
+            return result;
+        }
+        self.enqueue_and_wait(batch).await
+    }
+
+    /// Counts this request's pass as running if no other pass is.
+    fn claim_idle_model(&self) -> bool {
+        self.activity.running.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// One forward pass on the calling thread, with one libtorch intra-op thread as the workers.
+    fn run_here(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
+        ONE_INTRA_OP_THREAD.with(|set| {
+            if !set.get() {
+                tch::set_num_threads(1);
+                set.set(true);
+            }
+        });
+        let _guard = tch::no_grad_guard();
+        self.metrics.batch_rows.record(batch.rows as f64);
+        self.activity
+            .pass(batch.rows, || forward(&self.module, batch, self.device, &self.signature.outputs))
+            .map_err(|e| PredictError::Model(e.to_string()))
+    }
+
+    async fn enqueue_and_wait(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
         let (reply, answer) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
         match sender.try_send(Job { batch, reply }) {
@@ -343,6 +436,7 @@ struct Worker {
     device: Device,
     outputs: Vec<String>,
     metrics: ModelMetrics,
+    activity: Arc<Activity>,
 }
 
 impl Worker {
@@ -432,6 +526,9 @@ impl Worker {
     }
 
     fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        forward(&self.module, batch, self.device, &self.outputs).map_err(|e| PredictError::Model(e.to_string()))
+        self.activity.running.fetch_add(1, Ordering::AcqRel);
+        let result = self.activity.pass(batch.rows, || forward(&self.module, batch, self.device, &self.outputs));
+        self.activity.running.fetch_sub(1, Ordering::AcqRel);
+        result.map_err(|e| PredictError::Model(e.to_string()))
     }
 }

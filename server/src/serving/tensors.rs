@@ -45,7 +45,8 @@ pub fn batch_to_inputs(batch: &Batch, device: Device) -> Vec<IValue> {
                 ColumnData::U8(v) => Tensor::from_slice(v),
                 ColumnData::Bool(v) => Tensor::from_slice(v),
             };
-            IValue::Tensor(flat.reshape(shape.as_slice()).to_device(device))
+            let tensor = flat.reshape(shape.as_slice());
+            IValue::Tensor(if device == Device::Cpu { tensor } else { tensor.to_device(device) })
         })
         .collect()
 }
@@ -107,17 +108,19 @@ fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, OutputError> 
     }
     let values = |e: tch::TchError| OutputError::Values(e.to_string());
     let row_shape = &size[1..];
-    let flat = tensor.to_device(Device::Cpu).contiguous().view([-1]);
+    // A view when the tensor is already contiguous on the CPU (the usual case): each libtorch call
+    // costs microseconds, as much as the rest of a small model's output handling.
+    let on_cpu = if tensor.device() == Device::Cpu { tensor.shallow_clone() } else { tensor.to_device(Device::Cpu) };
+    let flat = on_cpu.reshape([-1]);
+    let number = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
     let scalars: Vec<Value> = match flat.kind() {
         Kind::Bool => Vec::<bool>::try_from(&flat).map_err(values)?.into_iter().map(Value::from).collect(),
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => {
             Vec::<i64>::try_from(&flat.to_kind(Kind::Int64)).map_err(values)?.into_iter().map(Value::from).collect()
         }
-        _ => Vec::<f64>::try_from(&flat.to_kind(Kind::Double))
-            .map_err(values)?
-            .into_iter()
-            .map(|x| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
-            .collect(),
+        // Widened to f64 exactly, as a conversion of the tensor to double would.
+        Kind::Float => Vec::<f32>::try_from(&flat).map_err(values)?.into_iter().map(|x| number(f64::from(x))).collect(),
+        _ => Vec::<f64>::try_from(&flat.to_kind(Kind::Double)).map_err(values)?.into_iter().map(number).collect(),
     };
     let per_row: usize = row_shape.iter().product::<i64>() as usize;
     Ok(scalars.chunks(per_row.max(1)).take(rows).map(|chunk| nest(chunk, row_shape)).collect())
