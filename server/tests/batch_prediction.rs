@@ -234,3 +234,78 @@ async fn bad_prediction_jobs_are_rejected_naming_the_field() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// Writes `instances` as TFRecords of Examples with the feature `name` (by the fixture's pure-Python
+/// writer, CRC32C included), gzipped and with one record's data corrupted when asked.
+fn write_tfrecords(instances: &Value, name: &str, out: &Path, extra: &[&str]) {
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+    let json = out.with_extension("instances.json");
+    std::fs::write(&json, instances.to_string()).expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/write_tfrecords.py");
+    let status = std::process::Command::new(common::python())
+        .arg(script)
+        .arg(&json)
+        .arg(name)
+        .arg(out)
+        .args(extra)
+        .status()
+        .expect("python");
+    assert!(status.success(), "write_tfrecords.py failed");
+}
+
+#[tokio::test]
+async fn tf_record_inputs_of_examples_predict_as_their_json_instances_do() {
+    let server = TestServer::start().await;
+    let model = server.stage_fixture("mlp");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture_models().join("expected.json")).expect("expected"),
+    )
+    .expect("json");
+    let instances = &expected["mlp"]["instances"];
+    let wanted: Vec<Vec<f64>> = serde_json::from_value(expected["mlp"]["predictions"].clone()).expect("predictions");
+    let dir = server.data.path().join("tfr");
+    // Plain, with the second record's data corrupted; gzipped, whole.
+    write_tfrecords(instances, "x", &dir.join("in.tfrecord"), &["--corrupt", "1"]);
+    write_tfrecords(instances, "x", &dir.join("in.tfrecord.gz"), &["--gzip"]);
+    for (job, format, file, kept) in
+        [("tfr_1", "TF_RECORD", "in.tfrecord", vec![0, 2]), ("tfr_2", "TF_RECORD_GZIP", "in.tfrecord.gz", vec![0, 1, 2])]
+    {
+        let output = dir.join(format!("out-{job}"));
+        let (status, body) = submit(
+            &server,
+            job,
+            json!({"uri": model.display().to_string(), "dataFormat": format,
+                   "inputPaths": [dir.join(file).display().to_string()],
+                   "outputPath": output.display().to_string(), "maxWorkerCount": "1"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let done = server.wait_job(job, &["SUCCEEDED", "FAILED"]).await;
+        assert_eq!(done["state"], "SUCCEEDED", "{done}");
+        let errors = (wanted.len() - kept.len()).to_string();
+        assert_eq!(done["predictionOutput"]["errorCount"].as_str(), Some(errors.as_str()), "{done}");
+        let lines = shards(&output, "prediction.results-").concat();
+        let predictions: Vec<Vec<f64>> = lines.iter().map(|l| serde_json::from_str(l).expect("prediction")).collect();
+        assert_eq!(predictions.len(), kept.len(), "{job}: {lines:?}");
+        for (got, index) in predictions.iter().zip(&kept) {
+            for (g, w) in got.iter().zip(&wanted[*index]) {
+                assert!((g - w).abs() < 1e-5, "{job}: {got:?} vs {:?}", wanted[*index]);
+            }
+        }
+        if job == "tfr_1" {
+            let stats = shards(&output, "prediction.errors_stats-").concat().join("\n");
+            assert!(stats.contains("CRC does not match"), "{stats}");
+        }
+    }
+    // A gzipped file named as plain TF_RECORD (or a JSON file) is refused when the job is made.
+    let (status, body) = submit(
+        &server,
+        "tfr_3",
+        json!({"uri": model.display().to_string(), "dataFormat": "TF_RECORD",
+               "inputPaths": [dir.join("in.tfrecord.gz").display().to_string()],
+               "outputPath": dir.join("out-3").display().to_string()}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("TFRecord header"), "{body}");
+}

@@ -98,19 +98,18 @@ pub fn prediction_plan(
     let format = match input.data_format.as_deref() {
         Some("JSON" | "TEXT") => InputFormat::Json,
         Some("CSV") => InputFormat::Csv,
+        Some("TF_RECORD") => InputFormat::TfRecord,
+        Some("TF_RECORD_GZIP") => InputFormat::TfRecordGzip,
         None | Some("DATA_FORMAT_UNSPECIFIED") => {
-            return Err(Error::invalid(field("dataFormat"), "dataFormat is required: JSON, TEXT or CSV."))
-        }
-        Some(other @ ("TF_RECORD" | "TF_RECORD_GZIP")) => {
             return Err(Error::invalid(
                 field("dataFormat"),
-                format!("{other} input is for TensorFlow models; use JSON (or TEXT) or CSV."),
+                "dataFormat is required: JSON, TEXT, CSV, TF_RECORD or TF_RECORD_GZIP.",
             ))
         }
         Some(other) => {
             return Err(Error::invalid(
                 field("dataFormat"),
-                format!("Unknown data format '{other}'; use JSON, TEXT or CSV."),
+                format!("Unknown data format '{other}'; use JSON, TEXT, CSV, TF_RECORD or TF_RECORD_GZIP."),
             ))
         }
     };
@@ -127,6 +126,18 @@ pub fn prediction_plan(
         .enumerate()
         .map(|(i, uri)| input_pattern(storage, project, &format!("{}[{i}]", field("inputPaths")), uri))
         .collect::<Result<Vec<_>>>()?;
+    for (uri, pattern) in input.input_paths.iter().zip(&inputs) {
+        // A named file that exists now must be of the format (the first TFRecord header's CRC),
+        // so a job over files of another format fails here rather than when it runs.
+        let path = pattern.dir.join(&pattern.file);
+        if !pattern.file.contains('*') && path.is_file() && !format.admits(&path).unwrap_or(true) {
+            let format = input.data_format.as_deref().unwrap_or_default();
+            return Err(Error::invalid(
+                field("dataFormat"),
+                format!("{uri} is not a {format} file: it does not start with a TFRecord header."),
+            ));
+        }
+    }
     if input.output_path.trim().is_empty() {
         return Err(Error::invalid(field("outputPath"), "outputPath is required: the folder for the predictions."));
     }

@@ -2,7 +2,7 @@
 //! model.
 //!
 //! A reader thread streams the input files in order and cuts them into chunks of `batch_size`
-//! lines. `workers` threads share the chunks through one bounded queue; each parses its chunk,
+//! lines (or TFRecords: [`tfrecord`]). `workers` threads share the chunks through one bounded queue; each parses its chunk,
 //! runs one forward pass over it and appends the predictions to its own output shard
 //! (`prediction.results-0000i-of-0000N`), so reading, parsing, model execution and writing of
 //! different chunks overlap. Memory is bounded by the queue (about `2 × workers` chunks), however
@@ -10,15 +10,18 @@
 //! (written to `prediction.errors_stats-…`), never fails the run on its own; when a merged forward
 //! pass fails, the chunk's lines are retried one by one so only the bad ones are counted.
 
+pub mod tfrecord;
+
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use self::tfrecord::{Feature, Record, Records};
 use super::instances::{Batch, Column, ColumnData, DType, InputSpec, InstanceError};
 use super::model::{ForwardError, LoadError, LoadedModule};
 
@@ -29,6 +32,38 @@ pub enum InputFormat {
     Json,
     /// One row of comma-separated numbers per line: a one-dimensional instance.
     Csv,
+    /// TFRecord files of `tf.train.Example`s: one instance per record, its features the inputs.
+    TfRecord,
+    /// Gzipped TFRecord files.
+    TfRecordGzip,
+}
+
+impl InputFormat {
+    fn is_tfrecord(self) -> bool {
+        matches!(self, Self::TfRecord | Self::TfRecordGzip)
+    }
+
+    /// Whether the file at `path` can be of this format, from its first bytes: a TFRecord file
+    /// (gzipped for `TfRecordGzip`) must start with a record header whose CRC matches; a file of
+    /// another format is not checked. An empty file passes (it has no records).
+    pub fn admits(self, path: &Path) -> std::io::Result<bool> {
+        let file = File::open(path)?;
+        if self == Self::Json || self == Self::Csv || file.metadata()?.len() == 0 {
+            return Ok(true);
+        }
+        let mut header = Vec::with_capacity(12);
+        let read = if self == Self::TfRecordGzip {
+            flate2::read::MultiGzDecoder::new(file).take(12).read_to_end(&mut header)
+        } else {
+            file.take(12).read_to_end(&mut header)
+        };
+        match read {
+            Ok(_) => Ok(tfrecord::is_header(&header)),
+            // Not gzip data at all.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A batch prediction run.
@@ -100,6 +135,12 @@ enum LineError {
     Json(String),
     #[error("A CSV line must hold only numbers separated by commas.")]
     Csv,
+    #[error("The record's CRC does not match its data.")]
+    CorruptRecord,
+    #[error(transparent)]
+    Example(tfrecord::ExampleError),
+    #[error("The Example has no feature named {0} (the model's input).")]
+    MissingFeature(String),
     /// The instance does not fit the model's inputs.
     #[error("{}", .0.message)]
     Instance(InstanceError),
@@ -108,9 +149,30 @@ enum LineError {
     Model(ForwardError),
 }
 
-/// Lines of one input file, cut at line ends.
+/// Lines or records of one input file: each item is `data[previous end..end]`.
+#[derive(Debug, Default)]
 struct Chunk {
-    text: Vec<u8>,
+    data: Vec<u8>,
+    items: Vec<Item>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Item {
+    end: usize,
+    /// False for a TFRecord whose data CRC failed.
+    intact: bool,
+}
+
+impl Chunk {
+    /// Each item's bytes and whether it is intact.
+    fn items(&self) -> impl Iterator<Item = (&[u8], bool)> {
+        let mut start = 0;
+        self.items.iter().map(move |item| {
+            let bytes = &self.data[start..item.end];
+            start = item.end;
+            (bytes, item.intact)
+        })
+    }
 }
 
 /// Runs the batch prediction to the end (or until `cancel` is set). Blocks: call it on a
@@ -133,7 +195,7 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
             handles.push(scope.spawn(move || work(&model, format, &queue, &shard, progress, cancel)));
         }
         drop(queue);
-        let read = read_chunks(&job.files, batch_size, &chunks, cancel);
+        let read = read_chunks(&job.files, job.format, batch_size, &chunks, cancel);
         drop(chunks);
         for (index, handle) in handles.into_iter().enumerate() {
             let stats = handle.join().map_err(|_| BatchError::WorkerPanicked)??;
@@ -155,9 +217,11 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
     })
 }
 
-/// Streams `files` into chunks of `batch_size` complete lines (a chunk never spans two files).
+/// Streams `files` into chunks of `batch_size` complete lines or records (a chunk never spans
+/// two files).
 fn read_chunks(
     files: &[PathBuf],
+    format: InputFormat,
     batch_size: usize,
     chunks: &crossbeam_channel::Sender<Chunk>,
     cancel: &AtomicBool,
@@ -165,32 +229,80 @@ fn read_chunks(
     for file in files {
         let unreadable = |source| BatchError::Read { path: file.clone(), source };
         let opened = File::open(file).map_err(unreadable)?;
-        let mut reader = BufReader::with_capacity(1 << 20, opened);
-        loop {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(());
+        let reader = BufReader::with_capacity(1 << 20, opened);
+        let read = match format {
+            InputFormat::Json | InputFormat::Csv => read_lines(reader, batch_size, chunks, cancel),
+            InputFormat::TfRecord => read_records(Records::new(reader), batch_size, chunks, cancel),
+            InputFormat::TfRecordGzip => {
+                let inflated = BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(reader));
+                read_records(Records::new(inflated), batch_size, chunks, cancel)
             }
-            let mut text = Vec::new();
-            let mut lines = 0;
-            while lines < batch_size {
-                let read = reader.read_until(b'\n', &mut text).map_err(unreadable)?;
-                if read == 0 {
-                    break;
-                }
-                if text.last() != Some(&b'\n') {
-                    text.push(b'\n');
-                }
-                lines += 1;
-            }
-            if lines == 0 {
-                break;
-            }
-            if chunks.send(Chunk { text }).is_err() {
-                return Ok(());
-            }
+        };
+        match read.map_err(unreadable)? {
+            Flow::Go => {}
+            Flow::Stop => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// Whether to read on after a file.
+enum Flow {
+    Go,
+    Stop,
+}
+
+fn read_lines(
+    mut reader: impl BufRead,
+    batch_size: usize,
+    chunks: &crossbeam_channel::Sender<Chunk>,
+    cancel: &AtomicBool,
+) -> std::io::Result<Flow> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(Flow::Stop);
+        }
+        let mut chunk = Chunk::default();
+        while chunk.items.len() < batch_size {
+            if reader.read_until(b'\n', &mut chunk.data)? == 0 {
+                break;
+            }
+            if chunk.data.last() != Some(&b'\n') {
+                chunk.data.push(b'\n');
+            }
+            chunk.items.push(Item { end: chunk.data.len(), intact: true });
+        }
+        if chunk.items.is_empty() {
+            return Ok(Flow::Go);
+        }
+        if chunks.send(chunk).is_err() {
+            return Ok(Flow::Stop);
+        }
+    }
+}
+
+fn read_records(
+    mut records: Records<impl BufRead>,
+    batch_size: usize,
+    chunks: &crossbeam_channel::Sender<Chunk>,
+    cancel: &AtomicBool,
+) -> std::io::Result<Flow> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(Flow::Stop);
+        }
+        let mut chunk = Chunk::default();
+        while chunk.items.len() < batch_size {
+            let Some(record) = records.next_into(&mut chunk.data)? else { break };
+            chunk.items.push(Item { end: chunk.data.len(), intact: record == Record::Intact });
+        }
+        if chunk.items.is_empty() {
+            return Ok(Flow::Go);
+        }
+        if chunks.send(chunk).is_err() {
+            return Ok(Flow::Stop);
+        }
+    }
 }
 
 /// One worker: parse, predict and write chunks until the queue closes. Returns its error counts.
@@ -216,12 +328,15 @@ fn work(
             break;
         }
         parsed.clear();
-        for line in chunk.text.split(|b| *b == b'\n') {
-            let line = trim(line);
-            if line.is_empty() {
+        for (item, intact) in chunk.items() {
+            if format.is_tfrecord() {
+                parsed.push(if intact { parse_example(item, inputs) } else { Err(LineError::CorruptRecord) });
                 continue;
             }
-            parsed.push(parse_line(line, format, inputs, fast));
+            let line = trim(item);
+            if !line.is_empty() {
+                parsed.push(parse_line(line, format, inputs, fast));
+            }
         }
         let predictions = predict_chunk(model, &parsed);
         let mut written = 0;
@@ -270,7 +385,7 @@ fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, L
         }
         let mut merged = first.clone();
         for row in parsed[start + 1..end].iter().flatten() {
-            merged.merge(row.clone());
+            merged.extend_from(row);
         }
         match model.forward(&merged) {
             Ok(predictions) => results.extend(predictions.into_iter().map(Ok)),
@@ -291,8 +406,8 @@ fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, L
 fn parse_line(line: &[u8], format: InputFormat, inputs: &[InputSpec], fast: bool) -> Parsed {
     if fast {
         let numbers = match format {
-            InputFormat::Json => line.strip_prefix(b"[").and_then(|l| l.strip_suffix(b"]")).and_then(numbers),
             InputFormat::Csv => numbers(line),
+            _ => line.strip_prefix(b"[").and_then(|l| l.strip_suffix(b"]")).and_then(numbers),
         };
         if let Some(values) = numbers {
             let spec = &inputs[0];
@@ -307,13 +422,77 @@ fn parse_line(line: &[u8], format: InputFormat, inputs: &[InputSpec], fast: bool
     }
     let text = std::str::from_utf8(line).map_err(|_| LineError::NotUtf8)?;
     let instance = match format {
-        InputFormat::Json => serde_json::from_str::<Value>(text).map_err(|e| LineError::Json(e.to_string()))?,
         InputFormat::Csv => {
             let row: Result<Vec<f64>, _> = text.split(',').map(|v| v.trim().parse::<f64>()).collect();
             Value::from(row.map_err(|_| LineError::Csv)?)
         }
+        _ => serde_json::from_str::<Value>(text).map_err(|e| LineError::Json(e.to_string()))?,
     };
     Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(LineError::Instance)
+}
+
+/// Parses one serialized `tf.train.Example` into a one-row batch: each input is the feature of
+/// its name (a one-input model also takes an Example's only feature, whatever its name), its
+/// flat list shaped as the input's declared shape when the counts agree. A one-input float32
+/// model's features go straight into its column; others become a JSON instance, checked as one.
+fn parse_example(record: &[u8], inputs: &[InputSpec]) -> Parsed {
+    let features = tfrecord::parse_example(record).map_err(LineError::Example)?;
+    let find = |spec: &InputSpec| {
+        let named = features.iter().find(|(name, _)| *name == spec.name);
+        let only = (inputs.len() == 1 && features.len() == 1).then(|| &features[0]);
+        named.or(only).map(|(_, feature)| feature).ok_or_else(|| LineError::MissingFeature(spec.name.clone()))
+    };
+    if let [spec] = inputs {
+        if let (DType::Float32, Feature::Floats(values)) = (spec.dtype, find(spec)?) {
+            if let Some(row_shape) = example_shape(spec, values.len()) {
+                let column =
+                    Column { name: spec.name.clone(), dtype: DType::Float32, row_shape, data: ColumnData::F32(values.clone()) };
+                return Ok(Batch { rows: 1, columns: vec![column] });
+            }
+        }
+    }
+    let mut object = serde_json::Map::new();
+    for spec in inputs {
+        let values: Vec<Value> = match find(spec)? {
+            Feature::Floats(v) => v.iter().map(|x| Value::from(f64::from(*x))).collect(),
+            Feature::Ints(v) => v.iter().map(|x| Value::from(*x)).collect(),
+            Feature::Bytes(v) => {
+                use base64::Engine;
+                v.iter().map(|b| serde_json::json!({"b64": base64::engine::general_purpose::STANDARD.encode(b)})).collect()
+            }
+        };
+        let shaped = match example_shape(spec, values.len()) {
+            Some(shape) if shape.len() > 1 => nest(&values, &shape),
+            _ => Value::Array(values),
+        };
+        object.insert(spec.name.clone(), shaped);
+    }
+    let instance = if inputs.len() == 1 { object.into_iter().next().map_or(Value::Null, |(_, v)| v) } else { Value::Object(object) };
+    Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(LineError::Instance)
+}
+
+/// The shape of one instance of `spec` from a flat list of `count` values: the declared shape
+/// when it is fully known and holds `count` values, `[count]` when none is declared or it is
+/// one-dimensional; `None` when they disagree.
+fn example_shape(spec: &InputSpec, count: usize) -> Option<Vec<i64>> {
+    let count = count as i64;
+    match &spec.shape {
+        None => Some(vec![count]),
+        Some(shape) if shape.len() == 1 && (shape[0] == -1 || shape[0] == count) => Some(vec![count]),
+        Some(shape) if shape.iter().all(|d| *d >= 0) && shape.iter().product::<i64>() == count => Some(shape.clone()),
+        Some(_) => None,
+    }
+}
+
+/// Row-major `values` as nested lists of `shape`.
+fn nest(values: &[Value], shape: &[i64]) -> Value {
+    match shape.split_first() {
+        None => values.first().cloned().unwrap_or(Value::Null),
+        Some((&n, rest)) => {
+            let step = rest.iter().product::<i64>().max(1) as usize;
+            Value::Array((0..n as usize).map(|i| nest(&values[i * step..(i + 1) * step], rest)).collect())
+        }
+    }
 }
 
 /// `1.5, -2, 3e-4` → floats; `None` when any item is not a plain number. Each number becomes
@@ -377,9 +556,10 @@ fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
         let magnitude = mantissa as f64 / POW10[fraction];
         return Some((if negative { -magnitude } else { magnitude } as f32, i));
     }
-    // Exponents, long mantissas, and anything that is not a number.
+    // Exponents, long mantissas (full-precision floats), and anything that is not a number:
+    // fast-float2 rounds correctly, as the standard parser, in a third of its time.
     let end = start + text[start..].iter().position(|b| *b == b',' || b.is_ascii_whitespace()).unwrap_or(n - start);
-    let parsed: f64 = std::str::from_utf8(&text[start..end]).ok()?.parse().ok()?;
+    let parsed: f64 = fast_float2::parse(&text[start..end]).ok()?;
     parsed.is_finite().then_some((parsed as f32, end))
 }
 
@@ -478,9 +658,9 @@ mod tests {
         std::fs::write(&a, "1\n2\n3").expect("write");
         std::fs::write(&b, "4\n").expect("write");
         let (sender, receiver) = crossbeam_channel::unbounded();
-        read_chunks(&[a, b], 2, &sender, &AtomicBool::new(false)).expect("read");
+        read_chunks(&[a, b], InputFormat::Json, 2, &sender, &AtomicBool::new(false)).expect("read");
         drop(sender);
-        let chunks: Vec<String> = receiver.iter().map(|c| String::from_utf8(c.text).expect("utf8")).collect();
+        let chunks: Vec<String> = receiver.iter().map(|c| String::from_utf8(c.data).expect("utf8")).collect();
         assert_eq!(chunks, ["1\n2\n", "3\n", "4\n"]);
     }
 }

@@ -80,6 +80,19 @@ impl ColumnData {
         }
     }
 
+    fn extend_from(&mut self, other: &ColumnData) {
+        match (self, other) {
+            (Self::F32(a), Self::F32(b)) => a.extend_from_slice(b),
+            (Self::F64(a), Self::F64(b)) => a.extend_from_slice(b),
+            (Self::I64(a), Self::I64(b)) => a.extend_from_slice(b),
+            (Self::I32(a), Self::I32(b)) => a.extend_from_slice(b),
+            (Self::U8(a), Self::U8(b)) => a.extend_from_slice(b),
+            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
+            // Batches of different layouts are never merged.
+            _ => unreachable!("columns of different types are never merged"),
+        }
+    }
+
     fn append(&mut self, other: ColumnData) {
         match (self, other) {
             (Self::F32(a), Self::F32(b)) => a.extend(b),
@@ -163,6 +176,14 @@ impl Batch {
     /// What must agree for two batches to share one forward pass: names, types, row shapes.
     pub fn layout(&self) -> Vec<(&str, DType, &[i64])> {
         self.columns.iter().map(|c| (c.name.as_str(), c.dtype, c.row_shape.as_slice())).collect()
+    }
+
+    /// Appends a copy of `other`'s rows. The caller checked that the layouts agree.
+    pub fn extend_from(&mut self, other: &Batch) {
+        self.rows += other.rows;
+        for (mine, theirs) in self.columns.iter_mut().zip(&other.columns) {
+            mine.data.extend_from(&theirs.data);
+        }
     }
 
     /// Appends `other`'s rows. The caller checked that the layouts agree.
