@@ -169,7 +169,13 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(open_error)?;
-                POSTGRES_MIGRATOR.run(&pool).await?;
+                // A migration may take longer than one request's statement may (an index on a
+                // large table): migrations run on a connection of their own without the limit,
+                // closed afterwards.
+                let mut conn = pool.acquire().await.map_err(open_error)?;
+                sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await.map_err(open_error)?;
+                POSTGRES_MIGRATOR.run(&mut *conn).await?;
+                conn.close().await.map_err(open_error)?;
                 Pool::Postgres(pool)
             }
         };
