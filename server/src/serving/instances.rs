@@ -80,6 +80,17 @@ impl ColumnData {
         }
     }
 
+    fn reserve(&mut self, additional: usize) {
+        match self {
+            Self::F32(v) => v.reserve(additional),
+            Self::F64(v) => v.reserve(additional),
+            Self::I64(v) => v.reserve(additional),
+            Self::I32(v) => v.reserve(additional),
+            Self::U8(v) => v.reserve(additional),
+            Self::Bool(v) => v.reserve(additional),
+        }
+    }
+
     fn extend_from(&mut self, other: &ColumnData) {
         match (self, other) {
             (Self::F32(a), Self::F32(b)) => a.extend_from_slice(b),
@@ -176,6 +187,14 @@ impl Batch {
     /// What must agree for two batches to share one forward pass: names, types, row shapes.
     pub fn layout(&self) -> Vec<(&str, DType, &[i64])> {
         self.columns.iter().map(|c| (c.name.as_str(), c.dtype, c.row_shape.as_slice())).collect()
+    }
+
+    /// Makes room for `rows` more rows of this batch's layout.
+    pub fn reserve_rows(&mut self, rows: usize) {
+        for column in &mut self.columns {
+            let per_row = column.row_shape.iter().product::<i64>().max(0) as usize;
+            column.data.reserve(rows.saturating_mul(per_row));
+        }
     }
 
     /// Appends a copy of `other`'s rows. The caller checked that the layouts agree.

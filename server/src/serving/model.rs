@@ -505,8 +505,9 @@ impl Worker {
             return;
         }
         let mut merged = jobs[0].batch.clone();
+        merged.reserve_rows(jobs[1..].iter().map(|j| j.batch.rows).sum());
         for job in &jobs[1..] {
-            merged.merge(job.batch.clone());
+            merged.extend_from(&job.batch);
         }
         match self.forward(&merged) {
             Ok(mut predictions) => {
