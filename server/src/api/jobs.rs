@@ -156,6 +156,9 @@ async fn patch(
 async fn cancel(
     State(control): State<Control>,
     Path((project, job)): Path<(String, String)>,
+    // Read (and ignored: CancelJobRequest is empty) so the connection stays usable when a client
+    // sends the body after the headers and the answer is an error.
+    _body: axum::body::Bytes,
 ) -> crate::Result<Json<serde_json::Value>> {
     let name = JobName::new("name", &project, &job)?;
     control.cancel_job(&name).await?;
