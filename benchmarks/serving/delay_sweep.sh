@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# How long should a model worker wait to fill a batch? Serves the large MLP with
-# predict_max_queue_delay_us = 0, 250, 1000, 4000 and measures throughput and latency at 8 and 64
-# connections. Writes delay_sweep.md here. Authentication is on, as by default: every /v1 call, wrk's
+# How long should a model worker wait to fill a batch? Serves the small and the large MLP with
+# predict_max_queue_delay_us = 0, 250, 1000, 4000 and measures the small model's latency at one
+# connection (a window costs a lone request its length, and turns off running an idle model's
+# pass on the request's own thread) and the large model's throughput and latency at 8 and 64
+# connections. Bodies hold full-precision floats. Writes delay_sweep.md here (OUT: another folder;
+# ANNEAL_BIN: another build). Authentication is on, as by default: every /v1 call, wrk's
 # included, sends the admin token the server wrote to <data dir>/admin.token on first start.
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/delay_sweep.sh
 set -euo pipefail
@@ -9,37 +12,46 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/benchmarks/serving
 DURATION=${DURATION:-8}
+ANNEAL_BIN=${ANNEAL_BIN:-$ROOT/target/release/anneal}
+OUTDIR=${OUT:-$HERE}
+mkdir -p "$OUTDIR"
 export VIRTUAL_ENV=$ROOT/.venv PATH=$ROOT/.venv/bin:$PATH
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/data/exports"
 python "$HERE/make_models.py" "$WORK/data/exports"
-OUT=$HERE/delay_sweep.md
+OUT=$OUTDIR/delay_sweep.md
 {
-  echo "# Batching window sweep (large MLP, $(nproc) cores shared with wrk)"
+  echo "# Batching window sweep ($(nproc) cores shared with wrk; load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
   echo
   echo "Reproduce: \`make build && benchmarks/serving/delay_sweep.sh\`."
   echo "Requests carry a bearer token (auth on, as by default), so the overhead of checking it is included."
   echo
-  echo "| predict_max_queue_delay_us | req/s c=8 | p50 µs c=8 | p99 µs c=8 | req/s c=64 | p50 µs c=64 | p99 µs c=64 |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| predict_max_queue_delay_us | small p50 µs c=1 | small req/s c=1 | large req/s c=8 | large p50 µs c=8 | large p99 µs c=8 | large req/s c=64 | large p50 µs c=64 | large p99 µs c=64 |"
+  echo "|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 port=18190
 for delay in 0 250 1000 4000; do
   port=$((port + 1))
-  ANNEAL_LOG=warn ANNEAL_PREDICT_MAX_QUEUE_DELAY_US=$delay target/release/anneal serve --addr 127.0.0.1:$port --data-dir "$WORK/data-$delay" > "$WORK/log-$delay" 2>&1 &
+  ANNEAL_LOG=warn ANNEAL_PREDICT_MAX_QUEUE_DELAY_US=$delay "$ANNEAL_BIN" serve --addr 127.0.0.1:$port --data-dir "$WORK/data-$delay" > "$WORK/log-$delay" 2>&1 &
   pid=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.1; done
   # The server wrote its admin token before it started answering.
   token=$(cat "$WORK/data-$delay/admin.token")
   auth=(-H "authorization: Bearer $token")
-  mkdir -p "$WORK/data-$delay/exports" && cp -r "$WORK/data/exports/large" "$WORK/data-$delay/exports/"
-  curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models" -H 'content-type: application/json' -d '{"name": "large"}' > /dev/null
-  op=$(curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models/large/versions" -H 'content-type: application/json' \
-    -d "{\"name\": \"v\", \"deploymentUri\": \"$WORK/data-$delay/exports/large\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
-  until curl -fsS "${auth[@]}" "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+  mkdir -p "$WORK/data-$delay/exports"
+  for model in small large; do
+    cp -r "$WORK/data/exports/$model" "$WORK/data-$delay/exports/"
+    curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models" -H 'content-type: application/json' -d "{\"name\": \"$model\"}" > /dev/null
+    op=$(curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/b/models/$model/versions" -H 'content-type: application/json' \
+      -d "{\"name\": \"v\", \"deploymentUri\": \"$WORK/data-$delay/exports/$model\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
+    until curl -fsS "${auth[@]}" "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
+  done
   row="| $delay"
+  line=$(BODY_FILE="$WORK/data/exports/small.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c1 -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/small:predict" | tail -n 1)
+  echo "  delay=$delay small c=1 $line"
+  row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%d | %.0f" % (r["p50_us"], r["rps"]))' "$line")"
   for c in 8 64; do
     line=$(BODY_FILE="$WORK/data/exports/large.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/large:predict" | tail -n 1)
     echo "  delay=$delay c=$c $line"

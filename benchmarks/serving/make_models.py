@@ -3,7 +3,7 @@
 Usage: python make_models.py OUT_DIR
   OUT_DIR/small/  MLP 784 -> 256 -> 10      (the issue's small model)
   OUT_DIR/large/  MLP 2048 -> 4096 -> 4096 -> 1000 (about 29 M parameters; a heavier CPU model)
-  OUT_DIR/<name>.body.json  {"instances": [one instance]}
+  OUT_DIR/<name>.body.json  {"instances": [one instance]}, full-precision floats
 """
 
 import json
@@ -30,7 +30,8 @@ def main():
         torch.jit.script(mlp(sizes)).save(str(directory / "model.pt"))
         signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [sizes[0]]}], "outputs": [{"name": "y"}]}
         (directory / "signature.json").write_text(json.dumps(signature))
-        instance = [round(float(v), 4) for v in torch.rand(sizes[0])]
+        # Full precision, as a client's json.dumps writes its floats (about 19 characters each).
+        instance = torch.rand(sizes[0], dtype=torch.float64).tolist()
         (out / f"{name}.body.json").write_text(json.dumps({"instances": [instance]}))
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Online prediction benchmark: (a) in-process tch forward (the floor), (b) Anneal over HTTP with
-# dynamic batching, (b') Anneal with batching off, (c) FastAPI + uvicorn + PyTorch, for a small and
-# a larger MLP; p50/p99 latency at concurrency 1 and throughput at concurrency 1, 8 and 64 (wrk).
+# Online prediction benchmark: (a) in-process tch forward (the forward floor), (h) GET /healthz of
+# the same Anneal server (the HTTP floor), (b) Anneal over HTTP with dynamic batching, (b') Anneal
+# with batching off, (c) FastAPI + uvicorn + PyTorch, for a small and a larger MLP; p50/p99 latency
+# at concurrency 1 and throughput at concurrency 1, 8 and 64 (wrk), all in one run; then 1,000
+# connections on the small model (answers or 429s only, the server's peak memory). Request bodies
+# hold full-precision floats, as a client's json.dumps writes them.
 #
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/run.sh
 # Needs wrk (Debian: apt-get install wrk). Writes results.jsonl, results.md and results.png here.
@@ -51,6 +54,23 @@ load() { # system model url [token]
   done
 }
 
+healthz() { # port: the HTTP floor, an empty handler of the same server under the same load
+  for c in 1 8 64; do
+    line=$(wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s "$HERE/get.lua" "http://127.0.0.1:$1/healthz" | tail -n 1)
+    echo "  healthz c=$c $line"
+    record healthz small "$c" "$line"
+  done
+}
+
+crowd() { # port token pid: 1,000 connections on the small model; statuses and peak memory
+  line=$(BODY_FILE="$WORK/data/exports/small.body.json" ANNEAL_TOKEN="$2" wrk -t2 -c1000 -d"${DURATION}s" --timeout 10s -s "$HERE/post_statuses.lua" \
+    "http://127.0.0.1:$1/v1/projects/bench/models/small:predict" | tail -n 1)
+  peak=$(awk '/VmHWM/ {print $2}' "/proc/$3/status")
+  line=$(python -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_peak_rss_kib"]=int(sys.argv[2]); print(json.dumps(r))' "$line" "$peak")
+  echo "  anneal small c=1000 $line"
+  record anneal_crowd small 1000 "$line"
+}
+
 wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 declare -A SIZE=([small]=784 [large]=2048)
@@ -77,6 +97,10 @@ serve_anneal() { # system port extra-env...
     curl -fsS "${auth[@]}" -X POST "http://127.0.0.1:$port/v1/projects/bench/models/$model/versions/${system}:setDefault" -H 'content-type: application/json' -d '{}' > /dev/null
     load "$system" "$model" "http://127.0.0.1:$port/v1/projects/bench/models/$model:predict" "$token"
   done
+  if [ "$system" = anneal ]; then
+    healthz "$port"
+    crowd "$port" "$token" "${PIDS[-1]}"
+  fi
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
