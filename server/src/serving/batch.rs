@@ -252,40 +252,43 @@ enum Flow {
     Stop,
 }
 
+/// Lines of `reader` (a last line without a newline gets one), each an intact item.
 fn read_lines(
     mut reader: impl BufRead,
     batch_size: usize,
     chunks: &crossbeam_channel::Sender<Chunk>,
     cancel: &AtomicBool,
 ) -> std::io::Result<Flow> {
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(Flow::Stop);
+    cut_chunks(batch_size, chunks, cancel, |data| {
+        if reader.read_until(b'\n', data)? == 0 {
+            return Ok(None);
         }
-        let mut chunk = Chunk::default();
-        while chunk.items.len() < batch_size {
-            if reader.read_until(b'\n', &mut chunk.data)? == 0 {
-                break;
-            }
-            if chunk.data.last() != Some(&b'\n') {
-                chunk.data.push(b'\n');
-            }
-            chunk.items.push(Item { end: chunk.data.len(), intact: true });
+        if data.last() != Some(&b'\n') {
+            data.push(b'\n');
         }
-        if chunk.items.is_empty() {
-            return Ok(Flow::Go);
-        }
-        if chunks.send(chunk).is_err() {
-            return Ok(Flow::Stop);
-        }
-    }
+        Ok(Some(true))
+    })
 }
 
+/// The records of a TFRecord stream; a record whose data fails its checksum is an item that is
+/// not intact.
 fn read_records(
     mut records: Records<impl BufRead>,
     batch_size: usize,
     chunks: &crossbeam_channel::Sender<Chunk>,
     cancel: &AtomicBool,
+) -> std::io::Result<Flow> {
+    cut_chunks(batch_size, chunks, cancel, |data| Ok(records.next_into(data)?.map(|r| r == Record::Intact)))
+}
+
+/// Cuts the items that `next` appends to a chunk's data (`Some(intact)`, `None` at the end) into
+/// chunks of `batch_size` items onto `chunks`, until the input ends, the queue closes or the job
+/// is cancelled.
+fn cut_chunks(
+    batch_size: usize,
+    chunks: &crossbeam_channel::Sender<Chunk>,
+    cancel: &AtomicBool,
+    mut next: impl FnMut(&mut Vec<u8>) -> std::io::Result<Option<bool>>,
 ) -> std::io::Result<Flow> {
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -293,8 +296,8 @@ fn read_records(
         }
         let mut chunk = Chunk::default();
         while chunk.items.len() < batch_size {
-            let Some(record) = records.next_into(&mut chunk.data)? else { break };
-            chunk.items.push(Item { end: chunk.data.len(), intact: record == Record::Intact });
+            let Some(intact) = next(&mut chunk.data)? else { break };
+            chunk.items.push(Item { end: chunk.data.len(), intact });
         }
         if chunk.items.is_empty() {
             return Ok(Flow::Go);
