@@ -113,6 +113,41 @@ pub struct Config {
     /// a database must share this folder (a network file system), so every node reads every
     /// job's log and loads every version.
     pub storage_dir: Option<PathBuf>,
+    /// The S3-compatible buckets `s3://` URIs may name (`[[buckets]]` tables: `name`,
+    /// `endpoint`, `region`, `access_key_id`, `secret_access_key`, `session_token`, `allow_http`,
+    /// `virtual_hosted_style`, `prefixes`); as a variable, `ANNEAL_BUCKETS='[{name="data",
+    /// endpoint="http://127.0.0.1:9000", allow_http=true}]'`.
+    pub buckets: Vec<crate::storage::BucketConfig>,
+    /// The standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), for what a bucket leaves unset.
+    #[serde(skip)]
+    pub aws: crate::storage::AwsEnvironment,
+    /// What runs jobs: `local` (replicas are processes of this host; the default) or `ray` (a
+    /// Ray cluster, through the Jobs REST API of its head at `ray_address`).
+    pub executor: ExecutorKind,
+    /// With `executor = "ray"`: the Ray head's dashboard address, which serves the Jobs REST API,
+    /// e.g. `http://ray-head:8265`.
+    pub ray_address: Option<String>,
+    /// The token of a Ray cluster with token authentication (`RAY_AUTH_MODE=token`), sent as
+    /// `Authorization: Bearer`. Without it anyone who reaches the head can run code on it.
+    pub ray_token: Option<String>,
+    /// The Python on the Ray nodes that runs Anneal's driver and the replicas (it needs ray and
+    /// what the trainers import, e.g. torch); an absolute path is safest.
+    pub ray_python: String,
+    /// How long a job on Ray waits for its placement group (all its replicas at once) before it
+    /// ends FAILED, in seconds.
+    pub ray_placement_timeout_secs: u64,
+}
+
+/// Which executor runs jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Processes of this host.
+    #[default]
+    Local,
+    /// A Ray cluster.
+    Ray,
 }
 
 /// The environment variables that configure the server, without the `ANNEAL_` prefix.
@@ -150,6 +185,12 @@ const ENV_KEYS: &[&str] = &[
     "node_id",
     "node_lease_secs",
     "storage_dir",
+    "buckets",
+    "executor",
+    "ray_address",
+    "ray_token",
+    "ray_python",
+    "ray_placement_timeout_secs",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.
@@ -206,7 +247,17 @@ impl Config {
         let from_env = std::env::var_os("ANNEAL_CONFIG").map(PathBuf::from);
         let file = config_file.map(Path::to_path_buf).or(from_env);
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        Self::layered(home.as_deref(), file.as_deref(), Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)
+        let mut config =
+            Self::layered(home.as_deref(), file.as_deref(), Env::prefixed("ANNEAL_").only(ENV_KEYS), overrides)?;
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        config.aws = crate::storage::AwsEnvironment {
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+            session_token: var("AWS_SESSION_TOKEN"),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            endpoint: var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL")),
+        };
+        Ok(config)
     }
 
     fn layered(home: Option<&Path>, file: Option<&Path>, env: Env, overrides: Overrides) -> Result<Self, ConfigError> {
@@ -221,6 +272,12 @@ impl Config {
         let config: Self = figment.extract().map_err(|e| ConfigError::Invalid(one_line(&e)))?;
         if config.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::NoHome);
+        }
+        if config.executor == ExecutorKind::Ray && config.ray_address.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Invalid(
+                "executor = \"ray\" needs ray_address, the Ray head's dashboard address (e.g. http://127.0.0.1:8265)"
+                    .into(),
+            ));
         }
         Ok(config)
     }
@@ -249,6 +306,7 @@ impl Config {
             workers: self.predict_workers.max(1),
             intra_op_threads: self.predict_intra_op_threads.max(1),
             use_cuda: true,
+            python: self.runtime_python(),
         }
     }
 
@@ -262,7 +320,7 @@ impl Config {
         })
     }
 
-    /// The Python that runs training replicas.
+    /// The Python that runs training replicas and Python models' prediction workers.
     pub fn runtime_python(&self) -> PathBuf {
         if let Some(python) = &self.python {
             return python.clone();
@@ -324,6 +382,10 @@ struct Defaults {
     request_timeout_secs: u64,
     allowed_hosts: Vec<String>,
     node_lease_secs: u64,
+    buckets: Vec<crate::storage::BucketConfig>,
+    executor: ExecutorKind,
+    ray_python: String,
+    ray_placement_timeout_secs: u64,
 }
 
 impl Defaults {
@@ -357,6 +419,10 @@ impl Defaults {
             request_timeout_secs: 60,
             allowed_hosts: Vec::new(),
             node_lease_secs: 10,
+            buckets: Vec::new(),
+            executor: ExecutorKind::Local,
+            ray_python: "python3".into(),
+            ray_placement_timeout_secs: 300,
         }
     }
 }
@@ -568,6 +634,24 @@ mod tests {
             let err = load(Some(Path::new("/h")), None, Overrides::default()).expect_err("scheme");
             assert!(err.to_string().contains("sqlite:// or postgres://"), "{err}");
             assert!(!err.to_string().contains(":pw@"), "the password is not shown: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_ray_executor_is_chosen_in_config_and_needs_an_address() {
+        Jail::expect_with(|jail| {
+            let config = load(Some(Path::new("/h")), None, Overrides::default()).expect("defaults");
+            assert_eq!(config.executor, ExecutorKind::Local, "local is the default");
+            jail.set_env("ANNEAL_EXECUTOR", "ray");
+            let err = load(Some(Path::new("/h")), None, Overrides::default()).expect_err("no address");
+            assert!(err.to_string().contains("ray_address"), "{err}");
+            jail.set_env("ANNEAL_RAY_ADDRESS", "http://127.0.0.1:8265");
+            jail.set_env("ANNEAL_RAY_TOKEN", "secret");
+            let config = load(Some(Path::new("/h")), None, Overrides::default()).expect("ray");
+            assert_eq!(config.executor, ExecutorKind::Ray);
+            assert_eq!(config.ray_token.as_deref(), Some("secret"));
+            assert_eq!(config.ray_placement_timeout_secs, 300);
             Ok(())
         });
     }

@@ -36,7 +36,7 @@ pub use versions::{Update, VersionPage, PYTORCH};
 
 use crate::jobs::JobExecutor;
 use crate::serving::{Accelerators, ModelHost};
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use crate::store::Store;
 use crate::tasks::Tasks;
 
@@ -50,7 +50,7 @@ pub struct Control(Arc<Shared>);
 #[derive(Debug)]
 pub struct Shared {
     store: Store,
-    storage: LocalStorage,
+    storage: Storage,
     accelerators: Accelerators,
     data_dir: PathBuf,
     host: ModelHost,
@@ -69,7 +69,7 @@ pub struct Shared {
 /// The parts [`Control`] works with.
 pub struct Parts {
     pub store: Store,
-    pub storage: LocalStorage,
+    pub storage: Storage,
     pub accelerators: Accelerators,
     pub data_dir: PathBuf,
     pub host: ModelHost,

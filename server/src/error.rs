@@ -231,8 +231,11 @@ impl From<crate::serving::LoadError> for Error {
             | LoadError::Signature(_)
             | LoadError::NotTorchScript(_)
             | LoadError::RejectsSignature(_)
-            | LoadError::Output(_) => Self::FailedPrecondition(error.to_string()),
-            LoadError::Worker(_) | LoadError::Stopped(_) => Self::internal(error),
+            | LoadError::Output(_)
+            | LoadError::Routine(_)
+            | LoadError::PythonExited(_)
+            | LoadError::Packages(_) => Self::FailedPrecondition(error.to_string()),
+            LoadError::Worker(_) | LoadError::Stopped(_) | LoadError::PythonStart { .. } => Self::internal(error),
         }
     }
 }
@@ -248,6 +251,21 @@ impl From<crate::storage::StorageError> for Error {
             | StorageError::Unusable { .. }
             | StorageError::NotWritable { .. }
             | StorageError::Corrupt(_) => Self::internal(error),
+        }
+    }
+}
+
+/// An object store's answer is about the bucket the request named: a missing object or bucket,
+/// refused credentials (FAILED_PRECONDITION with the store's reason); a store that cannot be
+/// reached after the retries is UNAVAILABLE; a local file of a transfer is the server's own.
+impl From<crate::storage::ObjectError> for Error {
+    fn from(error: crate::storage::ObjectError) -> Self {
+        use crate::storage::ObjectError;
+        match &error {
+            ObjectError::NotFound(_) => Self::FailedPrecondition(error.to_string()),
+            ObjectError::Store { .. } if error.is_unreachable() => Self::Unavailable(error.to_string()),
+            ObjectError::Store { .. } => Self::FailedPrecondition(error.to_string()),
+            ObjectError::Configure { .. } | ObjectError::Local { .. } => Self::internal(error),
         }
     }
 }

@@ -12,6 +12,7 @@ mod logs;
 mod metrics;
 mod predict;
 mod prepare;
+mod ray;
 mod run;
 mod study;
 mod supervise;
@@ -20,6 +21,7 @@ pub use error::RunError;
 pub use isolation::{check_output_folder, Identity, Isolation};
 pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
+pub use ray::{RayConfig, RayExecutor};
 pub use supervise::{supervise, Environment, Launch, LogSender, Run, LOG_BUFFER};
 
 use std::collections::{HashMap, HashSet};
@@ -33,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::executor::{Recovered, SubmitError};
 use crate::jobs::{Capacity, Ending, Event, JobEvent, JobExecutor, JobFiles, Needs, Submission, Work};
 use crate::names::JobName;
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use crate::tasks::Tasks;
 
 /// How the executor runs replicas.
@@ -64,7 +66,7 @@ pub struct LocalExecutor {
 
 #[derive(Debug)]
 struct Inner {
-    storage: LocalStorage,
+    storage: Storage,
     config: ExecutorConfig,
     tasks: Tasks,
     /// Where events go; dropped when the server shuts down, so the channel closes once the last
@@ -84,7 +86,7 @@ struct Running {
 
 /// What one job's task works with.
 pub(crate) struct JobContext {
-    pub storage: LocalStorage,
+    pub storage: Storage,
     pub config: ExecutorConfig,
     pub job: JobName,
     pub gpus: Vec<usize>,
@@ -108,7 +110,7 @@ impl JobContext {
 
 impl LocalExecutor {
     /// Creates the executor; it reports on `events`.
-    pub fn new(storage: LocalStorage, config: ExecutorConfig, tasks: Tasks, events: mpsc::Sender<Event>) -> Self {
+    pub fn new(storage: Storage, config: ExecutorConfig, tasks: Tasks, events: mpsc::Sender<Event>) -> Self {
         let inner = Arc::new(Inner {
             storage,
             config,
@@ -218,7 +220,7 @@ impl JobExecutor for LocalExecutor {
     }
 }
 
-fn work_dir(storage: &LocalStorage, name: &JobName) -> PathBuf {
+fn work_dir(storage: &Storage, name: &JobName) -> PathBuf {
     storage.root().join("jobs").join(name.project.as_str()).join(&name.job)
 }
 
@@ -231,7 +233,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        storage: LocalStorage,
+        storage: Storage,
         executor: LocalExecutor,
         events: mpsc::Receiver<Event>,
         tasks: Tasks,
@@ -239,7 +241,7 @@ mod tests {
 
     fn fixture(slots: usize) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = LocalStorage::open(dir.path()).expect("storage");
+        let storage = Storage::open(dir.path()).expect("storage");
         let tasks = Tasks::new();
         let (sender, events) = mpsc::channel(EVENT_BUFFER);
         let config = ExecutorConfig {
@@ -255,13 +257,13 @@ mod tests {
     }
 
     /// A plan whose master runs `code` as the module `trainer.task`.
-    fn plan(storage: &LocalStorage, code: &str, slots: usize) -> JobPlan {
+    fn plan(storage: &Storage, code: &str, slots: usize) -> JobPlan {
         let package = storage.root().join("p").join("pkg");
         std::fs::create_dir_all(package.join("trainer")).expect("package folder");
         std::fs::write(package.join("trainer/__init__.py"), "").expect("init");
         std::fs::write(package.join("trainer/task.py"), code).expect("task");
         let training = TrainingPlan {
-            packages: vec![package],
+            packages: vec![package.into()],
             module: "trainer.task".into(),
             args: vec!["--greeting=hello".into()],
             job_dir: None,

@@ -85,7 +85,8 @@ async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
             std::fs::create_dir_all(&d).map_err(folder("--job-dir", &d))?;
             std::fs::canonicalize(&d).map_err(folder("--job-dir", &d))
         })
-        .transpose()?;
+        .transpose()?
+        .map(crate::storage::Location::Local);
     let scratch = tempfile::Builder::new()
         .prefix("anneal-local-")
         .tempdir()
@@ -99,7 +100,7 @@ async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
         "args": job.args,
     });
     let plan = TrainingPlan {
-        packages: vec![package],
+        packages: vec![package.into()],
         module: job.module_name,
         args: job.args,
         job_dir: job_dir.clone(),

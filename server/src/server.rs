@@ -10,12 +10,12 @@ use std::path::Path;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, ExecutorKind};
 use crate::console::Console;
 use crate::control::{Control, Parts};
-use crate::executor::{ExecutorConfig, LocalExecutor, EVENT_BUFFER};
+use crate::executor::{ExecutorConfig, LocalExecutor, RayConfig, RayExecutor, EVENT_BUFFER};
 use crate::serving::{Accelerators, ModelHost};
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use crate::store::Store;
 use crate::tasks::Tasks;
 
@@ -68,8 +68,11 @@ impl Server {
         // of one database when `storage_dir` is set) and the configured roots.
         let roots: Vec<std::path::PathBuf> =
             std::iter::once(config.data_dir.clone()).chain(config.storage_roots.iter().cloned()).collect();
-        let storage = LocalStorage::open_with_roots(&config.storage_root(), &roots)
+        let buckets = crate::storage::Buckets::open(&config.buckets, &config.aws)
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        let storage = Storage::open_with_roots(&config.storage_root(), &roots)
+            .map_err(|e| StartError::Storage(e.to_string()))?
+            .with_buckets(buckets);
         // As root, replicas run as unprivileged users of their own (see executor::Isolation).
         let isolation = crate::executor::Isolation::set_up(&config)
             .await
@@ -98,7 +101,7 @@ impl Server {
         let tasks = Tasks::new();
         let host = ModelHost::new(config.serving_options());
         let (events, executor_events) = tokio::sync::mpsc::channel(EVENT_BUFFER);
-        let executor = LocalExecutor::new(
+        let local = LocalExecutor::new(
             storage.clone(),
             ExecutorConfig {
                 python: config.runtime_python(),
@@ -109,8 +112,31 @@ impl Server {
                 isolation: std::sync::Arc::new(isolation),
             },
             tasks.clone(),
-            events,
+            events.clone(),
         );
+        let executor: std::sync::Arc<dyn crate::jobs::JobExecutor> = match config.executor {
+            ExecutorKind::Local => std::sync::Arc::new(local),
+            ExecutorKind::Ray => {
+                let address = config.ray_address.clone().unwrap_or_default();
+                tracing::info!(address, token = config.ray_token.is_some(), "training jobs run on Ray");
+                std::sync::Arc::new(RayExecutor::new(
+                    storage.clone(),
+                    RayConfig {
+                        address,
+                        token: config.ray_token.clone(),
+                        python: config.ray_python.clone(),
+                        placement_timeout: std::time::Duration::from_secs(config.ray_placement_timeout_secs),
+                        slots: config.training_slots.max(1),
+                        gpus: config.gpu_devices.unwrap_or(1 << 16),
+                        kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
+                        max_log_line: config.max_log_line_bytes,
+                    },
+                    local,
+                    tasks.clone(),
+                    events,
+                ))
+            }
+        };
         let node = crate::control::Node::open(
             config.node_id.as_deref(),
             &config.data_dir,
@@ -124,7 +150,7 @@ impl Server {
             data_dir: config.data_dir.clone(),
             host: host.clone(),
             tasks: tasks.clone(),
-            executor: std::sync::Arc::new(executor),
+            executor,
             node,
             limits: config.limits(),
             auth_enabled: config.auth,
@@ -139,6 +165,7 @@ impl Server {
                 "authentication is OFF (--no-auth): every caller on this machine is an admin"
             );
         }
+        control.watch_serving_failures();
         control.node().set_address(config.addr.to_string());
         control.start_node().await.map_err(|e| StartError::Storage(format!("cannot register this node: {e}")))?;
         control

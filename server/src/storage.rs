@@ -4,16 +4,80 @@
 //! to the data dir and the configured storage roots here, so no request can reach files outside them,
 //! and per project: a URI may not name the server's own files in the data dir (the database, the
 //! admin token) nor anything under the storage root except its own project's folders
-//! (`storage/{models,uploads,jobs,envs}/<project>/`).
+//! (`storage/{models,uploads,jobs,envs,cache}/<project>/`). `s3://` URIs name objects in the configured
+//! buckets ([`objects`]), confined to their prefixes; a [`Location`] is either.
 
+pub mod objects;
+
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::names::ProjectId;
+pub use objects::{AwsEnvironment, BucketConfig, Buckets, ObjectError, ObjectUri, ObjectWriter};
+
+/// Where a resolved URI points: a local path inside the roots, or an object in a configured
+/// bucket. Stored in plans as the text of its URI (a plain path for a local one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Location {
+    Local(PathBuf),
+    Object(ObjectUri),
+}
+
+impl Location {
+    /// `name` inside this location taken as a folder.
+    pub fn join(&self, name: &str) -> Self {
+        match self {
+            Self::Local(path) => Self::Local(path.join(name)),
+            Self::Object(uri) => Self::Object(uri.join(name)),
+        }
+    }
+
+    /// The local path, for a local location.
+    pub fn as_local(&self) -> Option<&Path> {
+        match self {
+            Self::Local(path) => Some(path),
+            Self::Object(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::Object(uri) => uri.fmt(f),
+        }
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(path: PathBuf) -> Self {
+        Self::Local(path)
+    }
+}
+
+impl serde::Serialize for Location {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Location {
+    /// A plain path (what plans held before object storage) or an `s3://` URI.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if ObjectUri::is_object(&text) {
+            ObjectUri::parse("location", &text).map(Self::Object).map_err(serde::de::Error::custom)
+        } else {
+            Ok(Self::Local(PathBuf::from(text)))
+        }
+    }
+}
 
 /// The folders of the storage root that hold one subfolder per project: deployed model copies,
-/// uploads, jobs' own folders (logs, metrics, replicas' working folders, trials) and installed
-/// package environments. Everything else there (`replica-ids`, probes) is the server's.
-const PER_PROJECT: [&str; 4] = ["models", "uploads", "jobs", "envs"];
+/// uploads, jobs' own folders (logs, metrics, replicas' working folders, trials), installed
+/// package environments and downloads from buckets. Everything else there (`replica-ids`, probes) is the server's.
+const PER_PROJECT: [&str; 5] = ["models", "uploads", "jobs", "envs", "cache"];
 
 /// The data dir's files no URI may name: the SQLite database with its journals, and the admin
 /// token.
@@ -43,17 +107,18 @@ pub enum StorageError {
 }
 
 /// Local-directory storage rooted at one directory, plus the other directories users may point
-/// URIs at.
+/// URIs at, and the configured buckets.
 #[derive(Clone, Debug)]
-pub struct LocalStorage {
+pub struct Storage {
     root: PathBuf,
+    buckets: Buckets,
     /// The canonical storage root, where a URI may name only its project's folders.
     canonical_root: PathBuf,
     /// Canonical forms of the roots user URIs may name (the storage root's data dir first).
     allowed: Vec<PathBuf>,
 }
 
-impl LocalStorage {
+impl Storage {
     /// Opens storage at `root` (as `<data dir>/storage`), creating the directory, and checks that
     /// it is writable; user URIs may name files under `root`'s parent, the data dir.
     pub fn open(root: &Path) -> Result<Self, StorageError> {
@@ -73,9 +138,14 @@ impl LocalStorage {
             allowed.push(canonical(dir)?);
         }
         let canonical_root = canonical(root)?;
-        let storage = Self { root: root.to_path_buf(), canonical_root, allowed };
+        let storage = Self { root: root.to_path_buf(), buckets: Buckets::default(), canonical_root, allowed };
         storage.check_writable()?;
         Ok(storage)
+    }
+
+    /// The same storage with `buckets` for `s3://` URIs.
+    pub fn with_buckets(self, buckets: Buckets) -> Self {
+        Self { buckets, ..self }
     }
 
     /// The storage root.
@@ -83,8 +153,61 @@ impl LocalStorage {
         &self.root
     }
 
+    /// The configured buckets.
+    pub fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
+    /// Resolves a user-given URI of `project` that is read: an `s3://` URI confined to the
+    /// configured buckets (whether the object exists is not asked here), or a local one as
+    /// [`Storage::resolve_uri`] does it.
+    pub fn locate(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<Location> {
+        if ObjectUri::is_object(uri) {
+            return self.buckets.confine(field, uri).map(Location::Object);
+        }
+        self.resolve_uri(project, field, uri).map(Location::Local)
+    }
+
+    /// [`Storage::locate`] for a place written to: a local one as
+    /// [`Storage::resolve_output_uri`] does it.
+    pub fn locate_output(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<Location> {
+        if ObjectUri::is_object(uri) {
+            return self.buckets.confine(field, uri).map(Location::Object);
+        }
+        self.resolve_output_uri(project, field, uri).map(Location::Local)
+    }
+
+    /// Checks that `location` names something to read: a local one was checked when it was
+    /// located; an object must exist, or hold objects under it as a folder. A missing one is
+    /// INVALID_ARGUMENT naming `field`; a store that refuses or cannot be reached says so.
+    pub async fn check_readable(&self, field: &str, location: &Location) -> crate::Result<()> {
+        let Location::Object(uri) = location else { return Ok(()) };
+        if self.buckets.head(uri).await?.is_some() || !self.buckets.list(uri).await?.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::invalid(field, format!("'{uri}' does not exist")))
+    }
+
+    /// Whether the object store holds an object at `uri` (else, maybe a folder under it).
+    pub async fn is_object(&self, uri: &ObjectUri) -> Result<bool, ObjectError> {
+        Ok(self.buckets.head(uri).await?.is_some())
+    }
+
+    /// Downloads the object, or with `folder` every object under it, at `uri` into `dest` (a
+    /// new folder; a single object keeps its file name there). Returns the local file or
+    /// folder.
+    pub async fn fetch(&self, uri: &ObjectUri, dest: &Path, folder: bool) -> Result<PathBuf, ObjectError> {
+        if folder {
+            self.buckets.download_tree(uri, dest).await?;
+            return Ok(dest.to_path_buf());
+        }
+        let file = dest.join(uri.file_name());
+        self.buckets.download(uri, &file).await?;
+        Ok(file)
+    }
+
     /// Resolves a user-given `file://` URI or plain absolute path of `project` to a directory or
-    /// file inside the allowed roots that the project may name (see [`LocalStorage::permits`]).
+    /// file inside the allowed roots that the project may name (see [`Storage::permits`]).
     /// `..`, symlinks that lead out, other schemes and missing paths are refused with
     /// INVALID_ARGUMENT naming `field`. A path outside the roots (another project's folders
     /// included) gets the same answer whether it exists or not; only a path inside them is said
@@ -94,7 +217,7 @@ impl LocalStorage {
             .ok_or_else(|| crate::Error::invalid(field, format!("'{uri}' does not exist")))
     }
 
-    /// [`LocalStorage::resolve_uri`], except that a missing path inside the roots is `None`
+    /// [`Storage::resolve_uri`], except that a missing path inside the roots is `None`
     /// rather than an error (for a file looked for later).
     pub fn resolve_if_exists(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<Option<PathBuf>> {
         let path = local_path(field, uri)?;
@@ -143,7 +266,7 @@ impl LocalStorage {
 
     /// Resolves a user-given output location (a job dir) of `project` that may not exist yet: its
     /// nearest existing ancestor, with the rest of the path, must be a place the project may name
-    /// ([`LocalStorage::permits`]), and `..` is refused.
+    /// ([`Storage::permits`]), and `..` is refused.
     pub fn resolve_output_uri(&self, project: &ProjectId, field: &str, uri: &str) -> crate::Result<PathBuf> {
         let path = local_path(field, uri)?;
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
@@ -219,7 +342,7 @@ pub fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
         Some((scheme, _)) => {
             return Err(crate::Error::invalid(
                 field,
-                format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// URI or a path under the storage roots"),
+                format!("'{uri}': the {scheme}:// scheme is not supported here; use a file:// or s3:// URI, or a path under the storage roots"),
             ))
         }
         None => uri,
@@ -268,7 +391,7 @@ mod tests {
     #[test]
     fn opens_and_probes_a_fresh_root() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = LocalStorage::open(&dir.path().join("storage")).expect("open");
+        let storage = Storage::open(&dir.path().join("storage")).expect("open");
         assert!(storage.root().is_dir());
         storage.check_writable().expect("writable");
         assert_eq!(std::fs::read_dir(storage.root()).expect("list").count(), 0, "probe removed");
@@ -278,7 +401,7 @@ mod tests {
     fn uris_resolve_only_inside_the_roots() {
         let data = tempfile::tempdir().expect("tempdir");
         let outside = tempfile::tempdir().expect("tempdir");
-        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        let storage = Storage::open(&data.path().join("storage")).expect("open");
         let model = data.path().join("models/m1");
         std::fs::create_dir_all(&model).expect("mkdir");
         let canonical = model.canonicalize().expect("canonical");
@@ -320,7 +443,7 @@ mod tests {
     fn outside_paths_get_one_answer_whether_they_exist_or_not() {
         let data = tempfile::tempdir().expect("tempdir");
         let outside = tempfile::tempdir().expect("tempdir");
-        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        let storage = Storage::open(&data.path().join("storage")).expect("open");
         std::fs::write(outside.path().join("secret"), b"x").expect("write");
         let message = |uri: String| match storage.resolve_uri(&project(), "f", &uri) {
             Err(crate::Error::InvalidArgument(v)) => v.description.replace(&uri, "URI"),
@@ -357,7 +480,7 @@ mod tests {
     #[test]
     fn a_project_names_only_its_own_storage_folders_and_never_the_server_files() {
         let data = tempfile::tempdir().expect("tempdir");
-        let storage = LocalStorage::open(&data.path().join("storage")).expect("open");
+        let storage = Storage::open(&data.path().join("storage")).expect("open");
         for dir in ["storage/models/a/m", "storage/models/b/m", "storage/uploads/b/u", "storage/jobs/b/j", "mine"] {
             std::fs::create_dir_all(data.path().join(dir)).expect("mkdir");
         }
@@ -412,7 +535,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("write");
-        let err = LocalStorage::open(&file.join("storage")).expect_err("cannot create below a file");
+        let err = Storage::open(&file.join("storage")).expect_err("cannot create below a file");
         assert!(err.to_string().contains("cannot create the storage root"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use crate::jobs::wire::PredictionInput;
 use crate::jobs::{JobPlan, Needs, PredictionPlan, Work};
 use crate::names::{JobName, ModelName, ProjectId, VersionName};
 use crate::serving::batch::InputFormat;
-use crate::storage::LocalStorage;
+use crate::storage::{Location, Storage};
 use crate::store::{JobInput, JobRecord, NewJob, Store, VersionState};
 
 /// `maxWorkerCount` when not given, as in ML Engine.
@@ -54,7 +54,7 @@ impl Control {
                 let field = "job.predictionInput.versionName";
                 self.get_version(&VersionName::new(field, name.project.as_str(), model, version)?).await?;
             }
-            ModelSource::Dir { .. } => {}
+            ModelSource::Dir { dir } => self.storage.check_readable("job.predictionInput.uri", dir).await?,
         }
         plan.workers = plan.workers.min(capacity.slots).max(1);
         Ok(JobPlan::new(Needs { slots: plan.workers, gpus: 0 }, None, Work::Prediction(plan)))
@@ -66,7 +66,7 @@ impl Control {
 /// the job's, also for a bare model or version id. `isolated`: the server runs as root, so the
 /// output folder must be one no replica can redirect ([`crate::executor::check_output_folder`]).
 pub fn prediction_plan(
-    storage: &LocalStorage,
+    storage: &Storage,
     project: &ProjectId,
     input: &PredictionInput,
     isolated: bool,
@@ -81,10 +81,12 @@ pub fn prediction_plan(
             ModelSource::Version { model: name.model.model, version: name.version }
         }
         (None, None, Some(uri)) => {
-            let dir = storage.resolve_uri(project, &field("uri"), uri)?;
-            // The files loaded from it, which may be symlinks, must be ones the project may name.
-            for file in [crate::serving::MODEL_FILE, crate::serving::SIGNATURE_FILE] {
-                storage.resolve_if_exists(project, &field("uri"), &dir.join(file).display().to_string())?;
+            let dir = storage.locate(project, &field("uri"), uri)?;
+            if let Location::Local(dir) = &dir {
+                // The files loaded from it, which may be symlinks, must be ones the project may name.
+                for file in [crate::serving::MODEL_FILE, crate::serving::SIGNATURE_FILE] {
+                    storage.resolve_if_exists(project, &field("uri"), &dir.join(file).display().to_string())?;
+                }
             }
             ModelSource::Dir { dir }
         }
@@ -129,7 +131,8 @@ pub fn prediction_plan(
     for (uri, pattern) in input.input_paths.iter().zip(&inputs) {
         // A named file that exists now must be of the format (the first TFRecord header's CRC),
         // so a job over files of another format fails here rather than when it runs.
-        let path = pattern.dir.join(&pattern.file);
+        let Location::Local(dir) = &pattern.dir else { continue };
+        let path = dir.join(&pattern.file);
         if !pattern.file.contains('*') && path.is_file() && !format.admits(&path).unwrap_or(true) {
             let format = input.data_format.as_deref().unwrap_or_default();
             return Err(Error::invalid(
@@ -141,8 +144,8 @@ pub fn prediction_plan(
     if input.output_path.trim().is_empty() {
         return Err(Error::invalid(field("outputPath"), "outputPath is required: the folder for the predictions."));
     }
-    let output = storage.resolve_output_uri(project, &field("outputPath"), &input.output_path)?;
-    if isolated {
+    let output = storage.locate_output(project, &field("outputPath"), &input.output_path)?;
+    if isolated && output.as_local().is_some() {
         // Root writes the predictions: the folder, as the user named it, must be one no replica
         // can change (not inside a job dir), or a planted symlink would redirect root's writes.
         let given = crate::storage::local_path(&field("outputPath"), &input.output_path)?;
@@ -204,7 +207,7 @@ fn version_name(field: &str, project: &ProjectId, text: &str) -> Result<VersionN
 
 /// An input path: its folder must exist inside the storage roots; `*` wildcards are allowed in
 /// the file name only.
-fn input_pattern(storage: &LocalStorage, project: &ProjectId, field: &str, uri: &str) -> Result<InputPattern> {
+fn input_pattern(storage: &Storage, project: &ProjectId, field: &str, uri: &str) -> Result<InputPattern> {
     let (parent, file) = match uri.rsplit_once('/') {
         Some((parent, file)) if !file.is_empty() => (parent, file),
         _ => {
@@ -214,13 +217,18 @@ fn input_pattern(storage: &LocalStorage, project: &ProjectId, field: &str, uri: 
     if parent.contains('*') {
         return Err(Error::invalid(field, "Wildcards are allowed in the file name only."));
     }
+    if crate::storage::ObjectUri::is_object(uri) {
+        // Whether objects match is seen when the job runs, as for local files.
+        let dir = storage.locate(project, field, parent)?;
+        return Ok(InputPattern { dir, file: file.to_owned() });
+    }
     let parent = if parent == "file://" || parent.is_empty() { "/" } else { parent };
     if !file.contains('*') {
         // A file the project may not name is refused now; whether it exists is seen when the job runs.
         storage.resolve_if_exists(project, field, uri)?;
     }
     let dir = storage.resolve_uri(project, field, parent)?;
-    Ok(InputPattern { dir, file: file.to_owned() })
+    Ok(InputPattern { dir: Location::Local(dir), file: file.to_owned() })
 }
 
 /// The model directory a job's model source names right now: a READY version's files, or the
@@ -248,7 +256,7 @@ pub async fn resolve_model_dir(
     store: &Store,
     project: &ProjectId,
     source: &ModelSource,
-) -> std::result::Result<PathBuf, ModelUnavailable> {
+) -> std::result::Result<Location, ModelUnavailable> {
     let field = "job.predictionInput.modelName";
     let version = match source {
         ModelSource::Dir { dir } => return Ok(dir.clone()),
@@ -264,5 +272,5 @@ pub async fn resolve_model_dir(
     if record.state != VersionState::Ready {
         return Err(ModelUnavailable::NotReady(version, record.state.as_str()));
     }
-    record.artifact_dir.map(PathBuf::from).ok_or(ModelUnavailable::NoFiles(version))
+    record.artifact_dir.map(|dir| Location::Local(PathBuf::from(dir))).ok_or(ModelUnavailable::NoFiles(version))
 }

@@ -15,7 +15,7 @@ use crate::jobs::study::{Study, DEFAULT_METRIC_TAG};
 use crate::jobs::wire::{HyperparameterSpec, ReplicaConfig, TrainingInput};
 use crate::jobs::{JobOutput, JobPlan, Needs, TrainingPlan, Work};
 use crate::names::{JobName, ProjectId};
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use crate::store::{JobInput, JobRecord, JobState, NewJob};
 
 /// Lines of a job's log, where to read next, and whether the job had ended before they were read.
@@ -51,6 +51,9 @@ impl Control {
     /// The plan of a training job of `name`'s project, with the room it holds on this executor.
     pub(super) async fn plan_training(&self, name: &JobName, input: &TrainingInput) -> Result<JobPlan> {
         let mut training = training_plan(&self.storage, &name.project, input)?;
+        for (i, package) in training.packages.iter().enumerate() {
+            self.storage.check_readable(&format!("{}[{i}]", field("packageUris")), package).await?;
+        }
         let capacity = self.executor.capacity();
         let per_run = training.replicas.count();
         if per_run as usize > capacity.slots {
@@ -221,7 +224,7 @@ fn scheduling_duration(
 /// (URIs confined to what the project may name in the storage roots). A study's parallel trials
 /// and resumed trials are filled in by [`Control::plan_training`], which knows the executor and
 /// the store.
-pub fn training_plan(storage: &LocalStorage, project: &ProjectId, input: &TrainingInput) -> Result<TrainingPlan> {
+pub fn training_plan(storage: &Storage, project: &ProjectId, input: &TrainingInput) -> Result<TrainingPlan> {
     let replicas = replicas(input)?;
     at_most(&field("packageUris"), &input.package_uris, limits::MAX_URIS)?;
     at_most(&field("args"), &input.args, limits::MAX_ARGS)?;
@@ -241,10 +244,9 @@ pub fn training_plan(storage: &LocalStorage, project: &ProjectId, input: &Traini
         .package_uris
         .iter()
         .enumerate()
-        .map(|(i, uri)| storage.resolve_uri(project, &format!("{}[{i}]", field("packageUris")), uri))
+        .map(|(i, uri)| storage.locate(project, &format!("{}[{i}]", field("packageUris")), uri))
         .collect::<Result<Vec<_>>>()?;
-    let job_dir =
-        input.job_dir.as_deref().map(|d| storage.resolve_output_uri(project, &field("jobDir"), d)).transpose()?;
+    let job_dir = input.job_dir.as_deref().map(|d| storage.locate_output(project, &field("jobDir"), d)).transpose()?;
     if let Some(priority) = input.scheduling.as_ref().and_then(|s| s.priority) {
         if !(0..=1000).contains(&priority) {
             return Err(Error::invalid(field("scheduling.priority"), "priority must be between 0 and 1000."));

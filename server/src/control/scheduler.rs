@@ -32,8 +32,15 @@ impl Control {
         // sweep's: `control::nodes`).
         let names = self.store.unfinished_jobs_of(self.node.id.as_str()).await?;
         for (name, recovered) in self.executor.recover(&names).await {
-            let Recovered::Lost = recovered;
-            self.end_lost(&name).await?;
+            match recovered {
+                Recovered::Lost => self.end_lost(&name).await?,
+                // A cancel that was under way goes on.
+                Recovered::Resumed => {
+                    if self.store.get_job(&name).await?.is_some_and(|j| j.state == JobState::Cancelling) {
+                        self.executor.cancel(&name);
+                    }
+                }
+            }
         }
         let control = self.clone();
         // Not cancelled with the server: it records the last events of stopping jobs, and ends
@@ -159,8 +166,12 @@ impl Control {
             JobEvent::Running => {
                 if !self.store.transition_job(name, &[JobState::Preparing], JobState::Running, None).await? {
                     // Cancelled while it prepared (the cancel may have reached the executor
-                    // before the job did): stop it.
-                    self.executor.cancel(name);
+                    // before the job did): stop it. A job resumed after a restart may be RUNNING
+                    // already.
+                    let running = self.store.get_job(name).await?.is_some_and(|j| j.state == JobState::Running);
+                    if !running {
+                        self.executor.cancel(name);
+                    }
                 }
                 Ok(())
             }

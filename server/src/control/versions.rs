@@ -15,7 +15,8 @@ use super::paging::{filtered_page, PageRequest};
 use super::Control;
 use crate::error::{Error, Result};
 use crate::names::{ModelName, VersionName};
-use crate::serving::{VersionSettings, MODEL_FILE, SIGNATURE_FILE};
+use crate::serving::frameworks::{SCIKIT_LEARN, TENSORFLOW, XGBOOST};
+use crate::serving::{VersionSettings, MODEL_FILE};
 use crate::store::{
     version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, ServingSettings, VersionRecord,
     VersionState,
@@ -24,8 +25,11 @@ use crate::store::{
 /// The message of a version creation cancelled through its operation.
 const CANCELLED: &str = "Cancelled by request: operations.cancel was called before the version was ready.";
 
-/// The framework Anneal serves.
-pub const PYTORCH: &str = "PYTORCH";
+/// Anneal's own framework: a TorchScript `model.pt`, served in process.
+pub const PYTORCH: &str = crate::serving::frameworks::PYTORCH;
+
+/// The most `packageUris` a version may name.
+const MAX_PACKAGES: usize = 100;
 
 /// What a patch changes; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,11 +55,17 @@ impl Control {
         if new.deployment_uri.is_empty() {
             return Err(Error::invalid(
                 "version.deploymentUri",
-                "A deploymentUri is required: the directory holding model.pt.",
+                "A deploymentUri is required: the directory holding the model's files.",
             ));
         }
-        let source = self.storage.resolve_uri(&name.model.project, "version.deploymentUri", &new.deployment_uri)?;
-        new.framework = detect_framework(&source, &new.framework)?;
+        let (source, download) = self.model_source(&name.model.project, &new.deployment_uri).await?;
+        self.check_prediction_routine(&name.model.project, &mut new)?;
+        new.framework = if new.serving.prediction_class.is_some() {
+            routine_framework(&source, &new.framework)?
+        } else {
+            detect_framework(&source, &new.framework)?
+        };
+        new.serving.framework = new.framework.clone();
         new.serving.intra_op_threads = threads_for_machine_type(&new.machine_type)?;
         if let Some(workers) = new.serving.workers {
             if !(1..=MAX_WORKERS).contains(&workers) {
@@ -81,8 +91,44 @@ impl Control {
                 () = control.finish_create(&name, &source, &op) => {}
                 () = token.cancelled() => tracing::info!(version.name = %name, "server stopping; version creation resumes as FAILED on restart"),
             }
+            // The copy in storage is what the version serves; the download goes.
+            drop(download);
         });
         Ok(operation)
+    }
+
+    /// Checks a custom prediction routine's `predictionClass` and resolves its `packageUris`.
+    fn check_prediction_routine(&self, project: &crate::names::ProjectId, new: &mut NewVersion) -> Result<()> {
+        let serving = &mut new.serving;
+        super::limits::at_most("version.packageUris", &serving.package_uris, MAX_PACKAGES)?;
+        let Some(class) = &serving.prediction_class else {
+            if !serving.package_uris.is_empty() {
+                return Err(Error::invalid(
+                    "version.packageUris",
+                    "packageUris are the packages of a custom prediction routine; set predictionClass too.",
+                ));
+            }
+            return Ok(());
+        };
+        let valid = class.split('.').count() >= 2
+            && class.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            });
+        if !valid || class.len() > 256 {
+            return Err(Error::invalid(
+                "version.predictionClass",
+                format!("'{class}' is not of the form module.Class (a Python module path and a class name)."),
+            ));
+        }
+        let mut paths = Vec::with_capacity(serving.package_uris.len());
+        for (i, uri) in serving.package_uris.iter().enumerate() {
+            let field = format!("version.packageUris[{i}]");
+            let path = self.storage.resolve_uri(project, &field, uri)?;
+            paths.push(path.to_string_lossy().into_owned());
+        }
+        serving.package_paths = paths;
+        Ok(())
     }
 
     async fn finish_create(&self, name: &VersionName, source: &Path, op: &OperationRecord) {
@@ -141,7 +187,7 @@ impl Control {
         let dir = tokio::task::spawn_blocking(move || storage.copy_into(&project, &source, &relative))
             .await
             .map_err(|e| Error::internal(format!("copying stopped unexpectedly: {e}")))??;
-        if let Err(error) = self.host.load(&name.to_string(), &dir, settings).await {
+        if let Err(error) = self.host.load(&name.to_string(), &dir, settings).await.map(drop) {
             self.storage.remove_dir(&dir);
             return Err(error.into());
         }
@@ -291,6 +337,34 @@ impl Control {
         self.store.versions_in_state(VersionState::Ready).await
     }
 
+    /// Follows the models the host gave up serving (Python workers that kept crashing): each
+    /// one's version goes READY → FAILED with the last error. Runs until the server stops.
+    pub fn watch_serving_failures(&self) {
+        let Some(mut failures) = self.host.take_failures() else { return };
+        let control = self.clone();
+        self.tasks.spawn("serving-failures", move |token| async move {
+            loop {
+                let failure = tokio::select! {
+                    failure = failures.recv() => failure,
+                    () = token.cancelled() => None,
+                };
+                let Some(failure) = failure else { return };
+                let parts: Vec<&str> = failure.key.split('/').collect();
+                let ["projects", project, "models", model, "versions", version] = parts.as_slice() else { continue };
+                let Ok(name) = VersionName::new("name", project, model, version) else { continue };
+                tracing::warn!(version.name = %name, error = %failure.message, "version FAILED while serving");
+                let message = format!("Serving stopped: {}", failure.message);
+                if let Err(e) = control
+                    .store
+                    .transition_version(&name, VersionState::Ready, VersionState::Failed, Some(&message), None)
+                    .await
+                {
+                    tracing::warn!(version.name = %name, error = %e, "cannot mark a version FAILED");
+                }
+            }
+        });
+    }
+
     /// Loads `versions` (READY at start) again, in the background of a running server. A version
     /// that cannot be loaded any more ends FAILED; one deleted meanwhile is not kept loaded.
     pub async fn reload_versions(&self, versions: Vec<VersionRecord>) -> Result<()> {
@@ -301,6 +375,7 @@ impl Control {
                     .host
                     .load(&name.to_string(), Path::new(dir), settings(&version.serving))
                     .await
+                    .map(drop)
                     .map_err(Error::from),
                 None => Err(Error::FailedPrecondition("the version has no stored model files".to_owned())),
             };
@@ -336,6 +411,9 @@ pub(super) fn settings(serving: &ServingSettings) -> VersionSettings {
         workers: serving.workers.map(|w| w as usize),
         intra_op_threads: serving.intra_op_threads.map(|t| t as i32),
         use_cuda: serving.accelerator_count > 0,
+        framework: serving.framework.clone(),
+        prediction_class: serving.prediction_class.clone(),
+        packages: serving.package_paths.iter().map(PathBuf::from).collect(),
     }
 }
 
@@ -360,29 +438,95 @@ fn threads_for_machine_type(machine_type: &str) -> Result<Option<u32>> {
     }
 }
 
-/// Checks `framework` (or detects it from the files): Anneal serves TorchScript only.
+/// The model files that stand for each framework (ML Engine's, and Anneal's `model.pt`).
+const MODEL_FILES: [(&str, &str); 6] = [
+    ("saved_model.pb", TENSORFLOW),
+    ("saved_model.pbtxt", TENSORFLOW),
+    ("model.joblib", SCIKIT_LEARN),
+    ("model.pkl", SCIKIT_LEARN),
+    ("model.bst", XGBOOST),
+    (MODEL_FILE, PYTORCH),
+];
+
+/// Checks `framework`, or detects it from the files when it is not given (ML Engine's rules:
+/// `saved_model.pb(txt)` is TENSORFLOW, `model.joblib`/`model.pkl` SCIKIT_LEARN, or XGBOOST when
+/// the pickled object is an XGBoost model, `model.bst` XGBOOST; and Anneal's `model.pt`
+/// PYTORCH). More than one model file is refused as ML Engine refuses it.
 fn detect_framework(dir: &Path, framework: &str) -> Result<String> {
-    let requested = framework.trim().to_ascii_uppercase();
+    let requested = framework.trim().to_ascii_uppercase().replace('-', "_");
+    let found: Vec<(&str, &str)> = MODEL_FILES.iter().copied().filter(|(file, _)| dir.join(file).is_file()).collect();
+    let names = |files: &[(&str, &str)]| files.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ");
     match requested.as_str() {
-        "" | "FRAMEWORK_UNSPECIFIED" | PYTORCH => {}
+        "" | "FRAMEWORK_UNSPECIFIED" => {}
+        PYTORCH | TENSORFLOW | SCIKIT_LEARN | XGBOOST => {
+            let wanted: Vec<&str> = MODEL_FILES
+                .iter()
+                .filter(|(file, kind)| *kind == requested || (requested == XGBOOST && file.starts_with("model.") && *kind == SCIKIT_LEARN))
+                .map(|(file, _)| *file)
+                .collect();
+            if found.iter().any(|(file, _)| wanted.contains(file)) {
+                return Ok(requested);
+            }
+            let holds = match found.as_slice() {
+                [] => String::new(),
+                [(file, kind)] => format!("; it holds {file} (a {kind} model)"),
+                files => format!("; it holds {}", names(files)),
+            };
+            return Err(Error::invalid(
+                "version.framework",
+                format!("Framework {requested} needs {} in the deployment directory{holds}.", wanted.join(" or ")),
+            ));
+        }
         other => {
             return Err(Error::invalid(
                 "version.framework",
-                format!("Framework {other} is not supported; Anneal serves PYTORCH (a TorchScript {MODEL_FILE}, optionally with {SIGNATURE_FILE})."),
+                format!("Framework {other} is not supported; Anneal serves TENSORFLOW, SCIKIT_LEARN, XGBOOST and PYTORCH."),
             ))
         }
     }
-    if dir.join(MODEL_FILE).is_file() {
-        return Ok(PYTORCH.to_owned());
-    }
-    let found = if dir.join("saved_model.pb").exists() || dir.join("saved_model.pbtxt").exists() {
-        " (it holds a TensorFlow SavedModel, which Anneal does not serve)"
-    } else if dir.join("model.joblib").exists() || dir.join("model.pkl").exists() || dir.join("model.bst").exists() {
-        " (it holds a scikit-learn or XGBoost model, which Anneal does not serve)"
-    } else {
-        ""
+    // A SavedModel directory may hold both saved_model.pb and .pbtxt only as one model.
+    let kinds: Vec<(&str, &str)> = {
+        let mut kinds = found.clone();
+        kinds.dedup_by(|a, b| a.1 == TENSORFLOW && b.1 == TENSORFLOW);
+        kinds
     };
-    Err(Error::invalid("version.deploymentUri", format!("The deployment directory has no {MODEL_FILE}{found}.")))
+    match kinds.as_slice() {
+        [] => Err(Error::invalid(
+            "version.deploymentUri",
+            format!(
+                "The deployment directory holds no model file; looked for {} (or set predictionClass for a custom prediction routine).",
+                MODEL_FILES.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        [(file, SCIKIT_LEARN)] if pickles_xgboost(&dir.join(file)) => Ok(XGBOOST.to_owned()),
+        [(_, kind)] => Ok((*kind).to_owned()),
+        files => Err(Error::invalid(
+            "version.deploymentUri",
+            format!("Multiple model files are found in the model_path: {}; keep one.", names(files)),
+        )),
+    }
+}
+
+/// The framework recorded for a custom prediction routine: the one the client names (checked
+/// by name only: the routine loads its own files), else the one its model files stand for, if
+/// exactly one does.
+fn routine_framework(dir: &Path, framework: &str) -> Result<String> {
+    let requested = framework.trim().to_ascii_uppercase().replace('-', "_");
+    match requested.as_str() {
+        "" | "FRAMEWORK_UNSPECIFIED" => Ok(detect_framework(dir, "").unwrap_or_default()),
+        PYTORCH | TENSORFLOW | SCIKIT_LEARN | XGBOOST => Ok(requested),
+        _ => detect_framework(dir, &requested),
+    }
+}
+
+/// Whether a pickle (or an uncompressed joblib file) names the `xgboost` module among its first
+/// bytes, where the pickled object's class is recorded. A compressed joblib file reads as not:
+/// it is served as SCIKIT_LEARN, whose worker serves an XGBoost object all the same.
+fn pickles_xgboost(file: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64 * 1024);
+    let read = std::fs::File::open(file).and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
+    read.is_ok() && head.windows(8).any(|w| w == b"xgboost.")
 }
 
 /// The fields a list filter can name on a version.
@@ -413,6 +557,51 @@ mod tests {
         for bad in ["big", "n1-standard-x", "mls1-4-m2", "n1-standard-0"] {
             let err = threads_for_machine_type(bad).expect_err(bad);
             assert!(matches!(&err, Error::InvalidArgument(v) if v.field == "version.machineType"), "{bad}: {err}");
+        }
+    }
+}
+
+/// A model folder downloaded from a bucket for a version being created, removed (on a blocking
+/// thread) when dropped: once the version's own copy is made, or when the request fails.
+struct Download(Option<PathBuf>);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let remove = move || {
+                let _ = std::fs::remove_dir_all(&dir);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => drop(handle.spawn_blocking(remove)),
+                Err(_) => remove(),
+            }
+        }
+    }
+}
+
+impl Control {
+    /// The local folder a version's `deploymentUri` names: a folder inside the storage roots as
+    /// it is, or the objects under an `s3://` URI downloaded into `storage/cache/<project>/` (ML
+    /// Engine's models are small: its own limit was 250 MB on its legacy machine types).
+    async fn model_source(&self, project: &crate::names::ProjectId, uri: &str) -> Result<(PathBuf, Download)> {
+        let field = "version.deploymentUri";
+        let object = match self.storage.locate(project, field, uri)? {
+            crate::storage::Location::Local(dir) => return Ok((dir, Download(None))),
+            crate::storage::Location::Object(object) => object,
+        };
+        let dest = self
+            .storage
+            .root()
+            .join("cache")
+            .join(project.as_str())
+            .join(format!("download-{}", chrono::Utc::now().timestamp_micros()));
+        let download = Download(Some(dest.clone()));
+        match self.storage.fetch(&object, &dest, true).await {
+            Ok(dir) => Ok((dir, download)),
+            Err(crate::storage::ObjectError::NotFound(_)) => {
+                Err(Error::invalid(field, format!("'{uri}' does not exist (no objects under it)")))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum RunError {
     /// A storage step (resolving or copying a file) refused or failed.
     #[error("{0}")]
     Storage(String),
+    /// A transfer from or to a bucket failed (after retries): which object, and the store's reason.
+    #[error(transparent)]
+    Object(#[from] crate::storage::ObjectError),
     /// A batch job's input files.
     #[error("{0}")]
     Inputs(String),

@@ -1,6 +1,9 @@
-//! Running one batch prediction job from its plan: list its input files, run `serving::batch` on
-//! a blocking thread, report `predictionOutput` while it runs.
+//! Running one batch prediction job from its plan: list its input files (local folders or
+//! objects in a bucket), run `serving::batch` on a blocking thread over [`JobFiles`] (local files
+//! read and written as files, objects streamed in ranged reads and multipart uploads), report
+//! `predictionOutput` while it runs.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,8 +14,8 @@ use crate::jobs::plan::InputPattern;
 use crate::jobs::wire::PredictionOutput;
 use crate::jobs::{Ending, JobEvent, JobOutput, PredictionPlan};
 use crate::names::ProjectId;
-use crate::serving::batch::{self, BatchProgress, BatchRun};
-use crate::storage::LocalStorage;
+use crate::serving::batch::{self, BatchError, BatchFiles, BatchProgress, BatchRun, LocalFiles, OutputFile, OUTPUT_PREFIX};
+use crate::storage::{Location, ObjectWriter, Storage};
 
 /// How often `predictionOutput` is reported while the job runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -21,18 +24,24 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub async fn run_prediction(
     context: &JobContext,
     plan: &PredictionPlan,
-    model_dir: PathBuf,
+    model_dir: Location,
 ) -> Result<Ending, RunError> {
-    let files = {
-        let (storage, project, patterns) = (context.storage.clone(), context.job.project.clone(), plan.inputs.clone());
-        tokio::task::spawn_blocking(move || expand_inputs(&storage, &project, &patterns)).await??
+    let inputs = expand_inputs(&context.storage, &context.job.project, &plan.inputs).await?;
+    let model_dir = match model_dir {
+        Location::Local(dir) => dir,
+        Location::Object(uri) => context.storage.fetch(&uri, &context.dir().join("model"), true).await?,
     };
     context.report(JobEvent::Running).await;
+    let files = JobFiles {
+        storage: context.storage.clone(),
+        handle: tokio::runtime::Handle::current(),
+        inputs,
+        output: plan.output.clone(),
+    };
     let run = BatchRun {
         model_dir,
-        files,
+        files: Arc::new(files),
         format: plan.format,
-        output_dir: plan.output.clone(),
         workers: plan.workers,
         batch_size: plan.batch_size,
         use_cuda: true,
@@ -73,27 +82,58 @@ pub async fn run_prediction(
     })
 }
 
-/// The input files of a job of `project`, in order: each pattern's matches sorted by name, each
-/// resolved (symlinks followed) to a file the project may name; a named file it may not name is
-/// refused as outside the roots, a match of a wildcard is skipped. Blocks.
-fn expand_inputs(
-    storage: &LocalStorage,
+/// The input files of a job of `project`, in order: each pattern's matches sorted by name; local
+/// ones as [`expand_local`] finds them, objects from the bucket's listing.
+async fn expand_inputs(
+    storage: &Storage,
     project: &ProjectId,
     patterns: &[InputPattern],
-) -> Result<Vec<PathBuf>, RunError> {
+) -> Result<Vec<Location>, RunError> {
     let mut files = Vec::new();
     for pattern in patterns {
+        match &pattern.dir {
+            Location::Local(dir) => {
+                let (storage, project, dir, file) = (storage.clone(), project.clone(), dir.clone(), pattern.file.clone());
+                let found = tokio::task::spawn_blocking(move || expand_local(&storage, &project, &dir, &file)).await??;
+                files.extend(found.into_iter().map(Location::Local));
+            }
+            Location::Object(dir) if !pattern.file.contains('*') => {
+                let uri = dir.join(&pattern.file);
+                if !storage.is_object(&uri).await? {
+                    return Err(RunError::Inputs(format!("The input file {uri} does not exist.")));
+                }
+                files.push(Location::Object(uri));
+            }
+            Location::Object(dir) => {
+                let matched = storage.buckets().matching(dir, |name| glob_match(&pattern.file, name)).await?;
+                files.extend(matched.into_iter().map(Location::Object));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(RunError::Inputs("No input files match inputPaths.".into()));
+    }
+    Ok(files)
+}
+
+/// The local files of one input pattern of `project`, sorted by name, each resolved (symlinks
+/// followed) to a file the project may name; a named file it may not name is refused as outside
+/// the roots, a match of a wildcard is skipped. Blocks.
+fn expand_local(storage: &Storage, project: &ProjectId, dir: &std::path::Path, file: &str) -> Result<Vec<PathBuf>, RunError> {
+    let mut files = Vec::new();
+    {
+        let pattern = InputPattern { dir: Location::Local(dir.to_path_buf()), file: file.to_owned() };
         if !pattern.file.contains('*') {
-            let path = pattern.dir.join(&pattern.file);
+            let path = dir.join(&pattern.file);
             let shown = path.display().to_string();
             match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
                 Ok(Some(file)) if file.is_file() => files.push(file),
                 Ok(_) => return Err(RunError::Inputs(format!("The input file {shown} does not exist."))),
                 Err(e) => return Err(RunError::Inputs(e.to_string())),
             }
-            continue;
+            return Ok(files);
         }
-        let entries = std::fs::read_dir(&pattern.dir).map_err(RunError::io("list", &pattern.dir))?;
+        let entries = std::fs::read_dir(dir).map_err(RunError::io("list", dir))?;
         let mut matched: Vec<(PathBuf, PathBuf)> = entries
             .flatten()
             .filter(|e| glob_match(&pattern.file, &e.file_name().to_string_lossy()))
@@ -103,10 +143,89 @@ fn expand_inputs(
         matched.sort();
         files.extend(matched.into_iter().map(|(_, file)| file));
     }
-    if files.is_empty() {
-        return Err(RunError::Inputs("No input files match inputPaths.".into()));
-    }
     Ok(files)
+}
+
+/// A job's input files and output folder, local or in a bucket, for the batch engine's blocking
+/// threads (objects go through `handle`'s runtime).
+struct JobFiles {
+    storage: Storage,
+    handle: tokio::runtime::Handle,
+    inputs: Vec<Location>,
+    output: Location,
+}
+
+impl BatchFiles for JobFiles {
+    fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn input_name(&self, index: usize) -> String {
+        self.inputs[index].to_string()
+    }
+
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send>> {
+        match &self.inputs[index] {
+            Location::Local(path) => Ok(Box::new(std::fs::File::open(path)?)),
+            Location::Object(uri) => Ok(Box::new(self.storage.buckets().reader(uri, &self.handle)?)),
+        }
+    }
+
+    fn create_folder(&self) -> Result<(), BatchError> {
+        match &self.output {
+            Location::Local(dir) => LocalFiles { inputs: Vec::new(), output_dir: dir.clone() }.create_folder(),
+            // A bucket has no folders; one whose prefix holds earlier predictions is refused.
+            Location::Object(folder) => {
+                let listed = self.handle.block_on(self.storage.buckets().matching(folder, |name| name.starts_with(OUTPUT_PREFIX)));
+                match listed {
+                    Ok(found) if found.is_empty() => Ok(()),
+                    Ok(found) => Err(BatchError::OutputExists(found[0].to_string())),
+                    Err(e) => Err(BatchError::CreateOutput { name: folder.to_string(), source: std::io::Error::other(e) }),
+                }
+            }
+        }
+    }
+
+    fn create(&self, name: &str) -> Result<Box<dyn OutputFile>, BatchError> {
+        match &self.output {
+            Location::Local(dir) => Ok(Box::new(batch::create_local(&dir.join(name))?)),
+            Location::Object(folder) => {
+                let uri = folder.join(name);
+                let exists = self.handle.block_on(self.storage.is_object(&uri)).map_err(|e| BatchError::Write {
+                    name: uri.to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+                if exists {
+                    return Err(BatchError::OutputExists(uri.to_string()));
+                }
+                let writer = self
+                    .storage
+                    .buckets()
+                    .writer(&uri, &self.handle)
+                    .map_err(|source| BatchError::Write { name: uri.to_string(), source })?;
+                Ok(Box::new(ObjectShard(writer)))
+            }
+        }
+    }
+}
+
+/// An output shard uploaded as it is written.
+struct ObjectShard(ObjectWriter);
+
+impl std::io::Write for ObjectShard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl OutputFile for ObjectShard {
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        self.0.finish()
+    }
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.

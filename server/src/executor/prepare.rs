@@ -18,11 +18,11 @@ use tokio::process::Command;
 use super::supervise::LogSender;
 use super::{isolation, Identity, RunError};
 use crate::names::ProjectId;
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 
 /// What the packages of one job are prepared with.
 pub struct Packages<'a> {
-    pub storage: &'a LocalStorage,
+    pub storage: &'a Storage,
     /// The runtime Python, which runs pip.
     pub python: &'a Path,
     pub project: &'a ProjectId,
@@ -166,7 +166,7 @@ struct Staged {
 
 /// Creates the staging folders and lists pip's targets. Blocks.
 fn stage(
-    storage: &LocalStorage,
+    storage: &Storage,
     project: &ProjectId,
     installable: &[PathBuf],
     envs: &Path,

@@ -2,7 +2,7 @@
 //! packages), launch (the replicas, or a study's trials), finish (`trainingOutput`). Each step
 //! reports what it did in the job's log; the job's end is reported by the caller.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
@@ -14,7 +14,7 @@ use super::{isolation, logs, metrics, Identity, JobContext, Launch, RunError};
 use crate::jobs::wire::{HyperparameterMetric, TrainingOutput};
 use crate::jobs::{Ending, JobEvent, JobOutput, TrainingPlan};
 use crate::names::JobName;
-use crate::storage::LocalStorage;
+use crate::storage::{Location, Storage};
 
 /// Runs a training job to its end; `Ok` says how it ended, `Err` why it could not run.
 pub async fn run_training(context: &JobContext, plan: &TrainingPlan) -> Result<Ending, RunError> {
@@ -60,11 +60,16 @@ async fn prepare_and_launch(
     dir: &Path,
     log: LogSender,
 ) -> Result<Ending, RunError> {
-    if let Some(job_dir) = &plan.job_dir {
-        if let Err(e) = make_job_dir(job_dir, context.storage.root(), identity.as_ref()).await {
-            let _ = log.send(("service".into(), e.to_string())).await;
-            return Err(e);
+    let mut env = Vec::new();
+    match &plan.job_dir {
+        Some(Location::Local(job_dir)) => {
+            if let Err(e) = make_job_dir(job_dir, context.storage.root(), identity.as_ref()).await {
+                let _ = log.send(("service".into(), e.to_string())).await;
+                return Err(e);
+            }
         }
+        Some(Location::Object(uri)) => env = context.storage.buckets().env_for(uri),
+        None => {}
     }
     let packages = Packages {
         storage: &context.storage,
@@ -73,7 +78,10 @@ async fn prepare_and_launch(
         identity: identity.as_ref(),
     };
     let python_path = tokio::select! {
-        prepared = packages.prepare(&plan.packages, &log) => prepared?,
+        prepared = async {
+            let local = fetch_packages(&context.storage, &plan.packages, dir, &log).await?;
+            packages.prepare(&local, &log).await
+        } => prepared?,
         () = context.token.cancelled() => return Ok(Ending::Stopped),
     };
     context.report(JobEvent::Running).await;
@@ -89,12 +97,42 @@ async fn prepare_and_launch(
             max_log_line: context.config.max_log_line,
             identity,
         },
-        run: Run { dir: dir.to_path_buf(), job_dir: plan.job_dir.clone(), gpus: context.gpus.clone(), ..Run::default() },
+        run: Run {
+            dir: dir.to_path_buf(),
+            job_dir: plan.job_dir.clone(),
+            gpus: context.gpus.clone(),
+            env,
+            ..Run::default()
+        },
     };
     match &plan.study {
         Some(study) => super::study::run_study(context, study, &launch, log).await,
         None => supervise::supervise(&launch, log, &context.token).await,
     }
+}
+
+/// The packages as local files: those in a bucket downloaded into the job's folder
+/// (`packages/<n>/`), a file as itself, a folder (a key with objects under it) whole.
+async fn fetch_packages(
+    storage: &Storage,
+    packages: &[Location],
+    dir: &Path,
+    log: &LogSender,
+) -> Result<Vec<PathBuf>, RunError> {
+    let mut local = Vec::with_capacity(packages.len());
+    for (index, package) in packages.iter().enumerate() {
+        match package {
+            Location::Local(path) => local.push(path.clone()),
+            Location::Object(uri) => {
+                let _ = log.send(("service".into(), format!("Downloading the package {uri}."))).await;
+                let dest = dir.join("packages").join(index.to_string());
+                let folder = !storage.is_object(uri).await?;
+                let dest = if folder { dest.join(uri.file_name()) } else { dest };
+                local.push(storage.fetch(uri, &dest, folder).await?);
+            }
+        }
+    }
+    Ok(local)
 }
 
 /// Creates the job dir (as the replica user when isolated, inside its own folders).
@@ -109,7 +147,7 @@ async fn make_job_dir(job_dir: &Path, root: &Path, identity: Option<&Identity>) 
 
 /// `trainingOutput` of a job that is not a study: replica hours used (`consumedMLUnits`) and the
 /// master's last report of the plan's metric tag as `finalMetric`, when it made one.
-async fn training_output(plan: &TrainingPlan, dir: &Path, started: Instant, replicas: usize) -> TrainingOutput {
+pub(super) async fn training_output(plan: &TrainingPlan, dir: &Path, started: Instant, replicas: usize) -> TrainingOutput {
     let series = dir.join("metrics.jsonl");
     let points = tokio::task::spawn_blocking(move || metrics::read_series(&series)).await;
     let points = match points {
@@ -135,7 +173,7 @@ async fn training_output(plan: &TrainingPlan, dir: &Path, started: Instant, repl
 
 /// The value of `ANNEAL_JOB` in a job's replicas: names the job and this server's storage, so
 /// leftover replicas can be found after a crash without touching another server's.
-pub fn replica_tag(storage: &LocalStorage, name: &JobName) -> String {
+pub fn replica_tag(storage: &Storage, name: &JobName) -> String {
     format!("{}|{name}", storage.root().display())
 }
 

@@ -168,6 +168,7 @@ impl<'a> Trials<'a> {
                 trial: Some(id.clone()),
                 series: Some(self.series.clone()),
                 extra_args: values.iter().map(|(k, v)| format!("--{k}={v}")).collect(),
+                env: base.run.env.clone(),
             };
             let launch = Launch { plan: base.plan, env: base.env.clone(), run };
             let (index, log, run_token) = (self.trials.len(), self.log.clone(), trial_token.clone());

@@ -66,8 +66,11 @@ pub struct Run {
     /// Holds `replicas/<task>/` (each replica's working directory and metrics file) and
     /// `metrics.jsonl`.
     pub dir: PathBuf,
-    /// `--job-dir` (a trial's own subfolder of the job's).
-    pub job_dir: Option<PathBuf>,
+    /// `--job-dir` (a trial's own subfolder of the job's): a local folder or an `s3://` URI.
+    pub job_dir: Option<crate::storage::Location>,
+    /// More environment variables of every replica: the `AWS_*` ones that reach an `s3://` job
+    /// dir's bucket.
+    pub env: Vec<(String, String)>,
     /// GPU device numbers the run holds, handed out to replicas in order.
     pub gpus: Vec<usize>,
     /// Prefixes replica names in logs and metrics (`trial-3/` for a tuning trial).
@@ -163,7 +166,7 @@ async fn start_replica(
     let mut command = Command::new(env.python);
     command.arg("-m").arg(&plan.module).args(&plan.args).args(&run.extra_args);
     if let Some(job_dir) = &run.job_dir {
-        command.arg(format!("--job-dir={}", job_dir.display()));
+        command.arg(format!("--job-dir={job_dir}"));
     }
     let python_path = std::env::join_paths(env.python_path.iter())
         .map_err(|e| RunError::Storage(format!("a package path cannot be on PYTHONPATH: {e}")))?;
@@ -180,6 +183,7 @@ async fn start_replica(
         .env("LOCAL_RANK", "0")
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONPATH", python_path)
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

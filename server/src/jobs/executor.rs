@@ -19,7 +19,7 @@ pub struct Submission {
     pub job: JobName,
     pub plan: JobPlan,
     /// A batch job's model files, resolved by control when the job starts.
-    pub model_dir: Option<PathBuf>,
+    pub model_dir: Option<crate::storage::Location>,
 }
 
 /// What an executor can run at most, used to refuse jobs that could never start.
@@ -83,6 +83,9 @@ pub struct JobFiles {
 pub enum Recovered {
     /// Its processes are gone (or were stopped): the job ends.
     Lost,
+    /// It still runs (or ended while the server was down) on a cluster that outlives the
+    /// server: the executor follows it again and reports its events as for a submitted job.
+    Resumed,
 }
 
 /// Why an executor did not take a job.

@@ -8,7 +8,7 @@
 //! message saying so (see `control::scheduler`), and a job stored before plans existed gets its
 //! plan made from its stored input when it is scheduled.
 
-use std::path::PathBuf;
+use crate::storage::Location;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -85,13 +85,13 @@ pub enum Work {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingPlan {
-    /// Package files or folders, resolved inside the project's storage roots.
-    pub packages: Vec<PathBuf>,
+    /// Package files or folders, resolved inside the project's storage roots or buckets.
+    pub packages: Vec<Location>,
     /// Run as `python -m <module>`.
     pub module: String,
     pub args: Vec<String>,
-    /// `--job-dir`, created before the replicas start.
-    pub job_dir: Option<PathBuf>,
+    /// `--job-dir`, created before the replicas start when local.
+    pub job_dir: Option<Location>,
     pub replicas: Replicas,
     /// `scheduling.maxRunningTime`.
     #[serde(default)]
@@ -186,7 +186,7 @@ pub struct PredictionPlan {
     pub format: InputFormat,
     pub inputs: Vec<InputPattern>,
     /// The folder the shards go to, resolved.
-    pub output: PathBuf,
+    pub output: Location,
     /// `outputPath` as the user gave it (reported in `predictionOutput`).
     pub output_path: String,
     /// Worker threads (slots held).
@@ -203,13 +203,13 @@ pub enum ModelSource {
     Model { model: String },
     Version { model: String, version: String },
     /// A model directory that is not deployed.
-    Dir { dir: PathBuf },
+    Dir { dir: Location },
 }
 
 /// One entry of `inputPaths`: a folder and a file name that may hold `*` wildcards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputPattern {
-    pub dir: PathBuf,
+    pub dir: Location,
     pub file: String,
 }
 
@@ -247,10 +247,10 @@ mod tests {
             Needs { slots: 4, gpus: 0 },
             Some(Duration::from_secs(60)),
             Work::Training(TrainingPlan {
-                packages: vec!["/data/storage/p/trainer".into()],
+                packages: vec![local("/data/storage/p/trainer"), object("s3://bucket/pkgs/trainer-0.1.tar.gz")],
                 module: "trainer.task".into(),
                 args: vec!["--epochs=2".into()],
-                job_dir: Some("/data/storage/p/out".into()),
+                job_dir: Some(object("s3://bucket/jobs/j1")),
                 replicas: Replicas { workers: 1, ..Replicas::default() },
                 max_running_time: Some(Duration::from_millis(1500)),
                 metric_tag: "loss".into(),
@@ -260,6 +260,14 @@ mod tests {
         )
     }
 
+    fn local(path: &str) -> Location {
+        Location::Local(path.into())
+    }
+
+    fn object(uri: &str) -> Location {
+        Location::Object(crate::storage::ObjectUri::parse("f", uri).expect("uri"))
+    }
+
     fn prediction() -> JobPlan {
         JobPlan::new(
             Needs { slots: 2, gpus: 0 },
@@ -267,8 +275,11 @@ mod tests {
             Work::Prediction(PredictionPlan {
                 model: ModelSource::Version { model: "m".into(), version: "v1".into() },
                 format: InputFormat::Csv,
-                inputs: vec![InputPattern { dir: "/data/in".into(), file: "part-*".into() }],
-                output: "/data/out".into(),
+                inputs: vec![
+                    InputPattern { dir: local("/data/in"), file: "part-*".into() },
+                    InputPattern { dir: object("s3://bucket/in"), file: "*.json".into() },
+                ],
+                output: local("/data/out"),
                 output_path: "file:///data/out".into(),
                 workers: 2,
                 batch_size: 64,

@@ -66,15 +66,83 @@ impl InputFormat {
     }
 }
 
-/// A batch prediction run.
+/// What every output file's name starts with (`prediction.results-…`, `prediction.errors_stats-…`).
+pub const OUTPUT_PREFIX: &str = "prediction.";
+
+/// Where a run reads its input files and writes its output files: local folders
+/// ([`LocalFiles`]), or what the executor provides (objects in a bucket).
+pub trait BatchFiles: Send + Sync {
+    /// How many input files there are; they are read in order.
+    fn inputs(&self) -> usize;
+    /// Input file `index` as errors name it.
+    fn input_name(&self, index: usize) -> String;
+    /// Opens input file `index` at its start.
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send>>;
+    /// Makes the output folder (if the place has folders).
+    fn create_folder(&self) -> Result<(), BatchError>;
+    /// Creates output file `name` in the output folder; one that exists is
+    /// [`BatchError::OutputExists`].
+    fn create(&self, name: &str) -> Result<Box<dyn OutputFile>, BatchError>;
+}
+
+/// An output file being written.
+pub trait OutputFile: Write + Send {
+    /// Completes the file (an object becomes visible only now).
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+/// Input files and an output folder on the local file system.
 #[derive(Clone, Debug)]
+pub struct LocalFiles {
+    pub inputs: Vec<PathBuf>,
+    pub output_dir: PathBuf,
+}
+
+impl BatchFiles for LocalFiles {
+    fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn input_name(&self, index: usize) -> String {
+        self.inputs[index].display().to_string()
+    }
+
+    fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(&self.inputs[index])?))
+    }
+
+    /// Creates the folder; one that holds earlier predictions (any `prediction.` file) is
+    /// refused, so two runs' shards never mix.
+    fn create_folder(&self) -> Result<(), BatchError> {
+        let failed = |source| BatchError::CreateOutput { name: self.output_dir.display().to_string(), source };
+        std::fs::create_dir_all(&self.output_dir).map_err(failed)?;
+        for entry in std::fs::read_dir(&self.output_dir).map_err(failed)? {
+            let entry = entry.map_err(failed)?;
+            if entry.file_name().to_string_lossy().starts_with(OUTPUT_PREFIX) {
+                return Err(BatchError::OutputExists(entry.path().display().to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, name: &str) -> Result<Box<dyn OutputFile>, BatchError> {
+        Ok(Box::new(create_local(&self.output_dir.join(name))?))
+    }
+}
+
+impl OutputFile for File {
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A batch prediction run.
+#[derive(Clone)]
 pub struct BatchRun {
     pub model_dir: PathBuf,
-    /// Input files, read in this order.
-    pub files: Vec<PathBuf>,
+    /// The input files and the output folder.
+    pub files: Arc<dyn BatchFiles>,
     pub format: InputFormat,
-    /// Where the shards go (created if missing).
-    pub output_dir: PathBuf,
     pub workers: usize,
     /// Lines per forward pass.
     pub batch_size: usize,
@@ -107,20 +175,20 @@ pub enum BatchError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// The output folder cannot be created.
-    #[error("cannot create the output path {}: {source}", .path.display())]
-    CreateOutput { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the output path {name}: {source}")]
+    CreateOutput { name: String, source: std::io::Error },
     /// An input file cannot be read.
-    #[error("cannot read {}: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {name}: {source}")]
+    Read { name: String, source: std::io::Error },
     /// An output file cannot be written.
-    #[error("cannot write {}: {source}", .path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {name}: {source}")]
+    Write { name: String, source: std::io::Error },
     /// A prediction cannot be written as JSON.
     #[error("cannot write predictions: {0}")]
     Encode(#[source] serde_json::Error),
     /// The output folder already holds an output file of this name.
-    #[error("{} already exists: name an output path without earlier predictions", .0.display())]
-    OutputExists(PathBuf),
+    #[error("{0} already exists: name an output path without earlier predictions")]
+    OutputExists(String),
     /// A worker thread panicked.
     #[error("a prediction worker panicked")]
     WorkerPanicked,
@@ -179,8 +247,7 @@ impl Chunk {
 /// blocking thread. Fails only when the model cannot be loaded or an output cannot be written.
 pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Result<BatchSummary, BatchError> {
     let model = Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?);
-    std::fs::create_dir_all(&job.output_dir)
-        .map_err(|source| BatchError::CreateOutput { path: job.output_dir.clone(), source })?;
+    job.files.create_folder()?;
     let workers = job.workers.max(1);
     let batch_size = job.batch_size.max(1);
     let (chunks, queue) = crossbeam_channel::bounded::<Chunk>(2 * workers);
@@ -190,17 +257,17 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
         for index in 0..workers {
             let queue = queue.clone();
             let model = model.clone();
-            let shard = job.output_dir.join(format!("prediction.results-{index:05}-of-{workers:05}"));
-            let format = job.format;
-            handles.push(scope.spawn(move || work(&model, format, &queue, &shard, progress, cancel)));
+            let shard = format!("prediction.results-{index:05}-of-{workers:05}");
+            let (format, files) = (job.format, &*job.files);
+            handles.push(scope.spawn(move || work(&model, format, &queue, files, &shard, progress, cancel)));
         }
         drop(queue);
-        let read = read_chunks(&job.files, job.format, batch_size, &chunks, cancel);
+        let read = read_chunks(&*job.files, job.format, batch_size, &chunks, cancel);
         drop(chunks);
         for (index, handle) in handles.into_iter().enumerate() {
             let stats = handle.join().map_err(|_| BatchError::WorkerPanicked)??;
-            let path = job.output_dir.join(format!("prediction.errors_stats-{index:05}-of-{workers:05}"));
-            write_error_stats(&path, &stats)?;
+            let name = format!("prediction.errors_stats-{index:05}-of-{workers:05}");
+            write_error_stats(&*job.files, &name, &stats)?;
             for (message, count) in stats {
                 *errors.entry(message).or_default() += count;
             }
@@ -220,15 +287,15 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
 /// Streams `files` into chunks of `batch_size` complete lines or records (a chunk never spans
 /// two files).
 fn read_chunks(
-    files: &[PathBuf],
+    files: &dyn BatchFiles,
     format: InputFormat,
     batch_size: usize,
     chunks: &crossbeam_channel::Sender<Chunk>,
     cancel: &AtomicBool,
 ) -> Result<(), BatchError> {
-    for file in files {
-        let unreadable = |source| BatchError::Read { path: file.clone(), source };
-        let opened = File::open(file).map_err(unreadable)?;
+    for index in 0..files.inputs() {
+        let unreadable = |source| BatchError::Read { name: files.input_name(index), source };
+        let opened = files.open(index).map_err(unreadable)?;
         let reader = BufReader::with_capacity(1 << 20, opened);
         let read = match format {
             InputFormat::Json | InputFormat::Csv => read_lines(reader, batch_size, chunks, cancel),
@@ -313,14 +380,15 @@ fn work(
     model: &LoadedModule,
     format: InputFormat,
     queue: &crossbeam_channel::Receiver<Chunk>,
-    shard: &Path,
+    files: &dyn BatchFiles,
+    shard: &str,
     progress: &BatchProgress,
     cancel: &AtomicBool,
 ) -> Result<HashMap<String, u64>, BatchError> {
     tch::set_num_threads(1);
     let _guard = tch::no_grad_guard();
-    let unwritable = |source| BatchError::Write { path: shard.to_path_buf(), source };
-    let file = create_output(shard)?;
+    let unwritable = |source| BatchError::Write { name: shard.to_owned(), source };
+    let file = files.create(shard)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut errors: HashMap<String, u64> = HashMap::new();
     let inputs = &model.signature.inputs;
@@ -360,7 +428,7 @@ fn work(
         progress.predictions.fetch_add(written, Ordering::Relaxed);
         progress.errors.fetch_add(failed, Ordering::Relaxed);
     }
-    out.flush().map_err(unwritable)?;
+    out.into_inner().map_err(|e| unwritable(e.into_error()))?.finish().map_err(unwritable)?;
     Ok(errors)
 }
 
@@ -573,7 +641,7 @@ fn trim(line: &[u8]) -> &[u8] {
 }
 
 /// `{"error": message, "count": n}` per line, most frequent first.
-fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), BatchError> {
+fn write_error_stats(files: &dyn BatchFiles, name: &str, stats: &HashMap<String, u64>) -> Result<(), BatchError> {
     let mut sorted: Vec<(&String, &u64)> = stats.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     let mut out = String::new();
@@ -581,20 +649,21 @@ fn write_error_stats(path: &Path, stats: &HashMap<String, u64>) -> Result<(), Ba
         out.push_str(&serde_json::json!({"error": message, "count": count}).to_string());
         out.push('\n');
     }
-    create_output(path)?
-        .write_all(out.as_bytes())
-        .map_err(|source| BatchError::Write { path: path.to_path_buf(), source })
+    let unwritable = |source| BatchError::Write { name: name.to_owned(), source };
+    let mut file = files.create(name)?;
+    file.write_all(out.as_bytes()).map_err(unwritable)?;
+    file.finish().map_err(unwritable)
 }
 
 /// Creates the output file `path`, which must not exist: never through a symlink (`O_NOFOLLOW`,
 /// and `create_new` refuses any existing entry), so a link planted in the output folder cannot
 /// make the server write another file. A folder that already holds these shards is refused.
-fn create_output(path: &Path) -> Result<File, BatchError> {
+pub fn create_local(path: &Path) -> Result<File, BatchError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(nix::libc::O_NOFOLLOW).open(path).map_err(
         |source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => BatchError::OutputExists(path.to_path_buf()),
-            _ => BatchError::Write { path: path.to_path_buf(), source },
+            std::io::ErrorKind::AlreadyExists => BatchError::OutputExists(path.display().to_string()),
+            _ => BatchError::Write { name: path.display().to_string(), source },
         },
     )
 }
@@ -661,7 +730,8 @@ mod tests {
         std::fs::write(&a, "1\n2\n3").expect("write");
         std::fs::write(&b, "4\n").expect("write");
         let (sender, receiver) = crossbeam_channel::unbounded();
-        read_chunks(&[a, b], InputFormat::Json, 2, &sender, &AtomicBool::new(false)).expect("read");
+        let files = LocalFiles { inputs: vec![a, b], output_dir: dir.path().join("out") };
+        read_chunks(&files, InputFormat::Json, 2, &sender, &AtomicBool::new(false)).expect("read");
         drop(sender);
         let chunks: Vec<String> = receiver.iter().map(|c| String::from_utf8(c.data).expect("utf8")).collect();
         assert_eq!(chunks, ["1\n2\n", "3\n", "4\n"]);

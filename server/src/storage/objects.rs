@@ -1,0 +1,632 @@
+//! Object storage: `s3://bucket/key` URIs on any S3-compatible store (AWS S3, MinIO, Ceph, R2,
+//! GCS's S3 interface, moto in the tests), through the `object_store` crate (request signing,
+//! retries with backoff, multipart uploads, ranged reads).
+//!
+//! Only the buckets in the configuration can be named, and in each only under its configured
+//! prefixes, as `storage_roots` confines local paths: anything else is INVALID_ARGUMENT naming
+//! the request's field, checked without a request to the store. Reads and writes happen in
+//! control (downloads of versions, existence checks) and in the executor (packages, batch
+//! inputs and shards); a sync [`ObjectReader`] / [`ObjectWriter`] pair bridges to the batch
+//! engine's blocking threads. A writer that is dropped before [`ObjectWriter::finish`] aborts
+//! its upload, so an interrupted upload never leaves a half-visible object.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::{BufReader, BufWriter};
+use object_store::path::Path as Key;
+use object_store::{BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::SyncIoBridge;
+
+/// Bytes fetched per ranged read of a streamed object (batch inputs).
+const READ_AHEAD: usize = 8 << 20;
+/// Bytes buffered before an upload turns multipart, and the size of each part.
+const WRITE_BUFFER: usize = 8 << 20;
+
+/// One configured bucket (`[[buckets]]` in the config file).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// The bucket's name, as `s3://<name>/…` URIs name it.
+    pub name: String,
+    /// The store's address, e.g. `http://127.0.0.1:9000` for a local store. Unset: the
+    /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` variable, else AWS S3 itself.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Unset: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Unset: `AWS_ACCESS_KEY_ID` (and the secret and session token beside it).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Allow `http://` endpoints (local stores); off, only `https://` is used.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Address the bucket as `https://<bucket>.<endpoint>` instead of `<endpoint>/<bucket>`.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// The key prefixes URIs may name (at folder boundaries); empty: the whole bucket.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+impl fmt::Debug for BucketConfig {
+    /// Without the secret and the session token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BucketConfig")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("prefixes", &self.prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The standard AWS variables, read by `config` (the only reader of the environment), used for
+/// whatever a bucket's own configuration leaves unset.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AwsEnvironment {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+impl fmt::Debug for AwsEnvironment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsEnvironment")
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `s3://bucket/key`: a bucket and a key without leading or trailing `/` (empty for the
+/// bucket's root). Naming a folder or a file is up to the use.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectUri {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl ObjectUri {
+    /// Whether `uri` is an `s3://` URI (checked or not).
+    pub fn is_object(uri: &str) -> bool {
+        uri.starts_with("s3://")
+    }
+
+    /// Parses `s3://bucket/key`: a bucket name of S3's characters, a key without empty, `.` or
+    /// `..` segments. INVALID_ARGUMENT naming `field` otherwise.
+    pub fn parse(field: &str, uri: &str) -> crate::Result<Self> {
+        let bad = |why: &str| crate::Error::invalid(field, format!("'{uri}' is not a usable s3:// URI: {why}"));
+        let rest = uri.strip_prefix("s3://").ok_or_else(|| bad("it must start with s3://"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(bad("the bucket name must be 3 to 63 lowercase letters, digits, '-' or '.'"));
+        }
+        let key = key.trim_end_matches('/');
+        if !key.is_empty() && key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(bad("the key must not hold empty, '.' or '..' segments"));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(bad("the key must not hold control characters"));
+        }
+        Ok(Self { bucket: bucket.to_owned(), key: key.to_owned() })
+    }
+
+    /// The URI of `name` inside this one taken as a folder.
+    pub fn join(&self, name: &str) -> Self {
+        let key = if self.key.is_empty() { name.to_owned() } else { format!("{}/{name}", self.key) };
+        Self { bucket: self.bucket.clone(), key }
+    }
+
+    /// The last segment of the key.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or_default()
+    }
+
+    fn path(&self) -> Key {
+        Key::from(self.key.as_str())
+    }
+}
+
+impl fmt::Display for ObjectUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Why a request to an object store failed; it names the URI and the action.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The bucket cannot be configured (a bad endpoint).
+    #[error("bucket {bucket}: {source}")]
+    Configure { bucket: String, source: object_store::Error },
+    /// No object at the URI (or, for a folder, none under it).
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The store answered with an error or could not be reached (after retries).
+    #[error("cannot {action} {uri}: {}", summary(.source))]
+    Store { action: &'static str, uri: String, source: object_store::Error },
+    /// A local file of a download or an upload.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Local { action: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+impl ObjectError {
+    /// Whether the store could not be reached at all (refused, reset, timed out): nothing it
+    /// answered, so worth trying again later.
+    pub fn is_unreachable(&self) -> bool {
+        let Self::Store { source, .. } = self else { return false };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, TimedOut};
+                if matches!(io.kind(), ConnectionRefused | ConnectionReset | TimedOut) {
+                    return true;
+                }
+            }
+            cause = error.source();
+        }
+        let text = source.to_string();
+        text.contains("error sending request") || text.contains("Connection refused") || text.contains("timed out")
+    }
+}
+
+/// The store's answer in one line: its status and S3 error code when there is one (the crate's
+/// full text carries the whole XML body).
+fn summary(error: &object_store::Error) -> String {
+    let text = error.to_string();
+    let code = text.split("<Code>").nth(1).and_then(|rest| rest.split("</Code>").next());
+    let message = text.split("<Message>").nth(1).and_then(|rest| rest.split("</Message>").next());
+    match (code, message) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => text.split(" <?xml").next().unwrap_or(&text).trim().to_owned(),
+    }
+}
+
+/// One configured bucket.
+struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefixes: Vec<String>,
+    /// What a trainer needs to reach the same bucket: `AWS_*` variables.
+    env: Vec<(String, String)>,
+}
+
+/// The configured buckets.
+#[derive(Clone, Default)]
+pub struct Buckets {
+    by_name: Arc<BTreeMap<String, Bucket>>,
+}
+
+impl fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Buckets {
+    /// Builds a client per configured bucket (no request is sent).
+    pub fn open(configs: &[BucketConfig], aws: &AwsEnvironment) -> Result<Self, ObjectError> {
+        let mut by_name = BTreeMap::new();
+        for config in configs {
+            by_name.insert(config.name.clone(), bucket(config, aws)?);
+        }
+        Ok(Self { by_name: Arc::new(by_name) })
+    }
+
+    /// Whether any bucket is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Parses `uri` and checks that it names a configured bucket under one of its prefixes.
+    pub fn confine(&self, field: &str, uri: &str) -> crate::Result<ObjectUri> {
+        let object = ObjectUri::parse(field, uri)?;
+        let Some(bucket) = self.by_name.get(&object.bucket) else {
+            let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+            let known = if known.is_empty() { "none is configured".to_owned() } else { known.join(", ") };
+            return Err(crate::Error::invalid(
+                field,
+                format!("'{uri}' names bucket {}, which this server is not configured for (buckets: {known})", object.bucket),
+            ));
+        };
+        let inside = bucket.prefixes.is_empty()
+            || bucket.prefixes.iter().any(|prefix| {
+                let prefix = prefix.trim_matches('/');
+                prefix.is_empty()
+                    || object.key == prefix
+                    || object.key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+            });
+        if !inside {
+            return Err(crate::Error::invalid(
+                field,
+                format!("'{uri}' is outside the prefixes of bucket {} this server may use", object.bucket),
+            ));
+        }
+        Ok(object)
+    }
+
+    fn bucket(&self, uri: &ObjectUri) -> Result<&Bucket, ObjectError> {
+        // A URI reaches here only through `confine`, or from a stored plan of this server.
+        self.by_name.get(&uri.bucket).ok_or_else(|| ObjectError::NotFound(format!("bucket {}", uri.bucket)))
+    }
+
+    /// The `AWS_*` variables a trainer needs to reach `uri`'s bucket (endpoint, region,
+    /// credentials), for its environment.
+    pub fn env_for(&self, uri: &ObjectUri) -> Vec<(String, String)> {
+        self.by_name.get(&uri.bucket).map(|b| b.env.clone()).unwrap_or_default()
+    }
+
+    /// The object at `uri`, or `None`.
+    pub async fn head(&self, uri: &ObjectUri) -> Result<Option<ObjectMeta>, ObjectError> {
+        let bucket = self.bucket(uri)?;
+        match bucket.store.head(&uri.path()).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ObjectError::Store { action: "read", uri: uri.to_string(), source }),
+        }
+    }
+
+    /// The objects under `uri` taken as a folder (at any depth), in key order.
+    pub async fn list(&self, uri: &ObjectUri) -> Result<Vec<ObjectMeta>, ObjectError> {
+        let bucket = self.bucket(uri)?;
+        let prefix = (!uri.key.is_empty()).then(|| uri.path());
+        let mut listing = bucket.store.list(prefix.as_ref());
+        let mut objects = Vec::new();
+        while let Some(meta) = listing.next().await {
+            objects.push(meta.map_err(|source| ObjectError::Store { action: "list", uri: uri.to_string(), source })?);
+        }
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// The object URIs directly in folder `uri` whose file names `matches` accepts, in name order.
+    pub async fn matching(&self, uri: &ObjectUri, matches: impl Fn(&str) -> bool) -> Result<Vec<ObjectUri>, ObjectError> {
+        let bucket = self.bucket(uri)?;
+        let prefix = (!uri.key.is_empty()).then(|| uri.path());
+        let listing = bucket
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|source| ObjectError::Store { action: "list", uri: uri.to_string(), source })?;
+        let mut names: Vec<String> = listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_owned))
+            .filter(|name| matches(name))
+            .collect();
+        names.sort();
+        Ok(names.iter().map(|name| uri.join(name)).collect())
+    }
+
+    /// Downloads the object `uri` to the new file `dest` (written beside it, then renamed).
+    pub async fn download(&self, uri: &ObjectUri, dest: &Path) -> Result<(), ObjectError> {
+        let bucket = self.bucket(uri)?;
+        let local = |action, source| ObjectError::Local { action, path: dest.to_path_buf(), source };
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| local("create", e))?;
+        }
+        let partial = dest.with_extension("partial");
+        let result = async {
+            let got = bucket.store.get(&uri.path()).await.map_err(|source| match source {
+                object_store::Error::NotFound { .. } => ObjectError::NotFound(uri.to_string()),
+                source => ObjectError::Store { action: "read", uri: uri.to_string(), source },
+            })?;
+            let mut file = tokio::fs::File::create(&partial).await.map_err(|e| local("create", e))?;
+            let mut stream = got.into_stream();
+            while let Some(bytes) = stream.next().await {
+                let bytes = bytes.map_err(|source| ObjectError::Store { action: "read", uri: uri.to_string(), source })?;
+                file.write_all(&bytes).await.map_err(|e| local("write", e))?;
+            }
+            file.flush().await.map_err(|e| local("write", e))?;
+            tokio::fs::rename(&partial, dest).await.map_err(|e| local("write", e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&partial).await;
+        }
+        result
+    }
+
+    /// Downloads every object under folder `uri` into `dest`, keeping their relative keys.
+    /// Returns how many files were written; none is [`ObjectError::NotFound`].
+    pub async fn download_tree(&self, uri: &ObjectUri, dest: &Path) -> Result<usize, ObjectError> {
+        let objects = self.list(uri).await?;
+        let prefix = uri.path();
+        let mut count = 0;
+        for meta in &objects {
+            let Some(parts) = meta.location.prefix_match(&prefix) else { continue };
+            let relative: PathBuf = parts.map(|part| part.as_ref().to_owned()).collect();
+            if relative.as_os_str().is_empty() {
+                continue;
+            }
+            let key = ObjectUri { bucket: uri.bucket.clone(), key: meta.location.to_string() };
+            self.download(&key, &dest.join(relative)).await?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(ObjectError::NotFound(format!("{uri} (no objects under it)")));
+        }
+        Ok(count)
+    }
+
+    /// Uploads the local file `source` as the object `uri` (multipart when large; the object
+    /// appears only when complete).
+    pub async fn upload(&self, source: &Path, uri: &ObjectUri) -> Result<(), ObjectError> {
+        let bucket = self.bucket(uri)?;
+        let local = |action, e| ObjectError::Local { action, path: source.to_path_buf(), source: e };
+        let mut file = tokio::fs::File::open(source).await.map_err(|e| local("open", e))?;
+        let mut writer = BufWriter::with_capacity(bucket.store.clone(), uri.path(), WRITE_BUFFER);
+        let copied = tokio::io::copy(&mut file, &mut writer).await;
+        let result = match copied {
+            Ok(_) => writer.shutdown().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let _ = writer.abort().await;
+            return Err(ObjectError::Store { action: "write", uri: uri.to_string(), source: io_to_store(e) });
+        }
+        Ok(())
+    }
+
+    /// Uploads the files under `dir` into folder `uri`, keeping their relative paths.
+    pub async fn upload_tree(&self, dir: &Path, uri: &ObjectUri) -> Result<usize, ObjectError> {
+        let files = {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || files_under(&dir))
+                .await
+                .map_err(|e| ObjectError::Local { action: "list", path: PathBuf::new(), source: std::io::Error::other(e) })?
+                .map_err(|e| ObjectError::Local { action: "list", path: PathBuf::new(), source: e })?
+        };
+        for relative in &files {
+            let key = relative.iter().map(|part| part.to_string_lossy()).collect::<Vec<_>>().join("/");
+            self.upload(&dir.join(relative), &uri.join(&key)).await?;
+        }
+        Ok(files.len())
+    }
+
+    /// A blocking reader of the object `uri` (ranged reads of [`READ_AHEAD`] bytes, each
+    /// retried), for a thread outside the runtime that `handle` belongs to.
+    pub fn reader(&self, uri: &ObjectUri, handle: &tokio::runtime::Handle) -> std::io::Result<ObjectReader> {
+        let bucket = self.bucket(uri).map_err(std::io::Error::other)?;
+        let meta = handle
+            .block_on(self.head(uri))
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{uri} does not exist")))?;
+        let reader = BufReader::with_capacity(bucket.store.clone(), &meta, READ_AHEAD);
+        Ok(ObjectReader { inner: SyncIoBridge::new_with_handle(reader, handle.clone()) })
+    }
+
+    /// A blocking writer of the new object `uri`, visible only after [`ObjectWriter::finish`].
+    pub fn writer(&self, uri: &ObjectUri, handle: &tokio::runtime::Handle) -> std::io::Result<ObjectWriter> {
+        let bucket = self.bucket(uri).map_err(std::io::Error::other)?;
+        let writer = BufWriter::with_capacity(bucket.store.clone(), uri.path(), WRITE_BUFFER);
+        Ok(ObjectWriter { inner: Some(SyncIoBridge::new_with_handle(writer, handle.clone())), handle: handle.clone() })
+    }
+}
+
+fn io_to_store(error: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic { store: "S3", source: Box::new(error) }
+}
+
+/// The regular files under `dir`, relative to it, in name order. Blocks.
+fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in std::fs::read_dir(dir.join(&relative))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = relative.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The client of one bucket: its own settings first, then the AWS variables.
+fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectError> {
+    let pick = |own: &Option<String>, env: &Option<String>| own.clone().or_else(|| env.clone());
+    let region = pick(&config.region, &aws.region).unwrap_or_else(|| "us-east-1".to_owned());
+    let endpoint = pick(&config.endpoint, &aws.endpoint);
+    let key_id = pick(&config.access_key_id, &aws.access_key_id);
+    // A secret and a token go with the key id they came with.
+    let (secret, token) = if config.access_key_id.is_some() {
+        (config.secret_access_key.clone(), config.session_token.clone())
+    } else {
+        (pick(&config.secret_access_key, &aws.secret_access_key), pick(&config.session_token, &aws.session_token))
+    };
+    let retry = RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(15),
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&config.name)
+        .with_region(&region)
+        .with_allow_http(config.allow_http)
+        .with_virtual_hosted_style_request(config.virtual_hosted_style)
+        .with_retry(retry);
+    let mut env = vec![("AWS_REGION".to_owned(), region.clone()), ("AWS_DEFAULT_REGION".to_owned(), region)];
+    if let Some(endpoint) = &endpoint {
+        builder = builder.with_endpoint(endpoint);
+        env.push(("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()));
+        env.push(("AWS_ENDPOINT_URL_S3".to_owned(), endpoint.clone()));
+    }
+    if let Some(id) = &key_id {
+        builder = builder.with_access_key_id(id);
+        env.push(("AWS_ACCESS_KEY_ID".to_owned(), id.clone()));
+    }
+    if let Some(secret) = &secret {
+        builder = builder.with_secret_access_key(secret);
+        env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), secret.clone()));
+    }
+    if let Some(token) = &token {
+        builder = builder.with_token(token);
+        env.push(("AWS_SESSION_TOKEN".to_owned(), token.clone()));
+    }
+    if key_id.is_none() {
+        // No credentials anywhere: a public bucket, read unsigned.
+        builder = builder.with_skip_signature(true);
+    }
+    let store = builder.build().map_err(|source| ObjectError::Configure { bucket: config.name.clone(), source })?;
+    Ok(Bucket { store: Arc::new(store), prefixes: config.prefixes.clone(), env })
+}
+
+/// A blocking reader of one object.
+pub struct ObjectReader {
+    inner: SyncIoBridge<BufReader>,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// A blocking writer of one new object; dropped before [`ObjectWriter::finish`], it aborts the
+/// upload (nothing becomes visible).
+pub struct ObjectWriter {
+    inner: Option<SyncIoBridge<BufWriter>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ObjectWriter {
+    /// Completes the upload: the object becomes visible, whole.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        match self.inner.as_mut() {
+            Some(inner) => {
+                let done = inner.shutdown();
+                if done.is_ok() {
+                    self.inner = None;
+                }
+                done
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.as_mut().map_or(Ok(0), |inner| inner.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // Parts are sent as the buffer fills; a flush sends nothing early (S3's parts have a
+        // minimum size).
+        Ok(())
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let mut writer = inner.into_inner();
+            let _ = self.handle.block_on(writer.abort());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buckets(prefixes: &[&str]) -> Buckets {
+        let config = BucketConfig {
+            name: "data".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: None,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("secret".into()),
+            session_token: None,
+            allow_http: true,
+            virtual_hosted_style: false,
+            prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        Buckets::open(&[config], &AwsEnvironment::default()).expect("open")
+    }
+
+    #[test]
+    fn uris_parse_into_bucket_and_key() {
+        let uri = ObjectUri::parse("f", "s3://data/models/m1/").expect("parse");
+        assert_eq!((uri.bucket.as_str(), uri.key.as_str()), ("data", "models/m1"));
+        assert_eq!(uri.to_string(), "s3://data/models/m1");
+        assert_eq!(uri.join("model.pt").to_string(), "s3://data/models/m1/model.pt");
+        assert_eq!(ObjectUri::parse("f", "s3://data").expect("root").key, "");
+        for bad in ["s3://", "s3://UPPER/x", "s3://ab/x", "s3://data/a//b", "s3://data/a/../b", "gs://data/x", "s3://data/a\nb"] {
+            let err = ObjectUri::parse("version.deploymentUri", bad).expect_err(bad);
+            assert!(matches!(&err, crate::Error::InvalidArgument(v) if v.field == "version.deploymentUri"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_configured_buckets_and_prefixes_are_named() {
+        let open = buckets(&[]);
+        assert!(open.confine("f", "s3://data/anything/at/all").is_ok());
+        let confined = buckets(&["team-a/", "shared"]);
+        assert!(confined.confine("f", "s3://data/team-a/model").is_ok());
+        assert!(confined.confine("f", "s3://data/shared").is_ok());
+        for refused in ["s3://data/team-ab/model", "s3://data/team-b/x", "s3://data", "s3://other/team-a/x"] {
+            let err = confined.confine("job.trainingInput.jobDir", refused).expect_err(refused);
+            assert!(
+                matches!(&err, crate::Error::InvalidArgument(v) if v.field == "job.trainingInput.jobDir"),
+                "{refused}: {err}"
+            );
+        }
+        let other = confined.confine("f", "s3://other/x").expect_err("other bucket").to_string();
+        assert!(other.contains("not configured") && other.contains("data"), "{other}");
+    }
+
+    #[test]
+    fn trainers_get_the_buckets_endpoint_and_credentials() {
+        let env: BTreeMap<String, String> =
+            buckets(&[]).env_for(&ObjectUri::parse("f", "s3://data/x").expect("uri")).into_iter().collect();
+        assert_eq!(env.get("AWS_ENDPOINT_URL").map(String::as_str), Some("http://127.0.0.1:9"));
+        assert_eq!(env.get("AWS_ACCESS_KEY_ID").map(String::as_str), Some("id"));
+        assert_eq!(env.get("AWS_SECRET_ACCESS_KEY").map(String::as_str), Some("secret"));
+        assert_eq!(env.get("AWS_REGION").map(String::as_str), Some("us-east-1"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let shown = format!("{:?}", BucketConfig {
+            name: "data".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("very-secret".into()),
+            session_token: Some("token-secret".into()),
+            allow_http: false,
+            virtual_hosted_style: false,
+            prefixes: Vec::new(),
+        });
+        assert!(!shown.contains("very-secret") && !shown.contains("token-secret"), "{shown}");
+    }
+}

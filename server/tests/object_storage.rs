@@ -1,0 +1,227 @@
+//! `s3://` URIs end to end against a real S3-compatible server (moto, started per test on
+//! 127.0.0.1): versions deployed from a bucket, batch prediction over a wildcard in a bucket into
+//! a bucket, training from a package in a bucket with its job dir there, confinement of buckets
+//! and prefixes, and what a missing bucket, refused credentials and a store that is down answer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::s3::S3Server;
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// A server whose configured buckets are `configs`.
+async fn server_with(configs: &[anneal::storage::BucketConfig]) -> TestServer {
+    let buckets = S3Server::buckets_env(configs);
+    TestServer::start_with(&[], &[("ANNEAL_BUCKETS", buckets.as_str())]).await
+}
+
+fn field_of(body: &Value) -> &Value {
+    &body["error"]["details"][0]["fieldViolations"][0]["field"]
+}
+
+#[tokio::test]
+async fn a_version_deploys_from_a_bucket_and_predicts() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("models").await;
+    s3.upload_tree("models", &common::fixture_models().join("mlp"), "team/mlp/1").await;
+    let server = server_with(&[s3.bucket("models", &["team"])]).await;
+    server.create_model("m").await;
+    let (status, op) = server
+        .post_json("/v1/projects/p/models/m/versions", &json!({"name": "v1", "deploymentUri": "s3://models/team/mlp/1/"}))
+        .await;
+    assert_eq!(status, 200, "{op}");
+    let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+    assert!(done.get("error").is_none(), "{done}");
+    let (status, version) = server.get_json("/v1/projects/p/models/m/versions/v1").await;
+    assert_eq!((status, version["state"].as_str()), (200, Some("READY")), "{version}");
+    assert_eq!(version["deploymentUri"], "s3://models/team/mlp/1/", "the URI as given");
+    assert_eq!(version["framework"], "PYTORCH", "detected from the downloaded files: {version}");
+    let (status, answer) =
+        server.post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.5, 0.25, 1.0, 2.0]]})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(1), "{answer}");
+    // The download went once the version had its own copy.
+    let cache = server.data.path().join("storage/cache/p");
+    let left = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "downloads are removed");
+
+    let (status, body) = server
+        .post_json("/v1/projects/p/models/m/versions", &json!({"name": "v2", "deploymentUri": "s3://models/team/missing"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(field_of(&body), "version.deploymentUri", "{body}");
+    assert!(body.to_string().contains("does not exist"), "{body}");
+}
+
+#[tokio::test]
+async fn batch_prediction_reads_a_wildcard_in_a_bucket_and_writes_its_shards_there() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("data").await;
+    let first: String = (0..300).map(|i| format!("[{i}, 0, 0]\n")).collect();
+    let second: String = (300..500).map(|i| format!("{{\"x\": [{i}, 0.0, 0.0]}}\n")).collect::<String>() + "not json\n";
+    s3.put("data", "in/part-0.json", first.as_bytes()).await;
+    s3.put("data", "in/part-1.json", second.as_bytes()).await;
+    s3.put("data", "in/ignored.txt", b"[1000, 0, 0]\n").await;
+    s3.put("data", "in/deeper/part-9.json", b"[2000, 0, 0]\n").await;
+    let server = server_with(&[s3.bucket("data", &[])]).await;
+    server.create_model("sums").await;
+    server.deploy("sums", "v1", "tuple_out").await;
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "batch_s3", "predictionInput": {
+                "modelName": "projects/p/models/sums", "dataFormat": "JSON", "region": "us-central1",
+                "inputPaths": ["s3://data/in/part-*.json"], "outputPath": "s3://data/out/run1",
+                "maxWorkerCount": 2}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("batch_s3", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let out = &done["predictionOutput"];
+    assert_eq!((out["predictionCount"].as_str(), out["errorCount"].as_str()), (Some("500"), Some("1")), "{done}");
+    assert_eq!(out["outputPath"], "s3://data/out/run1");
+
+    let keys = s3.keys("data", "out/run1").await;
+    assert_eq!(
+        keys,
+        [
+            "out/run1/prediction.errors_stats-00000-of-00002",
+            "out/run1/prediction.errors_stats-00001-of-00002",
+            "out/run1/prediction.results-00000-of-00002",
+            "out/run1/prediction.results-00001-of-00002",
+        ],
+        "only complete shards are visible"
+    );
+    let mut totals = Vec::new();
+    for key in &keys[2..] {
+        for line in s3.text("data", key).await.lines() {
+            let prediction: Value = serde_json::from_str(line).expect("JSON line");
+            totals.push(prediction["total"].as_f64().expect("total") as i64);
+        }
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, (0..500).collect::<Vec<i64>>(), "every instance of the matched files once, nothing else");
+    let stats = s3.text("data", &keys[0]).await + &s3.text("data", &keys[1]).await;
+    assert!(stats.contains("Invalid JSON instance"), "{stats}");
+
+    // The same output again is refused when the job runs: earlier predictions are never replaced.
+    let (status, _) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "batch_again", "predictionInput": {
+                "modelName": "projects/p/models/sums", "dataFormat": "JSON", "region": "us-central1",
+                "inputPaths": ["s3://data/in/part-0.json"], "outputPath": "s3://data/out/run1"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let again = server.wait_job("batch_again", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(again["state"], "FAILED", "{again}");
+    assert!(again["errorMessage"].as_str().unwrap_or_default().contains("already exists"), "{again}");
+}
+
+/// A trainer that writes its "export" into its job dir in the bucket with boto3, reaching the
+/// store through the `AWS_*` variables Anneal gives it.
+const S3_TRAINER: &str = r#"
+import argparse, os, boto3
+parser = argparse.ArgumentParser()
+parser.add_argument("--job-dir")
+parser.add_argument("--greeting")
+args = parser.parse_args()
+print("job dir", args.job_dir, flush=True)
+assert args.job_dir.startswith("s3://"), args.job_dir
+bucket, _, prefix = args.job_dir[len("s3://"):].partition("/")
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+s3.put_object(Bucket=bucket, Key=prefix + "/export/model.txt", Body=args.greeting.encode())
+print("exported", flush=True)
+"#;
+
+#[tokio::test]
+async fn a_training_job_runs_a_package_from_a_bucket_and_writes_to_its_job_dir_there() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("work").await;
+    let server = server_with(&[s3.bucket("work", &["packages", "jobs"])]).await;
+    let package = server.trainer("s3trainer", S3_TRAINER);
+    s3.upload_tree("work", &package, "packages/s3trainer").await;
+    let (status, body) = server
+        .submit_training(
+            "train_s3",
+            json!({"scaleTier": "BASIC", "region": "us-central1", "pythonModule": "s3trainer.task",
+                   "packageUris": ["s3://work/packages/s3trainer"], "args": ["--greeting=hello-from-s3"],
+                   "jobDir": "s3://work/jobs/train_s3"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("train_s3", &["SUCCEEDED", "FAILED"]).await;
+    let (_, logs) = server.get_json("/v1/projects/p/jobs/train_s3/logs").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert!(logs.to_string().contains("job dir s3://work/jobs/train_s3"), "{logs}");
+    assert_eq!(s3.text("work", "jobs/train_s3/export/model.txt").await, "hello-from-s3");
+
+    let (status, body) = server
+        .submit_training(
+            "train_missing",
+            json!({"scaleTier": "BASIC", "region": "us-central1", "pythonModule": "s3trainer.task",
+                   "packageUris": ["s3://work/packages/nothing-here.tar.gz"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(field_of(&body), "job.trainingInput.packageUris[0]", "{body}");
+}
+
+#[tokio::test]
+async fn uris_outside_the_configured_buckets_and_prefixes_are_refused_naming_the_field() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("data").await;
+    let server = server_with(&[s3.bucket("data", &["allowed"])]).await;
+    server.create_model("m").await;
+    let version = |uri: &str| json!({"name": "v", "deploymentUri": uri});
+    for uri in ["s3://other/allowed/m", "s3://data/allowed-not/m", "s3://data/m", "s3://data/allowed/../m", "s3://Data/x"] {
+        let (status, body) = server.post_json("/v1/projects/p/models/m/versions", &version(uri)).await;
+        assert_eq!((status, field_of(&body).as_str()), (400, Some("version.deploymentUri")), "{uri}: {body}");
+    }
+    let training = |package: &str, job_dir: &str| {
+        json!({"scaleTier": "BASIC", "region": "us-central1", "pythonModule": "t.task",
+               "packageUris": [package], "jobDir": job_dir})
+    };
+    let (status, body) = server.submit_training("t1", training("s3://data/elsewhere/p.tar.gz", "s3://data/allowed/j")).await;
+    assert_eq!((status, field_of(&body).as_str()), (400, Some("job.trainingInput.packageUris[0]")), "{body}");
+    let (status, body) = server.submit_training("t2", training("s3://data/allowed/p.tar.gz", "s3://elsewhere/j")).await;
+    assert_eq!((status, field_of(&body).as_str()), (400, Some("job.trainingInput.jobDir")), "{body}");
+    let batch = |input: &str, output: &str| {
+        json!({"jobId": "b", "predictionInput": {"uri": "s3://data/allowed/model", "dataFormat": "JSON",
+               "region": "us-central1", "inputPaths": [input], "outputPath": output}})
+    };
+    let (status, body) = server.post_json("/v1/projects/p/jobs", &batch("s3://data/in/*.json", "s3://data/allowed/out")).await;
+    assert_eq!((status, field_of(&body).as_str()), (400, Some("job.predictionInput.inputPaths[0]")), "{body}");
+    let (status, body) = server.post_json("/v1/projects/p/jobs", &batch("s3://data/allowed/*.json", "s3://data/out")).await;
+    assert_eq!((status, field_of(&body).as_str()), (400, Some("job.predictionInput.outputPath")), "{body}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_refused_credentials_and_a_store_that_is_down_say_what_failed() {
+    let s3 = S3Server::start().await;
+    let checked = S3Server::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).await;
+    let mut down = s3.bucket("down", &[]);
+    down.endpoint = Some("http://127.0.0.1:9".into());
+    let server = server_with(&[s3.bucket("absent", &[]), checked.bucket("locked", &[]), down]).await;
+    server.create_model("m").await;
+    let attempt = |uri: &str| json!({"name": "v", "deploymentUri": uri});
+
+    let (status, body) = server.post_json("/v1/projects/p/models/m/versions", &attempt("s3://absent/m")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("NoSuchBucket"), "names the store's reason: {body}");
+
+    let (status, body) = server.post_json("/v1/projects/p/models/m/versions", &attempt("s3://locked/m")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("InvalidAccessKeyId"), "names the store's reason: {body}");
+
+    let started = std::time::Instant::now();
+    let (status, body) = server.post_json("/v1/projects/p/models/m/versions", &attempt("s3://down/m")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
+    assert!(body.to_string().contains("s3://down/m"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(30), "retries are bounded: {:?}", started.elapsed());
+}
