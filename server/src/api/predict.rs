@@ -70,7 +70,10 @@ async fn predict(control: Control, target: PredictTarget, body: Result<Bytes, By
         Err(PredictFailure::Resource(e)) => e.into_response(),
         Err(PredictFailure::Prediction(e)) => {
             let status = match e {
-                PredictError::BadInstance(_) | PredictError::Model(_) => StatusCode::BAD_REQUEST,
+                PredictError::BadInstance(_) | PredictError::Model(_) | PredictError::Routine(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                PredictError::Crashed(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 PredictError::Overloaded => return crate::Error::ResourceExhausted(e.to_string()).into_response(),
                 PredictError::Unavailable => return crate::Error::Unavailable(e.to_string()).into_response(),
             };

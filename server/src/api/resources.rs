@@ -87,6 +87,10 @@ pub struct Version {
     pub manual_scaling: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accelerator_config: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub package_uris: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_class: Option<String>,
     pub etag: String,
 }
 
@@ -109,6 +113,8 @@ impl From<VersionRecord> for Version {
             accelerator_config: (v.serving.accelerator_count > 0).then(|| {
                 serde_json::json!({ "count": v.serving.accelerator_count.to_string(), "type": v.serving.accelerator_type })
             }),
+            package_uris: v.serving.package_uris,
+            prediction_class: v.serving.prediction_class,
             etag: etag(v.revision),
         }
     }

@@ -47,6 +47,12 @@ struct VersionBody {
     manual_scaling: Option<ManualScaling>,
     #[serde(default)]
     accelerator_config: Option<AcceleratorConfig>,
+    /// A custom prediction routine's packages (sdists or wheels).
+    #[serde(default)]
+    package_uris: Vec<String>,
+    /// A custom prediction routine: `module.Class` with `from_path` and `predict`.
+    #[serde(default)]
+    prediction_class: String,
     #[serde(flatten)]
     #[allow(dead_code)]
     recorded: Recorded,
@@ -65,8 +71,6 @@ struct Recorded {
     error_message: Option<serde_json::Value>,
     etag: Option<serde_json::Value>,
     auto_scaling: Option<serde_json::Value>,
-    package_uris: Option<serde_json::Value>,
-    prediction_class: Option<serde_json::Value>,
     service_account: Option<serde_json::Value>,
     request_logging_config: Option<serde_json::Value>,
     explanation_config: Option<serde_json::Value>,
@@ -113,6 +117,10 @@ async fn create(
             intra_op_threads: None,
             accelerator_count: body.accelerator_config.as_ref().and_then(|a| a.count).unwrap_or(0).clamp(0, 16) as u32,
             accelerator_type: body.accelerator_config.map(|a| a.kind).unwrap_or_default(),
+            framework: String::new(),
+            prediction_class: Some(body.prediction_class).filter(|c| !c.is_empty()),
+            package_uris: body.package_uris,
+            package_paths: Vec::new(),
         },
     };
     Ok(Json(control.create_version(&name, new).await?.into()))

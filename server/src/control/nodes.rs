@@ -253,7 +253,7 @@ impl Control {
             }
             let Some(dir) = &version.artifact_dir else { continue };
             match self.host.load(&key, Path::new(dir), super::versions::settings(&version.serving)).await {
-                Ok(()) => {
+                Ok(_) => {
                     super::lock(&self.node.failed_loads).remove(&key);
                     tracing::info!(version.name = %key, "serving a version another node deployed");
                 }

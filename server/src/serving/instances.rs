@@ -294,6 +294,15 @@ enum Read {
     Values(Vec<Value>),
 }
 
+/// The instances of a request as they were read ([`Instances::into_raw`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Raw {
+    /// Equally shaped nested lists of numbers: one instance's shape and the values, row-major.
+    Dense { rows: usize, row_shape: Vec<i64>, values: Vec<f64> },
+    /// Anything else.
+    Values(Vec<Value>),
+}
+
 /// Instances that are all nested lists of numbers of one shape, as f64 in row-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
@@ -336,6 +345,24 @@ impl Instances {
     /// Whether the body was read straight into numbers.
     pub fn is_dense(&self) -> bool {
         matches!(self.0, Read::Dense(_))
+    }
+
+    /// The instances as read: dense numbers (for a Python model, which takes them as one array)
+    /// or JSON values.
+    pub fn into_raw(self) -> Raw {
+        match self.0 {
+            Read::Dense(Dense { rows, row_shape, values, .. }) => Raw::Dense { rows, row_shape, values },
+            Read::Values(values) => Raw::Values(values),
+        }
+    }
+
+    /// The instances as JSON values, as the client sent them.
+    pub fn into_values(self) -> Vec<Value> {
+        match self.0 {
+            Read::Values(values) => values,
+            // The body was read once already, so it is valid and within the limit.
+            Read::Dense(dense) => values_of(&dense.body, usize::MAX).unwrap_or_default(),
+        }
     }
 
     /// The instances as a batch for a model with `inputs`: dense numbers become the column of a

@@ -49,6 +49,8 @@ pub struct ServingOptions {
     pub intra_op_threads: i32,
     /// Run on CUDA when the host has it.
     pub use_cuda: bool,
+    /// The runtime Python, which serves Python models.
+    pub python: std::path::PathBuf,
 }
 
 impl Default for ServingOptions {
@@ -60,6 +62,7 @@ impl Default for ServingOptions {
             workers: 1,
             intra_op_threads: 1,
             use_cuda: true,
+            python: std::path::PathBuf::from("python3"),
         }
     }
 }
@@ -79,6 +82,14 @@ pub enum PredictError {
     /// The model's workers are gone (HTTP 503).
     #[error("the model is not being served right now")]
     Unavailable,
+    /// A Python model or prediction routine refused the instances or failed (HTTP 400), with
+    /// ML Engine's error code.
+    #[error("Prediction failed: {0}")]
+    Routine(#[from] super::python::RoutineError),
+    /// The Python worker process running the pass exited or was stopped (HTTP 500); it is
+    /// started again.
+    #[error("Prediction failed: {0}; it is being started again")]
+    Crashed(String),
 }
 
 /// Why a model could not be loaded for serving.
@@ -106,6 +117,22 @@ pub enum LoadError {
     /// The thread loading the model ended without an answer.
     #[error("model loading stopped unexpectedly: {0}")]
     Stopped(#[source] tokio::task::JoinError),
+    /// A Python model or prediction routine could not be loaded: ML Engine's error text.
+    #[error("Create Version failed. Bad model detected with error: \"{0}\"")]
+    Routine(super::python::RoutineError),
+    /// The runtime Python could not be started.
+    #[error("cannot start the runtime Python {python}: {source}")]
+    PythonStart {
+        python: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A Python worker process ended before it had loaded the model.
+    #[error("Create Version failed. The prediction worker did not start: {0}")]
+    PythonExited(String),
+    /// The version's `packageUris` could not be installed.
+    #[error("Create Version failed. The packageUris could not be installed with pip: {0}")]
+    Packages(String),
 }
 
 /// Why one forward pass gave no predictions.
@@ -174,19 +201,19 @@ pub struct ServedModel {
 
 /// Per-version metrics, labelled by the version's name; handles are made once at load.
 #[derive(Clone)]
-struct ModelMetrics {
+pub(super) struct ModelMetrics {
     ok: metrics::Counter,
     bad_instance: metrics::Counter,
     model_error: metrics::Counter,
     overloaded: metrics::Counter,
     unavailable: metrics::Counter,
     latency: metrics::Histogram,
-    batch_rows: metrics::Histogram,
-    queue_depth: metrics::Gauge,
+    pub(super) batch_rows: metrics::Histogram,
+    pub(super) queue_depth: metrics::Gauge,
 }
 
 impl ModelMetrics {
-    fn new(version: &str) -> Self {
+    pub(super) fn new(version: &str) -> Self {
         let version = version.to_owned();
         let requests = |outcome: &'static str| metrics::counter!("anneal_predict_requests_total", "version" => version.clone(), "outcome" => outcome);
         Self {
@@ -201,12 +228,12 @@ impl ModelMetrics {
         }
     }
 
-    fn record(&self, result: &Result<Vec<Value>, PredictError>, started: Instant) {
+    pub(super) fn record(&self, result: &Result<Vec<Value>, PredictError>, started: Instant) {
         self.latency.record(started.elapsed().as_secs_f64());
         let counter = match result {
             Ok(_) => &self.ok,
             Err(PredictError::BadInstance(_)) => &self.bad_instance,
-            Err(PredictError::Model(_)) => &self.model_error,
+            Err(PredictError::Model(_) | PredictError::Routine(_) | PredictError::Crashed(_)) => &self.model_error,
             Err(PredictError::Overloaded) => &self.overloaded,
             Err(PredictError::Unavailable) => &self.unavailable,
         };

@@ -55,6 +55,16 @@ pub struct ServingSettings {
     pub accelerator_count: u32,
     /// `acceleratorConfig.type`, recorded.
     pub accelerator_type: String,
+    /// What serves the version: the framework as checked or detected at creation (`PYTORCH`,
+    /// `TENSORFLOW`, `SCIKIT_LEARN`, `XGBOOST`); empty in versions stored before it was kept
+    /// here, which are PYTORCH.
+    pub framework: String,
+    /// A custom prediction routine's `predictionClass`.
+    pub prediction_class: Option<String>,
+    /// Its `packageUris` as the client sent them.
+    pub package_uris: Vec<String>,
+    /// Those packages' files, resolved in storage at creation.
+    pub package_paths: Vec<String>,
 }
 
 /// A stored version.

@@ -1,0 +1,833 @@
+//! Models served by Python: scikit-learn, XGBoost, TensorFlow SavedModels and custom prediction
+//! routines. Each version is served by a pool of long-lived worker processes of the runtime
+//! Python running `server/python/anneal_predictor.py` (embedded in the binary, run with `-c`), one
+//! per `manualScaling.nodes`.
+//!
+//! Requests reach the pool through the same kind of bounded queue as TorchScript models (a full
+//! queue answers [`PredictError::Overloaded`] at once). Each worker thread owns one process: it
+//! takes a request, gathers more of the same layout up to `max_batch_size` rows, sends them over
+//! the process's stdin as one frame and reads one answer frame from its stdout (frames: a 4-byte
+//! little-endian length and the bytes; the file's docstring has the protocol). Equally shaped
+//! number lists travel as raw float64, anything else as JSON. A merged pass that the model
+//! refuses is retried per request, so one bad request cannot fail its neighbours; custom
+//! prediction routines get each request's instances alone, as on ML Engine.
+//!
+//! A process that exits (or outlives `predict_timeout` on one pass, and is killed) fails the
+//! requests it had with [`PredictError::Crashed`] and is started again; a pool whose processes
+//! crash [`MAX_CRASHES`] times within [`CRASH_WINDOW`] gives up: it answers every request with
+//! [`PredictError::Unavailable`] and reports the last error through its `on_failed` callback, so
+//! the version goes FAILED. All of this runs on the pool's own threads; async code only enqueues
+//! a request and awaits its reply.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::instances::{Instances, Raw};
+use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
+
+/// The worker's Python source, run with `python -c`.
+pub const PREDICTOR_SOURCE: &str = include_str!("../../python/anneal_predictor.py");
+
+/// Crashes within [`CRASH_WINDOW`] after which a pool stops restarting its processes.
+pub const MAX_CRASHES: usize = 3;
+/// See [`MAX_CRASHES`].
+pub const CRASH_WINDOW: Duration = Duration::from_secs(120);
+
+/// How many lines of a worker's stderr are kept to explain its exit.
+const STDERR_LINES: usize = 12;
+
+/// An error of the model or of user code, with ML Engine's prediction error codes
+/// (`FAILED_TO_LOAD_MODEL` 0, `INVALID_INPUTS` 1, `FAILED_TO_RUN_MODEL` 2, `INVALID_OUTPUTS` 3,
+/// `INVALID_USER_CODE` 4), shown as ML Engine shows them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, thiserror::Error)]
+#[error("{message}: {detail} (Error code: {code})")]
+pub struct RoutineError {
+    pub code: i64,
+    pub message: String,
+    pub detail: String,
+}
+
+impl RoutineError {
+    /// `FAILED_TO_LOAD_MODEL` with `detail`.
+    pub fn failed_to_load(detail: impl Into<String>) -> Self {
+        Self { code: 0, message: "Failed to load model".into(), detail: detail.into() }
+    }
+}
+
+/// What starts a worker process.
+#[derive(Clone, Debug)]
+pub struct PythonSpec {
+    /// The runtime Python.
+    pub python: PathBuf,
+    /// The version's stored model directory.
+    pub model_dir: PathBuf,
+    /// `SCIKIT_LEARN`, `XGBOOST` or `TENSORFLOW`; ignored with a prediction class.
+    pub framework: String,
+    /// `module.Class` of a custom prediction routine.
+    pub prediction_class: Option<String>,
+    /// Folders put on `PYTHONPATH` (the version's installed packages).
+    pub python_path: Vec<PathBuf>,
+    /// Threads of numerical libraries per process (OpenMP, BLAS, TensorFlow).
+    pub threads: i32,
+    /// How long a process may take to load the model.
+    pub load_timeout: Duration,
+    /// How long one pass may take before its process is killed.
+    pub predict_timeout: Duration,
+}
+
+/// What a worker said once its model was loaded.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Ready {
+    /// The framework it serves (an XGBoost object in a `model.joblib` says `XGBOOST`).
+    pub framework: String,
+    /// The Python's `major.minor`.
+    pub python: String,
+    /// The framework's package versions.
+    pub runtime: BTreeMap<String, String>,
+    /// A TensorFlow signature's inputs and outputs.
+    pub signature: Option<Value>,
+}
+
+/// Called once with the last error when a pool gives up.
+pub type OnFailed = Box<dyn Fn(String) + Send + Sync>;
+
+/// A version served by Python worker processes.
+pub struct PythonModel {
+    sender: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    ready: Ready,
+    metrics: ModelMetrics,
+    pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for PythonModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonModel").field("framework", &self.ready.framework).field("workers", &self.workers.len()).finish()
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<Value>, PredictError>>;
+
+/// The instances of one request, as they travel to Python.
+#[derive(Clone, Debug, PartialEq)]
+enum Input {
+    /// Equally shaped number lists: one instance's shape and every value, row-major.
+    Dense { rows: usize, shape: Vec<i64>, values: Vec<f64> },
+    /// Anything else, as JSON values.
+    Json(Vec<Value>),
+}
+
+impl Input {
+    fn rows(&self) -> usize {
+        match self {
+            Self::Dense { rows, .. } => *rows,
+            Self::Json(values) => values.len(),
+        }
+    }
+
+    /// Whether `other` can share one pass with this input.
+    fn joins(&self, other: &Input) -> bool {
+        match (self, other) {
+            (Self::Dense { shape: a, .. }, Self::Dense { shape: b, .. }) => a == b,
+            (Self::Json(_), Self::Json(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// The header and payload frames of a pass over `inputs` (all joining the first).
+    fn frames(inputs: &[&Input]) -> (Vec<u8>, Vec<u8>) {
+        let rows: usize = inputs.iter().map(|i| i.rows()).sum();
+        match inputs[0] {
+            Self::Dense { shape, .. } => {
+                let header = serde_json::json!({"rows": rows, "format": "dense", "shape": shape});
+                let count: usize = inputs.iter().map(|i| if let Self::Dense { values, .. } = i { values.len() } else { 0 }).sum();
+                let mut payload = Vec::with_capacity(count * 8);
+                for input in inputs {
+                    if let Self::Dense { values, .. } = input {
+                        for v in values {
+                            payload.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                }
+                (header.to_string().into_bytes(), payload)
+            }
+            Self::Json(_) => {
+                let header = serde_json::json!({"rows": rows, "format": "json"});
+                let mut payload = Vec::with_capacity(64 * rows);
+                payload.push(b'[');
+                let mut first = true;
+                for input in inputs {
+                    if let Self::Json(values) = input {
+                        for value in values {
+                            if !first {
+                                payload.push(b',');
+                            }
+                            first = false;
+                            // Writing a Value into a Vec cannot fail.
+                            let _ = serde_json::to_writer(&mut payload, value);
+                        }
+                    }
+                }
+                payload.push(b']');
+                (header.to_string().into_bytes(), payload)
+            }
+        }
+    }
+}
+
+struct Job {
+    input: Input,
+    reply: Reply,
+}
+
+impl PythonModel {
+    /// Starts `options.workers` processes serving `spec` and waits until each has loaded the
+    /// model (in parallel). Blocks: call it on a blocking thread.
+    pub fn load(name: &str, spec: PythonSpec, options: &ServingOptions, on_failed: OnFailed) -> Result<Self, LoadError> {
+        let spec = Arc::new(spec);
+        let count = options.workers.max(1);
+        let pool = Arc::new(Pool::new(name, on_failed, spec.prediction_class.is_none()));
+        let metrics = ModelMetrics::new(name);
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
+        let (started, starts) = std::sync::mpsc::channel::<Result<Ready, LoadError>>();
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            let worker = Worker {
+                name: name.to_owned(),
+                spec: spec.clone(),
+                receiver: receiver.clone(),
+                max_batch_size: options.max_batch_size.max(1),
+                max_queue_delay: options.max_queue_delay,
+                metrics: metrics.clone(),
+                pool: pool.clone(),
+            };
+            let started = started.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("py-worker-{index}"))
+                .spawn(move || worker.run(started))
+                .map_err(LoadError::Worker)?;
+            workers.push(handle);
+        }
+        drop(started);
+        let mut ready = None;
+        let mut failure = None;
+        for _ in 0..count {
+            match starts.recv() {
+                Ok(Ok(r)) => ready = ready.or(Some(r)),
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => {
+                    failure = failure.or(Some(LoadError::PythonExited("a worker thread ended while starting".into())))
+                }
+            }
+        }
+        let model = Self { sender: Some(sender), workers, ready: ready.unwrap_or_default(), metrics, pool };
+        if let Some(error) = failure {
+            model.shutdown();
+            return Err(error);
+        }
+        Ok(model)
+    }
+
+    /// What the workers said when they had loaded the model.
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    /// Predicts the instances of a request, one prediction per instance, in order.
+    pub async fn predict_instances(&self, instances: Instances) -> Result<Vec<Value>, PredictError> {
+        let started = Instant::now();
+        let input = if self.pool.merges {
+            match instances.into_raw() {
+                Raw::Dense { rows, row_shape, values } => Input::Dense { rows, shape: row_shape, values },
+                Raw::Values(values) => Input::Json(values),
+            }
+        } else {
+            // A custom predictor is handed the instances as JSON lists, as ML Engine does.
+            Input::Json(instances.into_values())
+        };
+        let result = self.enqueue_and_wait(input).await;
+        self.metrics.record(&result, started);
+        result
+    }
+
+    async fn enqueue_and_wait(&self, input: Input) -> Result<Vec<Value>, PredictError> {
+        if self.pool.failed().is_some() {
+            return Err(PredictError::Unavailable);
+        }
+        let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
+        let (reply, answer) = oneshot::channel();
+        match sender.try_send(Job { input, reply }) {
+            Ok(()) => self.metrics.queue_depth.set(sender.len() as f64),
+            Err(TrySendError::Full(_)) => return Err(PredictError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(PredictError::Unavailable),
+        }
+        answer.await.unwrap_or(Err(PredictError::Unavailable))
+    }
+
+    /// Stops taking requests, lets the workers finish what is queued, stops the processes and
+    /// joins the threads. Blocks.
+    pub fn shutdown(mut self) {
+        self.sender = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for PythonModel {
+    fn drop(&mut self) {
+        // Closing the queue ends the workers (and their processes) once it is drained; they are
+        // not joined here so a drop on the async runtime never blocks it.
+        self.sender = None;
+    }
+}
+
+/// What a pool's workers share: its crash history and whether it gave up.
+struct Pool {
+    name: String,
+    crashes: Mutex<VecDeque<Instant>>,
+    failed: Mutex<Option<String>>,
+    on_failed: OnFailed,
+    /// Whether requests may share a pass (not for custom prediction routines).
+    merges: bool,
+}
+
+impl Pool {
+    fn new(name: &str, on_failed: OnFailed, merges: bool) -> Self {
+        Self { name: name.to_owned(), crashes: Mutex::default(), failed: Mutex::default(), on_failed, merges }
+    }
+
+    fn failed(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
+    /// Records a crash; returns false when the pool gives up (and reports it, once).
+    fn crashed(&self, message: &str) -> bool {
+        let now = Instant::now();
+        let count = {
+            let mut crashes = lock(&self.crashes);
+            crashes.push_back(now);
+            while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+                crashes.pop_front();
+            }
+            crashes.len()
+        };
+        tracing::warn!(version.name = %self.name, crashes = count, error = message, "a Python prediction worker crashed");
+        if count < MAX_CRASHES {
+            return true;
+        }
+        let first = {
+            let mut failed = lock(&self.failed);
+            let first = failed.is_none();
+            if first {
+                *failed = Some(message.to_owned());
+            }
+            first
+        };
+        if first {
+            (self.on_failed)(format!(
+                "Its prediction workers crashed {count} times within {} s; the last: {message}",
+                CRASH_WINDOW.as_secs()
+            ));
+        }
+        false
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Worker {
+    name: String,
+    spec: Arc<PythonSpec>,
+    receiver: Receiver<Job>,
+    max_batch_size: usize,
+    max_queue_delay: Duration,
+    metrics: ModelMetrics,
+    pool: Arc<Pool>,
+}
+
+impl Worker {
+    fn run(self, started: std::sync::mpsc::Sender<Result<Ready, LoadError>>) {
+        let mut process = match Process::start(&self.spec, &self.name) {
+            Ok((process, ready)) => {
+                let _ = started.send(Ok(ready));
+                Some(process)
+            }
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        drop(started);
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match self.receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let (jobs, next) = self.gather(first);
+            held = next;
+            self.metrics.queue_depth.set(self.receiver.len() as f64);
+            if self.pool.failed().is_some() {
+                for job in jobs {
+                    let _ = job.reply.send(Err(PredictError::Unavailable));
+                }
+                continue;
+            }
+            if process.is_none() {
+                process = self.restart();
+            }
+            let Some(running) = process.as_mut() else {
+                for job in jobs {
+                    let _ = job.reply.send(Err(PredictError::Unavailable));
+                }
+                continue;
+            };
+            self.metrics.batch_rows.record(jobs.iter().map(|j| j.input.rows()).sum::<usize>() as f64);
+            if let Err(crash) = self.execute(running, jobs) {
+                process = None;
+                if self.pool.crashed(&crash) {
+                    process = self.restart();
+                }
+            }
+        }
+    }
+
+    /// Starts a new process after a crash; `None` (counted as another crash) when it fails.
+    fn restart(&self) -> Option<Process> {
+        if self.pool.failed().is_some() {
+            return None;
+        }
+        match Process::start(&self.spec, &self.name) {
+            Ok((process, _)) => {
+                tracing::info!(version.name = %self.name, "a Python prediction worker was started again");
+                Some(process)
+            }
+            Err(e) => {
+                self.pool.crashed(&format!("starting again failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Collects requests that can share a pass with `first` (none for custom routines).
+    fn gather(&self, first: Job) -> (Vec<Job>, Option<Job>) {
+        let mut rows = first.input.rows();
+        let mut jobs = vec![first];
+        if !self.pool.merges {
+            return (jobs, None);
+        }
+        let deadline = Instant::now() + self.max_queue_delay;
+        while rows < self.max_batch_size {
+            let next = if self.max_queue_delay.is_zero() {
+                self.receiver.try_recv().ok()
+            } else {
+                self.receiver.recv_deadline(deadline).ok()
+            };
+            let Some(job) = next else { break };
+            if !jobs[0].input.joins(&job.input) || rows + job.input.rows() > self.max_batch_size {
+                return (jobs, Some(job));
+            }
+            rows += job.input.rows();
+            jobs.push(job);
+        }
+        (jobs, None)
+    }
+
+    /// Runs `jobs` as one pass (each alone when the merged pass is refused) and answers them.
+    /// `Err` when the process crashed: every job still unanswered is answered with the crash.
+    fn execute(&self, process: &mut Process, jobs: Vec<Job>) -> Result<(), String> {
+        let inputs: Vec<&Input> = jobs.iter().map(|j| &j.input).collect();
+        let answer = match process.call(&inputs) {
+            Ok(answer) => answer,
+            Err(crash) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                }
+                return Err(crash);
+            }
+        };
+        match answer {
+            Ok(mut predictions) => {
+                for job in jobs {
+                    let rest = predictions.split_off(job.input.rows().min(predictions.len()));
+                    let mine = std::mem::replace(&mut predictions, rest);
+                    let _ = job.reply.send(Ok(mine));
+                }
+                Ok(())
+            }
+            Err(error) if jobs.len() == 1 => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(PredictError::Routine(error.clone())));
+                }
+                Ok(())
+            }
+            Err(_) => {
+                let mut jobs = jobs.into_iter();
+                while let Some(job) = jobs.next() {
+                    match process.call(&[&job.input]) {
+                        Ok(answer) => {
+                            let _ = job.reply.send(answer.map_err(PredictError::Routine));
+                        }
+                        Err(crash) => {
+                            let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                            for job in jobs {
+                                let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                            }
+                            return Err(crash);
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One answer frame.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    predictions: Option<Vec<Value>>,
+    #[serde(default)]
+    error: Option<RoutineError>,
+    #[serde(default)]
+    ready: Option<Ready>,
+}
+
+/// One running worker process: its pipes, its stderr's last lines, and a watchdog that kills it
+/// when a load or a pass takes too long.
+struct Process {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    watch: Arc<Watch>,
+    watcher: Option<JoinHandle<()>>,
+    predict_timeout: Duration,
+}
+
+impl Process {
+    /// Starts a process and waits for its first frame: the model loaded, or why not.
+    fn start(spec: &PythonSpec, name: &str) -> Result<(Self, Ready), LoadError> {
+        let threads = spec.threads.max(1).to_string();
+        let python_path = std::env::join_paths(&spec.python_path).unwrap_or_default();
+        let mut command = Command::new(&spec.python);
+        command
+            .arg("-u")
+            .arg("-c")
+            .arg(PREDICTOR_SOURCE)
+            .current_dir(&spec.model_dir)
+            .env("ANNEAL_MODEL_DIR", &spec.model_dir)
+            .env("ANNEAL_FRAMEWORK", &spec.framework)
+            .env("ANNEAL_PREDICTION_CLASS", spec.prediction_class.as_deref().unwrap_or(""))
+            .env("PYTHONPATH", python_path)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("OMP_NUM_THREADS", &threads)
+            .env("OPENBLAS_NUM_THREADS", &threads)
+            .env("MKL_NUM_THREADS", &threads)
+            .env("TF_NUM_INTRAOP_THREADS", &threads)
+            .env("TF_NUM_INTEROP_THREADS", "1")
+            .env("TF_CPP_MIN_LOG_LEVEL", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().map_err(|e| LoadError::PythonStart {
+            python: spec.python.display().to_string(),
+            source: e,
+        })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(LoadError::PythonExited("its pipes could not be opened".into()));
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
+        spawn_stderr_reader(name, stderr, tail.clone());
+        let watch = Arc::new(Watch::default());
+        let watcher = {
+            let (watch, pid) = (watch.clone(), child.id());
+            std::thread::Builder::new().name("py-watchdog".into()).spawn(move || watch.run(pid)).ok()
+        };
+        let mut process = Self { child, stdin, stdout, stderr: tail, watch, watcher, predict_timeout: spec.predict_timeout };
+        process.watch.arm(spec.load_timeout);
+        let first = read_frame(&mut process.stdout);
+        let fired = process.watch.disarm();
+        let frame = match first {
+            Ok(frame) => frame,
+            Err(_) if fired => {
+                return Err(LoadError::Routine(RoutineError::failed_to_load(format!(
+                    "Loading the model took longer than {} s",
+                    spec.load_timeout.as_secs()
+                ))))
+            }
+            Err(_) => return Err(LoadError::PythonExited(process.exit_description())),
+        };
+        match serde_json::from_slice::<Answer>(&frame) {
+            Ok(Answer { ready: Some(ready), .. }) => Ok((process, ready)),
+            Ok(Answer { error: Some(error), .. }) => Err(LoadError::Routine(error)),
+            _ => Err(LoadError::PythonExited(format!(
+                "its first answer was not understood: {}",
+                String::from_utf8_lossy(&frame[..frame.len().min(200)])
+            ))),
+        }
+    }
+
+    /// One pass over `inputs`: the predictions (as many as the rows), or the model's error.
+    /// `Err` when the process crashed or was killed (it is then stopped for good).
+    fn call(&mut self, inputs: &[&Input]) -> Result<Result<Vec<Value>, RoutineError>, String> {
+        let rows: usize = inputs.iter().map(|i| i.rows()).sum();
+        let (header, payload) = Input::frames(inputs);
+        self.watch.arm(self.predict_timeout);
+        let sent = write_frame(&mut self.stdin, &header).and_then(|()| write_frame(&mut self.stdin, &payload));
+        let frame = sent.and_then(|()| read_frame(&mut self.stdout));
+        let fired = self.watch.disarm();
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) if fired => {
+                self.kill();
+                return Err(format!(
+                    "the prediction took longer than {} s and its worker process was stopped",
+                    self.predict_timeout.as_secs()
+                ));
+            }
+            Err(_) => return Err(self.exit_description()),
+        };
+        match serde_json::from_slice::<Answer>(&frame) {
+            Ok(Answer { predictions: Some(predictions), .. }) if predictions.len() == rows => Ok(Ok(predictions)),
+            Ok(Answer { predictions: Some(predictions), .. }) => Ok(Err(RoutineError {
+                code: 3,
+                message: "There was a problem processing the outputs".into(),
+                detail: format!("{} predictions for {rows} instances", predictions.len()),
+            })),
+            Ok(Answer { error: Some(error), .. }) => Ok(Err(error)),
+            _ => {
+                self.kill();
+                Err("the worker's answer was not understood".into())
+            }
+        }
+    }
+
+    /// Why the process ended: its exit status and its last lines on stderr. Stops it first.
+    fn exit_description(&mut self) -> String {
+        self.kill();
+        let status = match self.child.wait() {
+            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(code), _) => format!("exit status {code}"),
+                (None, Some(signal)) => format!("killed by signal {signal}"),
+                _ => status.to_string(),
+            },
+            Err(e) => format!("status unknown: {e}"),
+        };
+        // Give the stderr reader a moment to take the last lines the process wrote.
+        std::thread::sleep(Duration::from_millis(50));
+        let lines: Vec<String> = lock(&self.stderr).iter().cloned().collect();
+        if lines.is_empty() {
+            format!("the worker process exited ({status})")
+        } else {
+            format!("the worker process exited ({status}); its last lines: {}", lines.join(" | "))
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.child.wait();
+        self.watch.finish();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
+/// Logs a worker's stderr (what it and user code print) and keeps its last lines.
+fn spawn_stderr_reader(name: &str, stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let name = name.to_owned();
+    let _ = std::thread::Builder::new().name("py-stderr".into()).spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            tracing::info!(target: "anneal::predictor", version = %name, "{line}");
+            let mut tail = lock(&tail);
+            if tail.len() == STDERR_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+}
+
+/// Kills a process whose load or pass outlives its deadline.
+#[derive(Default)]
+struct Watch {
+    state: Mutex<WatchState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct WatchState {
+    deadline: Option<Instant>,
+    fired: bool,
+    done: bool,
+}
+
+impl Watch {
+    fn arm(&self, timeout: Duration) {
+        let mut state = lock(&self.state);
+        state.deadline = Some(Instant::now() + timeout);
+        state.fired = false;
+        self.wake.notify_all();
+    }
+
+    /// Clears the deadline; whether it had passed and the process was killed.
+    fn disarm(&self) -> bool {
+        let mut state = lock(&self.state);
+        state.deadline = None;
+        state.fired
+    }
+
+    fn finish(&self) {
+        lock(&self.state).done = true;
+        self.wake.notify_all();
+    }
+
+    fn run(&self, pid: u32) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.done {
+                return;
+            }
+            state = match state.deadline {
+                None => self.wake.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(deadline) if Instant::now() >= deadline => {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    state.fired = true;
+                    state.deadline = None;
+                    state
+                }
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    self.wake.wait_timeout(state, wait).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                }
+            };
+        }
+    }
+}
+
+fn write_frame(stream: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    let length = u32::try_from(bytes.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a frame of 4 GiB or more"))?;
+    stream.write_all(&length.to_le_bytes())?;
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head)?;
+    let mut frame = vec![0u8; u32::from_le_bytes(head) as usize];
+    stream.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+/// Installs a custom prediction routine's packages (sdists or wheels) with the runtime Python's
+/// pip into `target`, once: a `target` holding `.complete` is used as it is. Blocks.
+pub fn install_packages(python: &Path, packages: &[PathBuf], target: &Path) -> Result<(), LoadError> {
+    if packages.is_empty() || target.join(".complete").exists() {
+        return Ok(());
+    }
+    let staging = target.with_extension("installing");
+    let _ = std::fs::remove_dir_all(&staging);
+    let output = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+        ])
+        .arg(&staging)
+        .args(packages)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LoadError::PythonStart { python: python.display().to_string(), source: e })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(6).collect();
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(LoadError::Packages(last.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+    }
+    let _ = std::fs::remove_dir_all(target);
+    std::fs::rename(&staging, target)
+        .and_then(|()| std::fs::write(target.join(".complete"), b""))
+        .map_err(|e| LoadError::Packages(format!("cannot keep the installed packages in {}: {e}", target.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_inputs_travel_as_float64_and_others_as_one_json_list() {
+        let a = Input::Dense { rows: 1, shape: vec![2], values: vec![1.0, 2.5] };
+        let b = Input::Dense { rows: 2, shape: vec![2], values: vec![3.0, 4.0, 5.0, 6.0] };
+        assert!(a.joins(&b));
+        assert!(!a.joins(&Input::Dense { rows: 1, shape: vec![3], values: vec![0.0; 3] }));
+        let (header, payload) = Input::frames(&[&a, &b]);
+        let header: Value = serde_json::from_slice(&header).expect("json");
+        assert_eq!(header, serde_json::json!({"rows": 3, "format": "dense", "shape": [2]}));
+        assert_eq!(payload.len(), 6 * 8);
+        assert_eq!(f64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")), 2.5);
+
+        let c = Input::Json(vec![serde_json::json!({"x": 1}), serde_json::json!("s")]);
+        let d = Input::Json(vec![serde_json::json!([1, 2])]);
+        assert!(!a.joins(&c));
+        let (header, payload) = Input::frames(&[&c, &d]);
+        assert_eq!(serde_json::from_slice::<Value>(&header).expect("json")["rows"], 3);
+        assert_eq!(serde_json::from_slice::<Value>(&payload).expect("json"), serde_json::json!([{"x": 1}, "s", [1, 2]]));
+    }
+
+    #[test]
+    fn routine_errors_read_as_ml_engine_writes_them() {
+        let error = RoutineError { code: 2, message: "Failed to run the provided model".into(), detail: "boom".into() };
+        assert_eq!(error.to_string(), "Failed to run the provided model: boom (Error code: 2)");
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buffer = Vec::new();
+        write_frame(&mut buffer, b"hello").expect("write");
+        write_frame(&mut buffer, b"").expect("write");
+        let mut reader = std::io::Cursor::new(buffer);
+        assert_eq!(read_frame(&mut reader).expect("frame"), b"hello");
+        assert_eq!(read_frame(&mut reader).expect("frame"), b"");
+        assert!(read_frame(&mut reader).is_err(), "end of stream");
+    }
+}

@@ -1,0 +1,345 @@
+//! Serving what Cloud ML Engine serves besides TorchScript, through the real server: scikit-learn
+//! pipelines, XGBoost boosters and pickled XGBoost models, custom prediction routines from an
+//! sdist, and TensorFlow SavedModels. `fixtures/make_framework_models.py` builds each model with
+//! the project's Python and writes the framework's own predictions, which the server's must equal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// The models of one kind (`sklearn`, `xgboost`, `custom`, `tensorflow`), built once per test
+/// binary, and what the framework predicted.
+fn fixtures(kind: &str) -> (PathBuf, Value) {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = match built.iter().find(|(k, _)| k == kind) {
+        Some((_, dir)) => dir.clone(),
+        None => {
+            let dir = std::env::temp_dir().join(format!("anneal-framework-models-{}/{kind}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_framework_models.py");
+            let output = std::process::Command::new(common::python())
+                .arg(script)
+                .arg(&dir)
+                .arg(kind)
+                .env("TF_CPP_MIN_LOG_LEVEL", "2")
+                .output()
+                .expect("run make_framework_models.py (run `make test` to set up .venv)");
+            assert!(output.status.success(), "make_framework_models.py {kind}: {}", String::from_utf8_lossy(&output.stderr));
+            built.push((kind.to_owned(), dir.clone()));
+            dir
+        }
+    };
+    let facts = std::fs::read_to_string(dir.join(format!("{kind}.json"))).expect("fixture facts");
+    (dir, serde_json::from_str(&facts).expect("json"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Copies `from` (a model directory or a package file) into the server's data dir, where URIs
+/// may point.
+fn stage(server: &TestServer, from: &Path, name: &str) -> PathBuf {
+    let to = server.data.path().join("uploads").join(name);
+    if from.is_dir() {
+        copy_dir(from, &to);
+    } else {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, &to).expect("copy");
+    }
+    to
+}
+
+/// Creates version `version` of model `m` from `body` and waits for its operation.
+async fn create_version(server: &TestServer, body: Value) -> Value {
+    let (status, op) = server.post_json("/v1/projects/p/models/m/versions", &body).await;
+    assert_eq!(status, 200, "{body}: {op}");
+    server.wait_operation(op["name"].as_str().expect("operation name")).await
+}
+
+async fn predict(server: &TestServer, version: &str, instances: &Value) -> (u16, Value) {
+    server.post_json(&format!("/v1/projects/p/models/m/versions/{version}:predict"), &json!({"instances": instances})).await
+}
+
+/// Polls the version until it is in `state` (at most 60 s).
+async fn wait_state(server: &TestServer, version: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.get_json(&format!("/v1/projects/p/models/m/versions/{version}")).await;
+        assert_eq!(status, 200, "{body}");
+        if body["state"] == state {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "version {version} never {state}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn scikit_learn_models_are_detected_and_predict_as_scikit_learn_does() {
+    let (dir, facts) = fixtures("sklearn");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let instances = &facts["instances"];
+
+    // A pipeline in model.joblib, framework left out: detected, served by two processes.
+    let pipeline = stage(&server, &dir.join("pipeline"), "pipeline");
+    let done = create_version(
+        &server,
+        json!({"name": "pipe", "deploymentUri": pipeline.display().to_string(), "runtimeVersion": "2.11",
+               "pythonVersion": "3.11", "manualScaling": {"nodes": 2}}),
+    )
+    .await;
+    assert_eq!(done["response"]["state"], "READY", "{done}");
+    assert_eq!(done["response"]["framework"], "SCIKIT_LEARN", "auto-detected: {done}");
+    assert_eq!(done["response"]["runtimeVersion"], "2.11", "{done}");
+    assert_eq!(done["response"]["pythonVersion"], "3.11", "{done}");
+    let (status, body) = predict(&server, "pipe", instances).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["pipeline"], "scikit-learn's own predictions");
+
+    // Concurrent requests share the workers' passes and each gets its own rows back.
+    let mut requests = Vec::new();
+    for i in 0..5 {
+        let (client, url) = (server.client.clone(), server.url("/v1/projects/p/models/m/versions/pipe:predict"));
+        let body = json!({"instances": [instances[i].clone()]});
+        requests.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.expect("POST");
+            (i, response.status().as_u16(), response.json::<Value>().await.expect("JSON"))
+        }));
+    }
+    for request in requests {
+        let (i, status, body) = request.await.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["predictions"], json!([facts["expected"]["pipeline"][i]]), "row {i}");
+    }
+
+    // A random forest in model.pkl: floats as scikit-learn computes them.
+    let regressor = stage(&server, &dir.join("regressor"), "regressor");
+    let done =
+        create_version(&server, json!({"name": "forest", "deploymentUri": regressor.display().to_string(), "framework": "SCIKIT_LEARN"}))
+            .await;
+    assert_eq!(done["response"]["framework"], "SCIKIT_LEARN", "{done}");
+    let (status, body) = predict(&server, "forest", instances).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["regressor"]);
+
+    // String labels, and instances sent as a body that is not plain numbers (a JSON object
+    // field order aside, the same values).
+    let labels = stage(&server, &dir.join("labels"), "labels");
+    create_version(&server, json!({"name": "labels", "deploymentUri": labels.display().to_string()})).await;
+    let (status, body) = server
+        .post_json("/v1/projects/p/models/m/versions/labels:predict", &json!({"signature_name": "", "instances": instances}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["labels"]);
+
+    // The model's errors, with ML Engine's text and codes.
+    let (status, body) = predict(&server, "pipe", &json!([[1.0, 2.0]])).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().expect("error text");
+    assert!(
+        error.starts_with("Prediction failed: Failed to run the provided model: Exception during sklearn prediction:")
+            && error.contains("features")
+            && error.ends_with("(Error code: 2)"),
+        "{error}"
+    );
+    let (status, body) = predict(&server, "pipe", &json!([[1.0, 2.0, 3.0, 4.0], [1.0]])).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().expect("error text");
+    assert!(error.starts_with("Prediction failed: Invalid inputs: ") && error.ends_with("(Error code: 1)"), "{error}");
+    // A bad request does not fail its neighbours, and the workers still serve.
+    let (status, body) = predict(&server, "pipe", instances).await;
+    assert_eq!((status, &body["predictions"]), (200, &facts["expected"]["pipeline"]), "{body}");
+
+    // The default version (the first) answers through the model too.
+    let (status, body) = server.post_json("/v1/projects/p/models/m:predict", &json!({"instances": instances})).await;
+    assert_eq!((status, &body["predictions"]), (200, &facts["expected"]["pipeline"]), "{body}");
+}
+
+#[tokio::test]
+async fn framework_detection_refuses_ambiguous_empty_and_mismatched_directories() {
+    let (dir, _) = fixtures("sklearn");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let both = stage(&server, &dir.join("both"), "both");
+    let empty = stage(&server, &dir.join("empty"), "empty");
+    let pipeline = stage(&server, &dir.join("pipeline"), "pipeline");
+    let cases = [
+        (json!({"name": "v", "deploymentUri": both.display().to_string()}), "version.deploymentUri", "Multiple model files are found in the model_path: model.joblib, model.pkl"),
+        (json!({"name": "v", "deploymentUri": empty.display().to_string()}), "version.deploymentUri", "holds no model file; looked for saved_model.pb, saved_model.pbtxt, model.joblib, model.pkl, model.bst, model.pt"),
+        (json!({"name": "v", "deploymentUri": pipeline.display().to_string(), "framework": "TENSORFLOW"}), "version.framework", "Framework TENSORFLOW needs saved_model.pb or saved_model.pbtxt in the deployment directory; it holds model.joblib (a SCIKIT_LEARN model)"),
+        (json!({"name": "v", "deploymentUri": pipeline.display().to_string(), "framework": "CAFFE"}), "version.framework", "not supported"),
+        (json!({"name": "v", "deploymentUri": pipeline.display().to_string(), "packageUris": ["/nope.tar.gz"]}), "version.packageUris", "set predictionClass too"),
+        (json!({"name": "v", "deploymentUri": pipeline.display().to_string(), "predictionClass": "NoModule"}), "version.predictionClass", "module.Class"),
+    ];
+    for (body, field, text) in cases {
+        let (status, error) = server.post_json("/v1/projects/p/models/m/versions", &body).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}: {error}");
+        assert!(error["error"]["message"].as_str().expect("message").contains(text), "{body}: {error}");
+    }
+
+    // Both files and SCIKIT_LEARN named: the worker refuses, as ML Engine's does, and the
+    // version ends FAILED with its text.
+    let done =
+        create_version(&server, json!({"name": "both", "deploymentUri": both.display().to_string(), "framework": "scikit-learn"}))
+            .await;
+    assert_eq!(done["error"]["code"], 9, "FAILED_PRECONDITION: {done}");
+    let message = done["error"]["message"].as_str().expect("message");
+    assert_eq!(
+        message,
+        "Create Version failed. Bad model detected with error: \"Failed to load model: Multiple model files are found in the model_path: model.joblib, model.pkl (Error code: 0)\"",
+    );
+    let (_, version) = server.get_json("/v1/projects/p/models/m/versions/both").await;
+    assert_eq!((&version["state"], &version["errorMessage"]), (&json!("FAILED"), &json!(message)), "{version}");
+
+    // A model.pkl that is not a pickle: FAILED_TO_LOAD_MODEL.
+    let corrupt = stage(&server, &dir.join("corrupt"), "corrupt");
+    let done = create_version(&server, json!({"name": "corrupt", "deploymentUri": corrupt.display().to_string()})).await;
+    let message = done["error"]["message"].as_str().expect("message");
+    assert!(message.contains("Failed to load model: Could not load the model: ") && message.ends_with("(Error code: 0)\""), "{message}");
+}
+
+#[tokio::test]
+async fn xgboost_boosters_and_pickled_xgboost_models_predict_as_xgboost_does() {
+    let (dir, facts) = fixtures("xgboost");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let instances = &facts["instances"];
+
+    let booster = stage(&server, &dir.join("booster"), "booster");
+    let done = create_version(&server, json!({"name": "booster", "deploymentUri": booster.display().to_string()})).await;
+    assert_eq!(done["response"]["framework"], "XGBOOST", "model.bst: {done}");
+    let (status, body) = predict(&server, "booster", instances).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["booster"], "XGBoost's own probabilities");
+
+    // A pickled XGBClassifier in model.pkl is XGBOOST, not SCIKIT_LEARN.
+    let classifier = stage(&server, &dir.join("classifier"), "classifier");
+    let done = create_version(&server, json!({"name": "classifier", "deploymentUri": classifier.display().to_string()})).await;
+    assert_eq!(done["response"]["framework"], "XGBOOST", "the pickled object is an XGBoost model: {done}");
+    let (status, body) = predict(&server, "classifier", instances).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["classifier"]);
+
+    let (status, body) = predict(&server, "booster", &json!([[1.0, 2.0, 3.0, 4.0], [1.0]])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().expect("text").ends_with("(Error code: 1)"), "{body}");
+}
+
+#[tokio::test]
+async fn custom_prediction_routines_run_user_code_with_ml_engine_error_codes() {
+    let (dir, facts) = fixtures("custom");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let model_dir = stage(&server, &dir.join("routine"), "routine");
+    let package = stage(&server, Path::new(facts["package"].as_str().expect("package")), "pkgs/my_routine-0.1.tar.gz");
+    let body = |name: &str, class: &str| {
+        json!({"name": name, "deploymentUri": model_dir.display().to_string(), "predictionClass": class,
+               "packageUris": [package.display().to_string()], "runtimeVersion": "2.11", "pythonVersion": "3.11"})
+    };
+
+    let done = create_version(&server, body("routine", "my_routine.predictor.Predictor")).await;
+    assert_eq!(done["response"]["state"], "READY", "{done}");
+    assert_eq!(done["response"]["predictionClass"], "my_routine.predictor.Predictor", "{done}");
+    assert_eq!(done["response"]["packageUris"], json!([package.display().to_string()]), "{done}");
+    assert_eq!(done["response"]["framework"], "SCIKIT_LEARN", "recorded from its model.pkl: {done}");
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["predictions"], facts["expected"]["routine"], "the predictor's pre-processing");
+    // What user code prints goes to the server's log, not into the answers.
+    let (status, answer) = predict(&server, "routine", &json!(["print"])).await;
+    assert_eq!((status, &answer["predictions"]), (200, &json!(["printed"])), "{answer}");
+
+    let (status, answer) = predict(&server, "routine", &json!(["raise"])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "Prediction failed: Failed to run the provided model: my_routine.predictor.Predictor.predict raised ValueError: asked to raise (Error code: 2)"
+    );
+    let (status, answer) = predict(&server, "routine", &json!(["short"])).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "Prediction failed: There was a problem processing the outputs: predict returned 0 predictions for 1 instances (Error code: 3)"
+    );
+
+    // Loading errors end the version FAILED with their code.
+    let done = create_version(&server, body("badload", "my_routine.predictor.BadLoad")).await;
+    assert_eq!(
+        done["error"]["message"],
+        "Create Version failed. Bad model detected with error: \"Failed to load model: my_routine.predictor.BadLoad.from_path raised RuntimeError: cannot read the weights (Error code: 0)\"",
+        "{done}"
+    );
+    let done = create_version(&server, body("noclass", "my_routine.predictor.Nope")).await;
+    assert_eq!(
+        done["error"]["message"],
+        "Create Version failed. Bad model detected with error: \"There was a problem processing the user code: Module my_routine.predictor has no class Nope (predictionClass) (Error code: 4)\"",
+        "{done}"
+    );
+
+    // A predictor whose process dies: the request in flight gets an error at once (no hang),
+    // the worker is started again and serves the next request.
+    let (status, answer) = predict(&server, "routine", &json!(["crash"])).await;
+    assert_eq!(status, 500, "{answer}");
+    let error = answer["error"].as_str().expect("error text");
+    assert!(error.contains("the worker process exited (exit status 3)") && error.contains("started again"), "{error}");
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!((status, &answer["predictions"]), (200, &facts["expected"]["routine"]), "served again: {answer}");
+
+    // Crashing again and again: the version goes FAILED with the last error and stops serving.
+    for _ in 0..2 {
+        let (status, answer) = predict(&server, "routine", &json!(["crash"])).await;
+        assert_eq!(status, 500, "{answer}");
+    }
+    let version = wait_state(&server, "routine", "FAILED").await;
+    let message = version["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains("crashed 3 times") && message.contains("exit status 3"), "{message}");
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().expect("message").contains("FAILED"), "{answer}");
+}
+
+#[tokio::test]
+async fn tensorflow_saved_models_serve_their_signature() {
+    let (dir, facts) = fixtures("tensorflow");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+
+    let keras = stage(&server, &dir.join("keras"), "keras");
+    let done = create_version(&server, json!({"name": "keras", "deploymentUri": keras.display().to_string()})).await;
+    assert_eq!(done["response"]["framework"], "TENSORFLOW", "saved_model.pb: {done}");
+    let (status, body) = predict(&server, "keras", &facts["instances"]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["predictions"], facts["expected"]["keras"], "Keras's own outputs");
+
+    // Named inputs (one a string tensor, sent as text or {"b64": ...}); several outputs are
+    // named per instance; bytes that are not UTF-8 come back as {"b64": ...}.
+    let multi = stage(&server, &dir.join("multi"), "multi");
+    let done = create_version(&server, json!({"name": "multi", "deploymentUri": multi.display().to_string(), "framework": "TENSORFLOW"})).await;
+    assert_eq!(done["response"]["state"], "READY", "{done}");
+    let (status, body) = predict(&server, "multi", &json!([{"a": [1, 2], "text": "hi"}, {"a": [3, 4.5], "text": {"b64": "/wA="}}])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["predictions"],
+        json!([{"echo": "hi", "length": 2, "total": 3.0}, {"echo": {"b64": "/wA="}, "length": 2, "total": 7.5}])
+    );
+    let (status, body) = predict(&server, "multi", &json!([{"a": [1, 2]}])).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "Prediction failed: Invalid inputs: Input text was missing in at least one input instance (Error code: 1)");
+}
