@@ -8,7 +8,20 @@ use common::TestServer;
 
 #[tokio::test]
 async fn the_official_python_client_works_unchanged() {
-    let server = TestServer::start().await;
+    run_official_client(&TestServer::start().await, &[]).await;
+}
+
+/// The same script with every URI in `s3://` (a moto server on 127.0.0.1 as the store).
+#[tokio::test]
+async fn the_official_python_client_works_unchanged_with_s3_uris() {
+    let s3 = common::s3::S3Server::start().await;
+    s3.create_bucket("compat").await;
+    let buckets = common::s3::S3Server::buckets_env(&[s3.bucket("compat", &[])]);
+    let server = TestServer::start_with(&[], &[("ANNEAL_BUCKETS", buckets.as_str())]).await;
+    run_official_client(&server, &[("S3_ENDPOINT", s3.endpoint.as_str()), ("S3_BUCKET", "compat")]).await;
+}
+
+async fn run_official_client(server: &TestServer, envs: &[(&str, &str)]) {
     let model_dir = server.stage_fixture("mlp_unsigned");
     let package = server.data.path().join("packages/compat");
     std::fs::create_dir_all(package.join("compat_trainer")).expect("mkdir");
@@ -27,6 +40,7 @@ async fn the_official_python_client_works_unchanged() {
         .env("ANNEAL_VIEWER_TOKEN", &viewer)
         .env("MODEL_DIR", &model_dir)
         .env("PACKAGE_DIR", &package)
+        .envs(envs.iter().copied())
         .output()
         .await
         .expect("run the official client script");

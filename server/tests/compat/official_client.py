@@ -18,6 +18,28 @@ from googleapiclient.errors import HttpError
 
 URL = os.environ["ANNEAL_URL"]
 MODEL_DIR = os.environ["MODEL_DIR"]
+PACKAGE_DIR = os.environ["PACKAGE_DIR"]
+# With S3_ENDPOINT and S3_BUCKET, every URI the client sends is s3:// (the model, the package,
+# the job dir, batch inputs and outputs), uploaded and read back with boto3 as a user would.
+S3_ENDPOINT = os.environ.get("S3_ENDPOINT")
+if S3_ENDPOINT:
+    import boto3
+
+    BUCKET = os.environ["S3_BUCKET"]
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+
+    def upload_tree(local, prefix):
+        for root, _, files in os.walk(local):
+            for name in files:
+                path = os.path.join(root, name)
+                s3.upload_file(path, BUCKET, prefix + "/" + os.path.relpath(path, local))
+        return f"s3://{BUCKET}/{prefix}"
+
+    MODEL_URI = upload_tree(MODEL_DIR, "models/mlp")
+    PACKAGE_URI = upload_tree(PACKAGE_DIR, "packages/compat")
+else:
+    MODEL_URI = f"file://{MODEL_DIR}"
+    PACKAGE_URI = PACKAGE_DIR
 PROJECT = "projects/compat"
 
 
@@ -89,7 +111,7 @@ expect_http_error(400, ml.projects().models().create(parent=PROJECT, body={"name
 
 operation = ml.projects().models().versions().create(
     parent=f"{PROJECT}/models/m1",
-    body={"name": "v1", "deploymentUri": f"file://{MODEL_DIR}", "runtimeVersion": "2.13", "framework": "PYTORCH", "pythonVersion": "3.11"},
+    body={"name": "v1", "deploymentUri": MODEL_URI, "runtimeVersion": "2.13", "framework": "PYTORCH", "pythonVersion": "3.11"},
 ).execute()
 assert operation["metadata"]["operationType"] == "CREATE_VERSION", operation
 operation = wait(operation)
@@ -110,7 +132,7 @@ expect_http_error(400, ml.projects().predict(name=f"{PROJECT}/models/m1", body={
 expect_http_error(400, ml.projects().predict(name=f"{PROJECT}/models/m1", body={"instances": [[1, 2], [1, "x"]]}), "Failed to process element: 1")
 
 second = wait(
-    ml.projects().models().versions().create(parent=f"{PROJECT}/models/m1", body={"name": "v2", "deploymentUri": MODEL_DIR}).execute()
+    ml.projects().models().versions().create(parent=f"{PROJECT}/models/m1", body={"name": "v2", "deploymentUri": MODEL_URI if S3_ENDPOINT else MODEL_DIR}).execute()
 )
 assert second["response"]["state"] == "READY", second
 expect_http_error(400, ml.projects().models().versions().delete(name=f"{PROJECT}/models/m1/versions/v1"), "FAILED_PRECONDITION")
@@ -141,7 +163,6 @@ kinds = [o["metadata"]["operationType"] for o in operations]
 assert kinds[0] == "DELETE_MODEL" and kinds.count("CREATE_VERSION") == 2, kinds
 
 # Training jobs.
-PACKAGE_DIR = os.environ["PACKAGE_DIR"]
 
 
 def wait_job(job_id, states):
@@ -156,8 +177,9 @@ def wait_job(job_id, states):
 job = ml.projects().jobs().create(
     parent=PROJECT,
     body={"jobId": "train_1", "labels": {"team": "compat"},
-          "trainingInput": {"scaleTier": "BASIC", "packageUris": [PACKAGE_DIR], "pythonModule": "compat_trainer.task",
-                            "args": ["--sleep", "0"], "region": "us-central1", "runtimeVersion": "2.13"}},
+          "trainingInput": {"scaleTier": "BASIC", "packageUris": [PACKAGE_URI], "pythonModule": "compat_trainer.task",
+                            "args": ["--sleep", "0"], "region": "us-central1", "runtimeVersion": "2.13",
+                            **({"jobDir": f"s3://{BUCKET}/jobs/train_1"} if S3_ENDPOINT else {})}},
 ).execute()
 assert job["jobId"] == "train_1" and job["state"] in ("QUEUED", "PREPARING", "RUNNING"), job
 done = wait_job("train_1", ("SUCCEEDED", "FAILED"))
@@ -167,7 +189,7 @@ expect_http_error(400, ml.projects().jobs().create(parent=PROJECT, body={"jobId"
 
 ml.projects().jobs().create(
     parent=PROJECT,
-    body={"jobId": "train_long", "trainingInput": {"packageUris": [PACKAGE_DIR], "pythonModule": "compat_trainer.task", "args": ["--sleep", "600"], "region": "us-central1"}},
+    body={"jobId": "train_long", "trainingInput": {"packageUris": [PACKAGE_URI], "pythonModule": "compat_trainer.task", "args": ["--sleep", "600"], "region": "us-central1"}},
 ).execute()
 wait_job("train_long", ("RUNNING",))
 assert ml.projects().jobs().cancel(name=f"{PROJECT}/jobs/train_long", body={}).execute() == {}
@@ -183,19 +205,30 @@ batch_dir = os.path.join(os.path.dirname(MODEL_DIR), "batch")
 os.makedirs(batch_dir, exist_ok=True)
 with open(os.path.join(batch_dir, "instances.json"), "w") as f:
     f.write("[1.0, 2.0, 3.0, 4.0]\n[0.5, 0.5, 0.5, 0.5]\nnot an instance\n")
+if S3_ENDPOINT:
+    batch_uri = upload_tree(batch_dir, "batch")
+    batch_model = MODEL_URI
+else:
+    batch_uri = batch_dir
+    batch_model = MODEL_DIR
 ml.projects().jobs().create(
     parent=PROJECT,
     body={"jobId": "batch_1",
-          "predictionInput": {"dataFormat": "JSON", "inputPaths": [os.path.join(batch_dir, "*.json")],
-                              "outputPath": os.path.join(batch_dir, "out"), "region": "us-central1",
-                              "uri": MODEL_DIR, "maxWorkerCount": "2", "batchSize": "64"}},
+          "predictionInput": {"dataFormat": "JSON", "inputPaths": [batch_uri + "/*.json"],
+                              "outputPath": batch_uri + "/out", "region": "us-central1",
+                              "uri": batch_model, "maxWorkerCount": "2", "batchSize": "64"}},
 ).execute()
 batch = wait_job("batch_1", ("SUCCEEDED", "FAILED"))
 assert batch["state"] == "SUCCEEDED", batch
 out = batch["predictionOutput"]
 assert (out["predictionCount"], out["errorCount"]) == ("2", "1"), batch
-assert "trainingInput" not in batch and batch["predictionInput"]["uri"] == MODEL_DIR, batch
-results = sorted(n for n in os.listdir(os.path.join(batch_dir, "out")) if n.startswith("prediction.results-"))
+assert "trainingInput" not in batch and batch["predictionInput"]["uri"] == batch_model, batch
+if S3_ENDPOINT:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="batch/out/").get("Contents", [])
+    names = [o["Key"].rsplit("/", 1)[1] for o in listed]
+else:
+    names = os.listdir(os.path.join(batch_dir, "out"))
+results = sorted(n for n in names if n.startswith("prediction.results-"))
 assert results == ["prediction.results-00000-of-00002", "prediction.results-00001-of-00002"], results
 
 print("official client: all checks passed")
