@@ -1,0 +1,498 @@
+//! Following one job on Ray, from submission to its end: build and upload its working directory,
+//! submit it under its `submission_id`, then poll its status and log. The driver's messages
+//! (lines after `ANNEAL> `, see `server/python/ray_driver.py`) become the job's log lines (tagged
+//! by replica, as the local executor writes them), its metric series and its RUNNING event; the
+//! driver's own output is kept tagged `ray`. How far the Ray log was read is kept in the job's
+//! folder, so a restarted server goes on from there.
+//!
+//! The head being unreachable never ends a job: the follower says so once in the job's log and
+//! keeps trying. A job Ray no longer knows (its head restarted) ends FAILED saying so.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{RayError, RayStatus, Submitted};
+use super::package::{self, PackageError, DRIVER_FILE};
+use super::{marker_file, Inner, Marker};
+use crate::executor::metrics::Collector;
+use crate::executor::supervise::LogSender;
+use crate::executor::{lock, logs};
+use crate::jobs::plan::Pool;
+use crate::jobs::{Ending, Event, JobEvent, JobOutput};
+use crate::names::JobName;
+use crate::storage::Location;
+
+/// How often a running job's status and log are read.
+const POLL: Duration = Duration::from_millis(300);
+/// How often an unreachable head is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+/// Marks the driver's messages in the Ray job's log.
+const MARK: &str = "ANNEAL> ";
+/// How far the Ray log was read, in the job's folder.
+const OFFSET_FILE: &str = "ray-log-offset";
+
+/// Why a job could not be run on Ray; the text is the job's `errorMessage`.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("Ray did not take the job: {0}")]
+    Ray(#[from] RayError),
+    #[error("a background step of the job stopped unexpectedly: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::ObjectError),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FollowError {
+    let path = path.to_path_buf();
+    move |source| FollowError::Io { action, path, source }
+}
+
+/// One job's follower.
+pub(super) struct Follower {
+    pub inner: Arc<Inner>,
+    /// The job's folder on Anneal's side: its log, metrics and follow state.
+    pub dir: PathBuf,
+    /// `ANNEAL_JOB` of its replicas.
+    pub tag: String,
+    pub job: JobName,
+    pub marker: Marker,
+    pub cancel: CancellationToken,
+    pub events: mpsc::Sender<Event>,
+}
+
+/// What a message of the driver asks for.
+#[derive(serde::Deserialize)]
+struct Message {
+    k: String,
+    #[serde(default)]
+    r: String,
+    #[serde(default)]
+    t: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// What following found so far.
+#[derive(Default)]
+struct Progress {
+    /// Bytes of the Ray log consumed.
+    offset: usize,
+    /// When the replicas started (the driver's `running`).
+    started: Option<Instant>,
+    /// The driver's last words: its `end` message.
+    end: Option<String>,
+    /// The last lines of the driver's own output, for a driver that failed without saying why.
+    tail: VecDeque<String>,
+}
+
+impl Follower {
+    /// Runs the job to its end and reports it; a server that stops leaves the Ray job running
+    /// and reports nothing (a restart follows it again).
+    pub async fn run(self, resume: bool, shutdown: CancellationToken) {
+        let outcome = self.drive(resume, &shutdown).await;
+        self.inner.done(&self.job);
+        let ending = match outcome {
+            Ok(Some((ending, output))) => {
+                self.report(JobEvent::Output(JobOutput::Training(output))).await;
+                ending
+            }
+            Ok(None) => return,
+            Err(e) => Ending::Failed(e.to_string()),
+        };
+        self.report(JobEvent::Ended(ending)).await;
+    }
+
+    async fn report(&self, event: JobEvent) {
+        if self.events.send(Event { job: self.job.clone(), event }).await.is_err() {
+            tracing::warn!(job.name = %self.job, "control stopped listening to the executor");
+        }
+    }
+
+    async fn drive(
+        &self,
+        resume: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(Ending, crate::jobs::wire::TrainingOutput)>, FollowError> {
+        let dir = self.dir.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(dir.join("replicas")).map_err(io("create the job's directory", &dir))?;
+            logs::open(&dir.join("job.log")).map_err(io("open the job log", &dir.join("job.log")))
+        })
+        .await??;
+        let (log, writer) = logs::writer(file);
+        let mut progress = Progress::default();
+        let ending = self.submit_and_follow(resume, shutdown, &log, &mut progress).await;
+        drop(log);
+        // Every line is in the log before the job's end is reported.
+        let _ = writer.await;
+        let Some(ending) = ending? else { return Ok(None) };
+        let started = progress.started.unwrap_or_else(Instant::now);
+        let plan = &self.marker.plan;
+        let output = crate::executor::run::training_output(plan, &self.dir, started, plan.replicas.count() as usize).await;
+        Ok(Some((ending, output)))
+    }
+
+    async fn say(log: &LogSender, text: String) {
+        let _ = log.send(("service".into(), text)).await;
+    }
+
+    async fn submit_and_follow(
+        &self,
+        resume: bool,
+        shutdown: &CancellationToken,
+        log: &LogSender,
+        progress: &mut Progress,
+    ) -> Result<Option<Ending>, FollowError> {
+        let id = self.marker.submission_id.clone();
+        if resume {
+            let offset = tokio::fs::read_to_string(self.dir.join(OFFSET_FILE)).await.unwrap_or_default();
+            progress.offset = offset.trim().parse().unwrap_or(0);
+            Self::say(log, format!("Anneal restarted: following the Ray job {id} again.")).await;
+        } else {
+            match self.submit(shutdown, log).await? {
+                Some(()) => {}
+                None if self.cancel.is_cancelled() => return Ok(Some(Ending::Stopped)),
+                None => {
+                    // Not submitted: nothing to follow after a restart.
+                    let _ = tokio::fs::remove_file(marker_file(&self.dir)).await;
+                    return Ok(Some(Ending::Stopped));
+                }
+            }
+        }
+        self.follow(shutdown, log, progress).await
+    }
+
+    /// Uploads the working directory and submits the job; `None` when cancelled or shut down
+    /// first. An unreachable head is tried again until then.
+    async fn submit(&self, shutdown: &CancellationToken, log: &LogSender) -> Result<Option<()>, FollowError> {
+        let (marker, dir) = (self.marker.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+            let file = marker_file(&dir);
+            let text = serde_json::to_vec(&marker).unwrap_or_default();
+            std::fs::write(&file, text).map_err(io("write", &file))?;
+            let _ = std::fs::remove_file(dir.join(OFFSET_FILE));
+            Ok(())
+        })
+        .await??;
+        let packages = self.local_packages(log).await?;
+        let spec = self.spec(&packages);
+        let built = tokio::task::spawn_blocking(move || package::build(&spec, &packages)).await??;
+        let id = &self.marker.submission_id;
+        let config = &self.inner.config;
+        Self::say(
+            log,
+            format!(
+                "Submitting the job to Ray at {} as {id} ({} replicas, working directory {} of {} KB).",
+                config.address,
+                self.marker.plan.replicas.count(),
+                built.name,
+                built.zip.len().div_ceil(1024)
+            ),
+        )
+        .await;
+        let body = serde_json::json!({
+            "entrypoint": format!("{} {DRIVER_FILE}", shell_quote(&config.python)),
+            "submission_id": id,
+            "runtime_env": {"working_dir": format!("gcs://{}", built.name)},
+            "metadata": {"anneal_job": self.job.to_string()},
+            "entrypoint_num_cpus": 0,
+        });
+        let client = &self.inner.client;
+        let mut said = false;
+        let submitted = loop {
+            let attempt = async {
+                client.upload_package(&built.name, built.zip.clone()).await?;
+                client.submit(&body, id).await
+            };
+            match attempt.await {
+                Ok(submitted) => {
+                    self.inner.answered(true, None);
+                    break submitted;
+                }
+                Err(e) if e.is_unreachable() => {
+                    self.inner.answered(false, Some(&e));
+                    if !said {
+                        said = true;
+                        Self::say(log, format!("{e}; trying again until it answers.")).await;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = self.cancel.cancelled() => return Ok(None),
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        };
+        if submitted == Submitted::Existing {
+            Self::say(log, format!("The Ray job {id} exists already (submitted before a restart): following it.")).await;
+        }
+        Ok(Some(()))
+    }
+
+    /// The packages as local files: those in a bucket downloaded into the job's folder first
+    /// (`packages/<n>/`), to go into the working directory.
+    async fn local_packages(&self, log: &LogSender) -> Result<Vec<PathBuf>, FollowError> {
+        let storage = &self.inner.storage;
+        let mut local = Vec::new();
+        for (index, package) in self.marker.plan.packages.iter().enumerate() {
+            match package {
+                Location::Local(path) => local.push(path.clone()),
+                Location::Object(uri) => {
+                    Self::say(log, format!("Downloading the package {uri}.")).await;
+                    let dest = self.dir.join("packages").join(index.to_string());
+                    let folder = !storage.is_object(uri).await?;
+                    let dest = if folder { dest.join(uri.file_name()) } else { dest };
+                    local.push(storage.fetch(uri, &dest, folder).await?);
+                }
+            }
+        }
+        Ok(local)
+    }
+
+    /// The driver's spec of the job, with its packages as local files.
+    fn spec(&self, packages: &[PathBuf]) -> serde_json::Value {
+        let plan = &self.marker.plan;
+        let replicas: Vec<serde_json::Value> = plan
+            .replicas
+            .all()
+            .into_iter()
+            .map(|(pool, index)| {
+                let rank = match pool {
+                    Pool::Master => Some(0),
+                    Pool::Worker => Some(index + 1),
+                    Pool::ParameterServer => None,
+                };
+                serde_json::json!({
+                    "task": format!("{}-replica-{index}", pool.as_str()),
+                    "type": pool.as_str(),
+                    "index": index,
+                    "rank": rank,
+                    "gpus": plan.replicas.gpus_of(pool).max(0),
+                    "cpus": 1,
+                })
+            })
+            .collect();
+        let config = &self.inner.config;
+        let env: serde_json::Map<String, serde_json::Value> = match &plan.job_dir {
+            Some(Location::Object(uri)) => {
+                self.inner.storage.buckets().env_for(uri).into_iter().map(|(k, v)| (k, v.into())).collect()
+            }
+            _ => serde_json::Map::new(),
+        };
+        serde_json::json!({
+            "submissionId": self.marker.submission_id,
+            "jobId": self.job.job,
+            "module": plan.module,
+            "args": plan.args,
+            "jobDir": plan.job_dir.as_ref().map(ToString::to_string),
+            // The driver creates a local job dir on each replica's node.
+            "jobDirLocal": matches!(plan.job_dir, Some(Location::Local(_))),
+            // What reaches an s3:// job dir's bucket.
+            "env": env,
+            "packages": package::entries(packages),
+            "replicas": replicas,
+            "tfConfigJob": plan.tf_config_job,
+            "strategy": "PACK",
+            "placementTimeout": config.placement_timeout.as_secs_f64(),
+            "killGrace": config.kill_grace.as_secs_f64(),
+            "tag": self.tag,
+            "maxLogLine": config.max_log_line,
+        })
+    }
+
+    /// Polls the Ray job to its end. `None`: the server is shutting down (the job goes on).
+    async fn follow(
+        &self,
+        shutdown: &CancellationToken,
+        log: &LogSender,
+        progress: &mut Progress,
+    ) -> Result<Option<Ending>, FollowError> {
+        let id = &self.marker.submission_id;
+        let client = &self.inner.client;
+        let collector = Arc::new(Mutex::new(Collector::default()));
+        // Why Anneal asked Ray to stop the job, and whether that request still has to be sent.
+        let mut stopping: Option<Ending> = None;
+        let mut stop_unsent = false;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut said_unreachable = false;
+        loop {
+            let wait = if self.inner.reachable.load(std::sync::atomic::Ordering::Relaxed) { POLL } else { RETRY };
+            let limit = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled(), if stopping.is_none() => return Ok(None),
+                () = self.cancel.cancelled(), if stopping.is_none() => {
+                    stopping = Some(Ending::Stopped);
+                    stop_unsent = true;
+                }
+                () = limit, if stopping.is_none() => {
+                    stopping = Some(Ending::TimedOut);
+                    stop_unsent = true;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            if stop_unsent {
+                match client.stop(id).await {
+                    Ok(()) => stop_unsent = false,
+                    Err(e) => tracing::warn!(job.name = %self.job, error = %e, "cannot stop the Ray job yet"),
+                }
+            }
+            let polled = async { Ok::<_, RayError>((client.job(id).await?, client.logs(id).await.unwrap_or_default())) };
+            let (job, text) = match polled.await {
+                Ok(answer) => {
+                    self.inner.answered(true, None);
+                    if said_unreachable {
+                        said_unreachable = false;
+                        Self::say(log, "The Ray head answers again.".into()).await;
+                    }
+                    answer
+                }
+                Err(e) => {
+                    self.inner.answered(!e.is_unreachable(), Some(&e));
+                    if !said_unreachable {
+                        said_unreachable = true;
+                        Self::say(log, format!("{e}; the job keeps its state and Anneal keeps trying.")).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(job) = job else {
+                return Ok(Some(Ending::Failed(format!(
+                    "Ray no longer knows the job {id} (its head restarted, or the job was never submitted before Anneal restarted); its logs up to then are kept. Submit the job again."
+                ))));
+            };
+            let started = self.consume(&text, progress, log, &collector).await;
+            if started {
+                deadline = self.marker.plan.max_running_time.map(|d| tokio::time::Instant::now() + d);
+            }
+            if !job.status.is_terminal() {
+                continue;
+            }
+            let ending = match (job.status, stopping) {
+                (RayStatus::Succeeded, _) => Ending::Succeeded,
+                (_, Some(reason)) => reason,
+                (RayStatus::Stopped, None) => Ending::Failed(format!("The Ray job {id} was stopped outside Anneal.")),
+                _ => Ending::Failed(progress.end.clone().unwrap_or_else(|| {
+                    let tail: Vec<String> = progress.tail.iter().cloned().collect();
+                    format!(
+                        "The Ray job {id} failed: {}. Last lines of its driver:\n{}",
+                        job.message.unwrap_or_default(),
+                        tail.join("\n")
+                    )
+                })),
+            };
+            return Ok(Some(ending));
+        }
+    }
+
+    /// Takes the complete lines of the Ray log past `progress.offset`: log lines to the job's
+    /// log, metric reports to its series, `running` to control. Returns whether the replicas
+    /// started with these lines.
+    async fn consume(
+        &self,
+        text: &str,
+        progress: &mut Progress,
+        log: &LogSender,
+        collector: &Arc<Mutex<Collector>>,
+    ) -> bool {
+        let Some(new) = text.get(progress.offset..) else { return false };
+        let Some(end) = new.rfind('\n') else { return false };
+        let mut started = false;
+        let mut metrics: Vec<(String, String)> = Vec::new();
+        for line in new[..end].split('\n') {
+            let Some(message) = line.strip_prefix(MARK).and_then(|m| serde_json::from_str::<Message>(m).ok()) else {
+                let line = line.trim_end_matches('\r');
+                if progress.tail.len() == 10 {
+                    progress.tail.pop_front();
+                }
+                progress.tail.push_back(line.to_owned());
+                let _ = log.send(("ray".into(), line.to_owned())).await;
+                continue;
+            };
+            match message.k.as_str() {
+                "log" => {
+                    let _ = log.send((message.r, message.t)).await;
+                }
+                "metric" => metrics.push((message.r, message.t)),
+                "running" if progress.started.is_none() => {
+                    progress.started = Some(Instant::now());
+                    started = true;
+                    self.report(JobEvent::Running).await;
+                }
+                "end" => progress.end = Some(message.message).filter(|m| !m.is_empty()),
+                _ => {}
+            }
+        }
+        progress.offset += end + 1;
+        if !metrics.is_empty() {
+            let (dir, collector) = (self.dir.clone(), collector.clone());
+            let _ = tokio::task::spawn_blocking(move || record_metrics(&dir, &metrics, &collector)).await;
+        }
+        let _ = tokio::fs::write(self.dir.join(OFFSET_FILE), progress.offset.to_string()).await;
+        started
+    }
+}
+
+/// Adds reports (replica, hypertune line) to the job's series, each once: this poll's lines of
+/// each replica are written to `replicas/<replica>/ray-metrics.new` and collected from there.
+/// Blocks.
+fn record_metrics(dir: &Path, metrics: &[(String, String)], collector: &Mutex<Collector>) {
+    let mut by_replica: std::collections::BTreeMap<&str, String> = Default::default();
+    for (replica, line) in metrics {
+        // A replica name becomes a folder name: only the names the driver makes.
+        if replica.is_empty() || !replica.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            continue;
+        }
+        let text = by_replica.entry(replica).or_default();
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut files = Vec::new();
+    for (replica, text) in by_replica {
+        let folder = dir.join("replicas").join(replica);
+        let file = folder.join("ray-metrics.new");
+        if std::fs::create_dir_all(&folder).and_then(|()| std::fs::write(&file, text)).is_ok() {
+            files.push((replica.to_owned(), file));
+        }
+    }
+    lock(collector).collect(&files, &dir.join("metrics.jsonl"));
+}
+
+/// `text` as one shell word.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:".contains(c)) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_quote("/opt/venv/bin/python"), "/opt/venv/bin/python");
+        assert_eq!(shell_quote("/my env/python"), "'/my env/python'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,433 @@
+//! Training jobs on a real Ray cluster (`executor = "ray"`) through the real server: the
+//! two-replica DDP example, a failing replica, cancel (no replica process or placement group
+//! left), an infeasible placement request, logs followed while the job runs, a server restarted
+//! while its Ray job runs, and the head going away and coming back.
+//!
+//! The cluster is the single-node head `scripts/with-ray.sh` starts on 127.0.0.1 with token
+//! authentication (`make test` runs this suite inside it); its address, token and Python come in
+//! `ANNEAL_TEST_RAY_ADDRESS`, `ANNEAL_TEST_RAY_TOKEN` and `ANNEAL_TEST_RAY_PYTHON`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// The test cluster: (Jobs API address, token, Python).
+fn cluster() -> (String, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+            panic!("{name} is not set: run the tests through scripts/with-ray.sh (make test does)")
+        })
+    };
+    (var("ANNEAL_TEST_RAY_ADDRESS"), var("ANNEAL_TEST_RAY_TOKEN"), var("ANNEAL_TEST_RAY_PYTHON"))
+}
+
+/// Logical CPUs of the test cluster (scripts/with-ray.sh).
+fn cluster_cpus() -> usize {
+    std::env::var("ANNEAL_TEST_RAY_CPUS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+}
+
+/// The settings of a server on the test cluster, at `address` (the head's, or a proxy's).
+fn ray_settings(address: &str, placement_timeout: u64) -> Vec<(String, String)> {
+    let (_, token, python) = cluster();
+    vec![
+        ("ANNEAL_EXECUTOR".into(), "ray".into()),
+        ("ANNEAL_RAY_ADDRESS".into(), address.into()),
+        ("ANNEAL_RAY_TOKEN".into(), token),
+        ("ANNEAL_RAY_PYTHON".into(), python),
+        ("ANNEAL_RAY_PLACEMENT_TIMEOUT_SECS".into(), placement_timeout.to_string()),
+        ("ANNEAL_TRAINING_SLOTS".into(), "64".into()),
+        ("ANNEAL_KILL_GRACE_SECS".into(), "2".into()),
+    ]
+}
+
+async fn start_on(address: &str, placement_timeout: u64) -> TestServer {
+    let settings = ray_settings(address, placement_timeout);
+    let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start_with(&[], &envs).await
+}
+
+async fn ray_server() -> TestServer {
+    start_on(&cluster().0, 180).await
+}
+
+/// A client of the test cluster's head.
+fn ray_client() -> reqwest::Client {
+    common::client_with(Some(&cluster().1))
+}
+
+/// The Ray job Anneal submitted for `job` (by its metadata), if any.
+async fn ray_job_of(job: &str) -> Option<Value> {
+    let address = cluster().0;
+    let jobs: Value =
+        ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
+    jobs.as_array()?.iter().find(|j| j["metadata"]["anneal_job"] == format!("projects/p/jobs/{job}")).cloned()
+}
+
+/// The states of the placement groups named `name`.
+async fn placement_groups(name: &str) -> Vec<String> {
+    let address = cluster().0;
+    let groups: Value = ray_client()
+        .get(format!("{address}/api/v0/placement_groups?limit=10000"))
+        .send()
+        .await
+        .expect("placement groups")
+        .json()
+        .await
+        .expect("json");
+    groups["data"]["result"]["result"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|g| g["name"] == name)
+        .map(|g| g["state"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Processes of this machine whose environment tags them as replicas of `job` of `server`.
+fn replica_processes(server: &TestServer, job: &str) -> Vec<i32> {
+    let tag = format!("{}|projects/p/jobs/{job}", server.data.path().join("storage").display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let tagged = environ
+            .split(|b| *b == 0)
+            .filter_map(|var| var.strip_prefix(b"ANNEAL_JOB="))
+            .any(|value| value == tag.as_bytes());
+        if tagged {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn log_text(server: &TestServer, job: &str) -> String {
+    let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/{job}/logs?limit=10000")).await;
+    logs["lines"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|l| format!("{} {}\n", l["replica"].as_str().unwrap_or(""), l["text"].as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `job` until it is in one of `states`, at most `limit`.
+async fn wait_job(server: &TestServer, job: &str, states: &[&str], limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) = server.get_json(&format!("/v1/projects/p/jobs/{job}")).await;
+        assert_eq!(status, 200, "{body}");
+        if states.iter().any(|s| body["state"] == *s) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}\n{}", log_text(server, job).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the job's log holds `text`.
+async fn wait_log(server: &TestServer, job: &str, text: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let logs = log_text(server, job).await;
+        if logs.contains(text) {
+            return logs;
+        }
+        assert!(Instant::now() < deadline, "the log of {job} never showed {text:?}:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_two_replica_ddp_example_trains_on_ray() {
+    let server = ray_server().await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
+    let package = server.data.path().join("packages/digits");
+    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
+    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
+        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
+    }
+    let job_dir = server.data.path().join("outputs/digits_ray");
+    let (status, job) = server
+        .submit_training(
+            "digits_ray",
+            json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1",
+                   "packageUris": [package.display().to_string()], "pythonModule": "trainer.task",
+                   "jobDir": job_dir.display().to_string(), "args": ["--epochs", "5"], "region": "us-central1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "digits_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(400)).await;
+    let logs = log_text(&server, "digits_ray").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    // Both replicas trained (DDP over gloo, rendezvous through MASTER_ADDR/MASTER_PORT on Ray).
+    assert!(logs.contains("master-replica-0 epoch 5 "), "{logs}");
+    assert!(logs.contains("Placed 2 replicas on 1 node: 127.0.0.1."), "{logs}");
+    assert!(logs.contains("Submitting the job to Ray at"), "{logs}");
+    assert!(job_dir.join("checkpoints/epoch-5.pt").is_file(), "checkpoints written to the job dir");
+    assert!(job_dir.join("model/model.pt").is_file(), "the model exported");
+    assert!(done["trainingOutput"]["consumedMLUnits"].as_f64().is_some(), "{done}");
+    // The metric reports of both replicas came back into Anneal's series.
+    let (status, metrics) = server.get_json("/v1/projects/p/jobs/digits_ray/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let text = metrics.to_string();
+    assert!(text.contains("master-replica-0") && text.contains("worker-replica-0") && text.contains("accuracy"), "{text}");
+    // One Ray job under the submission id, and its placement group removed.
+    let ray_job = ray_job_of("digits_ray").await.expect("the Ray job");
+    assert_eq!(ray_job["status"], "SUCCEEDED", "{ray_job}");
+    let id = ray_job["submission_id"].as_str().expect("submission id");
+    assert!(id.starts_with("anneal-") && id.ends_with("-p-digits_ray"), "{id}");
+    assert_eq!(placement_groups(id).await, ["REMOVED"]);
+}
+
+const FAILING_WORKER: &str = r#"
+import json, os, sys, time
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+if task["type"] == "worker":
+    print("worker: the data shard is missing", flush=True)
+    sys.exit(3)
+print("master waiting", flush=True)
+time.sleep(120)
+"#;
+
+#[tokio::test]
+async fn a_failing_replica_fails_the_job_with_its_cause_and_stops_the_others() {
+    let server = ray_server().await;
+    let package = server.trainer("failing", FAILING_WORKER);
+    let (status, job) = server
+        .submit_training(
+            "fail_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "failing.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "fail_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(240)).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let message = done["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains("Replica worker-replica-0 exited with exit code 3"), "{message}");
+    assert!(message.contains("worker: the data shard is missing"), "{message}");
+    let logs = log_text(&server, "fail_ray").await;
+    assert!(logs.contains("worker-replica-0 worker: the data shard is missing"), "{logs}");
+    let id = ray_job_of("fail_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
+    assert_eq!(placement_groups(&id).await, ["REMOVED"]);
+    assert_eq!(replica_processes(&server, "fail_ray"), Vec::<i32>::new(), "the master was stopped too");
+}
+
+const SLEEPER: &str = r#"
+import json, os, time
+task = json.loads(os.environ["TF_CONFIG"])["task"]
+print("started", task["type"], flush=True)
+time.sleep(300)
+"#;
+
+#[tokio::test]
+async fn cancel_stops_every_replica_and_removes_the_placement_group() {
+    let server = ray_server().await;
+    let package = server.trainer("sleeper", SLEEPER);
+    let (status, job) = server
+        .submit_training(
+            "cancel_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "sleeper.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    wait_job(&server, "cancel_ray", &["RUNNING"], Duration::from_secs(180)).await;
+    wait_log(&server, "cancel_ray", "worker-replica-0 started worker", Duration::from_secs(120)).await;
+    wait_log(&server, "cancel_ray", "master-replica-0 started master", Duration::from_secs(60)).await;
+    assert_eq!(replica_processes(&server, "cancel_ray").len(), 2, "both replicas run on this machine");
+    let id = ray_job_of("cancel_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
+    assert_eq!(placement_groups(&id).await, ["CREATED"]);
+
+    let (status, body) = server.post_json("/v1/projects/p/jobs/cancel_ray:cancel", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = wait_job(&server, "cancel_ray", &["CANCELLED", "FAILED", "SUCCEEDED"], Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    assert_eq!(replica_processes(&server, "cancel_ray"), Vec::<i32>::new(), "no replica process is left");
+    assert_eq!(placement_groups(&id).await, ["REMOVED"]);
+    assert_eq!(ray_job_of("cancel_ray").await.expect("the Ray job")["status"], "STOPPED");
+}
+
+#[tokio::test]
+async fn an_infeasible_request_fails_saying_what_was_asked_and_what_the_cluster_has() {
+    let server = start_on(&cluster().0, 3).await;
+    let package = server.trainer("wide", SLEEPER);
+    let replicas = cluster_cpus() + 4;
+    let (status, job) = server
+        .submit_training(
+            "wide_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "wide.task",
+                   "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4",
+                   "workerCount": (replicas - 1).to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "wide_ray", &["FAILED", "SUCCEEDED", "CANCELLED"], Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let message = done["errorMessage"].as_str().expect("errorMessage");
+    assert!(message.contains(&format!("could not place the job's {replicas} replicas within 3 s")), "{message}");
+    assert!(message.contains("the cluster does not have that much"), "{message}");
+    assert!(message.contains(&format!("{replicas} CPU in all")), "asked: {message}");
+    assert!(message.contains(&format!("the cluster has {} CPU", cluster_cpus())), "has: {message}");
+    let id = ray_job_of("wide_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
+    assert_eq!(placement_groups(&id).await, ["REMOVED"]);
+}
+
+const TICKER: &str = r#"
+import os, sys, time
+job_dir = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--job-dir=")][0]
+with open(os.path.join(job_dir, "runs.txt"), "a") as runs:
+    runs.write("run\n")
+ticks = int(([a.split("=", 1)[1] for a in sys.argv if a.startswith("--ticks=")] or ["12"])[0])
+for i in range(ticks):
+    print("tick", i, flush=True)
+    time.sleep(0.5)
+"#;
+
+#[tokio::test]
+async fn logs_follow_a_ray_job_while_it_runs() {
+    let server = ray_server().await;
+    let package = server.trainer("ticker", TICKER);
+    let job_dir = server.data.path().join("outputs/tick");
+    let (status, job) = server
+        .submit_training(
+            "tick_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task",
+                   "jobDir": job_dir.display().to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let response = server
+        .client
+        .get(server.url("/v1/projects/p/jobs/tick_ray/logs?follow=true&replica=master-replica-0"))
+        .send()
+        .await
+        .expect("follow");
+    assert_eq!(response.status(), 200);
+    let body =
+        tokio::time::timeout(Duration::from_secs(240), response.text()).await.expect("the stream ends").expect("body");
+    let ticks: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|l| l["text"].as_str().map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("tick {i}")).collect();
+    assert_eq!(ticks, expected, "{body}");
+    let done = wait_job(&server, "tick_ray", &["SUCCEEDED", "FAILED"], Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+}
+
+#[tokio::test]
+async fn a_restarted_server_follows_its_ray_job_again_and_it_runs_once() {
+    let server = ray_server().await;
+    let package = server.trainer("ticker", TICKER);
+    let job_dir = server.data.path().join("outputs/restart");
+    let (status, job) = server
+        .submit_training(
+            "restart_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task",
+                   "jobDir": job_dir.display().to_string(), "args": []}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    wait_job(&server, "restart_ray", &["RUNNING"], Duration::from_secs(180)).await;
+    wait_log(&server, "restart_ray", "master-replica-0 tick 2", Duration::from_secs(60)).await;
+    // A crash: nothing of the server runs after; the Ray job goes on without it.
+    let data = server.crash_keeping_data().await;
+    let settings = ray_settings(&cluster().0, 180);
+    let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestServer::start_in(data, &[], &envs).await;
+    let done = wait_job(&server, "restart_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(120)).await;
+    let logs = log_text(&server, "restart_ray").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert!(logs.contains("following the Ray job"), "{logs}");
+    for i in 0..12 {
+        assert_eq!(logs.matches(&format!("master-replica-0 tick {i}\n")).count(), 1, "tick {i} once:\n{logs}");
+    }
+    assert_eq!(std::fs::read_to_string(job_dir.join("runs.txt")).expect("runs"), "run\n", "the job ran once");
+}
+
+/// A TCP proxy in front of the Ray head that can be cut (every connection dropped, new ones
+/// refused) and restored, so the head is unreachable for the server without stopping it.
+struct Proxy {
+    address: String,
+    open: Arc<AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> Self {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (is_open, held) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                held.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        Self { address, open, connections }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn while_the_head_is_unreachable_jobs_keep_their_state_and_new_ones_wait() {
+    let proxy = Proxy::start(&cluster().0).await;
+    let server = start_on(&proxy.address, 180).await;
+    let package = server.trainer("ticker", TICKER);
+    let job_dir = server.data.path().join("outputs/away");
+    let input = |ticks: &str| {
+        json!({"packageUris": [package.display().to_string()], "pythonModule": "ticker.task",
+               "jobDir": job_dir.display().to_string(), "args": [format!("--ticks={ticks}")]})
+    };
+    assert_eq!(server.submit_training("away_ray", input("12")).await.0, 200);
+    wait_job(&server, "away_ray", &["RUNNING"], Duration::from_secs(180)).await;
+    wait_log(&server, "away_ray", "master-replica-0 tick 1", Duration::from_secs(60)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(server.submit_training("later_ray", input("1")).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, job) = server.get_json("/v1/projects/p/jobs/away_ray").await;
+    assert_eq!(job["state"], "RUNNING", "the job keeps its state: {job}");
+    let (_, later) = server.get_json("/v1/projects/p/jobs/later_ray").await;
+    assert_eq!(later["state"], "QUEUED", "a new job waits for the head: {later}");
+    let logs = log_text(&server, "away_ray").await;
+    assert!(logs.contains("cannot reach the Ray head") && logs.contains("keeps trying"), "{logs}");
+    proxy.restore();
+    let done = wait_job(&server, "away_ray", &["SUCCEEDED", "FAILED"], Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", log_text(&server, "away_ray").await);
+    let logs = log_text(&server, "away_ray").await;
+    assert!(logs.contains("The Ray head answers again."), "{logs}");
+    assert!(logs.contains("master-replica-0 tick 11"), "every line came back: {logs}");
+    let later = wait_job(&server, "later_ray", &["SUCCEEDED", "FAILED"], Duration::from_secs(180)).await;
+    assert_eq!(later["state"], "SUCCEEDED", "{later}");
+}
