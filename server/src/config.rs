@@ -122,6 +122,10 @@ pub struct Config {
     /// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), for what a bucket leaves unset.
     #[serde(skip)]
     pub aws: crate::storage::AwsEnvironment,
+    /// An `s3://` URI in one of `buckets` where Anneal publishes its own artifacts (each
+    /// version's model copy), so nodes sharing a database need no shared disk: a node that did
+    /// not create a version fetches it from there. Unset: artifacts stay in the storage folder.
+    pub artifacts_uri: Option<String>,
     /// What runs jobs: `local` (replicas are processes of this host; the default) or `ray` (a
     /// Ray cluster, through the Jobs REST API of its head at `ray_address`).
     pub executor: ExecutorKind,
@@ -186,6 +190,7 @@ const ENV_KEYS: &[&str] = &[
     "node_lease_secs",
     "storage_dir",
     "buckets",
+    "artifacts_uri",
     "executor",
     "ray_address",
     "ray_token",

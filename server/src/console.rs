@@ -271,7 +271,8 @@ impl ConsoleBackend for ConsoleUseCases {
         may_read(request, &project, || format!("projects/{project}/models/{model}/versions/{version}"))?;
         let record = self.control.get_version(&name).await?;
         let Some(dir) = record.artifact_dir else { return Ok(None) };
-        let Ok(signature) = crate::serving::Signature::read(std::path::Path::new(&dir)) else { return Ok(None) };
+        let Ok(dir) = self.control.version_files(&dir).await else { return Ok(None) };
+        let Ok(signature) = crate::serving::Signature::read(&dir) else { return Ok(None) };
         Ok(example(&signature))
     }
 }

@@ -70,9 +70,16 @@ impl Server {
             std::iter::once(config.data_dir.clone()).chain(config.storage_roots.iter().cloned()).collect();
         let buckets = crate::storage::Buckets::open(&config.buckets, &config.aws)
             .map_err(|e| StartError::Storage(e.to_string()))?;
+        let artifacts = config
+            .artifacts_uri
+            .as_deref()
+            .map(|uri| buckets.confine("artifacts_uri", uri))
+            .transpose()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let storage = Storage::open_with_roots(&config.storage_root(), &roots)
             .map_err(|e| StartError::Storage(e.to_string()))?
-            .with_buckets(buckets);
+            .with_buckets(buckets)
+            .with_artifacts(artifacts);
         // As root, replicas run as unprivileged users of their own (see executor::Isolation).
         let isolation = crate::executor::Isolation::set_up(&config)
             .await

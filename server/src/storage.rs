@@ -112,6 +112,8 @@ pub enum StorageError {
 pub struct Storage {
     root: PathBuf,
     buckets: Buckets,
+    /// Where Anneal's own artifacts (versions' model copies) are published, when in a bucket.
+    artifacts: Option<ObjectUri>,
     /// The canonical storage root, where a URI may name only its project's folders.
     canonical_root: PathBuf,
     /// Canonical forms of the roots user URIs may name (the storage root's data dir first).
@@ -138,7 +140,7 @@ impl Storage {
             allowed.push(canonical(dir)?);
         }
         let canonical_root = canonical(root)?;
-        let storage = Self { root: root.to_path_buf(), buckets: Buckets::default(), canonical_root, allowed };
+        let storage = Self { root: root.to_path_buf(), buckets: Buckets::default(), artifacts: None, canonical_root, allowed };
         storage.check_writable()?;
         Ok(storage)
     }
@@ -146,6 +148,79 @@ impl Storage {
     /// The same storage with `buckets` for `s3://` URIs.
     pub fn with_buckets(self, buckets: Buckets) -> Self {
         Self { buckets, ..self }
+    }
+
+    /// The same storage publishing its artifacts under `artifacts` (in one of its buckets).
+    pub fn with_artifacts(self, artifacts: Option<ObjectUri>) -> Self {
+        Self { artifacts, ..self }
+    }
+
+    /// Uploads `dir`, a folder of the storage root, to the same place under the artifacts URI
+    /// (nothing without one), so that every node can fetch it ([`Storage::local_copy`]).
+    pub async fn publish(&self, dir: &Path) -> Result<(), ObjectError> {
+        match self.published(dir) {
+            Some(uri) => self.buckets.upload_tree(dir, &uri).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Where `dir` (a folder of the storage root) is published, with an artifacts URI.
+    fn published(&self, dir: &Path) -> Option<ObjectUri> {
+        let artifacts = self.artifacts.as_ref()?;
+        let relative = dir.strip_prefix(&self.root).ok()?;
+        let key: Vec<String> = relative.iter().map(|part| part.to_string_lossy().into_owned()).collect();
+        Some(artifacts.join(&key.join("/")))
+    }
+
+    /// How the store records `dir`, a folder of the storage root: its URI under the artifacts
+    /// URI when there is one, else its local path.
+    pub fn stored_name(&self, dir: &Path) -> String {
+        self.published(dir).map_or_else(|| dir.display().to_string(), |uri| uri.to_string())
+    }
+
+    /// The local folder of a stored name ([`Storage::stored_name`]): a local path as it is; a
+    /// published one at its place under the storage root, downloaded first when this node does
+    /// not have it (a node that did not create the version, or a fresh storage folder).
+    pub async fn local_copy(&self, stored: &str) -> Result<PathBuf, ObjectError> {
+        if !ObjectUri::is_object(stored) {
+            return Ok(PathBuf::from(stored));
+        }
+        let uri = ObjectUri::parse("artifact", stored).map_err(|_| ObjectError::NotFound(stored.to_owned()))?;
+        let local = self.local_place(&uri).ok_or_else(|| ObjectError::NotFound(format!("{stored} (outside the artifacts URI)")))?;
+        if tokio::fs::metadata(&local).await.is_ok() {
+            return Ok(local);
+        }
+        let partial = local.with_extension(format!("download-{}", std::process::id()));
+        let _ = tokio::fs::remove_dir_all(&partial).await;
+        self.buckets.download_tree(&uri, &partial).await?;
+        tokio::fs::rename(&partial, &local)
+            .await
+            .map_err(|source| ObjectError::Local { action: "move", path: local.clone(), source })?;
+        Ok(local)
+    }
+
+    /// Removes a stored folder: this node's copy, and the published objects.
+    pub async fn remove_stored(&self, stored: &str) -> Result<(), ObjectError> {
+        if !ObjectUri::is_object(stored) {
+            let (storage, dir) = (self.clone(), PathBuf::from(stored));
+            let _ = tokio::task::spawn_blocking(move || storage.remove_dir(&dir)).await;
+            return Ok(());
+        }
+        let uri = ObjectUri::parse("artifact", stored).map_err(|_| ObjectError::NotFound(stored.to_owned()))?;
+        if let Some(local) = self.local_place(&uri) {
+            let storage = self.clone();
+            let _ = tokio::task::spawn_blocking(move || storage.remove_dir(&local)).await;
+        }
+        self.buckets.delete_tree(&uri).await
+    }
+
+    /// The place under the storage root of a published URI.
+    fn local_place(&self, uri: &ObjectUri) -> Option<PathBuf> {
+        let artifacts = self.artifacts.as_ref()?;
+        let rest = if artifacts.key.is_empty() { Some(uri.key.as_str()) } else { uri.key.strip_prefix(&artifacts.key)?.strip_prefix('/') };
+        (uri.bucket == artifacts.bucket).then_some(())?;
+        let rest = rest?;
+        Some(rest.split('/').fold(self.root.clone(), |path, part| path.join(part)))
     }
 
     /// The storage root.

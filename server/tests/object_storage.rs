@@ -225,3 +225,55 @@ async fn a_missing_bucket_refused_credentials_and_a_store_that_is_down_say_what_
     assert!(body.to_string().contains("s3://down/m"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(30), "retries are bounded: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn versions_published_to_a_bucket_load_on_a_node_that_never_had_their_files() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("artifacts").await;
+    let buckets = S3Server::buckets_env(&[s3.bucket("artifacts", &["anneal"])]);
+    let first_storage = tempfile::tempdir().expect("tempdir");
+    let envs = |storage: &std::path::Path| {
+        vec![
+            ("ANNEAL_BUCKETS".to_owned(), buckets.clone()),
+            ("ANNEAL_ARTIFACTS_URI".to_owned(), "s3://artifacts/anneal".to_owned()),
+            ("ANNEAL_STORAGE_DIR".to_owned(), storage.display().to_string()),
+        ]
+    };
+    let first_envs = envs(first_storage.path());
+    let pairs: Vec<(&str, &str)> = first_envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestServer::start_with(&[], &pairs).await;
+    server.create_model("m").await;
+    for version in ["v1", "v2"] {
+        let op = server.deploy("m", version, "mlp").await;
+        assert!(op.get("error").is_none(), "{op}");
+    }
+    let keys = s3.keys("artifacts", "anneal/models/p/m").await;
+    assert!(keys.iter().any(|k| k.starts_with("anneal/models/p/m/v1-") && k.ends_with("/model.pt")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("anneal/models/p/m/v2-") && k.ends_with("/signature.json")), "{keys:?}");
+
+    // The same database on a node with an empty storage folder: it serves the versions from the bucket.
+    let data = server.stop_keeping_data().await;
+    let second_storage = tempfile::tempdir().expect("tempdir");
+    let second_envs = envs(second_storage.path());
+    let pairs: Vec<(&str, &str)> = second_envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestServer::start_in(data, &[], &pairs).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) =
+            server.post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]})).await;
+        if status == 200 {
+            assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(1), "{answer}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served after the restart: {status} {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(second_storage.path().join("models/p/m").is_dir(), "fetched into the new storage folder");
+
+    let (status, op) = server.delete_json("/v1/projects/p/models/m/versions/v2").await;
+    assert_eq!(status, 200, "{op}");
+    server.wait_operation(op["name"].as_str().expect("name")).await;
+    let keys = s3.keys("artifacts", "anneal/models/p/m").await;
+    assert!(!keys.iter().any(|k| k.starts_with("anneal/models/p/m/v2-")), "a deleted version's objects go: {keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("anneal/models/p/m/v1-")), "{keys:?}");
+}

@@ -272,5 +272,10 @@ pub async fn resolve_model_dir(
     if record.state != VersionState::Ready {
         return Err(ModelUnavailable::NotReady(version, record.state.as_str()));
     }
-    record.artifact_dir.map(|dir| Location::Local(PathBuf::from(dir))).ok_or(ModelUnavailable::NoFiles(version))
+    // A version published in a bucket runs from there (the executor fetches it).
+    let dir = record.artifact_dir.ok_or(ModelUnavailable::NoFiles(version))?;
+    Ok(match crate::storage::ObjectUri::parse("artifact", &dir) {
+        Ok(uri) if crate::storage::ObjectUri::is_object(&dir) => Location::Object(uri),
+        _ => Location::Local(PathBuf::from(dir)),
+    })
 }

@@ -252,7 +252,12 @@ impl Control {
                 continue;
             }
             let Some(dir) = &version.artifact_dir else { continue };
-            match self.host.load(&key, Path::new(dir), super::versions::settings(&version.serving)).await {
+            // Published in a bucket, the files are fetched first (no shared disk needed).
+            let loaded = match self.storage.local_copy(dir).await {
+                Ok(dir) => self.host.load(&key, &dir, super::versions::settings(&version.serving)).await.map_err(Error::from),
+                Err(e) => Err(Error::from(e)),
+            };
+            match loaded {
                 Ok(_) => {
                     super::lock(&self.node.failed_loads).remove(&key);
                     tracing::info!(version.name = %key, "serving a version another node deployed");

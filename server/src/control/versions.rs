@@ -149,7 +149,7 @@ impl Control {
                     VersionState::Creating,
                     VersionState::Ready,
                     None,
-                    Some(&dir.to_string_lossy()),
+                    Some(&self.storage.stored_name(dir)),
                 )
                 .await
             {
@@ -188,6 +188,12 @@ impl Control {
             .await
             .map_err(|e| Error::internal(format!("copying stopped unexpectedly: {e}")))??;
         if let Err(error) = self.host.load(&name.to_string(), &dir, settings).await.map(drop) {
+            self.storage.remove_dir(&dir);
+            return Err(error.into());
+        }
+        // With an artifacts URI, the copy goes to the bucket too, where every node finds it.
+        if let Err(error) = self.storage.publish(&dir).await {
+            self.host.unload(&name.to_string());
             self.storage.remove_dir(&dir);
             return Err(error.into());
         }
@@ -278,9 +284,9 @@ impl Control {
     async fn finish_delete(&self, name: &VersionName, version: VersionRecord, op: &OperationRecord) {
         self.host.unload(&name.to_string());
         if let Some(dir) = &version.artifact_dir {
-            let storage = self.storage.clone();
-            let dir = PathBuf::from(dir);
-            let _ = tokio::task::spawn_blocking(move || storage.remove_dir(&dir)).await;
+            if let Err(error) = self.storage.remove_stored(dir).await {
+                tracing::warn!(version.name = %name, %error, "cannot remove a deleted version's published files");
+            }
         }
         let outcome = match self.store.remove_version(name).await {
             Ok(()) => OperationOutcome::Empty,
@@ -371,12 +377,10 @@ impl Control {
         for version in versions {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
-                Some(dir) => self
-                    .host
-                    .load(&name.to_string(), Path::new(dir), settings(&version.serving))
-                    .await
-                    .map(drop)
-                    .map_err(Error::from),
+                Some(dir) => match self.storage.local_copy(dir).await {
+                    Ok(dir) => self.host.load(&name.to_string(), &dir, settings(&version.serving)).await.map(drop).map_err(Error::from),
+                    Err(e) => Err(Error::from(e)),
+                },
                 None => Err(Error::FailedPrecondition("the version has no stored model files".to_owned())),
             };
             match loaded {
@@ -603,5 +607,13 @@ impl Control {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Control {
+    /// The local folder of a version's stored files (fetched from the artifacts bucket when this
+    /// node has no copy).
+    pub async fn version_files(&self, artifact_dir: &str) -> Result<PathBuf> {
+        Ok(self.storage.local_copy(artifact_dir).await?)
     }
 }

@@ -406,6 +406,19 @@ impl Buckets {
         Ok(files.len())
     }
 
+    /// Deletes every object under folder `uri`.
+    pub async fn delete_tree(&self, uri: &ObjectUri) -> Result<(), ObjectError> {
+        let bucket = self.bucket(uri)?;
+        for meta in self.list(uri).await? {
+            bucket.store.delete(&meta.location).await.map_err(|source| ObjectError::Store {
+                action: "delete",
+                uri: format!("s3://{}/{}", uri.bucket, meta.location),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// A blocking reader of the object `uri` (ranged reads of [`READ_AHEAD`] bytes, each
     /// retried), for a thread outside the runtime that `handle` belongs to.
     pub fn reader(&self, uri: &ObjectUri, handle: &tokio::runtime::Handle) -> std::io::Result<ObjectReader> {
