@@ -68,12 +68,20 @@ enum LocalCommand {
 /// Flags of `anneal local predict`.
 #[derive(Debug, clap::Args)]
 struct LocalPredictArgs {
-    /// A folder with model.pt (and signature.json).
+    /// A model folder: model.pt (and signature.json), a SavedModel, model.joblib, model.pkl or
+    /// model.bst.
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
     /// One JSON instance per line (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     json_instances: PathBuf,
+    /// The model's framework (tensorflow, scikit-learn, xgboost, pytorch) [default: detected
+    /// from the files, as versions are].
+    #[arg(long, value_name = "FRAMEWORK")]
+    framework: Option<String>,
+    /// The Python that runs Python models [default: as `anneal serve`; env ANNEAL_PYTHON].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
 }
 
 /// Flags of `anneal local train`.
@@ -154,7 +162,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Local(LocalCommand::Train(args)) => local_train(args),
-        Command::Local(LocalCommand::Predict(args)) => crate::local::predict(&args.model_dir, &args.json_instances),
+        Command::Local(LocalCommand::Predict(args)) => local_predict(args),
         Command::Jobs(command) => crate::client::run(cli.client, crate::client::Verb::Jobs(command)),
         Command::Models(command) => crate::client::run(cli.client, crate::client::Verb::Models(command)),
         Command::Versions(command) => crate::client::run(cli.client, crate::client::Verb::Versions(command)),
@@ -168,6 +176,15 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn local_predict(args: LocalPredictArgs) -> ExitCode {
+    let config = match Config::load(None, Overrides { python: args.python, ..Overrides::default() }) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let python = config.runtime_python();
+    crate::local::predict(&args.model_dir, &args.json_instances, args.framework.as_deref(), &python)
 }
 
 fn local_train(args: LocalTrainArgs) -> ExitCode {

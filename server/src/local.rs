@@ -161,10 +161,11 @@ async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
     ending.map_err(|e| LocalError::Run(e.to_string()))
 }
 
-/// `anneal local predict`: loads `model_dir` in this process and prints one prediction per
-/// instance of `instances` (JSON lines; `-` for stdin). Exit code 1 with the reason on a bad
-/// model or instance.
-pub fn predict(model_dir: &Path, instances: &Path) -> ExitCode {
+/// `anneal local predict`: loads `model_dir` (TorchScript in this process; scikit-learn,
+/// XGBoost and TensorFlow models in one Python worker process, `framework` or detected from the
+/// files) and prints one prediction per instance of `instances` (JSON lines; `-` for stdin).
+/// Exit code 1 with the reason on a bad model or instance.
+pub fn predict(model_dir: &Path, instances: &Path, framework: Option<&str>, python: &Path) -> ExitCode {
     let text = if instances == Path::new("-") {
         let mut text = String::new();
         if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
@@ -183,6 +184,28 @@ pub fn predict(model_dir: &Path, instances: &Path) -> ExitCode {
         Ok(instances) => instances,
         Err(e) => return fail(format!("--json-instances: not JSON lines: {e}")),
     };
+    let framework = match framework.map(|f| f.trim().to_ascii_uppercase().replace('-', "_")) {
+        None => crate::serving::python_framework(model_dir),
+        Some(f) if f == crate::serving::frameworks::PYTORCH => None,
+        Some(f) => match [
+            crate::serving::frameworks::TENSORFLOW,
+            crate::serving::frameworks::SCIKIT_LEARN,
+            crate::serving::frameworks::XGBOOST,
+        ]
+        .into_iter()
+        .find(|known| *known == f)
+        {
+            Some(known) => Some(known),
+            None => {
+                return fail(format!(
+                    "--framework {f}: use tensorflow, scikit-learn, xgboost or pytorch"
+                ))
+            }
+        },
+    };
+    if let Some(framework) = framework {
+        return predict_python(model_dir, instances, framework, python);
+    }
     let model = match crate::serving::model::LoadedModule::load(model_dir, true) {
         Ok(model) => model,
         Err(e) => return fail(format!("--model-dir {}: {e}", model_dir.display())),
@@ -200,6 +223,27 @@ pub fn predict(model_dir: &Path, instances: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("Prediction failed: {e}")),
+    }
+}
+
+/// `anneal local predict` of a Python framework's model: one worker process, all instances in
+/// one pass.
+fn predict_python(model_dir: &Path, instances: Vec<serde_json::Value>, framework: &str, python: &Path) -> ExitCode {
+    let dir = model_dir.canonicalize().unwrap_or_else(|_| model_dir.to_path_buf());
+    let spec = crate::serving::python_spec(python, &dir, framework, 1);
+    let mut predictor = match crate::serving::python::Predictor::start("local", spec) {
+        Ok((predictor, _)) => predictor,
+        Err(e) => return fail(format!("--model-dir {}: {e}", model_dir.display())),
+    };
+    match predictor.predict(instances) {
+        Ok(Ok(predictions)) => {
+            for prediction in predictions {
+                println!("{prediction}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => fail(format!("Prediction failed: {error}")),
+        Err(crash) => fail(format!("Prediction failed: {crash}")),
     }
 }
 

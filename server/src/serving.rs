@@ -74,6 +74,39 @@ pub mod frameworks {
 /// into (once, at creation).
 pub const PACKAGES_DIR: &str = ".anneal-packages";
 
+/// The Python framework that serves a model directory, by its files (ML Engine's rules), or
+/// `None` for a TorchScript `model.pt` or no model file. A pickled XGBoost object in
+/// `model.joblib`/`model.pkl` is served by the SCIKIT_LEARN worker as XGBoost.
+pub fn python_framework(dir: &Path) -> Option<&'static str> {
+    if dir.join(MODEL_FILE).is_file() {
+        return None;
+    }
+    if dir.join("saved_model.pb").is_file() || dir.join("saved_model.pbtxt").is_file() {
+        return Some(frameworks::TENSORFLOW);
+    }
+    if dir.join("model.bst").is_file() {
+        return Some(frameworks::XGBOOST);
+    }
+    if dir.join("model.joblib").is_file() || dir.join("model.pkl").is_file() {
+        return Some(frameworks::SCIKIT_LEARN);
+    }
+    None
+}
+
+/// A Python worker's process settings for `dir` served as `framework` (no custom routine).
+pub fn python_spec(python: &Path, dir: &Path, framework: &str, threads: i32) -> python::PythonSpec {
+    python::PythonSpec {
+        python: python.to_path_buf(),
+        model_dir: dir.to_path_buf(),
+        framework: framework.to_owned(),
+        prediction_class: None,
+        python_path: Vec::new(),
+        threads,
+        load_timeout: PYTHON_LOAD_TIMEOUT,
+        predict_timeout: PYTHON_PREDICT_TIMEOUT,
+    }
+}
+
 /// How long a Python worker may take to load a model.
 const PYTHON_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// How long one pass of a Python model may take before its worker is stopped.

@@ -343,3 +343,133 @@ async fn tensorflow_saved_models_serve_their_signature() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "Prediction failed: Invalid inputs: Input text was missing in at least one input instance (Error code: 1)");
 }
+
+/// The lines of every `prediction.results-*` shard under `dir`, shard by shard.
+fn result_lines(dir: &Path) -> Vec<Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("output dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("prediction.results-")))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).expect("shard").lines().map(|l| serde_json::from_str(l).expect("JSON")).collect::<Vec<_>>())
+        .collect()
+}
+
+#[tokio::test]
+async fn batch_prediction_jobs_predict_python_models() {
+    let (sklearn, facts) = fixtures("sklearn");
+    let (xgboost, xgb_facts) = fixtures("xgboost");
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let pipeline = stage(&server, &sklearn.join("pipeline"), "pipeline");
+    create_version(&server, json!({"name": "pipe", "deploymentUri": pipeline.display().to_string()})).await;
+
+    // A version's scikit-learn pipeline over JSON lines, one of them bad.
+    let input = server.data.path().join("batch/in.json");
+    std::fs::create_dir_all(input.parent().expect("parent")).expect("mkdir");
+    let mut lines: String = facts["instances"].as_array().expect("instances").iter().map(|i| format!("{i}\n")).collect();
+    lines.push_str("[1.0, 2.0]\n");
+    std::fs::write(&input, lines).expect("write");
+    let output = server.data.path().join("batch/out");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "sk_batch", "predictionInput": {"versionName": "projects/p/models/m/versions/pipe",
+                    "dataFormat": "JSON", "inputPaths": [input.display().to_string()],
+                    "outputPath": output.display().to_string(), "maxWorkerCount": "1", "batchSize": "64"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("sk_batch", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(done["predictionOutput"]["predictionCount"], "5", "{done}");
+    assert_eq!(done["predictionOutput"]["errorCount"], "1", "the bad line, alone: {done}");
+    assert_eq!(Value::from(result_lines(&output)), facts["expected"]["pipeline"]);
+
+    // An XGBoost booster's directory over CSV, with two workers.
+    let booster = stage(&server, &xgboost.join("booster"), "booster");
+    let input = server.data.path().join("batch/rows.csv");
+    let csv: String = xgb_facts["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i.as_array().expect("row").iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    std::fs::write(&input, csv).expect("write");
+    let output = server.data.path().join("batch/xgb");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "xgb_batch", "predictionInput": {"uri": booster.display().to_string(),
+                    "dataFormat": "CSV", "inputPaths": [input.display().to_string()],
+                    "outputPath": output.display().to_string(), "maxWorkerCount": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("xgb_batch", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(Value::from(result_lines(&output)), xgb_facts["expected"]["booster"]);
+
+    // A model that cannot load fails the job with ML Engine's text.
+    let corrupt = stage(&server, &sklearn.join("corrupt"), "corrupt");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "bad_batch", "predictionInput": {"uri": corrupt.display().to_string(),
+                    "dataFormat": "CSV", "inputPaths": [input.display().to_string()],
+                    "outputPath": server.data.path().join("batch/bad").display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("bad_batch", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert!(done["errorMessage"].as_str().expect("errorMessage").contains("Failed to load model"), "{done}");
+}
+
+#[tokio::test]
+async fn local_predict_serves_every_framework() {
+    let (sklearn, facts) = fixtures("sklearn");
+    let (xgboost, xgb_facts) = fixtures("xgboost");
+    let work = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, instances: &Value| {
+        let path = work.path().join(name);
+        let lines: String = instances.as_array().expect("instances").iter().map(|i| format!("{i}\n")).collect();
+        std::fs::write(&path, lines).expect("write");
+        path.display().to_string()
+    };
+    let sk_instances = write("sk.json", &facts["instances"]);
+    let pipeline = sklearn.join("pipeline").display().to_string();
+    let (code, stdout, stderr) =
+        common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &sk_instances], &[]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let predictions: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(Value::from(predictions), facts["expected"]["pipeline"], "detected as SCIKIT_LEARN");
+
+    let xgb_instances = write("xgb.json", &xgb_facts["instances"]);
+    let booster = xgboost.join("booster").display().to_string();
+    let (code, stdout, stderr) = common::run_anneal(
+        &["local", "predict", "--model-dir", &booster, "--json-instances", &xgb_instances, "--framework", "xgboost"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let predictions: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(Value::from(predictions), xgb_facts["expected"]["booster"]);
+
+    let (code, _, stderr) = common::run_anneal(
+        &["local", "predict", "--model-dir", &pipeline, "--json-instances", &sk_instances, "--framework", "caffe"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--framework CAFFE"), "{stderr}");
+    let bad = write("bad.json", &json!([[1.0, 2.0]]));
+    let (code, _, stderr) =
+        common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &bad], &[]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Prediction failed: Failed to run the provided model") && stderr.contains("(Error code: 2)"), "{stderr}");
+}

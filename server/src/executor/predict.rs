@@ -45,6 +45,7 @@ pub async fn run_prediction(
         workers: plan.workers,
         batch_size: plan.batch_size,
         use_cuda: true,
+        python: context.config.python.clone(),
     };
     let progress = Arc::new(BatchProgress::default());
     let cancel = Arc::new(AtomicBool::new(false));

@@ -9,6 +9,12 @@
 //! large the input. A line that cannot be parsed or predicted is counted under its error message
 //! (written to `prediction.errors_stats-…`), never fails the run on its own; when a merged forward
 //! pass fails, the chunk's lines are retried one by one so only the bad ones are counted.
+//!
+//! A model directory that holds a scikit-learn, XGBoost or TensorFlow model instead of a
+//! TorchScript `model.pt` is predicted by Python: each worker thread owns one worker process
+//! ([`super::python::Predictor`]) and sends it each chunk's instances as one JSON list (a TFRecord
+//! as `{"b64": ...}` of its bytes, the serialized Example a TensorFlow string input takes). A
+//! process that crashes is started again; the chunk's lines count as errors.
 
 pub mod tfrecord;
 
@@ -24,6 +30,7 @@ use serde_json::Value;
 use self::tfrecord::{Feature, Record, Records};
 use super::instances::{Batch, Column, ColumnData, DType, InputSpec, InstanceError};
 use super::model::{ForwardError, LoadError, LoadedModule};
+use super::python::{Predictor, RoutineError};
 
 /// How input lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -147,6 +154,8 @@ pub struct BatchRun {
     /// Lines per forward pass.
     pub batch_size: usize,
     pub use_cuda: bool,
+    /// The runtime Python, for models of Python frameworks.
+    pub python: PathBuf,
 }
 
 /// Counters a run updates as it goes, for progress reports.
@@ -215,6 +224,12 @@ enum LineError {
     /// The model failed on the line.
     #[error("Prediction failed: Error during model execution: {0}")]
     Model(ForwardError),
+    /// A Python model failed on the line, with ML Engine's error code.
+    #[error("Prediction failed: {0}")]
+    Routine(RoutineError),
+    /// The Python worker process exited while predicting the line's chunk.
+    #[error("Prediction failed: {0}")]
+    Crashed(String),
 }
 
 /// Lines or records of one input file: each item is `data[previous end..end]`.
@@ -246,7 +261,16 @@ impl Chunk {
 /// Runs the batch prediction to the end (or until `cancel` is set). Blocks: call it on a
 /// blocking thread. Fails only when the model cannot be loaded or an output cannot be written.
 pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Result<BatchSummary, BatchError> {
-    let model = Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?);
+    let engine = match super::python_framework(&job.model_dir) {
+        Some(framework) => {
+            // One process loads the model first, so a model that cannot load fails the run
+            // before anything is written; each worker then starts its own.
+            let spec = super::python_spec(&job.python, &job.model_dir, framework, 1);
+            let (first, _) = Predictor::start("batch", spec.clone())?;
+            Engine::Python(spec, std::sync::Mutex::new(Some(first)))
+        }
+        None => Engine::Torch(Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?)),
+    };
     job.files.create_folder()?;
     let workers = job.workers.max(1);
     let batch_size = job.batch_size.max(1);
@@ -256,10 +280,19 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             let queue = queue.clone();
-            let model = model.clone();
             let shard = format!("prediction.results-{index:05}-of-{workers:05}");
-            let (format, files) = (job.format, &*job.files);
-            handles.push(scope.spawn(move || work(&model, format, &queue, files, &shard, progress, cancel)));
+            let (format, files, engine) = (job.format, &*job.files, &engine);
+            handles.push(scope.spawn(move || match engine {
+                Engine::Torch(model) => work(model, format, &queue, files, &shard, progress, cancel),
+                Engine::Python(spec, first) => {
+                    let started = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    let predictor = match started {
+                        Some(predictor) => predictor,
+                        None => Predictor::start("batch", spec.clone())?.0,
+                    };
+                    work_python(predictor, format, &queue, files, &shard, progress, cancel)
+                }
+            }));
         }
         drop(queue);
         let read = read_chunks(&*job.files, job.format, batch_size, &chunks, cancel);
@@ -413,6 +446,101 @@ fn work(
         let mut written = 0;
         let mut failed = 0;
         for result in predictions {
+            match result {
+                Ok(prediction) => {
+                    serde_json::to_writer(&mut out, &prediction).map_err(BatchError::Encode)?;
+                    out.write_all(b"\n").map_err(unwritable)?;
+                    written += 1;
+                }
+                Err(error) => {
+                    *errors.entry(error.to_string()).or_default() += 1;
+                    failed += 1;
+                }
+            }
+        }
+        progress.predictions.fetch_add(written, Ordering::Relaxed);
+        progress.errors.fetch_add(failed, Ordering::Relaxed);
+    }
+    out.into_inner().map_err(|e| unwritable(e.into_error()))?.finish().map_err(unwritable)?;
+    Ok(errors)
+}
+
+/// What predicts a run's lines.
+enum Engine {
+    Torch(Arc<LoadedModule>),
+    /// A Python model: the settings of its processes and the process started first.
+    Python(super::python::PythonSpec, std::sync::Mutex<Option<Predictor>>),
+}
+
+/// One worker over a Python model: each chunk's instances as one JSON list to its process.
+fn work_python(
+    mut predictor: Predictor,
+    format: InputFormat,
+    queue: &crossbeam_channel::Receiver<Chunk>,
+    files: &dyn BatchFiles,
+    shard: &str,
+    progress: &BatchProgress,
+    cancel: &AtomicBool,
+) -> Result<HashMap<String, u64>, BatchError> {
+    use base64::Engine as _;
+    let unwritable = |source| BatchError::Write { name: shard.to_owned(), source };
+    let file = files.create(shard)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let mut parsed: Vec<Result<Value, LineError>> = Vec::new();
+    for chunk in queue {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        parsed.clear();
+        for (item, intact) in chunk.items() {
+            if format.is_tfrecord() {
+                parsed.push(if intact {
+                    Ok(serde_json::json!({"b64": base64::engine::general_purpose::STANDARD.encode(item)}))
+                } else {
+                    Err(LineError::CorruptRecord)
+                });
+                continue;
+            }
+            let line = trim(item);
+            if line.is_empty() {
+                continue;
+            }
+            parsed.push(std::str::from_utf8(line).map_err(|_| LineError::NotUtf8).and_then(|text| match format {
+                InputFormat::Csv => {
+                    let row: Result<Vec<f64>, _> = text.split(',').map(|v| v.trim().parse::<f64>()).collect();
+                    Ok(Value::from(row.map_err(|_| LineError::Csv)?))
+                }
+                _ => serde_json::from_str::<Value>(text).map_err(|e| LineError::Json(e.to_string())),
+            }));
+        }
+        let good: Vec<Value> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+        let mut predicted: std::vec::IntoIter<Result<Value, LineError>> = if good.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let count = good.len();
+            match predictor.predict(good.clone()) {
+                Ok(Ok(predictions)) => predictions.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+                Ok(Err(_)) if count > 1 => good
+                    .into_iter()
+                    .map(|instance| match predictor.predict(vec![instance]) {
+                        Ok(Ok(mut one)) => Ok(one.pop().unwrap_or(Value::Null)),
+                        Ok(Err(error)) => Err(LineError::Routine(error)),
+                        Err(crash) => Err(LineError::Crashed(crash)),
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+                Ok(Err(error)) => vec![Err(LineError::Routine(error))].into_iter(),
+                Err(crash) => vec![Err(LineError::Crashed(crash)); count].into_iter(),
+            }
+        };
+        let mut written = 0;
+        let mut failed = 0;
+        for line in parsed.drain(..) {
+            let result = match line {
+                Ok(_) => predicted.next().unwrap_or(Err(LineError::Crashed("no prediction".into()))),
+                Err(error) => Err(error),
+            };
             match result {
                 Ok(prediction) => {
                     serde_json::to_writer(&mut out, &prediction).map_err(BatchError::Encode)?;

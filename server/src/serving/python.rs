@@ -502,6 +502,37 @@ impl Worker {
     }
 }
 
+/// One worker process used from one thread, without a queue: batch prediction's workers each
+/// own one. A process that crashed is started again on the next call.
+pub struct Predictor {
+    spec: PythonSpec,
+    name: String,
+    process: Option<Process>,
+}
+
+impl Predictor {
+    /// Starts a process serving `spec` and waits until it has loaded the model. Blocks.
+    pub fn start(name: &str, spec: PythonSpec) -> Result<(Self, Ready), LoadError> {
+        let (process, ready) = Process::start(&spec, name)?;
+        Ok((Self { spec, name: name.to_owned(), process: Some(process) }, ready))
+    }
+
+    /// One pass over `instances`: one prediction per instance, or the model's error. `Err` when
+    /// the process crashed (or could not be started again): why.
+    pub fn predict(&mut self, instances: Vec<Value>) -> Result<Result<Vec<Value>, RoutineError>, String> {
+        if self.process.is_none() {
+            let (process, _) = Process::start(&self.spec, &self.name).map_err(|e| e.to_string())?;
+            self.process = Some(process);
+        }
+        let Some(process) = self.process.as_mut() else { return Err("the worker process is not running".into()) };
+        let result = process.call(&[&Input::Json(instances)]);
+        if result.is_err() {
+            self.process = None;
+        }
+        result
+    }
+}
+
 /// One answer frame.
 #[derive(Deserialize)]
 struct Answer {
