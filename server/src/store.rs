@@ -78,8 +78,8 @@ const STATEMENT_TIMEOUT: &str = "30s";
 
 /// Runs `$body` with `$pool` bound to the store's pool, whichever backend it is: the body is
 /// compiled once for SQLite and once for PostgreSQL, so it must be valid for both (see the
-/// module's rules for SQL text). `$pool` is a `&SqlitePool` or a `&PgPool`; `$pool.begin()` opens a
-/// transaction of that backend.
+/// module's rules for SQL text). `$pool` is a `&SqlitePool` or a `&PgPool`; `$pool.begin_write()` ([`BeginWrite`])
+/// opens a write transaction of that backend.
 ///
 /// ```ignore
 /// let row: Option<Row> = with_pool!(self, |pool| {
@@ -95,6 +95,29 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Opens a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`, which takes the write
+/// lock at the start and waits for it (the busy timeout): a deferred transaction that reads
+/// first and writes after another connection committed fails at once with SQLITE_BUSY_SNAPSHOT
+/// ("database is locked", 500 to the client) instead. On PostgreSQL a plain `BEGIN`.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
+        self.begin()
+    }
+}
 
 /// The connection pool of the configured backend.
 #[derive(Clone, Debug)]

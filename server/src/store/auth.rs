@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{now_text, parse_time, with_pool, Store};
+use super::{now_text, parse_time, with_pool, BeginWrite, Store};
 use crate::auth::{ProjectScope, Role};
 use crate::error::{Error, Result};
 
@@ -139,7 +139,7 @@ impl Store {
     /// when no unrevoked token has this id.
     pub async fn revoke_token(&self, id: &str) -> Result<bool> {
         let done = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let done =
                 sqlx::query("UPDATE api_tokens SET revoke_time = $1 WHERE token_id = $2 AND revoke_time IS NULL")
                     .bind(now_text())

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::models::ModelRecord;
+use super::BeginWrite;
 use super::versions::VersionRecord;
 use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, Result};
@@ -209,7 +210,7 @@ impl Store {
     /// Stores an operation on its own (for operations not tied to a version change).
     pub async fn insert_operation(&self, op: &OperationRecord) -> Result<()> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             insert_operation!(tx, op);
             tx.commit().await?;
         });

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::operations::{insert_operation, OperationRecord};
-use super::{now_text, parse_time, storable, with_pool, Store};
+use super::{now_text, parse_time, storable, with_pool, BeginWrite, Store};
 use crate::error::{Error, FieldViolation, Result};
 use crate::names::{ModelName, VersionName};
 
@@ -168,7 +168,7 @@ impl Store {
         let labels = serde_json::to_string(&new.labels).map_err(Error::internal)?;
         let serving = serde_json::to_string(&new.serving).map_err(Error::internal)?;
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model_exists: Option<(String,)> =
                 sqlx::query_as("SELECT model_id FROM models WHERE project_id = $1 AND model_id = $2")
                     .bind(name.model.project.as_str())
@@ -342,7 +342,7 @@ impl Store {
     /// racing to delete one version, one wins; the other is ABORTED.
     pub async fn begin_version_delete(&self, name: &VersionName, operation: &OperationRecord) -> Result<VersionRecord> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "{SELECT} WHERE v.project_id = $1 AND v.model_id = $2 AND v.version_id = $3"
             )))
@@ -397,7 +397,7 @@ impl Store {
     /// Removes a DELETING version (and clears the model's default if it was the default).
     pub async fn remove_version(&self, name: &VersionName) -> Result<()> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "DELETE FROM versions WHERE project_id = $1 AND model_id = $2 AND version_id = $3 AND state = 'DELETING'",
             )
