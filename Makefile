@@ -130,8 +130,10 @@ console: .make/rust-target .make/wasm-bindgen .make/node
 # throwaway PostgreSQL server for both passes (the nodes and database-outage suites use it in the
 # first). One cargo invocation per pass, so `app` is built with the features the server gives it
 # (no second build) and the second pass builds nothing.
+# A throwaway single-node Ray head (scripts/with-ray.sh, ~15 s to start, ~1.6 GB) serves the ray
+# suite (tests/ray.rs) in the first pass.
 test-rust: .make/postgresql
-	scripts/with-postgres.sh $(MAKE) --no-print-directory test-rust-sqlite test-rust-postgres
+	scripts/with-postgres.sh scripts/with-ray.sh $(MAKE) --no-print-directory test-rust-sqlite test-rust-postgres
 
 test-rust-sqlite:
 	cargo test --release -p app -p server

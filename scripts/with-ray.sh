@@ -4,8 +4,7 @@
 #
 #   scripts/with-ray.sh cargo test --release -p server --test ray
 #
-# Ray is PyPI's `ray[default]` in the project's .venv (requirements-ray.txt; the Makefile installs
-# it). The head listens on 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or Ray silently
+# Ray is PyPI's `ray[default]` in the project's .venv (requirements.txt; the Makefile installs it). The head listens on 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or Ray silently
 # moves its services onto the machine's other address), with usage stats off and token
 # authentication on (a fresh random token), its dashboard (the Jobs REST API) on a free port and
 # its session files in a fresh temporary directory. The head uses about 1.6 GB of memory and takes
@@ -28,7 +27,7 @@ venv=${VIRTUAL_ENV:-$root/.venv}
 python="$venv/bin/python"
 ray="$venv/bin/ray"
 if [[ ! -x "$ray" ]]; then
-  echo "with-ray: $ray is missing (pip install -r requirements-ray.txt; make test does it)" >&2
+  echo "with-ray: $ray is missing (pip install -r requirements.txt; make test does it)" >&2
   exit 1
 fi
 
@@ -42,19 +41,35 @@ token=$("$python" -c 'import secrets; print(secrets.token_hex(24))')
 dashboard=$(free_port)
 gcs=$(free_port)
 
-# Everything Ray runs inherits this environment: the venv's Python first on PATH (a job's
-# `python` is whatever was on PATH when the head started), loopback only, no usage stats, tokens.
-export PATH="$venv/bin:$PATH"
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-export RAY_USAGE_STATS_ENABLED=0
-export RAY_AUTH_MODE=token
-export RAY_AUTH_TOKEN="$token"
-# Ray waits this long after SIGTERM before SIGKILL when a job is stopped (the driver stops its
-# replicas and placement group inside it).
-export RAY_JOB_STOP_SIGNAL_TIMEOUT_S=${RAY_JOB_STOP_SIGNAL_TIMEOUT_S:-10}
+# The head's processes inherit this environment (the command does not): the venv's Python first
+# on PATH (a job's `python` is whatever was on PATH when the head started), loopback only, no
+# usage stats, tokens. Ray waits RAY_JOB_STOP_SIGNAL_TIMEOUT_S after SIGTERM before SIGKILL when
+# a job is stopped (Anneal's driver stops its replicas and placement group inside it).
+ray_env=(
+  PATH="$venv/bin:$PATH"
+  RAY_TMPDIR="$dir"
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+  RAY_USAGE_STATS_ENABLED=0
+  RAY_AUTH_MODE=token
+  RAY_AUTH_TOKEN="$token"
+  RAY_JOB_STOP_SIGNAL_TIMEOUT_S="${RAY_JOB_STOP_SIGNAL_TIMEOUT_S:-10}"
+)
 
+# Stops this head only (not another Ray of the machine, as `ray stop` would): every process of
+# the session it was started in gets SIGTERM, and SIGKILL 10 s later. Job drivers (sessions of
+# their own) are killed by Ray's watcher once their supervisor is gone, replicas with their actor.
 stop() {
-  RAY_TMPDIR="$dir" "$ray" stop --force >"$dir/stop.log" 2>&1 || cat "$dir/stop.log" >&2
+  if [[ -s "$dir/sid" ]]; then
+    local sid pids
+    sid=$(cat "$dir/sid")
+    pids() { ps -e -o pid=,sid= | awk -v s="$sid" '$2 == s { print $1 }'; }
+    pids | xargs -r kill -TERM 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      [[ -z "$(pids)" ]] && break
+      sleep 0.5
+    done
+    pids | xargs -r kill -KILL 2>/dev/null || true
+  fi
   rm -rf "$dir"
 }
 trap stop EXIT
@@ -62,7 +77,7 @@ trap 'exit 130' INT TERM
 
 # Logical CPUs: the tests' replicas take one each and several tests run at once; each test's own
 # job asks for what it needs (an infeasible request asks for more than this).
-RAY_TMPDIR="$dir" "$ray" start --head \
+env "${ray_env[@]}" setsid bash -c 'echo $$ >"$0/sid"; exec "$@"' "$dir" "$ray" start --head \
   --node-ip-address=127.0.0.1 --port="$gcs" \
   --dashboard-host=127.0.0.1 --dashboard-port="$dashboard" --include-dashboard=true \
   --num-cpus="${ANNEAL_TEST_RAY_CPUS:-8}" --num-gpus=0 \

@@ -243,7 +243,12 @@ async fn cancel_stops_every_replica_and_removes_the_placement_group() {
     wait_log(&server, "cancel_ray", "master-replica-0 started master", Duration::from_secs(60)).await;
     assert_eq!(replica_processes(&server, "cancel_ray").len(), 2, "both replicas run on this machine");
     let id = ray_job_of("cancel_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
-    assert_eq!(placement_groups(&id).await, ["CREATED"]);
+    // The state API can lag behind; the group shows as created within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while placement_groups(&id).await != ["CREATED"] {
+        assert!(Instant::now() < deadline, "no created placement group: {:?}", placement_groups(&id).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let (status, body) = server.post_json("/v1/projects/p/jobs/cancel_ray:cancel", &json!({})).await;
     assert_eq!(status, 200, "{body}");

@@ -380,7 +380,7 @@ impl Follower {
                     "Ray no longer knows the job {id} (its head restarted, or the job was never submitted before Anneal restarted); its logs up to then are kept. Submit the job again."
                 ))));
             };
-            let started = self.consume(&text, progress, log, &collector).await;
+            let started = self.consume(&text, progress, &collector).await;
             if started {
                 deadline = self.marker.plan.max_running_time.map(|d| tokio::time::Instant::now() + d);
             }
@@ -406,18 +406,22 @@ impl Follower {
 
     /// Takes the complete lines of the Ray log past `progress.offset`: log lines to the job's
     /// log, metric reports to its series, `running` to control. Returns whether the replicas
-    /// started with these lines.
-    async fn consume(
-        &self,
-        text: &str,
-        progress: &mut Progress,
-        log: &LogSender,
-        collector: &Arc<Mutex<Collector>>,
-    ) -> bool {
+    /// started with these lines. The lines are appended to the job's log in one write, and the
+    /// new offset saved right after it, so a restarted server neither repeats nor loses lines
+    /// (short of a crash between those two writes).
+    async fn consume(&self, text: &str, progress: &mut Progress, collector: &Arc<Mutex<Collector>>) -> bool {
         let Some(new) = text.get(progress.offset..) else { return false };
         let Some(end) = new.rfind('\n') else { return false };
         let mut started = false;
+        let mut lines = String::new();
         let mut metrics: Vec<(String, String)> = Vec::new();
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut add = |replica: &str, text: &str| {
+            // The log's line format: time, replica (one word), text.
+            let replica: String = replica.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
+            let replica = if replica.is_empty() { "ray".to_owned() } else { replica };
+            lines.push_str(&format!("{time} {replica} {}\n", text.replace(['\n', '\r'], " ")));
+        };
         for line in new[..end].split('\n') {
             let Some(message) = line.strip_prefix(MARK).and_then(|m| serde_json::from_str::<Message>(m).ok()) else {
                 let line = line.trim_end_matches('\r');
@@ -425,29 +429,38 @@ impl Follower {
                     progress.tail.pop_front();
                 }
                 progress.tail.push_back(line.to_owned());
-                let _ = log.send(("ray".into(), line.to_owned())).await;
+                add("ray", line);
                 continue;
             };
             match message.k.as_str() {
-                "log" => {
-                    let _ = log.send((message.r, message.t)).await;
-                }
+                "log" => add(&message.r, &message.t),
                 "metric" => metrics.push((message.r, message.t)),
                 "running" if progress.started.is_none() => {
                     progress.started = Some(Instant::now());
                     started = true;
-                    self.report(JobEvent::Running).await;
                 }
                 "end" => progress.end = Some(message.message).filter(|m| !m.is_empty()),
                 _ => {}
             }
         }
         progress.offset += end + 1;
-        if !metrics.is_empty() {
-            let (dir, collector) = (self.dir.clone(), collector.clone());
-            let _ = tokio::task::spawn_blocking(move || record_metrics(&dir, &metrics, &collector)).await;
+        let (dir, collector, offset) = (self.dir.clone(), collector.clone(), progress.offset);
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let log = dir.join("job.log");
+            logs::open(&log).and_then(|mut file| file.write_all(lines.as_bytes()))?;
+            if !metrics.is_empty() {
+                record_metrics(&dir, &metrics, &collector);
+            }
+            std::fs::write(dir.join(OFFSET_FILE), offset.to_string())
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!(job.name = %self.job, "cannot write what the Ray job printed into the job's folder");
         }
-        let _ = tokio::fs::write(self.dir.join(OFFSET_FILE), progress.offset.to_string()).await;
+        if started {
+            self.report(JobEvent::Running).await;
+        }
         started
     }
 }
