@@ -19,15 +19,20 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
-use object_store::buffered::{BufReader, BufWriter};
+use object_store::buffered::BufWriter;
 use object_store::path::Path as Key;
 use object_store::{BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio_util::io::SyncIoBridge;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// Bytes fetched per ranged read of a streamed object (batch inputs).
 const READ_AHEAD: usize = 8 << 20;
+/// Ranged reads of one streamed object in flight at once (each retried on its own), so the
+/// store's latency overlaps the reading.
+const READS_IN_FLIGHT: usize = 3;
 /// Bytes buffered before an upload turns multipart, and the size of each part.
 const WRITE_BUFFER: usize = 8 << 20;
 
@@ -419,15 +424,29 @@ impl Buckets {
         Ok(())
     }
 
-    /// A blocking reader of the object `uri` (ranged reads of [`READ_AHEAD`] bytes, each
-    /// retried), for a thread outside the runtime that `handle` belongs to.
+    /// A blocking reader of the object `uri` (ranged reads of [`READ_AHEAD`] bytes,
+    /// [`READS_IN_FLIGHT`] at once, each retried), for a thread outside the runtime that
+    /// `handle` belongs to. Memory: at most `READS_IN_FLIGHT` ranges.
     pub fn reader(&self, uri: &ObjectUri, handle: &tokio::runtime::Handle) -> std::io::Result<ObjectReader> {
         let bucket = self.bucket(uri).map_err(std::io::Error::other)?;
         let meta = handle
             .block_on(self.head(uri))
             .map_err(std::io::Error::other)?
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{uri} does not exist")))?;
-        let reader = BufReader::with_capacity(bucket.store.clone(), &meta, READ_AHEAD);
+        let (store, path, shown) = (bucket.store.clone(), meta.location.clone(), uri.to_string());
+        let step = READ_AHEAD as u64;
+        let ranges = (0..meta.size.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(meta.size));
+        let chunks = futures_util::stream::iter(ranges)
+            .map(move |range| {
+                let (store, path, shown) = (store.clone(), path.clone(), shown.clone());
+                async move {
+                    store.get_range(&path, range).await.map_err(|source| {
+                        std::io::Error::other(ObjectError::Store { action: "read", uri: shown, source })
+                    })
+                }
+            })
+            .buffered(READS_IN_FLIGHT);
+        let reader: Pin<Box<dyn AsyncRead + Send>> = Box::pin(StreamReader::new(chunks));
         Ok(ObjectReader { inner: SyncIoBridge::new_with_handle(reader, handle.clone()) })
     }
 
@@ -514,7 +533,7 @@ fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectE
 
 /// A blocking reader of one object.
 pub struct ObjectReader {
-    inner: SyncIoBridge<BufReader>,
+    inner: SyncIoBridge<Pin<Box<dyn AsyncRead + Send>>>,
 }
 
 impl Read for ObjectReader {
