@@ -4,7 +4,7 @@
 //! `predictionOutput` while it runs.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,31 +120,24 @@ async fn expand_inputs(
 /// The local files of one input pattern of `project`, sorted by name, each resolved (symlinks
 /// followed) to a file the project may name; a named file it may not name is refused as outside
 /// the roots, a match of a wildcard is skipped. Blocks.
-fn expand_local(storage: &Storage, project: &ProjectId, dir: &std::path::Path, file: &str) -> Result<Vec<PathBuf>, RunError> {
-    let mut files = Vec::new();
-    {
-        let pattern = InputPattern { dir: Location::Local(dir.to_path_buf()), file: file.to_owned() };
-        if !pattern.file.contains('*') {
-            let path = dir.join(&pattern.file);
-            let shown = path.display().to_string();
-            match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
-                Ok(Some(file)) if file.is_file() => files.push(file),
-                Ok(_) => return Err(RunError::Inputs(format!("The input file {shown} does not exist."))),
-                Err(e) => return Err(RunError::Inputs(e.to_string())),
-            }
-            return Ok(files);
-        }
-        let entries = std::fs::read_dir(dir).map_err(RunError::io("list", dir))?;
-        let mut matched: Vec<(PathBuf, PathBuf)> = entries
-            .flatten()
-            .filter(|e| glob_match(&pattern.file, &e.file_name().to_string_lossy()))
-            .filter_map(|e| Some((e.path(), e.path().canonicalize().ok()?)))
-            .filter(|(_, file)| file.is_file() && storage.permits(project, file))
-            .collect();
-        matched.sort();
-        files.extend(matched.into_iter().map(|(_, file)| file));
+fn expand_local(storage: &Storage, project: &ProjectId, dir: &Path, file: &str) -> Result<Vec<PathBuf>, RunError> {
+    if !file.contains('*') {
+        let shown = dir.join(file).display().to_string();
+        return match storage.resolve_if_exists(project, "job.predictionInput.inputPaths", &shown) {
+            Ok(Some(found)) if found.is_file() => Ok(vec![found]),
+            Ok(_) => Err(RunError::Inputs(format!("The input file {shown} does not exist."))),
+            Err(e) => Err(RunError::Inputs(e.to_string())),
+        };
     }
-    Ok(files)
+    let entries = std::fs::read_dir(dir).map_err(RunError::io("list", dir))?;
+    let mut matched: Vec<(PathBuf, PathBuf)> = entries
+        .flatten()
+        .filter(|e| glob_match(file, &e.file_name().to_string_lossy()))
+        .filter_map(|e| Some((e.path(), e.path().canonicalize().ok()?)))
+        .filter(|(_, found)| found.is_file() && storage.permits(project, found))
+        .collect();
+    matched.sort();
+    Ok(matched.into_iter().map(|(_, found)| found).collect())
 }
 
 /// A job's input files and output folder, local or in a bucket, for the batch engine's blocking

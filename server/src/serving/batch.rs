@@ -442,24 +442,7 @@ fn work(
                 parsed.push(parse_line(line, format, inputs, fast));
             }
         }
-        let predictions = predict_chunk(model, &parsed);
-        let mut written = 0;
-        let mut failed = 0;
-        for result in predictions {
-            match result {
-                Ok(prediction) => {
-                    serde_json::to_writer(&mut out, &prediction).map_err(BatchError::Encode)?;
-                    out.write_all(b"\n").map_err(unwritable)?;
-                    written += 1;
-                }
-                Err(error) => {
-                    *errors.entry(error.to_string()).or_default() += 1;
-                    failed += 1;
-                }
-            }
-        }
-        progress.predictions.fetch_add(written, Ordering::Relaxed);
-        progress.errors.fetch_add(failed, Ordering::Relaxed);
+        write_results(&mut out, predict_chunk(model, &parsed), &mut errors, progress, shard)?;
     }
     out.into_inner().map_err(|e| unwritable(e.into_error()))?.finish().map_err(unwritable)?;
     Ok(errors)
@@ -534,30 +517,42 @@ fn work_python(
                 Err(crash) => vec![Err(LineError::Crashed(crash)); count].into_iter(),
             }
         };
-        let mut written = 0;
-        let mut failed = 0;
-        for line in parsed.drain(..) {
-            let result = match line {
-                Ok(_) => predicted.next().unwrap_or(Err(LineError::Crashed("no prediction".into()))),
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(prediction) => {
-                    serde_json::to_writer(&mut out, &prediction).map_err(BatchError::Encode)?;
-                    out.write_all(b"\n").map_err(unwritable)?;
-                    written += 1;
-                }
-                Err(error) => {
-                    *errors.entry(error.to_string()).or_default() += 1;
-                    failed += 1;
-                }
-            }
-        }
-        progress.predictions.fetch_add(written, Ordering::Relaxed);
-        progress.errors.fetch_add(failed, Ordering::Relaxed);
+        let results = parsed.drain(..).map(|line| match line {
+            Ok(_) => predicted.next().unwrap_or(Err(LineError::Crashed("no prediction".into()))),
+            Err(error) => Err(error),
+        });
+        write_results(&mut out, results, &mut errors, progress, shard)?;
     }
     out.into_inner().map_err(|e| unwritable(e.into_error()))?.finish().map_err(unwritable)?;
     Ok(errors)
+}
+
+/// Appends one chunk's predictions to a shard, one JSON line each, and counts the failed lines
+/// under their message; the progress counters move once per chunk.
+fn write_results(
+    out: &mut impl Write,
+    results: impl IntoIterator<Item = Result<Value, LineError>>,
+    errors: &mut HashMap<String, u64>,
+    progress: &BatchProgress,
+    shard: &str,
+) -> Result<(), BatchError> {
+    let (mut written, mut failed) = (0, 0);
+    for result in results {
+        match result {
+            Ok(prediction) => {
+                serde_json::to_writer(&mut *out, &prediction).map_err(BatchError::Encode)?;
+                out.write_all(b"\n").map_err(|source| BatchError::Write { name: shard.to_owned(), source })?;
+                written += 1;
+            }
+            Err(error) => {
+                *errors.entry(error.to_string()).or_default() += 1;
+                failed += 1;
+            }
+        }
+    }
+    progress.predictions.fetch_add(written, Ordering::Relaxed);
+    progress.errors.fetch_add(failed, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A parsed line: a one-row batch, or why the line cannot be one.
