@@ -164,6 +164,35 @@ impl Storage {
         }
     }
 
+    /// Uploads those of the files `names` in `dir` (a folder of the storage root) that exist to
+    /// the same place under the artifacts URI (nothing without one): a job's log and metrics,
+    /// which any node then serves ([`Storage::fetch_published`]).
+    pub async fn publish_files(&self, dir: &Path, names: &[&str]) -> Result<(), ObjectError> {
+        let Some(uri) = self.published(dir) else { return Ok(()) };
+        for name in names {
+            let path = dir.join(name);
+            if tokio::fs::metadata(&path).await.is_ok() {
+                self.buckets.upload(&path, &uri.join(name)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure `path`, a file of the storage root, is on this node: downloaded from the
+    /// artifacts URI when this node lacks it and it was published there. Nothing happens when
+    /// it is here already, or was never published.
+    pub async fn fetch_published(&self, path: &Path) -> Result<(), ObjectError> {
+        if tokio::fs::metadata(path).await.is_ok() {
+            return Ok(());
+        }
+        let Some(uri) = self.published(path) else { return Ok(()) };
+        if self.buckets.head(&uri).await?.is_none() {
+            return Ok(());
+        }
+        // Written beside and renamed: a reader never sees half of it.
+        self.buckets.download(&uri, path).await
+    }
+
     /// Where `dir` (a folder of the storage root) is published, with an artifacts URI.
     fn published(&self, dir: &Path) -> Option<ObjectUri> {
         let artifacts = self.artifacts.as_ref()?;
@@ -221,6 +250,11 @@ impl Storage {
         (uri.bucket == artifacts.bucket).then_some(())?;
         let rest = rest?;
         Some(rest.split('/').fold(self.root.clone(), |path, part| path.join(part)))
+    }
+
+    /// Where Anneal's own artifacts are published, when in a bucket.
+    pub fn artifacts(&self) -> Option<&ObjectUri> {
+        self.artifacts.as_ref()
     }
 
     /// The storage root.

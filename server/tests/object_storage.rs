@@ -1,7 +1,9 @@
 //! `s3://` URIs end to end against a real S3-compatible server (moto, started per test on
 //! 127.0.0.1): versions deployed from a bucket, batch prediction over a wildcard in a bucket into
 //! a bucket, training from a package in a bucket with its job dir there, confinement of buckets
-//! and prefixes, and what a missing bucket, refused credentials and a store that is down answer.
+//! and prefixes, and what a missing bucket, refused credentials and a store that is down answer;
+//! the CLI's uploads into a bucket, and a node with an artifacts URI keeping versions, uploads and
+//! ended jobs' logs and metrics there for any node.
 
 mod common;
 
@@ -29,7 +31,10 @@ async fn a_version_deploys_from_a_bucket_and_predicts() {
     let server = server_with(&[s3.bucket("models", &["team"])]).await;
     server.create_model("m").await;
     let (status, op) = server
-        .post_json("/v1/projects/p/models/m/versions", &json!({"name": "v1", "deploymentUri": "s3://models/team/mlp/1/"}))
+        .post_json(
+            "/v1/projects/p/models/m/versions",
+            &json!({"name": "v1", "deploymentUri": "s3://models/team/mlp/1/"}),
+        )
         .await;
     assert_eq!(status, 200, "{op}");
     let done = server.wait_operation(op["name"].as_str().expect("name")).await;
@@ -38,8 +43,9 @@ async fn a_version_deploys_from_a_bucket_and_predicts() {
     assert_eq!((status, version["state"].as_str()), (200, Some("READY")), "{version}");
     assert_eq!(version["deploymentUri"], "s3://models/team/mlp/1/", "the URI as given");
     assert_eq!(version["framework"], "PYTORCH", "detected from the downloaded files: {version}");
-    let (status, answer) =
-        server.post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.5, 0.25, 1.0, 2.0]]})).await;
+    let (status, answer) = server
+        .post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.5, 0.25, 1.0, 2.0]]}))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(1), "{answer}");
     // The download went once the version had its own copy.
@@ -48,7 +54,10 @@ async fn a_version_deploys_from_a_bucket_and_predicts() {
     assert_eq!(left, 0, "downloads are removed");
 
     let (status, body) = server
-        .post_json("/v1/projects/p/models/m/versions", &json!({"name": "v2", "deploymentUri": "s3://models/team/missing"}))
+        .post_json(
+            "/v1/projects/p/models/m/versions",
+            &json!({"name": "v2", "deploymentUri": "s3://models/team/missing"}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(field_of(&body), "version.deploymentUri", "{body}");
@@ -178,7 +187,9 @@ async fn uris_outside_the_configured_buckets_and_prefixes_are_refused_naming_the
     let server = server_with(&[s3.bucket("data", &["allowed"])]).await;
     server.create_model("m").await;
     let version = |uri: &str| json!({"name": "v", "deploymentUri": uri});
-    for uri in ["s3://other/allowed/m", "s3://data/allowed-not/m", "s3://data/m", "s3://data/allowed/../m", "s3://Data/x"] {
+    for uri in
+        ["s3://other/allowed/m", "s3://data/allowed-not/m", "s3://data/m", "s3://data/allowed/../m", "s3://Data/x"]
+    {
         let (status, body) = server.post_json("/v1/projects/p/models/m/versions", &version(uri)).await;
         assert_eq!((status, field_of(&body).as_str()), (400, Some("version.deploymentUri")), "{uri}: {body}");
     }
@@ -186,7 +197,8 @@ async fn uris_outside_the_configured_buckets_and_prefixes_are_refused_naming_the
         json!({"scaleTier": "BASIC", "region": "us-central1", "pythonModule": "t.task",
                "packageUris": [package], "jobDir": job_dir})
     };
-    let (status, body) = server.submit_training("t1", training("s3://data/elsewhere/p.tar.gz", "s3://data/allowed/j")).await;
+    let (status, body) =
+        server.submit_training("t1", training("s3://data/elsewhere/p.tar.gz", "s3://data/allowed/j")).await;
     assert_eq!((status, field_of(&body).as_str()), (400, Some("job.trainingInput.packageUris[0]")), "{body}");
     let (status, body) = server.submit_training("t2", training("s3://data/allowed/p.tar.gz", "s3://elsewhere/j")).await;
     assert_eq!((status, field_of(&body).as_str()), (400, Some("job.trainingInput.jobDir")), "{body}");
@@ -194,9 +206,11 @@ async fn uris_outside_the_configured_buckets_and_prefixes_are_refused_naming_the
         json!({"jobId": "b", "predictionInput": {"uri": "s3://data/allowed/model", "dataFormat": "JSON",
                "region": "us-central1", "inputPaths": [input], "outputPath": output}})
     };
-    let (status, body) = server.post_json("/v1/projects/p/jobs", &batch("s3://data/in/*.json", "s3://data/allowed/out")).await;
+    let (status, body) =
+        server.post_json("/v1/projects/p/jobs", &batch("s3://data/in/*.json", "s3://data/allowed/out")).await;
     assert_eq!((status, field_of(&body).as_str()), (400, Some("job.predictionInput.inputPaths[0]")), "{body}");
-    let (status, body) = server.post_json("/v1/projects/p/jobs", &batch("s3://data/allowed/*.json", "s3://data/out")).await;
+    let (status, body) =
+        server.post_json("/v1/projects/p/jobs", &batch("s3://data/allowed/*.json", "s3://data/out")).await;
     assert_eq!((status, field_of(&body).as_str()), (400, Some("job.predictionInput.outputPath")), "{body}");
 }
 
@@ -242,6 +256,29 @@ async fn versions_published_to_a_bucket_load_on_a_node_that_never_had_their_file
     let first_envs = envs(first_storage.path());
     let pairs: Vec<(&str, &str)> = first_envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = TestServer::start_with(&[], &pairs).await;
+    // The CLI's upload goes to the artifacts bucket; the job's log and metrics follow it there.
+    let package = server.trainer("reporter", REPORTING_TRAINER);
+    let (code, _, err) = cli(
+        &server,
+        &[
+            "jobs",
+            "submit",
+            "training",
+            "report_1",
+            "--package-path",
+            &package.join("reporter").display().to_string(),
+            "--module-name",
+            "reporter.task",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let done = server.wait_job("report_1", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let keys = s3.keys("artifacts", "anneal/").await;
+    assert!(keys.iter().any(|k| k.starts_with("anneal/uploads/p/") && k.ends_with("/reporter/task.py")), "{keys:?}");
+    assert!(keys.iter().any(|k| k == "anneal/jobs/p/report_1/job.log"), "{keys:?}");
+    assert!(keys.iter().any(|k| k == "anneal/jobs/p/report_1/metrics.jsonl"), "{keys:?}");
     server.create_model("m").await;
     for version in ["v1", "v2"] {
         let op = server.deploy("m", version, "mlp").await;
@@ -259,8 +296,9 @@ async fn versions_published_to_a_bucket_load_on_a_node_that_never_had_their_file
     let server = TestServer::start_in(data, &[], &pairs).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, answer) =
-            server.post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]})).await;
+        let (status, answer) = server
+            .post_json("/v1/projects/p/models/m/versions/v1:predict", &json!({"instances": [[0.1, 0.2, 0.3, 0.4]]}))
+            .await;
         if status == 200 {
             assert_eq!(answer["predictions"].as_array().map(Vec::len), Some(1), "{answer}");
             break;
@@ -269,6 +307,13 @@ async fn versions_published_to_a_bucket_load_on_a_node_that_never_had_their_file
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(second_storage.path().join("models/p/m").is_dir(), "fetched into the new storage folder");
+    let (status, logs) = server.get_json("/v1/projects/p/jobs/report_1/logs").await;
+    assert_eq!(status, 200, "{logs}");
+    assert!(logs.to_string().contains("reported step 2"), "the ended job's log, from the bucket: {logs}");
+    let (status, metrics) = server.get_json("/v1/projects/p/jobs/report_1/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let series = metrics["series"].as_array().cloned().unwrap_or_default();
+    assert!(series.iter().any(|s| s["tag"] == "loss" && s["points"].as_array().map(Vec::len) == Some(2)), "{metrics}");
 
     let (status, op) = server.delete_json("/v1/projects/p/models/m/versions/v2").await;
     assert_eq!(status, 200, "{op}");
@@ -276,4 +321,160 @@ async fn versions_published_to_a_bucket_load_on_a_node_that_never_had_their_file
     let keys = s3.keys("artifacts", "anneal/models/p/m").await;
     assert!(!keys.iter().any(|k| k.starts_with("anneal/models/p/m/v2-")), "a deleted version's objects go: {keys:?}");
     assert!(keys.iter().any(|k| k.starts_with("anneal/models/p/m/v1-")), "{keys:?}");
+}
+
+/// A trainer that reports two metric points and says so in its log.
+const REPORTING_TRAINER: &str = r#"
+import json, os, time
+path = os.environ["CLOUD_ML_HP_METRIC_FILE"]
+lines = []
+for step, loss in [(1, 0.9), (2, 0.4)]:
+    lines.append(json.dumps({"global_step": str(step), "loss": str(loss), "timestamp": time.time(), "trial": "0"}))
+    open(path, "w").write("\n".join(lines) + "\n")
+    print("reported step", step, flush=True)
+    time.sleep(0.3)
+"#;
+
+/// Runs the CLI against `server` in project `p`, as its admin.
+async fn cli(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
+    let data = server.data.path().display().to_string();
+    let home = server.data.path().join("cli-home").display().to_string();
+    let mut all = vec!["--endpoint", server.base.as_str(), "--project", "p"];
+    all.extend_from_slice(args);
+    common::run_anneal(&all, &[("ANNEAL_DATA_DIR", data.as_str()), ("XDG_CONFIG_HOME", home.as_str())]).await
+}
+
+#[tokio::test]
+async fn the_cli_stages_a_package_in_a_bucket_and_uploads_there_are_whole_or_absent() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("staging").await;
+    let buckets = S3Server::buckets_env(&[s3.bucket("staging", &["pkgs"])]);
+    let server =
+        TestServer::start_with(&[], &[("ANNEAL_BUCKETS", buckets.as_str()), ("ANNEAL_MAX_UPLOAD_BYTES", "4096")]).await;
+    let package = server.trainer("staged", "print('the staged trainer ran', flush=True)\n");
+    let package = package.join("staged").display().to_string();
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "jobs",
+            "submit",
+            "training",
+            "staged_1",
+            "--package-path",
+            &package,
+            "--module-name",
+            "staged.task",
+            "--staging-bucket",
+            "s3://staging/pkgs",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let keys = s3.keys("staging", "pkgs/").await;
+    assert!(keys.iter().any(|k| k.ends_with("/staged/task.py")), "{keys:?}");
+    let done = server.wait_job("staged_1", &["SUCCEEDED", "FAILED"]).await;
+    let (_, logs) = server.get_json("/v1/projects/p/jobs/staged_1/logs").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert!(logs.to_string().contains("the staged trainer ran"), "{logs}");
+    assert_eq!(
+        done["trainingInput"]["packageUris"][0].as_str().map(|u| u.starts_with("s3://staging/pkgs/")),
+        Some(true),
+        "{done}"
+    );
+
+    // Outside the bucket's prefixes: refused before anything is sent, naming the field.
+    let (code, _, err) = cli(
+        &server,
+        &[
+            "jobs",
+            "submit",
+            "training",
+            "staged_2",
+            "--package-path",
+            &package,
+            "--module-name",
+            "staged.task",
+            "--staging-bucket",
+            "s3://staging/elsewhere",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("INVALID_ARGUMENT") && err.contains("uri"), "{err}");
+
+    // A file over max_upload_bytes is refused and leaves no object; one within it appears whole.
+    let (status, upload) = server.post_json("/v1/projects/p/uploads", &json!({"uri": "s3://staging/pkgs/raw"})).await;
+    assert_eq!(status, 200, "{upload}");
+    let id = upload["name"].as_str().and_then(|n| n.rsplit('/').next()).expect("id").to_owned();
+    let prefix = format!("pkgs/raw/{id}/");
+    assert_eq!(
+        upload["uri"].as_str(),
+        Some(format!("s3://staging/{}", prefix.trim_end_matches('/')).as_str()),
+        "{upload}"
+    );
+    let put = |name: &str, size: usize| {
+        let url = server.url(&format!("/v1/projects/p/uploads/{id}/{name}"));
+        server.client.put(url).body(vec![b'x'; size]).send()
+    };
+    let refused = put("big.bin", 5000).await.expect("PUT");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(s3.keys("staging", &prefix).await, Vec::<String>::new(), "nothing half-visible");
+    let kept = put("small.bin", 100).await.expect("PUT");
+    assert_eq!(kept.status().as_u16(), 200);
+    assert_eq!(s3.text("staging", &format!("{prefix}small.bin")).await.len(), 100);
+
+    let (status, body) = server.post_json("/v1/projects/p/uploads", &json!({"uri": "file:///tmp"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(field_of(&body), "uri", "{body}");
+}
+
+#[tokio::test]
+async fn the_example_trains_into_a_bucket_on_one_node_and_another_deploys_and_predicts_from_it() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("work").await;
+    let config = [s3.bucket("work", &[])];
+    let trainer_node = server_with(&config).await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
+    let package = trainer_node.data.path().join("packages/digits");
+    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
+    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
+        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
+    }
+    let (status, job) = trainer_node
+        .submit_training(
+            "digits_s3",
+            json!({"scaleTier": "BASIC", "region": "us-central1", "pythonModule": "trainer.task",
+                   "packageUris": [package.display().to_string()], "jobDir": "s3://work/runs/digits",
+                   "args": ["--epochs", "3"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = trainer_node.wait_job("digits_s3", &["SUCCEEDED", "FAILED"]).await;
+    let (_, logs) = trainer_node.get_json("/v1/projects/p/jobs/digits_s3/logs").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    let keys = s3.keys("work", "runs/digits/").await;
+    for key in ["runs/digits/checkpoints/epoch-3.pt", "runs/digits/model/model.pt", "runs/digits/model/signature.json"]
+    {
+        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    }
+
+    // Another node, with nothing of the first one's but the bucket.
+    let serving_node = server_with(&config).await;
+    serving_node.create_model("digits").await;
+    let (status, op) = serving_node
+        .post_json(
+            "/v1/projects/p/models/digits/versions",
+            &json!({"name": "v1", "deploymentUri": "s3://work/runs/digits/model"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{op}");
+    let op = serving_node.wait_operation(op["name"].as_str().expect("operation")).await;
+    assert_eq!(op["response"]["state"], "READY", "{op}");
+    let pixels: Vec<Vec<f64>> = (0..4).map(|i| (0..64).map(|j| f64::from((i * 7 + j) % 16) / 16.0).collect()).collect();
+    let (status, body) =
+        serving_node.post_json("/v1/projects/p/models/digits:predict", &json!({"instances": pixels})).await;
+    assert_eq!(status, 200, "{body}");
+    let predictions = body["predictions"].as_array().expect("predictions");
+    assert_eq!(predictions.len(), 4, "{body}");
+    assert!(predictions.iter().all(|p| p.as_array().map(Vec::len) == Some(10)), "ten logits each: {body}");
 }

@@ -6,11 +6,16 @@ With several replicas (WORLD_SIZE > 1) it trains data-parallel with DDP over glo
 through MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE. Every epoch it reports accuracy and loss in the
 cloudml-hypertune file format ($CLOUD_ML_HP_METRIC_FILE) and the master writes a checkpoint to
 DIR/checkpoints/. At the end the master exports DIR/model/model.pt and DIR/model/signature.json.
+
+DIR may be an `s3://bucket/prefix` URI, as Anneal passes it for a job dir in a bucket: the files
+are then written to a local folder first and uploaded with boto3, which reaches the store through
+the AWS_* variables Anneal gives the replicas (AWS_ENDPOINT_URL, credentials, region).
 """
 
 import argparse
 import json
 import os
+import tempfile
 import time
 
 import torch
@@ -41,6 +46,36 @@ def report(metrics, step):
             out.write(json.dumps(line, sort_keys=True) + "\n")
 
 
+class JobDir:
+    """The job dir: a local folder as it is, or an s3:// URI written through a local folder."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.remote = uri.startswith("s3://")
+        self.local = tempfile.mkdtemp(prefix="job-dir-") if self.remote else uri
+        self.client = None
+
+    def path(self, *parts):
+        path = os.path.join(self.local, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def sync(self, *parts):
+        """Uploads the file or folder at `parts` to the bucket (nothing for a local job dir)."""
+        if not self.remote:
+            return
+        if self.client is None:
+            import boto3  # only needed for a job dir in a bucket
+
+            self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+        bucket, _, prefix = self.uri[len("s3://"):].partition("/")
+        top = os.path.join(self.local, *parts)
+        files = [top] if os.path.isfile(top) else [os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs]
+        for path in files:
+            key = "/".join(p for p in [prefix.strip("/"), os.path.relpath(path, self.local)] if p)
+            self.client.upload_file(path, bucket, key)
+
+
 def main():
     args = parse_args()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -64,8 +99,7 @@ def main():
     trained = nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.SGD(trained.parameters(), lr=args.learning_rate, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    checkpoints = os.path.join(args.job_dir, "checkpoints")
-    os.makedirs(checkpoints, exist_ok=True)
+    job_dir = JobDir(args.job_dir)
 
     for epoch in range(1, args.epochs + 1):
         trained.train()
@@ -85,16 +119,17 @@ def main():
         report({"accuracy": round(accuracy, 4), "loss": round(train_loss, 4)}, epoch)
         print(f"epoch {epoch} loss {train_loss:.4f} accuracy {accuracy:.4f}", flush=True)
         if rank == 0:
-            torch.save(model.state_dict(), os.path.join(checkpoints, f"epoch-{epoch}.pt"))
+            checkpoint = f"epoch-{epoch}.pt"
+            torch.save(model.state_dict(), job_dir.path("checkpoints", checkpoint))
+            job_dir.sync("checkpoints", checkpoint)
 
     if rank == 0:
-        export = os.path.join(args.job_dir, "model")
-        os.makedirs(export, exist_ok=True)
-        torch.jit.script(model.eval()).save(os.path.join(export, "model.pt"))
+        torch.jit.script(model.eval()).save(job_dir.path("model", "model.pt"))
         signature = {"inputs": [{"name": "pixels", "dtype": "float32", "shape": [64]}], "outputs": [{"name": "logits"}]}
-        with open(os.path.join(export, "signature.json"), "w") as out:
+        with open(job_dir.path("model", "signature.json"), "w") as out:
             json.dump(signature, out)
-        print(f"exported {export}", flush=True)
+        job_dir.sync("model")
+        print(f"exported {args.job_dir.rstrip('/')}/model", flush=True)
     if distributed:
         dist.destroy_process_group()
 

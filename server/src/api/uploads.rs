@@ -1,12 +1,13 @@
 //! Anneal's uploads (an addition to the ML Engine API, used by the CLI): create an upload folder,
 //! then `PUT` its files; the answer's `uri` names the folder in later requests (`packageUris`,
-//! `deploymentUri`, `uri`).
+//! `deploymentUri`, `uri`). The folder is in this server's storage, or in a bucket: the one
+//! named by the create request's `uri`, or the artifacts bucket when the server has one.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::routing::{post, put};
 use axum::Router;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Json;
 use crate::control::Control;
@@ -27,13 +28,27 @@ struct UploadResponse {
     uri: String,
 }
 
-async fn create(State(control): State<Control>, Path(project): Path<String>) -> crate::Result<Json<UploadResponse>> {
+/// `{}`, or `{"uri": "s3://bucket/prefix"}` for an upload into a bucket folder.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    uri: Option<String>,
+}
+
+async fn create(
+    State(control): State<Control>,
+    Path(project): Path<String>,
+    body: axum::body::Bytes,
+) -> crate::Result<Json<UploadResponse>> {
     let project = ProjectId::parse("parent", &project)?;
-    let upload = control.create_upload(&project).await?;
-    Ok(Json(UploadResponse {
-        name: format!("projects/{}/uploads/{}", project.as_str(), upload.id),
-        uri: format!("file://{}", upload.path.display()),
-    }))
+    let request: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| crate::Error::invalid("body", format!("Invalid JSON payload received. {e}")))?
+    };
+    let upload = control.create_upload(&project, request.uri.as_deref()).await?;
+    Ok(Json(UploadResponse { name: format!("projects/{}/uploads/{}", project.as_str(), upload.id), uri: upload.uri }))
 }
 
 #[derive(Serialize)]

@@ -75,6 +75,10 @@ pub struct SubmitTraining {
     /// Package URIs already on the server, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub packages: Vec<String>,
+    /// An `s3://bucket/prefix` folder (in a bucket the server has configured) that
+    /// `--package-path` is uploaded into, through the server, instead of the server's storage.
+    #[arg(long, requires = "package_path")]
+    pub staging_bucket: Option<String>,
     #[arg(long)]
     pub job_dir: Option<String>,
     /// BASIC, BASIC_GPU, STANDARD_1, PREMIUM_1 or CUSTOM.
@@ -165,6 +169,10 @@ pub enum VersionsCommand {
         /// A local folder with model.pt (uploaded), or a path/URI on the server.
         #[arg(long)]
         origin: String,
+        /// An `s3://bucket/prefix` folder that a local `--origin` is uploaded into, through the
+        /// server, instead of the server's storage.
+        #[arg(long)]
+        staging_bucket: Option<String>,
         #[arg(long, default_value = "pytorch")]
         framework: String,
         #[arg(long)]

@@ -123,7 +123,7 @@ async fn submit_training(cx: &Context, args: SubmitTraining) -> Result<bool> {
         set("args", json!(args.user_args));
     }
     let packages: Vec<String> = match &args.package_path {
-        Some(path) => vec![upload_package(cx, path).await?],
+        Some(path) => vec![upload_package(cx, path, args.staging_bucket.as_deref()).await?],
         None => args.packages.clone(),
     };
     if !packages.is_empty() {
@@ -157,7 +157,7 @@ fn read_config(file: &Path) -> Result<Map<String, Value>> {
 /// Uploads a trainer: the package's parent folder when it is a Python project (setup.py or
 /// pyproject.toml; the server installs it), else a folder holding only the package. Returns the
 /// upload's URI.
-async fn upload_package(cx: &Context, package: &Path) -> Result<String> {
+async fn upload_package(cx: &Context, package: &Path, staging: Option<&str>) -> Result<String> {
     let package = std::fs::canonicalize(package)
         .map_err(|e| ClientError(format!("--package-path {}: {e}", package.display())))?;
     if !package.is_dir() {
@@ -170,15 +170,20 @@ async fn upload_package(cx: &Context, package: &Path) -> Result<String> {
     } else {
         (package.clone(), PathBuf::from(package.file_name().unwrap_or_default()))
     };
-    upload_dir(cx, &root, &prefix).await
+    upload_dir(cx, &root, &prefix, staging).await
 }
 
-/// Uploads the files of `root` (skipping build leftovers) under `prefix`; returns the URI.
-async fn upload_dir(cx: &Context, root: &Path, prefix: &Path) -> Result<String> {
+/// Uploads the files of `root` (skipping build leftovers) under `prefix`, into the server's
+/// storage or, with `staging`, into a new folder under that `s3://` URI; returns the URI.
+async fn upload_dir(cx: &Context, root: &Path, prefix: &Path, staging: Option<&str>) -> Result<String> {
     let mut files = Vec::new();
     collect(root, root, &mut files)?;
     let total: u64 = files.iter().map(|(_, size)| size).sum();
-    let upload = cx.client.post("/uploads", &json!({})).await?;
+    let request = match staging {
+        Some(uri) => json!({ "uri": uri }),
+        None => json!({}),
+    };
+    let upload = cx.client.post("/uploads", &request).await?;
     let id = upload["name"].as_str().and_then(|n| n.rsplit('/').next()).unwrap_or("").to_owned();
     let bar = if cx.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
@@ -322,11 +327,20 @@ pub async fn models(cx: &Context, command: ModelsCommand) -> Result<bool> {
 
 pub async fn versions(cx: &Context, command: VersionsCommand) -> Result<bool> {
     match command {
-        VersionsCommand::Create { version, model, origin, framework, description, runtime_version, no_wait } => {
+        VersionsCommand::Create {
+            version,
+            model,
+            origin,
+            staging_bucket,
+            framework,
+            description,
+            runtime_version,
+            no_wait,
+        } => {
             let local = Path::new(&origin);
             let uri = if !origin.contains("://") && local.is_dir() {
                 let root = std::fs::canonicalize(local).map_err(|e| ClientError(format!("--origin {origin}: {e}")))?;
-                upload_dir(cx, &root, Path::new("")).await?
+                upload_dir(cx, &root, Path::new(""), staging_bucket.as_deref()).await?
             } else {
                 origin.clone()
             };

@@ -324,6 +324,11 @@ impl Control {
         // follower that reads nothing new after `job_ended` has seen them all.
         let job_ended = self.get_job(name).await?.state.is_final();
         let path = self.executor.files(name).log;
+        if job_ended {
+            // Another node ran it, or this node's storage folder is new: the copy in the
+            // artifacts bucket, when there is one.
+            self.storage.fetch_published(&path).await?;
+        }
         let (lines, next) =
             tokio::task::spawn_blocking(move || crate::executor::read_logs(&path, replica.as_deref(), from, limit))
                 .await
@@ -334,8 +339,11 @@ impl Control {
 
     /// The job's metric reports collected so far, in report order.
     pub async fn job_metrics(&self, name: &JobName) -> Result<Vec<MetricPoint>> {
-        self.get_job(name).await?;
+        let job_ended = self.get_job(name).await?.state.is_final();
         let path = self.executor.files(name).metrics;
+        if job_ended {
+            self.storage.fetch_published(&path).await?;
+        }
         tokio::task::spawn_blocking(move || crate::executor::read_series(&path))
             .await
             .map_err(Error::internal)?

@@ -9,7 +9,8 @@
 //!   checked against their `scheduling.maxWaitTime`. A job moves to PREPARING in the store before
 //!   it is submitted. A batch job's model is resolved to its files at that moment.
 //! - Every [`Event`] the executor sends is written to the store in arrival order by one task, so
-//!   a job's RUNNING, outputs and end are recorded in the order they happened.
+//!   a job's RUNNING, outputs and end are recorded in the order they happened. With an artifacts
+//!   URI, an ended job's log and metrics are copied there before its end is recorded.
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -179,8 +180,25 @@ impl Control {
             JobEvent::Ended(ending) => {
                 // Its room is free again.
                 self.wake_scheduler();
+                self.publish_job_files(name).await;
                 self.record_ending(name, ending).await
             }
+        }
+    }
+
+    /// With an artifacts URI, copies the ended job's log and metrics there before its end is
+    /// recorded, so that any node serves them once it has ended. A store that refuses is logged
+    /// (the job's outcome stands; this node keeps serving them).
+    async fn publish_job_files(&self, name: &JobName) {
+        if self.storage.artifacts().is_none() {
+            return;
+        }
+        let files = self.executor.files(name);
+        let Some(dir) = files.log.parent() else { return };
+        let names: Vec<&str> =
+            [&files.log, &files.metrics].iter().filter_map(|path| path.file_name()?.to_str()).collect();
+        if let Err(e) = self.storage.publish_files(dir, &names).await {
+            tracing::warn!(job = %name, error = %e, "cannot copy the job's log and metrics to the artifacts bucket");
         }
     }
 

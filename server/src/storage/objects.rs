@@ -450,6 +450,13 @@ impl Buckets {
         Ok(ObjectReader { inner: SyncIoBridge::new_with_handle(reader, handle.clone()) })
     }
 
+    /// An asynchronous writer of the new object `uri` (multipart when large): the object appears,
+    /// whole, on `shutdown`; `abort` (or a drop before `shutdown`) leaves nothing visible.
+    pub fn async_writer(&self, uri: &ObjectUri) -> Result<BufWriter, ObjectError> {
+        let bucket = self.bucket(uri)?;
+        Ok(BufWriter::with_capacity(bucket.store.clone(), uri.path(), WRITE_BUFFER))
+    }
+
     /// A blocking writer of the new object `uri`, visible only after [`ObjectWriter::finish`].
     pub fn writer(&self, uri: &ObjectUri, handle: &tokio::runtime::Handle) -> std::io::Result<ObjectWriter> {
         let bucket = self.bucket(uri).map_err(std::io::Error::other)?;

@@ -78,7 +78,8 @@ impl S3Server {
 
     /// Creates bucket `name` (S3's `PUT /<bucket>`).
     pub async fn create_bucket(&self, name: &str) {
-        let response = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("PUT bucket");
+        let response =
+            reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.expect("PUT bucket");
         assert!(response.status().is_success(), "create bucket {name}: {}", response.status());
     }
 
