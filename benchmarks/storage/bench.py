@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import boto3
+import concurrent.futures
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -24,6 +25,7 @@ BINARY = ROOT / "target" / "release" / "anneal"
 LINES = int(os.environ.get("LINES", "20000"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 BUCKET = "bench"
+RANGE = 8 << 20  # the ranged reads of Anneal's ObjectReader (storage/objects.rs READ_AHEAD)
 
 
 def parse_time(text):
@@ -145,7 +147,15 @@ def main():
         for path in sorted(inputs.iterdir()):
             s3.get_object(Bucket=BUCKET, Key=f"in/{path.name}")["Body"].read()
         store_floor = input_bytes / 2**20 / (time.perf_counter() - started)
-        print(json.dumps({"store_get_floor_mib_per_second": round(store_floor)}), flush=True)
+        # And as Anneal reads them: 8 MiB ranges, three in flight.
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            ranges = [(f"in/{path.name}", offset, min(offset + RANGE, path.stat().st_size) - 1)
+                      for path in sorted(inputs.iterdir()) for offset in range(0, path.stat().st_size, RANGE)]
+            list(pool.map(lambda r: s3.get_object(Bucket=BUCKET, Key=r[0], Range=f"bytes={r[1]}-{r[2]}")["Body"].read(), ranges))
+        range_floor = input_bytes / 2**20 / (time.perf_counter() - started)
+        store_floor = {"whole": store_floor, "ranged": range_floor}
+        print(json.dumps({"store_get_floor_mib_per_second": round(store_floor["whole"]), "store_ranged_floor_mib_per_second": round(range_floor)}), flush=True)
         batches = []
         for i in range(REPEATS):
             for source in ("local", "s3"):
@@ -177,7 +187,8 @@ def write_results(versions, batches, input_bytes, peak, store_floor):
         "batch": batches,
         "batch_input_mib": round(input_bytes / 2**20),
         "server_peak_rss_mib": peak,
-        "store_get_floor_mib_per_second": round(store_floor),
+        "store_get_floor_mib_per_second": round(store_floor["whole"]),
+        "store_ranged_floor_mib_per_second": round(store_floor["ranged"]),
     }
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     version_rows = "\n".join(
@@ -213,9 +224,12 @@ folder like a local source, then loaded; the download is the difference.
 
 s3:// input (8 MiB ranged reads, three in flight) and output (multipart uploads of 8 MiB parts) reach
 {ratio:.0%} of the local speed on the same cores, where moto (Python) competes with Anneal for the two
-cores. The store's own floor, measured in the same run: boto3 reads the same input objects whole at
-{store_floor:,.0f} MiB/s, i.e. {store_floor * 2**20 / (input_bytes / LINES):,.0f} instances/s before any parsing; the job's input
-rate over s3:// was {statistics.median(by_source["s3"]) * input_bytes / LINES / 2**20:,.0f} MiB/s.
+cores. The store's own floors, measured in the same run: boto3 reads the same input objects whole at
+{store_floor["whole"]:,.0f} MiB/s ({store_floor["whole"] * 2**20 / (input_bytes / LINES):,.0f} instances/s before any parsing), and in
+8 MiB ranges three at a time, as Anneal reads them, at {store_floor["ranged"]:,.0f} MiB/s; the job's input rate over s3:// was
+{statistics.median(by_source["s3"]) * input_bytes / LINES / 2**20:,.0f} MiB/s. moto answers a ranged GET far slower than a whole one, so
+on this store the ranged floor is the one that binds Anneal's s3:// input; whether a production
+store (S3, MinIO, Ceph) shows the same gap was not measured here.
 Server peak RSS over the whole run: {peak} MiB (memory stays bounded by the chunk queue and the 8 MiB
 read and write buffers per stream, whatever the input size).
 """)

@@ -751,10 +751,13 @@ fn number(text: &[u8], start: usize) -> Option<(f32, usize)> {
         return Some((if negative { -magnitude } else { magnitude } as f32, i));
     }
     // Exponents, long mantissas (full-precision floats), and anything that is not a number:
-    // fast-float2 rounds correctly, as the standard parser, in a third of its time.
-    let end = start + text[start..].iter().position(|b| *b == b',' || b.is_ascii_whitespace()).unwrap_or(n - start);
-    let parsed: f64 = fast_float2::parse(&text[start..end]).ok()?;
-    parsed.is_finite().then_some((parsed as f32, end))
+    // fast-float2 rounds correctly, as the standard parser, in a third of its time. It parses
+    // from the number's start and says where it stopped, so the text is not scanned a third time
+    // for the delimiter.
+    let (parsed, length): (f64, usize) = fast_float2::parse_partial(&text[start..]).ok()?;
+    let end = start + length;
+    let delimited = end == n || text[end] == b',' || text[end].is_ascii_whitespace();
+    (delimited && parsed.is_finite()).then_some((parsed as f32, end))
 }
 
 fn trim(line: &[u8]) -> &[u8] {
