@@ -30,14 +30,7 @@ async fn a_version_deploys_from_a_bucket_and_predicts() {
     s3.upload_tree("models", &common::fixture_models().join("mlp"), "team/mlp/1").await;
     let server = server_with(&[s3.bucket("models", &["team"])]).await;
     server.create_model("m").await;
-    let (status, op) = server
-        .post_json(
-            "/v1/projects/p/models/m/versions",
-            &json!({"name": "v1", "deploymentUri": "s3://models/team/mlp/1/"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{op}");
-    let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+    let done = server.deploy_uri("m", "v1", "s3://models/team/mlp/1/").await;
     assert!(done.get("error").is_none(), "{done}");
     let (status, version) = server.get_json("/v1/projects/p/models/m/versions/v1").await;
     assert_eq!((status, version["state"].as_str()), (200, Some("READY")), "{version}");
@@ -461,14 +454,7 @@ async fn the_example_trains_into_a_bucket_on_one_node_and_another_deploys_and_pr
     // Another node, with nothing of the first one's but the bucket.
     let serving_node = server_with(&config).await;
     serving_node.create_model("digits").await;
-    let (status, op) = serving_node
-        .post_json(
-            "/v1/projects/p/models/digits/versions",
-            &json!({"name": "v1", "deploymentUri": "s3://work/runs/digits/model"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{op}");
-    let op = serving_node.wait_operation(op["name"].as_str().expect("operation")).await;
+    let op = serving_node.deploy_uri("digits", "v1", "s3://work/runs/digits/model").await;
     assert_eq!(op["response"]["state"], "READY", "{op}");
     let pixels: Vec<Vec<f64>> = (0..4).map(|i| (0..64).map(|j| f64::from((i * 7 + j) % 16) / 16.0).collect()).collect();
     let (status, body) =

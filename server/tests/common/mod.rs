@@ -456,10 +456,15 @@ impl TestServer {
     /// Deploys the fixture model `fixture` as `p/model/version` and waits; returns the operation.
     pub async fn deploy(&self, model: &str, version: &str, fixture: &str) -> serde_json::Value {
         let dir = self.stage_fixture(fixture);
+        self.deploy_uri(model, version, &format!("file://{}", dir.display())).await
+    }
+
+    /// Creates version `p/model/version` from `uri` and waits; returns the finished operation.
+    pub async fn deploy_uri(&self, model: &str, version: &str, uri: &str) -> serde_json::Value {
         let (status, op) = self
             .post_json(
                 &format!("/v1/projects/p/models/{model}/versions"),
-                &serde_json::json!({"name": version, "deploymentUri": format!("file://{}", dir.display())}),
+                &serde_json::json!({"name": version, "deploymentUri": uri}),
             )
             .await;
         assert_eq!(status, 200, "{op}");
