@@ -446,6 +446,25 @@ async fn batch_prediction_jobs_predict_python_models() {
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(Value::from(result_lines(&output)), xgb_facts["expected"]["booster"]);
 
+    // A SavedModel's other signature, by the job's signatureName.
+    let (tensorflow, _) = fixtures("tensorflow");
+    let multi = stage(&server, &tensorflow.join("multi"), "multi");
+    let input = server.data.path().join("batch/pairs.json");
+    std::fs::write(&input, "[1, 2]\n[0.5, -1]\n").expect("write");
+    let output = server.data.path().join("batch/doubled");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "tf_batch", "predictionInput": {"uri": multi.display().to_string(), "signatureName": "double",
+                    "dataFormat": "JSON", "inputPaths": [input.display().to_string()],
+                    "outputPath": output.display().to_string(), "maxWorkerCount": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("tf_batch", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(Value::from(result_lines(&output)), json!([[2.0, 4.0], [1.0, -2.0]]));
+
     // A model that cannot load fails the job with ML Engine's text.
     let corrupt = stage(&server, &sklearn.join("corrupt"), "corrupt");
     let (status, job) = server
