@@ -518,6 +518,17 @@ async fn local_predict_serves_every_framework() {
     .await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--framework CAFFE"), "{stderr}");
+    // A SavedModel's other signature, by --signature-name.
+    let (tensorflow, _) = fixtures("tensorflow");
+    let pairs = write("pairs.json", &json!([[1, 2]]));
+    let multi = tensorflow.join("multi").display().to_string();
+    let (code, stdout, stderr) = common::run_anneal(
+        &["local", "predict", "--model-dir", &multi, "--json-instances", &pairs, "--signature-name", "double"],
+        &[],
+    )
+    .await;
+    assert_eq!((code, stdout.trim()), (Some(0), "[2.0,4.0]"), "{stderr}");
+
     let bad = write("bad.json", &json!([[1.0, 2.0]]));
     let (code, _, stderr) =
         common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &bad], &[]).await;
