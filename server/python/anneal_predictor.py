@@ -6,7 +6,6 @@ per `manualScaling.nodes`, and talks to it over a pipe. The environment says wha
     ANNEAL_MODEL_DIR         the version's stored model directory
     ANNEAL_FRAMEWORK         SCIKIT_LEARN, XGBOOST or TENSORFLOW (empty with a prediction class)
     ANNEAL_PREDICTION_CLASS  `module.Class` of a custom prediction routine, or empty
-    ANNEAL_SIGNATURE_NAME    the TensorFlow signature to serve (default `serving_default`)
 
 Frames, both ways, are a 4-byte little-endian length and that many bytes. The worker answers
 first with one JSON frame: `{"ready": {...}}` once the model is loaded, or `{"error": E}` (and
@@ -15,7 +14,9 @@ exits). Then each request is two frames, a JSON header and a payload:
     {"rows": N, "format": "dense", "shape": [...]}  payload: N * prod(shape) float64, little-endian
     {"rows": N, "format": "json"}                   payload: the JSON list of the N instances
 
-and each answer one JSON frame: `{"predictions": [...]}` (one per instance) or `{"error": E}`,
+with, optionally, "signature": the request's `signature_name` (TensorFlow), and "kwargs": the
+request's other top-level keys, passed to a custom routine's `predict(instances, **kwargs)`.
+Each answer is one JSON frame: `{"predictions": [...]}` (one per instance) or `{"error": E}`,
 E = `{"code": C, "message": M, "detail": D}` with Cloud ML Engine's prediction error codes, which
 the server shows as "M: D (Error code: C)".
 
@@ -144,7 +145,7 @@ class SklearnModel:
     def predict(self, instances, **kwargs):
         inputs = _as_array(instances)
         try:
-            outputs = self._model.predict(inputs, **kwargs)
+            outputs = self._model.predict(inputs)
         except Exception as e:
             raise PredictionError(FAILED_TO_RUN_MODEL, "Exception during sklearn prediction: %s" % _one_line(e))
         return _to_list(outputs)
@@ -191,7 +192,7 @@ class XGBoostModel:
             except Exception as e:
                 raise PredictionError(INVALID_INPUTS, "Could not initialize DMatrix from inputs: %s" % _one_line(e))
         try:
-            outputs = self._model.predict(inputs, **kwargs)
+            outputs = self._model.predict(inputs)
         except Exception as e:
             raise PredictionError(FAILED_TO_RUN_MODEL, "Exception during xgboost prediction: %s" % _one_line(e))
         return _to_list(outputs)
@@ -203,56 +204,83 @@ class XGBoostModel:
 
 
 class TensorFlowModel:
-    """A SavedModel's signature: named inputs, one tensor per input, outputs per instance."""
+    """A SavedModel's signatures: named inputs, one tensor per input, outputs per instance.
+
+    A request picks a signature by its `signature_name`; without one, a model of exactly one
+    signature serves that one, any other its `serving_default` (ML Engine's rule)."""
 
     framework = "TENSORFLOW"
 
-    def __init__(self, function, signature_name):
+    def __init__(self, loaded):
         import tensorflow as tf
 
         self._tf = tf
-        self._function = function
-        self._signature_name = signature_name
-        _, keywords = function.structured_input_signature
-        self._inputs = dict(sorted(keywords.items()))
-        self._outputs = sorted(function.structured_outputs.keys())
+        self._loaded = loaded  # the signatures' variables live as long as this object
+        self._signatures = {name: _Signature(name, fn) for name, fn in loaded.signatures.items()}
+        if len(self._signatures) == 1:
+            self._default = next(iter(self._signatures))
+        else:
+            self._default = "serving_default"
 
     @classmethod
     def load(cls, model_dir):
         _model_file(model_dir, TENSORFLOW_FILES, "TensorFlow SavedModel")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        signature_name = os.environ.get("ANNEAL_SIGNATURE_NAME") or "serving_default"
         try:
             import tensorflow as tf
 
             loaded = tf.saved_model.load(model_dir)
         except Exception as e:
             raise PredictionError(FAILED_TO_LOAD_MODEL, "Could not load the SavedModel: %s" % _one_line(e))
-        if signature_name not in loaded.signatures:
+        if not loaded.signatures:
             raise PredictionError(
-                FAILED_TO_LOAD_MODEL,
-                "No signature %r in the SavedModel; it has %s" % (signature_name, sorted(loaded.signatures.keys())),
+                FAILED_TO_LOAD_MODEL, "The SavedModel has no signatures; export it with a serving signature"
             )
-        model = cls(loaded.signatures[signature_name], signature_name)
-        model._loaded = loaded  # the signature's variables live as long as the object
-        return model
+        return cls(loaded)
+
+    def _signature(self, name):
+        name = name or self._default
+        if name not in self._signatures:
+            raise PredictionError(INVALID_INPUTS, "No signature found for signature key %s." % name)
+        return self._signatures[name]
 
     def signature(self):
+        """The default signature's inputs and outputs, and the names of all of them."""
+        described = self._signatures[self._default].describe() if self._default in self._signatures else {}
+        return dict(described, default=self._default, names=sorted(self._signatures))
+
+    def predict(self, instances, signature_name=None, **kwargs):
+        return self._signature(signature_name).predict(self._tf, instances)
+
+    def runtime(self):
+        return {"tensorflow": self._tf.__version__}
+
+
+class _Signature:
+    """One signature of a SavedModel."""
+
+    def __init__(self, name, function):
+        self._name = name
+        self._function = function
+        _, keywords = function.structured_input_signature
+        self._inputs = dict(sorted(keywords.items()))
+        self._outputs = sorted(function.structured_outputs.keys())
+
+    def describe(self):
         tensor = lambda spec: {
             "dtype": spec.dtype.name,
             "shape": None if spec.shape.rank is None else [-1 if d is None else d for d in spec.shape.as_list()],
         }
         outputs = self._function.structured_outputs
         return {
-            "name": self._signature_name,
+            "name": self._name,
             "inputs": {k: tensor(v) for k, v in self._inputs.items()},
             "outputs": {k: tensor(outputs[k]) for k in self._outputs},
         }
 
-    def _column(self, name, spec, values):
+    def _column(self, tf, name, spec, values):
         import numpy as np
 
-        tf = self._tf
         if spec.dtype == tf.string:
             values = [_bytes_of(v) for v in values]
             return tf.constant(np.array(values, dtype=object), dtype=tf.string)
@@ -262,7 +290,7 @@ class TensorFlowModel:
             raise PredictionError(INVALID_INPUTS, "Input %s: %s" % (name, _one_line(e)))
         return tf.constant(array)
 
-    def predict(self, instances, **kwargs):
+    def predict(self, tf, instances):
         import numpy as np
 
         names = list(self._inputs)
@@ -291,7 +319,7 @@ class TensorFlowModel:
                     if n not in instance:
                         raise PredictionError(INVALID_INPUTS, "Input %s was missing in at least one input instance" % n)
                     columns[n].append(instance[n])
-        feeds = {n: self._column(n, self._inputs[n], columns[n]) for n in names}
+        feeds = {n: self._column(tf, n, self._inputs[n], columns[n]) for n in names}
         try:
             outputs = self._function(**feeds)
         except Exception as e:
@@ -309,9 +337,6 @@ class TensorFlowModel:
         if len(self._outputs) == 1:
             return [_tensor_value(v) for v in arrays[self._outputs[0]]]
         return [{name: _tensor_value(arrays[name][i]) for name in self._outputs} for i in range(rows)]
-
-    def runtime(self):
-        return {"tensorflow": self._tf.__version__}
 
 
 def _bytes_of(value):
@@ -517,7 +542,9 @@ def main():
         try:
             header = json.loads(head)
             instances = instances_of(header, payload)
-            kwargs = header.get("kwargs") or {}
+            kwargs = dict(header.get("kwargs") or {})
+            if header.get("signature"):
+                kwargs["signature_name"] = header["signature"]
             predictions = model.predict(instances, **kwargs)
             answer = {"predictions": predictions}
         except PredictionError as e:

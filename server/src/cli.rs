@@ -79,6 +79,10 @@ struct LocalPredictArgs {
     /// from the files, as versions are].
     #[arg(long, value_name = "FRAMEWORK")]
     framework: Option<String>,
+    /// The TensorFlow signature to predict with [default: the model's only one, else
+    /// serving_default].
+    #[arg(long, value_name = "NAME")]
+    signature_name: Option<String>,
     /// The Python that runs Python models [default: as `anneal serve`; env ANNEAL_PYTHON].
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
@@ -184,7 +188,12 @@ fn local_predict(args: LocalPredictArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let python = config.runtime_python();
-    crate::local::predict(&args.model_dir, &args.json_instances, args.framework.as_deref(), &python)
+    let model = crate::local::LocalModel {
+        dir: &args.model_dir,
+        framework: args.framework.as_deref(),
+        signature_name: args.signature_name.as_deref(),
+    };
+    crate::local::predict(&model, &args.json_instances, &python)
 }
 
 fn local_train(args: LocalTrainArgs) -> ExitCode {

@@ -235,7 +235,10 @@ impl From<crate::serving::LoadError> for Error {
             | LoadError::Routine(_)
             | LoadError::PythonExited(_)
             | LoadError::Packages(_) => Self::FailedPrecondition(error.to_string()),
-            LoadError::Worker(_) | LoadError::Stopped(_) | LoadError::PythonStart { .. } => Self::internal(error),
+            LoadError::Worker(_)
+            | LoadError::Stopped(_)
+            | LoadError::PythonStart { .. }
+            | LoadError::Isolation(_) => Self::internal(error),
         }
     }
 }

@@ -161,11 +161,20 @@ async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
     ending.map_err(|e| LocalError::Run(e.to_string()))
 }
 
-/// `anneal local predict`: loads `model_dir` (TorchScript in this process; scikit-learn,
+/// The model `anneal local predict` runs: its folder, `--framework` and `--signature-name`.
+pub struct LocalModel<'a> {
+    pub dir: &'a Path,
+    pub framework: Option<&'a str>,
+    pub signature_name: Option<&'a str>,
+}
+
+/// `anneal local predict`: loads the model's folder (TorchScript in this process; scikit-learn,
 /// XGBoost and TensorFlow models in one Python worker process, `framework` or detected from the
-/// files) and prints one prediction per instance of `instances` (JSON lines; `-` for stdin).
-/// Exit code 1 with the reason on a bad model or instance.
-pub fn predict(model_dir: &Path, instances: &Path, framework: Option<&str>, python: &Path) -> ExitCode {
+/// files; a TensorFlow model with the signature named, or its default) and prints one prediction
+/// per instance of `instances` (JSON lines; `-` for stdin). Exit code 1 with the reason on a bad
+/// model or instance.
+pub fn predict(model: &LocalModel<'_>, instances: &Path, python: &Path) -> ExitCode {
+    let LocalModel { dir: model_dir, framework, signature_name } = *model;
     let text = if instances == Path::new("-") {
         let mut text = String::new();
         if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
@@ -204,7 +213,10 @@ pub fn predict(model_dir: &Path, instances: &Path, framework: Option<&str>, pyth
         },
     };
     if let Some(framework) = framework {
-        return predict_python(model_dir, instances, framework, python);
+        return predict_python(model_dir, instances, framework, signature_name, python);
+    }
+    if !matches!(signature_name, None | Some("" | "serving_default")) {
+        return fail("--signature-name: a TorchScript model has one signature, serving_default");
     }
     let model = match crate::serving::model::LoadedModule::load(model_dir, true) {
         Ok(model) => model,
@@ -228,11 +240,17 @@ pub fn predict(model_dir: &Path, instances: &Path, framework: Option<&str>, pyth
 
 /// `anneal local predict` of a Python framework's model: one worker process, all instances in
 /// one pass.
-fn predict_python(model_dir: &Path, instances: Vec<serde_json::Value>, framework: &str, python: &Path) -> ExitCode {
+fn predict_python(
+    model_dir: &Path,
+    instances: Vec<serde_json::Value>,
+    framework: &str,
+    signature_name: Option<&str>,
+    python: &Path,
+) -> ExitCode {
     let dir = model_dir.canonicalize().unwrap_or_else(|_| model_dir.to_path_buf());
     let spec = crate::serving::python_spec(python, &dir, framework, 1);
     let mut predictor = match crate::serving::python::Predictor::start("local", spec) {
-        Ok((predictor, _)) => predictor,
+        Ok((predictor, _)) => predictor.with_signature(signature_name.map(str::to_owned)),
         Err(e) => return fail(format!("--model-dir {}: {e}", model_dir.display())),
     };
     match predictor.predict(instances) {

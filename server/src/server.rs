@@ -106,7 +106,9 @@ impl Server {
         }
 
         let tasks = Tasks::new();
-        let host = ModelHost::new(config.serving_options());
+        // Python prediction workers run as their project's replica user, as its trainers do.
+        let isolation = std::sync::Arc::new(isolation);
+        let host = ModelHost::new(config.serving_options()).with_isolation(isolation.clone());
         let (events, executor_events) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let local = LocalExecutor::new(
             storage.clone(),
@@ -116,7 +118,7 @@ impl Server {
                 gpus: config.gpu_count(),
                 kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
                 max_log_line: config.max_log_line_bytes,
-                isolation: std::sync::Arc::new(isolation),
+                isolation: isolation.clone(),
             },
             tasks.clone(),
             events.clone(),

@@ -104,6 +104,7 @@ pub fn python_spec(python: &Path, dir: &Path, framework: &str, threads: i32) -> 
         threads,
         load_timeout: PYTHON_LOAD_TIMEOUT,
         predict_timeout: PYTHON_PREDICT_TIMEOUT,
+        run_as: None,
     }
 }
 
@@ -125,6 +126,9 @@ pub struct VersionSettings {
     pub prediction_class: Option<String>,
     /// Its packages (sdists, wheels), installed into the model directory's [`PACKAGES_DIR`].
     pub packages: Vec<std::path::PathBuf>,
+    /// The version's project: when the server runs as root, its Python workers run as that
+    /// project's replica user ([`crate::executor::Isolation`]).
+    pub project: String,
 }
 
 impl VersionSettings {
@@ -191,6 +195,8 @@ pub struct ModelHost {
     loads: Arc<AtomicU64>,
     failures: mpsc::UnboundedSender<ServingFailure>,
     failures_out: Arc<Mutex<Option<mpsc::UnboundedReceiver<ServingFailure>>>>,
+    /// Who Python workers run as.
+    isolation: Arc<crate::executor::Isolation>,
 }
 
 impl Default for ModelHost {
@@ -209,7 +215,15 @@ impl ModelHost {
             loads: Arc::default(),
             failures,
             failures_out: Arc::new(Mutex::new(Some(receiver))),
+            isolation: Arc::new(crate::executor::Isolation::off()),
         }
+    }
+
+    /// The host with Python workers run as each version's project's replica user (when
+    /// `isolation` is on: the server runs as root), as that project's trainers are.
+    pub fn with_isolation(mut self, isolation: Arc<crate::executor::Isolation>) -> Self {
+        self.isolation = isolation;
+        self
     }
 
     /// The Python models that gave up serving (once; `None` after the first call).
@@ -235,10 +249,13 @@ impl ModelHost {
         let model = if settings.is_python() {
             let host = self.clone();
             let on_failed: python::OnFailed = Box::new(move |message| host.failed(generation, &name, message));
-            let key = key.to_owned();
+            let (key, isolation) = (key.to_owned(), self.isolation.clone());
             tokio::task::spawn_blocking(move || {
+                let identity =
+                    isolation.identity(&settings.project).map_err(|e| LoadError::Isolation(e.to_string()))?;
+                let run_as = identity.map(python::RunAs::new).transpose()?;
                 let packages = dir.join(PACKAGES_DIR);
-                python::install_packages(&options.python, &settings.packages, &packages)?;
+                python::install_packages(&options.python, &settings.packages, &packages, run_as.as_ref())?;
                 let spec = python::PythonSpec {
                     python: options.python.clone(),
                     model_dir: dir.clone(),
@@ -248,6 +265,7 @@ impl ModelHost {
                     threads: options.intra_op_threads,
                     load_timeout: PYTHON_LOAD_TIMEOUT,
                     predict_timeout: PYTHON_PREDICT_TIMEOUT,
+                    run_as,
                 };
                 PythonModel::load(&key, spec, &options, on_failed).map(Served::Python)
             })

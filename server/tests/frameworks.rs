@@ -265,6 +265,17 @@ async fn custom_prediction_routines_run_user_code_with_ml_engine_error_codes() {
     // What user code prints goes to the server's log, not into the answers.
     let (status, answer) = predict(&server, "routine", &json!(["print"])).await;
     assert_eq!((status, &answer["predictions"]), (200, &json!(["printed"])), "{answer}");
+    // The body's other top-level keys are predict's keyword arguments, as on ML Engine.
+    let (status, answer) = server
+        .post_json(
+            "/v1/projects/p/models/m/versions/routine:predict",
+            &json!({"instances": ["kwargs", "kwargs"], "top_k": 3, "labels": ["a", "b"]}),
+        )
+        .await;
+    let kwargs = json!({"top_k": 3, "labels": ["a", "b"]});
+    assert_eq!((status, &answer["predictions"]), (200, &json!([kwargs, kwargs])), "{answer}");
+    let (status, answer) = predict(&server, "routine", &json!(["kwargs"])).await;
+    assert_eq!((status, &answer["predictions"]), (200, &json!([{}])), "none: {answer}");
 
     let (status, answer) = predict(&server, "routine", &json!(["raise"])).await;
     assert_eq!(status, 400, "{answer}");
@@ -342,6 +353,27 @@ async fn tensorflow_saved_models_serve_their_signature() {
     let (status, body) = predict(&server, "multi", &json!([{"a": [1, 2]}])).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "Prediction failed: Invalid inputs: Input text was missing in at least one input instance (Error code: 1)");
+
+    // `signature_name` picks another signature; one the model lacks is named in the error.
+    let signed = |name: &str, instances: Value| json!({"instances": instances, "signature_name": name});
+    let url = "/v1/projects/p/models/m/versions/multi:predict";
+    let (status, body) = server.post_json(url, &signed("double", json!([[1, 2], [0.5, -1]]))).await;
+    assert_eq!((status, &body["predictions"]), (200, &json!([[2.0, 4.0], [1.0, -2.0]])), "{body}");
+    let (status, body) = server.post_json(url, &signed("serving_default", json!([{"a": [1, 2], "text": "x"}]))).await;
+    assert_eq!((status, &body["predictions"]), (200, &json!([{"echo": "x", "length": 1, "total": 3.0}])), "{body}");
+    let (status, body) = server.post_json(url, &signed("nope", json!([[1, 2]]))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "Prediction failed: Invalid inputs: No signature found for signature key nope. (Error code: 1)");
+
+    // A model of one signature, not named serving_default, serves it without a signature_name.
+    let named = stage(&server, &dir.join("named"), "named");
+    let done = create_version(&server, json!({"name": "named", "deploymentUri": named.display().to_string()})).await;
+    assert_eq!(done["response"]["state"], "READY", "{done}");
+    let (status, body) = predict(&server, "named", &json!([1.5, -2])).await;
+    assert_eq!((status, &body["predictions"]), (200, &json!([-1.5, 2.0])), "{body}");
+    let (status, body) = server.post_json("/v1/projects/p/models/m/versions/named:predict", &signed("serving_default", json!([1]))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().expect("text").contains("No signature found for signature key serving_default."), "{body}");
 }
 
 /// The lines of every `prediction.results-*` shard under `dir`, shard by shard.
@@ -414,6 +446,25 @@ async fn batch_prediction_jobs_predict_python_models() {
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(Value::from(result_lines(&output)), xgb_facts["expected"]["booster"]);
 
+    // A SavedModel's other signature, by the job's signatureName.
+    let (tensorflow, _) = fixtures("tensorflow");
+    let multi = stage(&server, &tensorflow.join("multi"), "multi");
+    let input = server.data.path().join("batch/pairs.json");
+    std::fs::write(&input, "[1, 2]\n[0.5, -1]\n").expect("write");
+    let output = server.data.path().join("batch/doubled");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "tf_batch", "predictionInput": {"uri": multi.display().to_string(), "signatureName": "double",
+                    "dataFormat": "JSON", "inputPaths": [input.display().to_string()],
+                    "outputPath": output.display().to_string(), "maxWorkerCount": "1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("tf_batch", &["SUCCEEDED", "FAILED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(Value::from(result_lines(&output)), json!([[2.0, 4.0], [1.0, -2.0]]));
+
     // A model that cannot load fails the job with ML Engine's text.
     let corrupt = stage(&server, &sklearn.join("corrupt"), "corrupt");
     let (status, job) = server
@@ -467,9 +518,197 @@ async fn local_predict_serves_every_framework() {
     .await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--framework CAFFE"), "{stderr}");
+    // A SavedModel's other signature, by --signature-name.
+    let (tensorflow, _) = fixtures("tensorflow");
+    let pairs = write("pairs.json", &json!([[1, 2]]));
+    let multi = tensorflow.join("multi").display().to_string();
+    let (code, stdout, stderr) = common::run_anneal(
+        &["local", "predict", "--model-dir", &multi, "--json-instances", &pairs, "--signature-name", "double"],
+        &[],
+    )
+    .await;
+    assert_eq!((code, stdout.trim()), (Some(0), "[2.0,4.0]"), "{stderr}");
+
     let bad = write("bad.json", &json!([[1.0, 2.0]]));
     let (code, _, stderr) =
         common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &bad], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Prediction failed: Failed to run the provided model") && stderr.contains("(Error code: 2)"), "{stderr}");
+}
+
+/// Whether this test process runs as root (effective uid 0, from `/proc/self/status`).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+/// The stored copy of version `version` of model `m` in `project`.
+fn stored_dir(server: &TestServer, project: &str, version: &str) -> PathBuf {
+    let models = server.data.path().join("storage/models").join(project).join("m");
+    std::fs::read_dir(&models)
+        .expect("stored models")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}-"))))
+        .expect("the version's stored copy")
+}
+
+/// The effective uid of every process whose environment has `ANNEAL_MODEL_DIR=<dir>`.
+fn worker_uids(dir: &Path) -> Vec<u32> {
+    let wanted = format!("ANNEAL_MODEL_DIR={}", dir.display());
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok());
+        uids.extend(uid);
+    }
+    uids
+}
+
+/// When the server runs as root, a version's Python workers and the pip install of its packages
+/// run as its project's replica user, as its trainers do: a custom routine (user code, as any
+/// pickle is) cannot write the server, its own stored model or installed packages, or another
+/// project's, nor signal the server. Not root: prints `skipped: not root` (CI runs as root).
+#[tokio::test]
+async fn python_workers_run_as_the_projects_replica_user() {
+    if !running_as_root() {
+        println!("skipped: not root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (spy, facts) = fixtures("spy");
+    let (sklearn, _) = fixtures("sklearn");
+    let server = TestServer::start().await;
+    let data = server.data.path().to_path_buf();
+    for project in ["p", "other"] {
+        let (status, body) = server.post_json(&format!("/v1/projects/{project}/models"), &json!({"name": "m"})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Another project's scikit-learn version.
+    let pipeline = stage(&server, &sklearn.join("pipeline"), "pipeline");
+    let (status, op) = server
+        .post_json("/v1/projects/other/models/m/versions", &json!({"name": "pipe", "deploymentUri": pipeline.display().to_string()}))
+        .await;
+    assert_eq!(status, 200, "{op}");
+    let done = server.wait_operation(op["name"].as_str().expect("operation")).await;
+    assert_eq!(done["response"]["state"], "READY", "{done}");
+
+    let model_dir = stage(&server, &spy.join("model"), "spy-model");
+    let package = stage(&server, Path::new(facts["package"].as_str().expect("package")), "pkgs/spy_routine-0.1.tar.gz");
+    let done = create_version(
+        &server,
+        json!({"name": "spy", "deploymentUri": model_dir.display().to_string(), "predictionClass": "spy_routine.spy.Spy",
+               "packageUris": [package.display().to_string()]}),
+    )
+    .await;
+    assert_eq!(done["response"]["state"], "READY", "{done}\n{}", server.stderr());
+    let own = stored_dir(&server, "p", "spy");
+    let packages = own.join(".anneal-packages");
+    let meta = std::fs::metadata(&packages).expect("installed packages");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o755), "the installed packages are sealed: root's, read-only");
+    let other = stored_dir(&server, "other", "pipe");
+
+    let venv = common::python().parent().and_then(Path::parent).expect("venv").to_path_buf();
+    let binary = Path::new(common::anneal_bin()).canonicalize().expect("binary");
+    let targets = [
+        ("its stored model", own.clone()),
+        ("its model file", own.join("model.pkl")),
+        ("its installed packages", packages.join("spy_routine")),
+        ("another project's model", other.clone()),
+        ("another project's model file", other.join("model.joblib")),
+        ("the data dir", data.clone()),
+        ("the database", data.join("anneal.db")),
+        ("the storage", data.join("storage")),
+        ("the uploads", model_dir.clone()),
+        ("the venv", venv),
+        ("the binary", binary),
+    ];
+    let mut instances: Vec<Value> = targets.iter().map(|(_, path)| json!(path.display().to_string())).collect();
+    instances.extend([json!("whoami"), json!("home"), json!("signal the server")]);
+    let (status, body) = predict(&server, "spy", &Value::from(instances)).await;
+    assert_eq!(status, 200, "{body}");
+    let answers = body["predictions"].as_array().expect("predictions");
+    for ((label, path), answer) in targets.iter().zip(answers) {
+        assert_eq!(answer, "denied", "{label} ({}) was not denied: {answer}", path.display());
+    }
+    let [whoami, home, signal] = &answers[targets.len()..] else { panic!("three more answers: {body}") };
+    let uid = whoami["uid"].as_u64().expect("uid") as u32;
+    assert!(uid != 0 && whoami["gid"] != 0, "{whoami}");
+    assert_eq!(whoami["groups"], json!([]), "no supplementary groups: {whoami}");
+    assert_eq!((home, signal), (&json!("written"), &json!("denied")), "{body}");
+
+    // Every worker runs as its project's uid: another project's is another uid, never root.
+    assert_eq!(worker_uids(&own), vec![uid], "the routine's worker");
+    let others = worker_uids(&other);
+    assert!(!others.is_empty() && others.iter().all(|u| *u != 0 && *u != uid), "the other project's workers: {others:?}");
+}
+
+/// The Keras example (examples/keras): TF_CONFIG from a master and one worker drives
+/// tf.distribute.MultiWorkerMirroredStrategy (two replicas in sync, the same weights on both at the
+/// end), and the SavedModel the master exports deploys as TENSORFLOW and predicts digits.
+#[tokio::test]
+async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
+    let server = TestServer::start().await;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keras");
+    let package = server.data.path().join("packages/keras");
+    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
+    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
+        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
+    }
+    let job_dir = server.data.path().join("outputs/keras_1");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "keras_1", "trainingInput": {
+                "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1",
+                "packageUris": [package.display().to_string()], "pythonModule": "trainer.task",
+                "jobDir": job_dir.display().to_string(), "args": ["--epochs", "8"], "region": "us-central1"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait_job("keras_1", &["SUCCEEDED", "FAILED", "CANCELLED"]).await;
+    let lines = |replica: &'static str| {
+        let server = &server;
+        async move {
+            let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/keras_1/logs?replica={replica}")).await;
+            logs["lines"].as_array().expect("lines").iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let (master, worker) = (lines("master-replica-0").await, lines("worker-replica-0").await);
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}\n{}", master.join("\n"), worker.join("\n"));
+    for (replica, text, name) in [("master", &master, "chief 0"), ("worker", &worker, "worker 0")] {
+        assert!(text.iter().any(|l| l == &format!("{name}: 2 replicas in sync")), "{replica}:\n{}", text.join("\n"));
+    }
+    let checksum = |text: &[String]| text.iter().find(|l| l.contains("weights checksum")).map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned());
+    let ours = checksum(&master).expect("the master's checksum");
+    assert_eq!(Some(ours), checksum(&worker), "the replicas trained in sync");
+
+    // Its export serves digits.
+    let output = std::process::Command::new(common::python())
+        .args(["-c", "import json; from sklearn.datasets import load_digits; d = load_digits(); print(json.dumps({'x': (d.data[:40] / 16).tolist(), 'y': d.target[:40].tolist()}))"])
+        .output()
+        .expect("python");
+    let digits: Value = serde_json::from_slice(&output.stdout).expect("digits");
+    server.create_model("m").await;
+    let done = create_version(&server, json!({"name": "keras", "deploymentUri": job_dir.join("model").display().to_string()})).await;
+    assert_eq!(done["response"]["framework"], "TENSORFLOW", "{done}");
+    let (status, body) = predict(&server, "keras", &digits["x"]).await;
+    assert_eq!(status, 200, "{body}");
+    let predictions = body["predictions"].as_array().expect("predictions");
+    let right = predictions
+        .iter()
+        .zip(digits["y"].as_array().expect("labels"))
+        .filter(|(logits, label)| {
+            let logits: Vec<f64> = logits.as_array().expect("logits").iter().map(|v| v.as_f64().expect("number")).collect();
+            let best = (0..logits.len()).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).expect("ten logits");
+            Some(best as u64) == label.as_u64()
+        })
+        .count();
+    assert!(right >= 32, "{right} of 40 digits right");
 }

@@ -1,6 +1,7 @@
 //! The compatibility proof: Google's official `ml` v1 Python client (from the project's `.venv`)
-//! drives a real Anneal through models, versions, operations, predictions, training jobs and
-//! error shapes.
+//! drives a real Anneal through models, versions, operations, predictions (a TorchScript model and
+//! one model of each Python framework, which the script builds: a Keras SavedModel, a scikit-learn
+//! pipeline, an XGBoost booster and a custom prediction routine), training jobs and error shapes.
 
 mod common;
 

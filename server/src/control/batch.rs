@@ -156,8 +156,12 @@ pub fn prediction_plan(
     count_in(&field("maxWorkerCount"), max_workers, 1, MAX_PREDICTION_WORKERS)?;
     let batch_size = input.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     count_in(&field("batchSize"), batch_size, 1, MAX_BATCH_SIZE)?;
-    if !matches!(input.signature_name.as_deref(), None | Some("" | "serving_default")) {
-        return Err(Error::invalid(field("signatureName"), "A TorchScript model has one signature, serving_default."));
+    let signature_name = input.signature_name.clone().filter(|name| !name.is_empty());
+    if let (Some(name), ModelSource::Dir { dir: Location::Local(dir) }) = (&signature_name, &model) {
+        // A TorchScript model has one signature; other models' are checked when the job runs.
+        if name != "serving_default" && dir.join(crate::serving::MODEL_FILE).is_file() {
+            return Err(Error::invalid(field("signatureName"), "A TorchScript model has one signature, serving_default."));
+        }
     }
     Ok(PredictionPlan {
         model,
@@ -167,6 +171,7 @@ pub fn prediction_plan(
         output_path: input.output_path.clone(),
         workers: max_workers as usize,
         batch_size: batch_size as usize,
+        signature_name,
     })
 }
 

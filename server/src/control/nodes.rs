@@ -254,7 +254,7 @@ impl Control {
             let Some(dir) = &version.artifact_dir else { continue };
             // Published in a bucket, the files are fetched first (no shared disk needed).
             let loaded = match self.storage.local_copy(dir).await {
-                Ok(dir) => self.host.load(&key, &dir, super::versions::settings(&version.serving)).await.map_err(Error::from),
+                Ok(dir) => self.host.load(&key, &dir, super::versions::settings(&version)).await.map_err(Error::from),
                 Err(e) => Err(Error::from(e)),
             };
             match loaded {

@@ -18,7 +18,7 @@ use crate::names::{ModelName, VersionName};
 use crate::serving::frameworks::{SCIKIT_LEARN, TENSORFLOW, XGBOOST};
 use crate::serving::{VersionSettings, MODEL_FILE};
 use crate::store::{
-    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, ServingSettings, VersionRecord,
+    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord,
     VersionState,
 };
 
@@ -132,7 +132,7 @@ impl Control {
     }
 
     async fn finish_create(&self, name: &VersionName, source: &Path, op: &OperationRecord) {
-        let settings = op.version.as_ref().map(|v| settings(&v.serving)).unwrap_or_default();
+        let settings = op.version.as_ref().map(settings).unwrap_or_default();
         let mut result = self.deploy(name, source, settings).await;
         if self.store.cancel_requested(&op.project, &op.id).await.unwrap_or(false) {
             if let Ok(dir) = &result {
@@ -378,7 +378,7 @@ impl Control {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
                 Some(dir) => match self.storage.local_copy(dir).await {
-                    Ok(dir) => self.host.load(&name.to_string(), &dir, settings(&version.serving)).await.map(drop).map_err(Error::from),
+                    Ok(dir) => self.host.load(&name.to_string(), &dir, settings(&version)).await.map(drop).map_err(Error::from),
                     Err(e) => Err(Error::from(e)),
                 },
                 None => Err(Error::FailedPrecondition("the version has no stored model files".to_owned())),
@@ -410,7 +410,8 @@ impl Control {
 const MAX_WORKERS: u32 = 16;
 
 /// The serving settings a stored version asks for.
-pub(super) fn settings(serving: &ServingSettings) -> VersionSettings {
+pub(super) fn settings(version: &VersionRecord) -> VersionSettings {
+    let serving = &version.serving;
     VersionSettings {
         workers: serving.workers.map(|w| w as usize),
         intra_op_threads: serving.intra_op_threads.map(|t| t as i32),
@@ -418,6 +419,7 @@ pub(super) fn settings(serving: &ServingSettings) -> VersionSettings {
         framework: serving.framework.clone(),
         prediction_class: serving.prediction_class.clone(),
         packages: serving.package_paths.iter().map(PathBuf::from).collect(),
+        project: version.project.clone(),
     }
 }
 

@@ -207,6 +207,19 @@ impl Identity {
             .env("LOGNAME", &self.name);
     }
 
+    /// [`Identity::apply`] for a blocking `std::process::Command` (the serving module's Python
+    /// prediction workers and their pip, started from blocking threads).
+    pub fn apply_blocking(&self, command: &mut std::process::Command, home: &Path) {
+        use std::os::unix::process::CommandExt;
+        command
+            .uid(self.uid)
+            .gid(self.gid)
+            .env("HOME", home)
+            .env("TMPDIR", home.join("tmp"))
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+    }
+
     /// Creates `home` and `home/tmp` (if missing) for [`Identity::apply`], owned by this identity;
     /// `tmp` first, so that `home` is still root's while root works in it.
     pub fn make_home(&self, home: &Path) -> Result<(), IsolationError> {

@@ -31,6 +31,15 @@ pub async fn run_prediction(
         Location::Local(dir) => dir,
         Location::Object(uri) => context.storage.fetch(&uri, &context.dir().join("model"), true).await?,
     };
+    // A Python model's workers run as the project's replica user (a pickle runs code as it loads).
+    let run_as = match context.config.isolation.identity(context.job.project.as_str())? {
+        Some(identity) => Some(
+            tokio::task::spawn_blocking(move || crate::serving::python::RunAs::new(identity))
+                .await?
+                .map_err(|e| RunError::Batch(e.to_string()))?,
+        ),
+        None => None,
+    };
     context.report(JobEvent::Running).await;
     let files = JobFiles {
         storage: context.storage.clone(),
@@ -46,6 +55,8 @@ pub async fn run_prediction(
         batch_size: plan.batch_size,
         use_cuda: true,
         python: context.config.python.clone(),
+        run_as,
+        signature_name: plan.signature_name.clone(),
     };
     let progress = Arc::new(BatchProgress::default());
     let cancel = Arc::new(AtomicBool::new(false));

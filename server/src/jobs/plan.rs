@@ -193,6 +193,9 @@ pub struct PredictionPlan {
     pub workers: usize,
     /// Lines per forward pass.
     pub batch_size: usize,
+    /// `signatureName`: the TensorFlow signature to predict with (`None`: the model's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_name: Option<String>,
 }
 
 /// Which model a batch job runs, in the job's own project.
@@ -283,6 +286,7 @@ mod tests {
                 output_path: "file:///data/out".into(),
                 workers: 2,
                 batch_size: 64,
+                signature_name: None,
             }),
         )
     }

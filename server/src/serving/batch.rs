@@ -156,6 +156,11 @@ pub struct BatchRun {
     pub use_cuda: bool,
     /// The runtime Python, for models of Python frameworks.
     pub python: PathBuf,
+    /// Who a Python model's worker processes run as (the job's project's replica user when the
+    /// server runs as root).
+    pub run_as: Option<super::python::RunAs>,
+    /// The TensorFlow signature to predict with (`signatureName`); `None`: the model's default.
+    pub signature_name: Option<String>,
 }
 
 /// Counters a run updates as it goes, for progress reports.
@@ -201,6 +206,9 @@ pub enum BatchError {
     /// A worker thread panicked.
     #[error("a prediction worker panicked")]
     WorkerPanicked,
+    /// `signatureName` names a signature other than `serving_default` for a TorchScript model.
+    #[error("No signature found for signature key {0}: a TorchScript model has one signature, serving_default.")]
+    Signature(String),
 }
 
 /// Why one input line gave no prediction. The run counts lines under this message.
@@ -265,9 +273,15 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
         Some(framework) => {
             // One process loads the model first, so a model that cannot load fails the run
             // before anything is written; each worker then starts its own.
-            let spec = super::python_spec(&job.python, &job.model_dir, framework, 1);
+            let spec = super::python::PythonSpec {
+                run_as: job.run_as.clone(),
+                ..super::python_spec(&job.python, &job.model_dir, framework, 1)
+            };
             let (first, _) = Predictor::start("batch", spec.clone())?;
-            Engine::Python(spec, std::sync::Mutex::new(Some(first)))
+            Engine::Python(spec, std::sync::Mutex::new(Some(first.with_signature(job.signature_name.clone()))))
+        }
+        None if !matches!(job.signature_name.as_deref(), None | Some("serving_default")) => {
+            return Err(BatchError::Signature(job.signature_name.clone().unwrap_or_default()))
         }
         None => Engine::Torch(Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?)),
     };
@@ -288,7 +302,7 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
                     let started = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                     let predictor = match started {
                         Some(predictor) => predictor,
-                        None => Predictor::start("batch", spec.clone())?.0,
+                        None => Predictor::start("batch", spec.clone())?.0.with_signature(job.signature_name.clone()),
                     };
                     work_python(predictor, format, &queue, files, &shard, progress, cancel)
                 }

@@ -12,7 +12,7 @@
 
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The element type of a model input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -282,9 +282,11 @@ pub enum RequestError {
     Missing,
 }
 
-/// The instances of one predict request, read before the model that predicts them is known.
+/// The instances of one predict request, read before the model that predicts them is known,
+/// and the body's other top-level keys (`signature_name`; a custom prediction routine's keyword
+/// arguments).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Instances(Read);
+pub struct Instances(Read, Map<String, Value>);
 
 #[derive(Clone, Debug, PartialEq)]
 enum Read {
@@ -319,14 +321,26 @@ impl Instances {
     /// Reads the `instances` of a request body `{"instances": [...], ...}`; at most `max` of them.
     pub fn from_body(body: bytes::Bytes, max: usize) -> Result<Self, RequestError> {
         if let Some(dense) = Dense::scan(&body, max) {
-            return Ok(Self(Read::Dense(dense)));
+            // A dense body has no other key.
+            return Ok(Self(Read::Dense(dense), Map::new()));
         }
-        Ok(Self(Read::Values(values_of(&body, max)?)))
+        let (values, rest) = values_of(&body, max)?;
+        Ok(Self(Read::Values(values), rest))
     }
 
     /// Instances already read as JSON values.
     pub fn from_values(values: Vec<Value>) -> Self {
-        Self(Read::Values(values))
+        Self(Read::Values(values), Map::new())
+    }
+
+    /// The request body's top-level keys other than `instances`.
+    pub fn rest(&self) -> &Map<String, Value> {
+        &self.1
+    }
+
+    /// Takes the body's other keys out ([`Instances::rest`]), leaving none.
+    pub fn take_rest(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.1)
     }
 
     /// How many instances there are.
@@ -361,7 +375,7 @@ impl Instances {
         match self.0 {
             Read::Values(values) => values,
             // The body was read once already, so it is valid and within the limit.
-            Read::Dense(dense) => values_of(&dense.body, usize::MAX).unwrap_or_default(),
+            Read::Dense(dense) => values_of(&dense.body, usize::MAX).map(|(values, _)| values).unwrap_or_default(),
         }
     }
 
@@ -388,13 +402,14 @@ impl Instances {
             }
         }
         // Another model: the instances as values, checked and reported as any other body's.
-        let values = values_of(&dense.body, usize::MAX).map_err(|e| InstanceError { index: 0, message: e.to_string() })?;
+        let (values, _) =
+            values_of(&dense.body, usize::MAX).map_err(|e| InstanceError { index: 0, message: e.to_string() })?;
         Batch::from_instances(&values, inputs)
     }
 }
 
-/// The `instances` of a body read as JSON values.
-fn values_of(body: &[u8], max: usize) -> Result<Vec<Value>, RequestError> {
+/// The `instances` of a body read as JSON values, and the body's other keys.
+fn values_of(body: &[u8], max: usize) -> Result<(Vec<Value>, Map<String, Value>), RequestError> {
     let Value::Object(mut object) = serde_json::from_slice(body).map_err(RequestError::NotJson)? else {
         return Err(RequestError::NotAnObject);
     };
@@ -402,7 +417,7 @@ fn values_of(body: &[u8], max: usize) -> Result<Vec<Value>, RequestError> {
         Some(Value::Array(instances)) if instances.len() > max => {
             Err(RequestError::TooMany { count: instances.len(), max })
         }
-        Some(Value::Array(instances)) if !instances.is_empty() => Ok(instances),
+        Some(Value::Array(instances)) if !instances.is_empty() => Ok((instances, object)),
         Some(Value::Array(_)) => Err(RequestError::Empty),
         Some(_) => Err(RequestError::NotAList),
         None => Err(RequestError::Missing),
@@ -718,6 +733,9 @@ mod tests {
             assert!(!read(text).is_ok_and(|i| i.is_dense()), "{text} is not read as dense");
         }
         assert!(read(r#"{"instances": [[1, 2], [3]]}"#).expect("json").into_batch(&[InputSpec::default_input()]).is_err());
+        let keyed = read(r#"{"instances": [[1, 2]], "signature_name": "s", "top_k": 2}"#).expect("json");
+        assert_eq!(serde_json::Value::Object(keyed.rest().clone()), json!({"signature_name": "s", "top_k": 2}));
+        assert!(read(r#"{"instances": [[1, 2]]}"#).expect("dense").rest().is_empty());
         let message = |text: &str| read(text).expect_err("refused").to_string();
         assert!(message("[1]").contains("must be a JSON object"));
         assert!(message("{").starts_with("The request body is not valid JSON"));

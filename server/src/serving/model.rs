@@ -133,6 +133,9 @@ pub enum LoadError {
     /// The version's `packageUris` could not be installed.
     #[error("Create Version failed. The packageUris could not be installed with pip: {0}")]
     Packages(String),
+    /// The Python workers could not be set up to run as the project's replica user.
+    #[error("cannot run the prediction workers as the project's replica user: {0}")]
+    Isolation(String),
 }
 
 /// Why one forward pass gave no predictions.

@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 
 use super::instances::{Instances, Raw};
 use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
+use crate::executor::{hand_over, seal, Identity, IsolationError};
 
 /// The worker's Python source, run with `python -c`.
 pub const PREDICTOR_SOURCE: &str = include_str!("../../python/anneal_predictor.py");
@@ -85,6 +86,45 @@ pub struct PythonSpec {
     pub load_timeout: Duration,
     /// How long one pass may take before its process is killed.
     pub predict_timeout: Duration,
+    /// Who the processes run as; `None`: the server's user.
+    pub run_as: Option<RunAs>,
+}
+
+/// Who a version's worker processes (and the pip install of its packages) run as when the server
+/// runs as root: the project's replica identity, as its trainers, so user code (a custom
+/// prediction routine, or any pickle, which runs code when it is loaded) has that uid's rights
+/// and not root's. Its `HOME` and `TMPDIR` are a folder of its own in the system's temporary
+/// folder, removed when the last spec holding it goes.
+#[derive(Clone, Debug)]
+pub struct RunAs {
+    pub identity: Identity,
+    home: Arc<tempfile::TempDir>,
+}
+
+impl RunAs {
+    /// Makes a home for `identity`'s worker processes. Blocks.
+    pub fn new(identity: Identity) -> Result<Self, LoadError> {
+        let home = tempfile::Builder::new()
+            .prefix("anneal-predictor-")
+            .tempdir()
+            .map_err(|e| LoadError::Isolation(format!("cannot create a home for the prediction workers: {e}")))?;
+        identity.make_home(home.path()).map_err(|e| LoadError::Isolation(e.to_string()))?;
+        Ok(Self { identity, home: Arc::new(home) })
+    }
+
+    /// The folder the processes get as `HOME` (with `tmp/` as `TMPDIR`).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+/// What a request carries besides its instances: a TensorFlow `signature_name`, or a custom
+/// routine's keyword arguments (the request body's other top-level keys). Requests share a pass
+/// only when theirs are equal.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Extra {
+    signature: Option<String>,
+    kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 /// What a worker said once its model was loaded.
@@ -148,11 +188,21 @@ impl Input {
     }
 
     /// The header and payload frames of a pass over `inputs` (all joining the first).
-    fn frames(inputs: &[&Input]) -> (Vec<u8>, Vec<u8>) {
+    fn frames(inputs: &[&Input], extra: &Extra) -> (Vec<u8>, Vec<u8>) {
         let rows: usize = inputs.iter().map(|i| i.rows()).sum();
+        let mut header = match inputs[0] {
+            Self::Dense { shape, .. } => serde_json::json!({"rows": rows, "format": "dense", "shape": shape}),
+            Self::Json(_) => serde_json::json!({"rows": rows, "format": "json"}),
+        };
+        if let Some(signature) = &extra.signature {
+            header["signature"] = Value::String(signature.clone());
+        }
+        if let Some(kwargs) = &extra.kwargs {
+            header["kwargs"] = Value::Object(kwargs.clone());
+        }
+        let header = header.to_string().into_bytes();
         match inputs[0] {
-            Self::Dense { shape, .. } => {
-                let header = serde_json::json!({"rows": rows, "format": "dense", "shape": shape});
+            Self::Dense { .. } => {
                 let count: usize = inputs.iter().map(|i| if let Self::Dense { values, .. } = i { values.len() } else { 0 }).sum();
                 let mut payload = Vec::with_capacity(count * 8);
                 for input in inputs {
@@ -162,10 +212,9 @@ impl Input {
                         }
                     }
                 }
-                (header.to_string().into_bytes(), payload)
+                (header, payload)
             }
             Self::Json(_) => {
-                let header = serde_json::json!({"rows": rows, "format": "json"});
                 let mut payload = Vec::with_capacity(64 * rows);
                 payload.push(b'[');
                 let mut first = true;
@@ -182,7 +231,7 @@ impl Input {
                     }
                 }
                 payload.push(b']');
-                (header.to_string().into_bytes(), payload)
+                (header, payload)
             }
         }
     }
@@ -190,6 +239,7 @@ impl Input {
 
 struct Job {
     input: Input,
+    extra: Extra,
     reply: Reply,
 }
 
@@ -247,8 +297,18 @@ impl PythonModel {
     }
 
     /// Predicts the instances of a request, one prediction per instance, in order.
-    pub async fn predict_instances(&self, instances: Instances) -> Result<Vec<Value>, PredictError> {
+    pub async fn predict_instances(&self, mut instances: Instances) -> Result<Vec<Value>, PredictError> {
         let started = Instant::now();
+        let rest = instances.take_rest();
+        let extra = if !self.pool.merges {
+            // A custom routine gets every other key of the body as keyword arguments.
+            Extra { signature: None, kwargs: Some(rest).filter(|kwargs| !kwargs.is_empty()) }
+        } else if self.ready.framework == super::frameworks::TENSORFLOW {
+            let signature = rest.get("signature_name").and_then(Value::as_str).filter(|s| !s.is_empty());
+            Extra { signature: signature.map(str::to_owned), kwargs: None }
+        } else {
+            Extra::default()
+        };
         let input = if self.pool.merges {
             match instances.into_raw() {
                 Raw::Dense { rows, row_shape, values } => Input::Dense { rows, shape: row_shape, values },
@@ -258,18 +318,18 @@ impl PythonModel {
             // A custom predictor is handed the instances as JSON lists, as ML Engine does.
             Input::Json(instances.into_values())
         };
-        let result = self.enqueue_and_wait(input).await;
+        let result = self.enqueue_and_wait(input, extra).await;
         self.metrics.record(&result, started);
         result
     }
 
-    async fn enqueue_and_wait(&self, input: Input) -> Result<Vec<Value>, PredictError> {
+    async fn enqueue_and_wait(&self, input: Input, extra: Extra) -> Result<Vec<Value>, PredictError> {
         if self.pool.failed().is_some() {
             return Err(PredictError::Unavailable);
         }
         let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
         let (reply, answer) = oneshot::channel();
-        match sender.try_send(Job { input, reply }) {
+        match sender.try_send(Job { input, extra, reply }) {
             Ok(()) => self.metrics.queue_depth.set(sender.len() as f64),
             Err(TrySendError::Full(_)) => return Err(PredictError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(PredictError::Unavailable),
@@ -443,7 +503,8 @@ impl Worker {
                 self.receiver.recv_deadline(deadline).ok()
             };
             let Some(job) = next else { break };
-            if !jobs[0].input.joins(&job.input) || rows + job.input.rows() > self.max_batch_size {
+            let joins = jobs[0].input.joins(&job.input) && jobs[0].extra == job.extra;
+            if !joins || rows + job.input.rows() > self.max_batch_size {
                 return (jobs, Some(job));
             }
             rows += job.input.rows();
@@ -456,7 +517,7 @@ impl Worker {
     /// `Err` when the process crashed: every job still unanswered is answered with the crash.
     fn execute(&self, process: &mut Process, jobs: Vec<Job>) -> Result<(), String> {
         let inputs: Vec<&Input> = jobs.iter().map(|j| &j.input).collect();
-        let answer = match process.call(&inputs) {
+        let answer = match process.call(&inputs, &jobs[0].extra) {
             Ok(answer) => answer,
             Err(crash) => {
                 for job in jobs {
@@ -483,7 +544,7 @@ impl Worker {
             Err(_) => {
                 let mut jobs = jobs.into_iter();
                 while let Some(job) = jobs.next() {
-                    match process.call(&[&job.input]) {
+                    match process.call(&[&job.input], &job.extra) {
                         Ok(answer) => {
                             let _ = job.reply.send(answer.map_err(PredictError::Routine));
                         }
@@ -508,13 +569,21 @@ pub struct Predictor {
     spec: PythonSpec,
     name: String,
     process: Option<Process>,
+    extra: Extra,
 }
 
 impl Predictor {
     /// Starts a process serving `spec` and waits until it has loaded the model. Blocks.
     pub fn start(name: &str, spec: PythonSpec) -> Result<(Self, Ready), LoadError> {
         let (process, ready) = Process::start(&spec, name)?;
-        Ok((Self { spec, name: name.to_owned(), process: Some(process) }, ready))
+        Ok((Self { spec, name: name.to_owned(), process: Some(process), extra: Extra::default() }, ready))
+    }
+
+    /// Predicts with the TensorFlow signature `name` (a batch job's `signatureName`) instead of
+    /// the model's default.
+    pub fn with_signature(mut self, name: Option<String>) -> Self {
+        self.extra.signature = name.filter(|n| !n.is_empty());
+        self
     }
 
     /// One pass over `instances`: one prediction per instance, or the model's error. `Err` when
@@ -525,7 +594,7 @@ impl Predictor {
             self.process = Some(process);
         }
         let Some(process) = self.process.as_mut() else { return Err("the worker process is not running".into()) };
-        let result = process.call(&[&Input::Json(instances)]);
+        let result = process.call(&[&Input::Json(instances)], &self.extra);
         if result.is_err() {
             self.process = None;
         }
@@ -581,6 +650,9 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(run_as) = &spec.run_as {
+            run_as.identity.apply_blocking(&mut command, run_as.home());
+        }
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().map_err(|e| LoadError::PythonStart {
             python: spec.python.display().to_string(),
@@ -625,9 +697,9 @@ impl Process {
 
     /// One pass over `inputs`: the predictions (as many as the rows), or the model's error.
     /// `Err` when the process crashed or was killed (it is then stopped for good).
-    fn call(&mut self, inputs: &[&Input]) -> Result<Result<Vec<Value>, RoutineError>, String> {
+    fn call(&mut self, inputs: &[&Input], extra: &Extra) -> Result<Result<Vec<Value>, RoutineError>, String> {
         let rows: usize = inputs.iter().map(|i| i.rows()).sum();
-        let (header, payload) = Input::frames(inputs);
+        let (header, payload) = Input::frames(inputs, extra);
         self.watch.arm(self.predict_timeout);
         let sent = write_frame(&mut self.stdin, &header).and_then(|()| write_frame(&mut self.stdin, &payload));
         let frame = sent.and_then(|()| read_frame(&mut self.stdout));
@@ -785,14 +857,29 @@ fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
 }
 
 /// Installs a custom prediction routine's packages (sdists or wheels) with the runtime Python's
-/// pip into `target`, once: a `target` holding `.complete` is used as it is. Blocks.
-pub fn install_packages(python: &Path, packages: &[PathBuf], target: &Path) -> Result<(), LoadError> {
+/// pip into `target`, once: a `target` holding `.complete` is used as it is. With `run_as`, pip
+/// runs as that identity (building an sdist runs its `setup.py`) into a staging folder it owns,
+/// which is then sealed (root's, read-only) before it becomes `target`, so the routine can import
+/// its packages but not change them. Blocks.
+pub fn install_packages(
+    python: &Path,
+    packages: &[PathBuf],
+    target: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<(), LoadError> {
     if packages.is_empty() || target.join(".complete").exists() {
         return Ok(());
     }
     let staging = target.with_extension("installing");
     let _ = std::fs::remove_dir_all(&staging);
-    let output = Command::new(python)
+    let isolation = |e: IsolationError| LoadError::Isolation(e.to_string());
+    if let Some(run_as) = run_as {
+        std::fs::create_dir(&staging)
+            .map_err(|e| LoadError::Packages(format!("cannot create {}: {e}", staging.display())))?;
+        hand_over(&staging, &run_as.identity).map_err(isolation)?;
+    }
+    let mut command = Command::new(python);
+    command
         .args([
             "-m",
             "pip",
@@ -806,14 +893,23 @@ pub fn install_packages(python: &Path, packages: &[PathBuf], target: &Path) -> R
         ])
         .arg(&staging)
         .args(packages)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LoadError::PythonStart { python: python.display().to_string(), source: e })?;
+        .stdin(Stdio::null());
+    if let Some(run_as) = run_as {
+        run_as.identity.apply_blocking(&mut command, run_as.home());
+    }
+    let output =
+        command.output().map_err(|e| LoadError::PythonStart { python: python.display().to_string(), source: e })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(6).collect();
         let _ = std::fs::remove_dir_all(&staging);
         return Err(LoadError::Packages(last.into_iter().rev().collect::<Vec<_>>().join(" | ")));
+    }
+    if run_as.is_some() {
+        if let Err(e) = seal(&staging) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(isolation(e));
+        }
     }
     let _ = std::fs::remove_dir_all(target);
     std::fs::rename(&staging, target)
@@ -831,7 +927,7 @@ mod tests {
         let b = Input::Dense { rows: 2, shape: vec![2], values: vec![3.0, 4.0, 5.0, 6.0] };
         assert!(a.joins(&b));
         assert!(!a.joins(&Input::Dense { rows: 1, shape: vec![3], values: vec![0.0; 3] }));
-        let (header, payload) = Input::frames(&[&a, &b]);
+        let (header, payload) = Input::frames(&[&a, &b], &Extra::default());
         let header: Value = serde_json::from_slice(&header).expect("json");
         assert_eq!(header, serde_json::json!({"rows": 3, "format": "dense", "shape": [2]}));
         assert_eq!(payload.len(), 6 * 8);
@@ -840,8 +936,10 @@ mod tests {
         let c = Input::Json(vec![serde_json::json!({"x": 1}), serde_json::json!("s")]);
         let d = Input::Json(vec![serde_json::json!([1, 2])]);
         assert!(!a.joins(&c));
-        let (header, payload) = Input::frames(&[&c, &d]);
-        assert_eq!(serde_json::from_slice::<Value>(&header).expect("json")["rows"], 3);
+        let extra = Extra { signature: Some("second".into()), kwargs: None };
+        let (header, payload) = Input::frames(&[&c, &d], &extra);
+        let header: Value = serde_json::from_slice(&header).expect("json");
+        assert_eq!(header, serde_json::json!({"rows": 3, "format": "json", "signature": "second"}));
         assert_eq!(serde_json::from_slice::<Value>(&payload).expect("json"), serde_json::json!([{"x": 1}, "s", [1, 2]]));
     }
 

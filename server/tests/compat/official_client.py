@@ -72,6 +72,15 @@ def expect_http_error(status, call, contains=""):
     raise AssertionError(f"expected HTTP {status}, the call succeeded")
 
 
+def np_close(have, want):
+    """Whether a prediction equals the framework's own, within float32 rounding."""
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(np_close(h, w) for h, w in zip(have, want))
+    if isinstance(want, float):
+        return abs(have - want) <= 1e-5 * max(1.0, abs(want))
+    return have == want
+
+
 def wait(operation):
     for _ in range(600):
         if operation.get("done"):
@@ -161,6 +170,87 @@ assert ml.projects().models().list(parent=PROJECT).execute() == {}
 operations = ml.projects().operations().list(name=PROJECT).execute()["operations"]
 kinds = [o["metadata"]["operationType"] for o in operations]
 assert kinds[0] == "DELETE_MODEL" and kinds.count("CREATE_VERSION") == 2, kinds
+
+# The frameworks ML Engine serves, one small model of each built here: a Keras SavedModel, a
+# scikit-learn pipeline, an XGBoost booster and a custom prediction routine (an sdist), deployed
+# with their framework detected and predicted as the framework itself predicts.
+
+
+def framework_models(root):
+    import pickle
+    import tarfile
+
+    import joblib
+    import numpy as np
+    import tensorflow as tf
+    import xgboost as xgb
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(100, 4))
+    y = (x[:, 0] - x[:, 1] > 0).astype(int)
+    rows = rng.normal(size=(3, 4)).round(4)
+    built = {}
+    keras = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(2)])
+    keras.export(os.path.join(root, "tensorflow"))
+    built["tensorflow"] = ("TENSORFLOW", {}, keras(rows.astype("float32")).numpy().tolist())
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    os.makedirs(os.path.join(root, "sklearn"))
+    joblib.dump(pipeline, os.path.join(root, "sklearn", "model.joblib"))
+    built["sklearn"] = ("SCIKIT_LEARN", {}, pipeline.predict(rows).tolist())
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(x, label=y), 5)
+    os.makedirs(os.path.join(root, "xgboost"))
+    booster.save_model(os.path.join(root, "xgboost", "model.bst"))
+    built["xgboost"] = ("XGBOOST", {}, booster.predict(xgb.DMatrix(rows)).tolist())
+    src = os.path.join(root, "routine-src")
+    os.makedirs(os.path.join(src, "compat_routine"))
+    open(os.path.join(src, "compat_routine", "__init__.py"), "w").close()
+    with open(os.path.join(src, "compat_routine", "predictor.py"), "w") as f:
+        f.write(
+            "import os, pickle\n"
+            "class Predictor:\n"
+            "    def __init__(self, scale):\n        self.scale = scale\n"
+            "    @classmethod\n    def from_path(cls, model_dir):\n"
+            "        return cls(pickle.load(open(os.path.join(model_dir, 'scale.pkl'), 'rb')))\n"
+            "    def predict(self, instances, **kwargs):\n"
+            "        return [sum(v * self.scale for v in row) for row in instances]\n"
+        )
+    with open(os.path.join(src, "setup.py"), "w") as f:
+        f.write("from setuptools import setup\nsetup(name='compat_routine', version='0.1', packages=['compat_routine'])\n")
+    sdist = os.path.join(root, "compat_routine-0.1.tar.gz")
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(src, arcname="compat_routine-0.1")
+    os.makedirs(os.path.join(root, "routine"))
+    with open(os.path.join(root, "routine", "scale.pkl"), "wb") as f:
+        pickle.dump(2.0, f)
+    routine = {"predictionClass": "compat_routine.predictor.Predictor", "packageUris": [sdist]}
+    built["routine"] = (None, routine, [sum(v * 2.0 for v in row) for row in rows.tolist()])
+    return rows.tolist(), built
+
+
+frameworks_dir = os.path.join(os.path.dirname(MODEL_DIR), "frameworks")
+rows, built = framework_models(frameworks_dir)
+ml.projects().models().create(parent=PROJECT, body={"name": "frameworks"}).execute()
+for name, (framework, extra, expected) in built.items():
+    local = os.path.join(frameworks_dir, name)
+    uri = upload_tree(local, f"frameworks/{name}") if S3_ENDPOINT else local
+    body = {"name": name, "deploymentUri": uri, "runtimeVersion": "2.11", "pythonVersion": "3.11", **extra}
+    done = wait(ml.projects().models().versions().create(parent=f"{PROJECT}/models/frameworks", body=body).execute())
+    assert "error" not in done, done
+    if framework:
+        assert done["response"]["framework"] == framework, done
+    got = ml.projects().predict(name=f"{PROJECT}/models/frameworks/versions/{name}", body={"instances": rows}).execute()
+    got = got["predictions"]
+    assert len(got) == len(expected), (name, got)
+    for have, want in zip(got, expected):
+        assert np_close(have, want), (name, have, want)
+expect_http_error(400, ml.projects().predict(name=f"{PROJECT}/models/frameworks/versions/sklearn", body={"instances": [[1, 2]]}), "(Error code: 2)")
+# The default version (the first) goes last: it cannot be deleted while others remain.
+for name in reversed(list(built)):
+    assert "error" not in wait(ml.projects().models().versions().delete(name=f"{PROJECT}/models/frameworks/versions/{name}").execute())
+wait(ml.projects().models().delete(name=f"{PROJECT}/models/frameworks").execute())
 
 # Training jobs.
 
