@@ -290,6 +290,19 @@ async fn custom_prediction_routines_run_user_code_with_ml_engine_error_codes() {
         "Prediction failed: There was a problem processing the outputs: predict returned 0 predictions for 1 instances (Error code: 3)"
     );
 
+    // Custom routines serve online predictions only, as on ML Engine.
+    let (status, refused) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "routine_batch", "predictionInput": {"versionName": "projects/p/models/m/versions/routine",
+                    "dataFormat": "JSON", "inputPaths": [server.data.path().join("in.json").display().to_string()],
+                    "outputPath": server.data.path().join("out").display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["details"][0]["fieldViolations"][0]["field"], "job.predictionInput.versionName", "{refused}");
+    assert!(refused["error"]["message"].as_str().expect("message").contains("online predictions only"), "{refused}");
+
     // Loading errors end the version FAILED with their code.
     let done = create_version(&server, body("badload", "my_routine.predictor.BadLoad")).await;
     assert_eq!(

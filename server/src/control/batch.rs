@@ -52,7 +52,10 @@ impl Control {
             }
             ModelSource::Version { model, version } => {
                 let field = "job.predictionInput.versionName";
-                self.get_version(&VersionName::new(field, name.project.as_str(), model, version)?).await?;
+                let version = VersionName::new(field, name.project.as_str(), model, version)?;
+                if self.get_version(&version).await?.serving.prediction_class.is_some() {
+                    return Err(Error::invalid(field, ModelUnavailable::CustomRoutine(version).to_string()));
+                }
             }
             ModelSource::Dir { dir } => self.storage.check_readable("job.predictionInput.uri", dir).await?,
         }
@@ -251,6 +254,9 @@ pub enum ModelUnavailable {
     NotReady(VersionName, &'static str),
     #[error("Version {0} has no model files.")]
     NoFiles(VersionName),
+    /// As on ML Engine, custom prediction routines serve online predictions only.
+    #[error("Version {0} is a custom prediction routine (predictionClass), which serves online predictions only; batch prediction runs TensorFlow, scikit-learn, XGBoost and PyTorch models.")]
+    CustomRoutine(VersionName),
     #[error(transparent)]
     Store(#[from] Error),
 }
@@ -276,6 +282,9 @@ pub async fn resolve_model_dir(
     let record = store.get_version(&version).await?.ok_or_else(|| ModelUnavailable::VersionGone(version.clone()))?;
     if record.state != VersionState::Ready {
         return Err(ModelUnavailable::NotReady(version, record.state.as_str()));
+    }
+    if record.serving.prediction_class.is_some() {
+        return Err(ModelUnavailable::CustomRoutine(version));
     }
     // A version published in a bucket runs from there (the executor fetches it).
     let dir = record.artifact_dir.ok_or(ModelUnavailable::NoFiles(version))?;
