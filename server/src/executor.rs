@@ -18,7 +18,7 @@ mod study;
 mod supervise;
 
 pub use error::RunError;
-pub use isolation::{check_output_folder, hand_over, seal, Identity, Isolation, IsolationError};
+pub use isolation::{check_output_folder, hand_over, seal, server_secrets, Identity, Isolation, IsolationError};
 pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
 pub use ray::{RayConfig, RayExecutor};

@@ -501,3 +501,26 @@ for step, (loss, score) in enumerate([(0.9, 0.5), (0.5, 0.7), (0.3, 0.8)], start
         "each report once, in order"
     );
 }
+
+#[tokio::test]
+async fn trainers_do_not_inherit_the_servers_settings_or_credentials() {
+    let server = TestServer::start_with(
+        &[],
+        &[("AWS_SECRET_ACCESS_KEY", "server-secret"), ("PGPASSWORD", "server-password"), ("ANNEAL_LOG", "info")],
+    )
+    .await;
+    let source = r#"
+import os
+names = sorted(k for k in os.environ if k.startswith(("ANNEAL_", "AWS_")) or k in ("PGPASSWORD", "DATABASE_URL"))
+print("inherited", names, flush=True)
+"#;
+    let package = server.trainer("envspy", source);
+    let (status, body) = server
+        .submit_training("env_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "envspy.task"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("env_1", &["SUCCEEDED", "FAILED"]).await;
+    let (_, logs) = server.get_json("/v1/projects/p/jobs/env_1/logs").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert!(logs.to_string().contains("inherited ['ANNEAL_JOB']"), "only the job's own tag: {logs}");
+}

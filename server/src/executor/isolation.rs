@@ -336,6 +336,22 @@ impl Isolation {
     }
 }
 
+/// The server's own environment variables that no process running user code inherits (trainers,
+/// their pip installs, Python prediction workers): Anneal's settings (`ANNEAL_*`: a database URL
+/// with its password, the Ray token, buckets with keys), the AWS credentials the server reaches
+/// its buckets with, and the usual database credentials. A job whose job dir is in a bucket gets
+/// that bucket's `AWS_*` variables explicitly; anything else it needs comes from its own args.
+pub fn server_secrets() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let text = name.to_string_lossy();
+            ["ANNEAL_", "AWS_"].iter().any(|prefix| text.starts_with(prefix))
+                || ["DATABASE_URL", "PGPASSWORD", "PGPASSFILE", "RAY_AUTH_TOKEN"].contains(&text.as_ref())
+        })
+        .collect()
+}
+
 /// Whether this process's effective uid is 0 (read from `/proc/self/status`: the workspace
 /// forbids `unsafe`, and nix's `user` feature is not enabled).
 pub fn running_as_root() -> bool {

@@ -91,6 +91,9 @@ impl Packages<'_> {
     /// started and left behind is killed with it.
     async fn pip(&self, staged: &Staged) -> Result<(), RunError> {
         let mut command = Command::new(self.python);
+        for name in super::server_secrets() {
+            command.env_remove(name);
+        }
         command
             .args([
                 "-m",

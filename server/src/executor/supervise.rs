@@ -164,6 +164,9 @@ async fn start_replica(
     let devices: Vec<String> = devices.iter().map(usize::to_string).collect();
     let world_size = 1 + plan.replicas.workers;
     let mut command = Command::new(env.python);
+    for name in super::server_secrets() {
+        command.env_remove(name);
+    }
     command.arg("-m").arg(&plan.module).args(&plan.args).args(&run.extra_args);
     if let Some(job_dir) = &run.job_dir {
         command.arg(format!("--job-dir={job_dir}"));

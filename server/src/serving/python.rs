@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use super::instances::{Instances, Raw};
 use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
-use crate::executor::{hand_over, seal, Identity, IsolationError};
+use crate::executor::{hand_over, seal, server_secrets, Identity, IsolationError};
 
 /// The worker's Python source, run with `python -c`.
 pub const PREDICTOR_SOURCE: &str = include_str!("../../python/anneal_predictor.py");
@@ -631,6 +631,9 @@ impl Process {
         let threads = spec.threads.max(1).to_string();
         let python_path = std::env::join_paths(&spec.python_path).unwrap_or_default();
         let mut command = Command::new(&spec.python);
+        for name in server_secrets() {
+            command.env_remove(name);
+        }
         command
             .arg("-u")
             .arg("-c")
@@ -879,6 +882,9 @@ pub fn install_packages(
         hand_over(&staging, &run_as.identity).map_err(isolation)?;
     }
     let mut command = Command::new(python);
+    for name in server_secrets() {
+        command.env_remove(name);
+    }
     command
         .args([
             "-m",
