@@ -16,6 +16,11 @@ job's `working_dir` (Ray's package upload: no shared disk is assumed). The drive
 4. ends when the master exits 0 (success), a replica fails or is lost, or Ray stops the job
    (SIGTERM: every replica's process group is stopped and the placement group removed).
 
+A batch prediction job (spec `kind` = "prediction") has one replica per shard whose `command`
+is Anneal's own batch engine (`anneal ray-batch-shard SPEC`, the anneal binary on the node); the
+node's PyTorch libraries (`torch/lib` of this Python) go on LD_LIBRARY_PATH for the libtorch the
+binary links. It succeeds when every shard exits 0.
+
 Messages: {"k": "log", "r": replica, "t": text}, {"k": "metric", "r": replica, "t": report line},
 {"k": "running"}, {"k": "end", "ok": bool, "message": text}.
 """
@@ -95,8 +100,9 @@ class Replica:
             with self.lock:
                 self.lines.append(text)
 
-    def start(self, module, args, env, packages, gpus):
-        """Installs what needs pip (into this replica's own folder), then starts the replica."""
+    def start(self, module, args, env, packages, gpus, command=None):
+        """Installs what needs pip (into this replica's own folder), then starts the replica
+        (`python -m module args`, or `command` as it is)."""
         base = os.getcwd()
         own = os.path.join(base, "replicas", self.task)
         os.makedirs(own, exist_ok=True)
@@ -132,11 +138,17 @@ class Replica:
         # A replica sees the GPUs Ray gave its bundle and no others.
         full["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpus else ""
         self.metrics_file = full["CLOUD_ML_HP_METRIC_FILE"]
+        if command:
+            torch_lib = _torch_lib()
+            if torch_lib:
+                full["LD_LIBRARY_PATH"] = os.pathsep.join(
+                    p for p in (torch_lib, os.environ.get("LD_LIBRARY_PATH", "")) if p)
         if env.get("ANNEAL_JOB_DIR"):
             os.makedirs(env["ANNEAL_JOB_DIR"], exist_ok=True)
         try:
+            argv = list(command) if command else [sys.executable, "-m", module] + list(args)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", module] + list(args), cwd=own, env=full,
+                argv, cwd=own, env=full,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 preexec_fn=_die_with_parent,
             )
@@ -190,6 +202,19 @@ class Replica:
         except OSError:
             pass
         self.proc.wait()
+
+
+def _torch_lib():
+    """This Python's PyTorch library folder (without importing torch), or None."""
+    import importlib.util
+    try:
+        found = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    lib = os.path.join(list(found.submodule_search_locations)[0], "lib")
+    return lib if os.path.isdir(lib) else None
 
 
 def describe(code):
@@ -341,7 +366,8 @@ class Job:
                 if spec.get("jobDirLocal"):
                     env["ANNEAL_JOB_DIR"] = spec["jobDir"]
                 args.append("--job-dir=%s" % spec["jobDir"])
-            starts.append(actor.start.remote(spec["module"], args, env, spec["packages"], replica["gpus"]))
+            starts.append(actor.start.remote(spec["module"], args, env, spec["packages"], replica["gpus"],
+                                             replica.get("command")))
         for replica, ref in zip(spec["replicas"], starts):
             try:
                 failed = ray.get(ref)
@@ -351,6 +377,8 @@ class Job:
                 self.finish(False, failed)
         emit({"k": "running"})
         alive = len(self.actors)
+        # A prediction job's shards all have to finish; a training job ends with its master.
+        every = spec.get("kind") == "prediction"
         while True:
             if self.stopping:
                 self.finish(False, "Stopped by Ray (the job was cancelled).")
@@ -362,6 +390,10 @@ class Job:
                 task = spec["replicas"][i]["task"]
                 alive -= 1
                 if code == 0:
+                    if every and alive == 0:
+                        self.finish(True, "")
+                    if every:
+                        continue
                     if i == 0:
                         self.finish(True, "")
                     if alive == 0:
@@ -382,9 +414,12 @@ def main():
     with open("anneal_job.json", encoding="utf-8") as f:
         spec = json.load(f)
     job = Job(spec)
+    ray.init(log_to_driver=False)
+    # After ray.init: Ray's core worker installs its own SIGTERM handler (it prints a stack and
+    # exits), which would end the driver before it stops the replicas and forwards their last
+    # lines.
     signal.signal(signal.SIGTERM, job.on_stop)
     signal.signal(signal.SIGINT, job.on_stop)
-    ray.init(log_to_driver=False)
     job.run()
 
 

@@ -48,6 +48,12 @@ enum Command {
     /// The CLI's settings (`endpoint`, `project`).
     #[command(subcommand)]
     Config(crate::client::ConfigCommand),
+    /// One shard of a batch prediction job on Ray (started by Anneal's Ray driver on a node).
+    #[command(hide = true, name = "ray-batch-shard")]
+    RayBatchShard {
+        /// The shard's spec, JSON.
+        spec: String,
+    },
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions {
         #[arg(value_enum)]
@@ -174,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Operations(command) => crate::client::run(cli.client, crate::client::Verb::Operations(command)),
         Command::Config(command) => crate::client::config(&cli.client, command),
         Command::Auth(command) => crate::client::auth(&cli.client, command),
+        Command::RayBatchShard { spec } => crate::executor::run_ray_shard(&spec),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "anneal", &mut std::io::stdout());

@@ -141,6 +141,9 @@ pub struct Config {
     /// How long a job on Ray waits for its placement group (all its replicas at once) before it
     /// ends FAILED, in seconds.
     pub ray_placement_timeout_secs: u64,
+    /// The `anneal` binary on the Ray nodes, which runs batch prediction shards there (it links
+    /// the libtorch of the nodes' PyTorch). Unset: this server's own executable's path.
+    pub ray_anneal_binary: Option<PathBuf>,
 }
 
 /// Which executor runs jobs.
@@ -196,6 +199,7 @@ const ENV_KEYS: &[&str] = &[
     "ray_token",
     "ray_python",
     "ray_placement_timeout_secs",
+    "ray_anneal_binary",
 ];
 
 /// Values given on the command line; each one set overrides every other layer.

@@ -21,6 +21,7 @@ pub use error::RunError;
 pub use isolation::{check_output_folder, hand_over, seal, server_secrets, Identity, Isolation, IsolationError};
 pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
+pub use ray::shard::run as run_ray_shard;
 pub use ray::{RayConfig, RayExecutor};
 pub use supervise::{supervise, Environment, Launch, LogSender, Run, LOG_BUFFER};
 

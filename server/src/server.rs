@@ -139,6 +139,9 @@ impl Server {
                         gpus: config.gpu_devices.unwrap_or(1 << 16),
                         kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
                         max_log_line: config.max_log_line_bytes,
+                        anneal_binary: config.ray_anneal_binary.clone().unwrap_or_else(|| {
+                            std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("anneal"))
+                        }),
                     },
                     local,
                     tasks.clone(),

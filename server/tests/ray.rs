@@ -1,7 +1,9 @@
 //! Training jobs on a real Ray cluster (`executor = "ray"`) through the real server: the
 //! two-replica DDP example, a failing replica, cancel (no replica process or placement group
 //! left), an infeasible placement request, logs followed while the job runs, a server restarted
-//! while its Ray job runs, and the head going away and coming back.
+//! while its Ray job runs, and the head going away and coming back; batch prediction spread over
+//! two Ray workers running Anneal's own engine (outputs against the expected predictions, live
+//! counts, cancel, a model that cannot load).
 //!
 //! The cluster is the single-node head `scripts/with-ray.sh` starts on 127.0.0.1 with token
 //! authentication (`make test` runs this suite inside it); its address, token and Python come in
@@ -19,9 +21,10 @@ use serde_json::{json, Value};
 /// The test cluster: (Jobs API address, token, Python).
 fn cluster() -> (String, String, String) {
     let var = |name: &str| {
-        std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-            panic!("{name} is not set: run the tests through scripts/with-ray.sh (make test does)")
-        })
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| panic!("{name} is not set: run the tests through scripts/with-ray.sh (make test does)"))
     };
     (var("ANNEAL_TEST_RAY_ADDRESS"), var("ANNEAL_TEST_RAY_TOKEN"), var("ANNEAL_TEST_RAY_PYTHON"))
 }
@@ -127,7 +130,11 @@ async fn wait_job(server: &TestServer, job: &str, states: &[&str], limit: Durati
         if states.iter().any(|s| body["state"] == *s) {
             return body;
         }
-        assert!(Instant::now() < deadline, "job {job} never reached {states:?}: {body}\n{}", log_text(server, job).await);
+        assert!(
+            Instant::now() < deadline,
+            "job {job} never reached {states:?}: {body}\n{}",
+            log_text(server, job).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -178,7 +185,10 @@ async fn the_two_replica_ddp_example_trains_on_ray() {
     let (status, metrics) = server.get_json("/v1/projects/p/jobs/digits_ray/metrics").await;
     assert_eq!(status, 200, "{metrics}");
     let text = metrics.to_string();
-    assert!(text.contains("master-replica-0") && text.contains("worker-replica-0") && text.contains("accuracy"), "{text}");
+    assert!(
+        text.contains("master-replica-0") && text.contains("worker-replica-0") && text.contains("accuracy"),
+        "{text}"
+    );
     // One Ray job under the submission id, and its placement group removed.
     let ray_job = ray_job_of("digits_ray").await.expect("the Ray job");
     assert_eq!(ray_job["status"], "SUCCEEDED", "{ray_job}");
@@ -435,4 +445,149 @@ async fn while_the_head_is_unreachable_jobs_keep_their_state_and_new_ones_wait()
     assert!(logs.contains("master-replica-0 tick 11"), "every line came back: {logs}");
     let later = wait_job(&server, "later_ray", &["SUCCEEDED", "FAILED"], Duration::from_secs(180)).await;
     assert_eq!(later["state"], "SUCCEEDED", "{later}");
+}
+
+/// The shards `prefix-0000i-of-0000n` under `dir` (sorted by name), each as its lines.
+fn shards(dir: &std::path::Path, prefix: &str) -> Vec<(String, Vec<String>)> {
+    let mut found: Vec<(String, Vec<String>)> = std::fs::read_dir(dir)
+        .expect("output dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(prefix).then(|| {
+                let text = std::fs::read_to_string(e.path()).expect("shard");
+                (name, text.lines().map(str::to_owned).collect())
+            })
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn count(job: &Value, field: &str) -> u64 {
+    job["predictionOutput"][field].as_str().and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_job_spreads_its_files_over_two_ray_workers_running_anneals_engine() {
+    let server = ray_server().await;
+    let model = server.stage_fixture("mlp");
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture_models().join("expected.json")).expect("expected"),
+    )
+    .expect("json");
+    let instances = expected["mlp"]["instances"].as_array().expect("instances");
+    let wanted: Vec<Vec<f64>> = serde_json::from_value(expected["mlp"]["predictions"].clone()).expect("predictions");
+    // Four files, file i holding the instances i + 1 times (the last also a bad line): files 0
+    // and 2 go to the first worker, 1 and 3 to the second.
+    let input = server.data.path().join("batch/in");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let copies = |file: usize| instances.iter().cycle().take(instances.len() * (file + 1));
+    for i in 0..4 {
+        let mut text: String = copies(i).map(|v| format!("{v}\n")).collect();
+        if i == 3 {
+            text.push_str("[1, 2]\n");
+        }
+        std::fs::write(input.join(format!("part-{i}.json")), text).expect("write");
+    }
+    let total = instances.len() * (1 + 2 + 3 + 4);
+    let output = server.data.path().join("batch/out");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "batch_ray", "predictionInput": {
+                "uri": model.display().to_string(), "dataFormat": "JSON", "maxWorkerCount": "2", "batchSize": "4",
+                "inputPaths": [format!("{}/part-*.json", input.display())], "outputPath": output.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "batch_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(240)).await;
+    let logs = log_text(&server, "batch_ray").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    assert_eq!((count(&done, "predictionCount"), count(&done, "errorCount")), (total as u64, 1), "{done}");
+    assert!(logs.contains("Spreading 4 input files over 2 Ray workers"), "{logs}");
+    assert!(logs.contains("Placed 2 replicas on 1 node: 127.0.0.1."), "{logs}");
+    let results = shards(&output, "prediction.results-");
+    let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["prediction.results-00000-of-00002", "prediction.results-00001-of-00002"]);
+    let stats = shards(&output, "prediction.errors_stats-");
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    assert!(stats[1].1.concat().contains("shape"), "the bad line counted by the second worker: {stats:?}");
+    // Each worker's predictions are its files' in order, and they are the model's.
+    let expected_order: Vec<&Vec<f64>> =
+        [0, 2, 1, 3].iter().flat_map(|&file| wanted.iter().cycle().take(wanted.len() * (file + 1))).collect();
+    let got: Vec<Vec<f64>> = results
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().map(|l| serde_json::from_str::<Vec<f64>>(l).expect("a prediction")))
+        .collect();
+    assert_eq!(got.len(), expected_order.len());
+    for (g, w) in got.iter().zip(&expected_order) {
+        assert_eq!(g.len(), w.len());
+        assert!(g.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() < 1e-5), "{g:?} vs {w:?}");
+    }
+    let id = ray_job_of("batch_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
+    assert_eq!(placement_groups(&id).await, ["REMOVED"]);
+
+    // A model that cannot load fails the job with the engine's own message.
+    let broken = server.stage_fixture("not_torchscript");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "broken_ray", "predictionInput": {
+                "uri": broken.display().to_string(), "dataFormat": "JSON", "maxWorkerCount": "2",
+                "inputPaths": [format!("{}/part-*.json", input.display())],
+                "outputPath": server.data.path().join("batch/broken").display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "broken_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(240)).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert!(done["errorMessage"].as_str().expect("message").contains("not a loadable TorchScript model"), "{done}");
+}
+
+#[tokio::test]
+async fn a_batch_job_on_ray_reports_counts_live_and_cancel_keeps_what_was_written() {
+    let server = ray_server().await;
+    let model = server.stage_fixture("mlp");
+    let input = server.data.path().join("big");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    for i in 0..2 {
+        std::fs::write(input.join(format!("in-{i}.json")), "[0.1, 0.2, 0.3, 0.4]\n".repeat(1_000_000)).expect("write");
+    }
+    let output = server.data.path().join("big-out");
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "big_ray", "predictionInput": {
+                "uri": model.display().to_string(), "dataFormat": "JSON", "maxWorkerCount": "2", "batchSize": "1",
+                "inputPaths": [format!("{}/in-*.json", input.display())], "outputPath": output.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, job) = server.get_json("/v1/projects/p/jobs/big_ray").await;
+        if job["state"] == "RUNNING" && count(&job, "predictionCount") > 0 {
+            break;
+        }
+        assert_ne!(job["state"], "SUCCEEDED", "the job finished before it could be cancelled: {job}");
+        assert_ne!(job["state"], "FAILED", "{job}\n{}", log_text(&server, "big_ray").await);
+        assert!(Instant::now() < deadline, "no progress reported: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = server.post_json("/v1/projects/p/jobs/big_ray:cancel", &json!({})).await;
+    assert_eq!(status, 200);
+    let done = wait_job(&server, "big_ray", &["CANCELLED", "SUCCEEDED", "FAILED"], Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    assert_eq!(replica_processes(&server, "big_ray"), Vec::<i32>::new(), "no worker process is left");
+    let results = shards(&output, "prediction.results-");
+    assert_eq!(results.len(), 2, "both workers wrote their shard");
+    let written: usize = results.iter().map(|(_, lines)| lines.len()).sum();
+    assert!(written > 0 && written < 2_000_000, "{written} predictions kept");
+    assert_eq!(
+        count(&done, "predictionCount") as usize,
+        written,
+        "the final count matches the files: {done}\n{}",
+        log_text(&server, "big_ray").await
+    );
 }

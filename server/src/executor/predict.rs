@@ -96,7 +96,7 @@ pub async fn run_prediction(
 
 /// The input files of a job of `project`, in order: each pattern's matches sorted by name; local
 /// ones as [`expand_local`] finds them, objects from the bucket's listing.
-async fn expand_inputs(
+pub(super) async fn expand_inputs(
     storage: &Storage,
     project: &ProjectId,
     patterns: &[InputPattern],

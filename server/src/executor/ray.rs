@@ -19,11 +19,18 @@
 //! - Faults: while the head cannot be reached, jobs keep their state, no new job starts and the
 //!   followers keep trying. A server that stops leaves its Ray jobs running; after a restart,
 //!   [`JobExecutor::recover`] follows them again (or ends them saying Ray no longer knows them).
-//! - Tuning studies and batch prediction jobs run on this node's local executor.
+//! - A batch prediction job whose model, inputs and output are local paths spreads its input
+//!   files over up to `maxWorkerCount` Ray workers ([`shard`]); each runs Anneal's own batch
+//!   engine (`anneal ray-batch-shard`, the binary at `ray_anneal_binary` on the nodes) and writes
+//!   its own output shard, and their counts come back as the job's `predictionOutput` while it
+//!   runs. The nodes must see those paths (one machine, or a shared file system).
+//! - Tuning studies, and batch prediction jobs with objects in a bucket, run on this node's
+//!   local executor.
 
 mod client;
 mod follow;
 mod package;
+pub mod shard;
 
 pub use client::{RayClient, RayError};
 
@@ -40,7 +47,7 @@ use super::{lock, work_dir, LocalExecutor};
 use crate::jobs::executor::{Recovered, SubmitError};
 use crate::jobs::{Capacity, Event, JobExecutor, JobFiles, Needs, Submission, Work};
 use crate::names::JobName;
-use crate::storage::Storage;
+use crate::storage::{Location, Storage};
 use crate::tasks::Tasks;
 
 /// How the Ray executor reaches and uses the cluster.
@@ -62,6 +69,8 @@ pub struct RayConfig {
     pub kill_grace: Duration,
     /// The longest replica output line kept, in bytes.
     pub max_log_line: usize,
+    /// The `anneal` binary on the nodes, which runs batch prediction shards.
+    pub anneal_binary: PathBuf,
 }
 
 /// The handle to the Ray executor; cheap to clone.
@@ -100,7 +109,19 @@ struct Running {
 struct Marker {
     submission_id: String,
     needs: Needs,
-    plan: crate::jobs::TrainingPlan,
+    work: RayWork,
+}
+
+/// What a job runs on Ray.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum RayWork {
+    Training(crate::jobs::TrainingPlan),
+    /// A batch prediction job over the model files in `model_dir`.
+    Prediction {
+        plan: crate::jobs::PredictionPlan,
+        model_dir: PathBuf,
+    },
 }
 
 const MARKER_FILE: &str = "ray-job.json";
@@ -190,11 +211,14 @@ impl JobExecutor for RayExecutor {
     }
 
     fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
-        let training = match &submission.plan.work {
-            Work::Training(training) if training.study.is_none() => training.clone(),
+        let work = match (&submission.plan.work, &submission.model_dir) {
+            (Work::Training(training), _) if training.study.is_none() => RayWork::Training(training.clone()),
+            (Work::Prediction(plan), Some(Location::Local(model_dir))) if all_local(plan) => {
+                RayWork::Prediction { plan: plan.clone(), model_dir: model_dir.clone() }
+            }
             _ => return self.inner.local.submit(submission),
         };
-        let marker = Marker { submission_id: self.submission_id(&submission.job), needs: submission.plan.needs, plan: training };
+        let marker = Marker { submission_id: self.submission_id(&submission.job), needs: submission.plan.needs, work };
         self.follow(submission.job, marker, false)
     }
 
@@ -212,7 +236,8 @@ impl JobExecutor for RayExecutor {
         let mut local = Vec::new();
         for job in jobs {
             let file = work_dir(&self.inner.storage, job).join(MARKER_FILE);
-            let marker = tokio::fs::read(&file).await.ok().and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok());
+            let marker =
+                tokio::fs::read(&file).await.ok().and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok());
             let resumed = marker.is_some_and(|marker| self.follow(job.clone(), marker, true).is_ok());
             if resumed {
                 tracing::info!(job.name = %job, "following the job on Ray again");
@@ -248,6 +273,11 @@ impl Inner {
     fn done(&self, job: &JobName) {
         lock(&self.running).remove(&job.to_string());
     }
+}
+
+/// Whether a prediction job's inputs and output are local paths (the nodes see them there).
+fn all_local(plan: &crate::jobs::PredictionPlan) -> bool {
+    plan.output.as_local().is_some() && plan.inputs.iter().all(|input| input.dir.as_local().is_some())
 }
 
 /// Where a job's marker is.

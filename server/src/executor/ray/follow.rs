@@ -5,10 +5,13 @@
 //! driver's own output is kept tagged `ray`. How far the Ray log was read is kept in the job's
 //! folder, so a restarted server goes on from there.
 //!
+//! A batch prediction job's shards print progress lines (see [`super::shard`]); the follower
+//! keeps each shard's last counts and reports their sum as the job's `predictionOutput`.
+//!
 //! The head being unreachable never ends a job: the follower says so once in the job's log and
 //! keeps trying. A job Ray no longer knows (its head restarted) ends FAILED saying so.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,12 +21,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{RayError, RayStatus, Submitted};
 use super::package::{self, PackageError, DRIVER_FILE};
-use super::{marker_file, Inner, Marker};
+use super::shard::{self, ShardReport, ShardSpec, PROGRESS_MARK};
+use super::{marker_file, Inner, Marker, RayWork};
 use crate::executor::metrics::Collector;
 use crate::executor::supervise::LogSender;
+use crate::executor::RunError;
 use crate::executor::{lock, logs};
 use crate::jobs::plan::Pool;
-use crate::jobs::{Ending, Event, JobEvent, JobOutput};
+use crate::jobs::wire::PredictionOutput;
+use crate::jobs::{Ending, Event, JobEvent, JobOutput, PredictionPlan};
 use crate::names::JobName;
 use crate::storage::Location;
 
@@ -33,6 +39,8 @@ const POLL: Duration = Duration::from_millis(300);
 const RETRY: Duration = Duration::from_secs(2);
 /// Marks the driver's messages in the Ray job's log.
 const MARK: &str = "ANNEAL> ";
+/// How long the log of a job Ray reports over is read on for the driver's last lines.
+const END_WAIT: Duration = Duration::from_secs(5);
 /// How far the Ray log was read, in the job's folder.
 const OFFSET_FILE: &str = "ray-log-offset";
 
@@ -54,6 +62,8 @@ pub enum FollowError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Storage(#[from] crate::storage::ObjectError),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FollowError {
@@ -93,10 +103,21 @@ struct Progress {
     offset: usize,
     /// When the replicas started (the driver's `running`).
     started: Option<Instant>,
-    /// The driver's last words: its `end` message.
+    /// The driver's last words: its `end` message (when it said something).
     end: Option<String>,
+    /// Whether the driver's `end` message was read.
+    end_seen: bool,
     /// The last lines of the driver's own output, for a driver that failed without saying why.
     tail: VecDeque<String>,
+    /// A batch prediction job's shards' last reports, by replica.
+    shards: BTreeMap<String, ShardReport>,
+}
+
+impl Progress {
+    /// The shards' counts summed: (predictions, errors).
+    fn counts(&self) -> (u64, u64) {
+        self.shards.values().fold((0, 0), |(p, e), r| (p + r.predictions, e + r.errors))
+    }
 }
 
 impl Follower {
@@ -107,7 +128,7 @@ impl Follower {
         self.inner.done(&self.job);
         let ending = match outcome {
             Ok(Some((ending, output))) => {
-                self.report(JobEvent::Output(JobOutput::Training(output))).await;
+                self.report(JobEvent::Output(output)).await;
                 ending
             }
             Ok(None) => return,
@@ -126,7 +147,7 @@ impl Follower {
         &self,
         resume: bool,
         shutdown: &CancellationToken,
-    ) -> Result<Option<(Ending, crate::jobs::wire::TrainingOutput)>, FollowError> {
+    ) -> Result<Option<(Ending, JobOutput)>, FollowError> {
         let dir = self.dir.clone();
         let file = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(dir.join("replicas")).map_err(io("create the job's directory", &dir))?;
@@ -141,8 +162,12 @@ impl Follower {
         let _ = writer.await;
         let Some(ending) = ending? else { return Ok(None) };
         let started = progress.started.unwrap_or_else(Instant::now);
-        let plan = &self.marker.plan;
-        let output = crate::executor::run::training_output(plan, &self.dir, started, plan.replicas.count() as usize).await;
+        let output = match &self.marker.work {
+            RayWork::Training(plan) => JobOutput::Training(
+                crate::executor::run::training_output(plan, &self.dir, started, plan.replicas.count() as usize).await,
+            ),
+            RayWork::Prediction { plan, .. } => self.prediction_output(plan, &progress),
+        };
         Ok(Some((ending, output)))
     }
 
@@ -188,17 +213,23 @@ impl Follower {
             Ok(())
         })
         .await??;
-        let packages = self.local_packages(log).await?;
-        let spec = self.spec(&packages);
+        let (packages, spec) = match &self.marker.work {
+            RayWork::Training(_) => {
+                let packages = self.local_packages(log).await?;
+                let spec = self.spec(&packages);
+                (packages, spec)
+            }
+            RayWork::Prediction { plan, model_dir } => (Vec::new(), self.prediction_spec(plan, model_dir, log).await?),
+        };
+        let replicas = spec["replicas"].as_array().map_or(0, Vec::len);
         let built = tokio::task::spawn_blocking(move || package::build(&spec, &packages)).await??;
         let id = &self.marker.submission_id;
         let config = &self.inner.config;
         Self::say(
             log,
             format!(
-                "Submitting the job to Ray at {} as {id} ({} replicas, working directory {} of {} KB).",
+                "Submitting the job to Ray at {} as {id} ({replicas} replicas, working directory {} of {} KB).",
                 config.address,
-                self.marker.plan.replicas.count(),
                 built.name,
                 built.zip.len().div_ceil(1024)
             ),
@@ -239,7 +270,8 @@ impl Follower {
             }
         };
         if submitted == Submitted::Existing {
-            Self::say(log, format!("The Ray job {id} exists already (submitted before a restart): following it.")).await;
+            Self::say(log, format!("The Ray job {id} exists already (submitted before a restart): following it."))
+                .await;
         }
         Ok(Some(()))
     }
@@ -249,7 +281,8 @@ impl Follower {
     async fn local_packages(&self, log: &LogSender) -> Result<Vec<PathBuf>, FollowError> {
         let storage = &self.inner.storage;
         let mut local = Vec::new();
-        for (index, package) in self.marker.plan.packages.iter().enumerate() {
+        let RayWork::Training(plan) = &self.marker.work else { return Ok(local) };
+        for (index, package) in plan.packages.iter().enumerate() {
             match package {
                 Location::Local(path) => local.push(path.clone()),
                 Location::Object(uri) => {
@@ -266,7 +299,7 @@ impl Follower {
 
     /// The driver's spec of the job, with its packages as local files.
     fn spec(&self, packages: &[PathBuf]) -> serde_json::Value {
-        let plan = &self.marker.plan;
+        let RayWork::Training(plan) = &self.marker.work else { return serde_json::Value::Null };
         let replicas: Vec<serde_json::Value> = plan
             .replicas
             .all()
@@ -356,7 +389,8 @@ impl Follower {
                     Err(e) => tracing::warn!(job.name = %self.job, error = %e, "cannot stop the Ray job yet"),
                 }
             }
-            let polled = async { Ok::<_, RayError>((client.job(id).await?, client.logs(id).await.unwrap_or_default())) };
+            let polled =
+                async { Ok::<_, RayError>((client.job(id).await?, client.logs(id).await.unwrap_or_default())) };
             let (job, text) = match polled.await {
                 Ok(answer) => {
                     self.inner.answered(true, None);
@@ -381,15 +415,32 @@ impl Follower {
                 ))));
             };
             let started = self.consume(&text, progress, &collector).await;
-            if started {
-                deadline = self.marker.plan.max_running_time.map(|d| tokio::time::Instant::now() + d);
+            if let (true, RayWork::Training(plan)) = (started, &self.marker.work) {
+                deadline = plan.max_running_time.map(|d| tokio::time::Instant::now() + d);
             }
             if !job.status.is_terminal() {
                 continue;
             }
+            // Ray may report the job over before its log holds the driver's last lines (a
+            // stopped job's final counts): read on until its `end` message, a few seconds at most.
+            let settle = tokio::time::Instant::now() + END_WAIT;
+            while !progress.end_seen && tokio::time::Instant::now() < settle {
+                tokio::time::sleep(POLL).await;
+                match client.logs(id).await {
+                    Ok(text) => {
+                        self.consume(&text, progress, &collector).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let shard_error = progress.shards.values().find_map(|r| r.error.clone());
             let ending = match (job.status, stopping) {
+                (RayStatus::Succeeded, _) if matches!(self.marker.work, RayWork::Prediction { .. }) => {
+                    every_instance_failed(progress).unwrap_or(Ending::Succeeded)
+                }
                 (RayStatus::Succeeded, _) => Ending::Succeeded,
                 (_, Some(reason)) => reason,
+                (RayStatus::Failed, None) if shard_error.is_some() => Ending::Failed(shard_error.unwrap_or_default()),
                 (RayStatus::Stopped, None) => Ending::Failed(format!("The Ray job {id} was stopped outside Anneal.")),
                 _ => Ending::Failed(progress.end.clone().unwrap_or_else(|| {
                     let tail: Vec<String> = progress.tail.iter().cloned().collect();
@@ -413,6 +464,7 @@ impl Follower {
         let Some(new) = text.get(progress.offset..) else { return false };
         let Some(end) = new.rfind('\n') else { return false };
         let mut started = false;
+        let mut counted = false;
         let mut lines = String::new();
         let mut metrics: Vec<(String, String)> = Vec::new();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -433,13 +485,22 @@ impl Follower {
                 continue;
             };
             match message.k.as_str() {
+                "log" if message.t.starts_with(PROGRESS_MARK) => {
+                    if let Ok(report) = serde_json::from_str::<ShardReport>(&message.t[PROGRESS_MARK.len()..]) {
+                        counted |= progress.shards.get(&message.r) != Some(&report);
+                        progress.shards.insert(message.r, report);
+                    }
+                }
                 "log" => add(&message.r, &message.t),
                 "metric" => metrics.push((message.r, message.t)),
                 "running" if progress.started.is_none() => {
                     progress.started = Some(Instant::now());
                     started = true;
                 }
-                "end" => progress.end = Some(message.message).filter(|m| !m.is_empty()),
+                "end" => {
+                    progress.end_seen = true;
+                    progress.end = Some(message.message).filter(|m| !m.is_empty());
+                }
                 _ => {}
             }
         }
@@ -461,8 +522,117 @@ impl Follower {
         if started {
             self.report(JobEvent::Running).await;
         }
+        if let (true, RayWork::Prediction { plan, .. }) = (counted, &self.marker.work) {
+            self.report(JobEvent::Output(self.prediction_output(plan, progress))).await;
+        }
         started
     }
+
+    /// The prediction job's output so far: its shards' counts summed.
+    fn prediction_output(&self, plan: &PredictionPlan, progress: &Progress) -> JobOutput {
+        let (predictions, errors) = progress.counts();
+        let shards = self.marker.needs.slots.max(1) as f64;
+        let hours = progress.started.map_or(0.0, |s| s.elapsed().as_secs_f64()) / 3600.0 * shards;
+        JobOutput::Prediction(PredictionOutput {
+            output_path: Some(plan.output_path.clone()),
+            prediction_count: Some(predictions as i64),
+            error_count: Some(errors as i64),
+            node_hours: Some((hours * 1e6).round() / 1e6),
+        })
+    }
+
+    /// The driver's spec of a prediction job: its input files spread over up to `workers`
+    /// shards, each a replica running `anneal ray-batch-shard` over its files. The output folder
+    /// is checked (and made) here, once, as the local executor does.
+    async fn prediction_spec(
+        &self,
+        plan: &PredictionPlan,
+        model_dir: &Path,
+        log: &LogSender,
+    ) -> Result<serde_json::Value, FollowError> {
+        let inputs =
+            crate::executor::predict::expand_inputs(&self.inner.storage, &self.job.project, &plan.inputs).await?;
+        let inputs: Vec<PathBuf> = inputs.iter().filter_map(|l| l.as_local().map(Path::to_path_buf)).collect();
+        let output = plan.output.as_local().map(Path::to_path_buf).unwrap_or_default();
+        let folder = output.clone();
+        tokio::task::spawn_blocking(move || {
+            use crate::serving::batch::BatchFiles;
+            crate::serving::batch::LocalFiles { inputs: Vec::new(), output_dir: folder }.create_folder()
+        })
+        .await?
+        .map_err(|e| RunError::Batch(e.to_string()))?;
+        let spread = shard::spread(&inputs, plan.workers);
+        let config = &self.inner.config;
+        Self::say(
+            log,
+            format!(
+                "Spreading {} input files over {} Ray workers, each running Anneal's batch engine.",
+                inputs.len(),
+                spread.len()
+            ),
+        )
+        .await;
+        let shards = spread.len();
+        let replicas: Vec<serde_json::Value> = spread
+            .into_iter()
+            .enumerate()
+            .map(|(index, inputs)| {
+                let spec = ShardSpec {
+                    model_dir: model_dir.to_path_buf(),
+                    format: plan.format,
+                    inputs,
+                    output: output.clone(),
+                    batch_size: plan.batch_size,
+                    shard: index,
+                    shards,
+                    python: PathBuf::from(&config.python),
+                };
+                serde_json::json!({
+                    "task": format!("worker-replica-{index}"),
+                    "type": "worker",
+                    "index": index,
+                    "rank": null,
+                    "gpus": 0,
+                    "cpus": 1,
+                    "command": [config.anneal_binary, "ray-batch-shard", serde_json::to_string(&spec).unwrap_or_default()],
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "kind": "prediction",
+            "submissionId": self.marker.submission_id,
+            "jobId": self.job.job,
+            "module": "",
+            "args": [],
+            "jobDir": null,
+            "env": {},
+            "packages": [],
+            "replicas": replicas,
+            "tfConfigJob": {},
+            "strategy": "PACK",
+            "placementTimeout": config.placement_timeout.as_secs_f64(),
+            "killGrace": config.kill_grace.as_secs_f64(),
+            "tag": self.tag,
+            "maxLogLine": config.max_log_line,
+        }))
+    }
+}
+
+/// A prediction job whose shards all ended with errors only: FAILED as on the local executor.
+fn every_instance_failed(progress: &Progress) -> Option<Ending> {
+    let (predictions, errors) = progress.counts();
+    if predictions > 0 || errors == 0 {
+        return None;
+    }
+    let mut top: BTreeMap<&str, u64> = BTreeMap::new();
+    for report in progress.shards.values() {
+        if let Some((message, count)) = &report.top_error {
+            *top.entry(message).or_default() += count;
+        }
+    }
+    let message =
+        top.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0))).map(|(m, _)| m).unwrap_or_default();
+    Some(Ending::Failed(format!("Every instance failed ({errors} errors). The most frequent error: {message}")))
 }
 
 /// Adds reports (replica, hypertune line) to the job's series, each once: this poll's lines of
