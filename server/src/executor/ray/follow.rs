@@ -586,6 +586,7 @@ impl Follower {
                     shard: index,
                     shards,
                     python: PathBuf::from(&config.python),
+                    signature_name: plan.signature_name.clone(),
                 };
                 serde_json::json!({
                     "task": format!("worker-replica-{index}"),

@@ -41,6 +41,9 @@ pub struct ShardSpec {
     pub shards: usize,
     /// The Python for models of Python frameworks.
     pub python: PathBuf,
+    /// The TensorFlow signature to predict with (`signatureName`); `None`: the model's default.
+    #[serde(default)]
+    pub signature_name: Option<String>,
 }
 
 /// A shard's progress line.
@@ -134,6 +137,10 @@ pub fn run(spec: &str) -> ExitCode {
         batch_size: spec.batch_size,
         use_cuda: true,
         python: spec.python,
+        // A shard's Python workers run as the Ray worker's user: Ray, not Anneal, decides who
+        // runs code on its nodes.
+        run_as: None,
+        signature_name: spec.signature_name,
     };
     let progress = Arc::new(BatchProgress::default());
     let cancel = Arc::new(AtomicBool::new(false));
