@@ -390,3 +390,31 @@ async fn a_refused_request_leaves_its_connection_usable() {
         assert!(status.contains("200"), "the same connection answers the next request: {status}: {answer}");
     }
 }
+
+#[tokio::test]
+async fn empty_request_bodies_sent_late_leave_the_connection_usable() {
+    // setDefault and operations.cancel take an empty request message; httplib2 sends its `{}`
+    // after the headers, so the handler must read it or the next call finds the connection closed.
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let op = server.deploy("m", "v1", "mlp").await;
+    assert!(op.get("error").is_none(), "{op}");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let mut stream = tokio::io::BufStream::new(tcp);
+    let token = server.admin_token().to_owned();
+    for (path, expected) in
+        [("/v1/projects/p/models/m/versions/v1:setDefault", "200"), ("/v1/projects/p/operations/nothing:cancel", "404")]
+    {
+        let post = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let (status, answer) = exchange(&mut stream, &post).await;
+        assert!(status.contains(expected), "{path}: {status}: {answer}");
+        let get = format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+        let (status, answer) = exchange(&mut stream, &get).await;
+        assert!(status.contains("200"), "after {path} the same connection answers: {status}: {answer}");
+    }
+}

@@ -52,6 +52,8 @@ async fn list(
 async fn cancel(
     State(control): State<Control>,
     Path((project, operation)): Path<(String, String)>,
+    // Read (and ignored: the request is empty) so the connection stays usable, as jobs:cancel.
+    _body: axum::body::Bytes,
 ) -> crate::Result<Json<serde_json::Value>> {
     let name = OperationName::new("name", &project, &operation)?;
     control.cancel_operation(&name).await?;

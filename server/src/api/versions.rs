@@ -168,6 +168,9 @@ async fn delete(
 async fn set_default(
     State(control): State<Control>,
     Path((project, model, version)): Path<(String, String, String)>,
+    // Read (and ignored: SetDefaultVersionRequest is empty) so the connection stays usable: a
+    // client that sends the body after the headers (httplib2) otherwise finds it closed.
+    _body: axum::body::Bytes,
 ) -> crate::Result<Json<Version>> {
     let name = VersionName::new("name", &project, &model, &version)?;
     Ok(Json(control.set_default_version(&name).await?.into()))
