@@ -11,12 +11,7 @@ use serde_json::json;
 #[tokio::test]
 async fn train_the_digits_example_deploy_it_and_predict() {
     let server = TestServer::start().await;
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
-    let package = server.data.path().join("packages/digits");
-    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
-    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
-        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
-    }
+    let package = server.stage_example("digits");
     let job_dir = server.data.path().join("outputs/digits_1");
     let (status, job) = server
         .post_json(

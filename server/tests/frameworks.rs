@@ -668,12 +668,7 @@ async fn python_workers_run_as_the_projects_replica_user() {
 #[tokio::test]
 async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
     let server = TestServer::start().await;
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keras");
-    let package = server.data.path().join("packages/keras");
-    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
-    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
-        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
-    }
+    let package = server.stage_example("keras");
     let job_dir = server.data.path().join("outputs/keras_1");
     let (status, job) = server
         .post_json(

@@ -427,12 +427,7 @@ async fn the_example_trains_into_a_bucket_on_one_node_and_another_deploys_and_pr
     s3.create_bucket("work").await;
     let config = [s3.bucket("work", &[])];
     let trainer_node = server_with(&config).await;
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
-    let package = trainer_node.data.path().join("packages/digits");
-    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
-    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
-        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
-    }
+    let package = trainer_node.stage_example("digits");
     let (status, job) = trainer_node
         .submit_training(
             "digits_s3",

@@ -471,6 +471,18 @@ impl TestServer {
         self.wait_operation(op["name"].as_str().expect("operation name")).await
     }
 
+    /// Copies the example trainer `examples/<example>` (setup.py and its `trainer` package) into
+    /// this server's data dir; returns the package folder to name in `packageUris`.
+    pub fn stage_example(&self, example: &str) -> PathBuf {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+        let package = self.data.path().join("packages").join(example);
+        std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
+        for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
+            std::fs::copy(source.join(file), package.join(file)).expect("copy the example");
+        }
+        package
+    }
+
     /// Copies a fixture model into this server's data dir (where deployment URIs may point).
     pub fn stage_fixture(&self, fixture: &str) -> PathBuf {
         let dest = self.data.path().join("uploads").join(fixture);
