@@ -75,12 +75,13 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-# Logical CPUs: the tests' replicas take one each and several tests run at once; each test's own
-# job asks for what it needs (an infeasible request asks for more than this).
+# Logical CPUs and memory (Ray enforces neither): a replica's bundle holds its machine type's
+# vCPUs and memory (one CPU without one), several tests run at once, and an infeasible request
+# asks for more CPUs than this.
 env "${ray_env[@]}" setsid bash -c 'echo $$ >"$0/sid"; exec "$@"' "$dir" "$ray" start --head \
   --node-ip-address=127.0.0.1 --port="$gcs" \
   --dashboard-host=127.0.0.1 --dashboard-port="$dashboard" --include-dashboard=true \
-  --num-cpus="${ANNEAL_TEST_RAY_CPUS:-8}" --num-gpus=0 \
+  --num-cpus="${ANNEAL_TEST_RAY_CPUS:-8}" --num-gpus=0 --memory=64000000000 \
   --object-store-memory=200000000 --disable-usage-stats \
   --temp-dir="$dir" >"$dir/start.log" 2>&1 || {
   cat "$dir/start.log" >&2

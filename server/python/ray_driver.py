@@ -291,11 +291,14 @@ class Job:
             bundle = {"CPU": float(replica["cpus"])}
             if replica["gpus"]:
                 bundle["GPU"] = float(replica["gpus"])
+            if replica.get("memory"):
+                bundle["memory"] = float(replica["memory"])
             bundles.append(bundle)
         strategy = self.spec.get("strategy", "PACK")
         timeout = float(self.spec["placementTimeout"])
-        service("Waiting up to %g s for a placement group of %d bundles (%s) on Ray." % (
-            timeout, len(bundles), strategy))
+        shown = collections.Counter(resources_text(b) for b in bundles)
+        service("Waiting up to %g s for a placement group of %d bundles (%s: %s) on Ray." % (
+            timeout, len(bundles), strategy, "; ".join("%d x %s" % (n, b) for b, n in shown.items())))
         self.pg = placement_group(bundles, strategy=strategy, name=self.spec["submissionId"])
         deadline = time.monotonic() + timeout
         while not self.pg.wait(1):
@@ -325,7 +328,8 @@ class Job:
         for i, (replica, bundle) in enumerate(zip(spec["replicas"], bundles)):
             strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=i)
             self.actors.append(Replica.options(
-                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), scheduling_strategy=strategy,
+                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), memory=bundle.get("memory"),
+                scheduling_strategy=strategy,
                 name=None,
             ).remote(replica["task"], max_line))
         try:

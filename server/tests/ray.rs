@@ -1,7 +1,8 @@
 //! Training jobs on a real Ray cluster (`executor = "ray"`) through the real server: the
 //! two-replica DDP example, a failing replica, cancel (no replica process or placement group
 //! left), an infeasible placement request, logs followed while the job runs, a server restarted
-//! while its Ray job runs, and the head going away and coming back; batch prediction spread over
+//! while its Ray job runs, and the head going away and coming back; a tuning study's trials as
+//! Ray jobs of their own (and cancelling it stops them); batch prediction spread over
 //! two Ray workers running Anneal's own engine (outputs against the expected predictions, live
 //! counts, cancel, a model that cannot load).
 //!
@@ -155,17 +156,12 @@ async fn wait_log(server: &TestServer, job: &str, text: &str, limit: Duration) -
 #[tokio::test]
 async fn the_two_replica_ddp_example_trains_on_ray() {
     let server = ray_server().await;
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
-    let package = server.data.path().join("packages/digits");
-    std::fs::create_dir_all(package.join("trainer")).expect("mkdir");
-    for file in ["setup.py", "trainer/__init__.py", "trainer/task.py"] {
-        std::fs::copy(example.join(file), package.join(file)).expect("copy the example");
-    }
+    let package = server.stage_example("digits");
     let job_dir = server.data.path().join("outputs/digits_ray");
     let (status, job) = server
         .submit_training(
             "digits_ray",
-            json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1",
+            json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-2", "workerType": "n1-standard-2", "workerCount": "1",
                    "packageUris": [package.display().to_string()], "pythonModule": "trainer.task",
                    "jobDir": job_dir.display().to_string(), "args": ["--epochs", "5"], "region": "us-central1"}),
         )
@@ -177,6 +173,8 @@ async fn the_two_replica_ddp_example_trains_on_ray() {
     // Both replicas trained (DDP over gloo, rendezvous through MASTER_ADDR/MASTER_PORT on Ray).
     assert!(logs.contains("master-replica-0 epoch 5 "), "{logs}");
     assert!(logs.contains("Placed 2 replicas on 1 node: 127.0.0.1."), "{logs}");
+    // Each bundle holds its machine type's vCPUs and memory.
+    assert!(logs.contains("2 bundles (PACK: 2 x 2 CPU, 7.5 GB memory)"), "{logs}");
     assert!(logs.contains("Submitting the job to Ray at"), "{logs}");
     assert!(job_dir.join("checkpoints/epoch-5.pt").is_file(), "checkpoints written to the job dir");
     assert!(job_dir.join("model/model.pt").is_file(), "the model exported");
@@ -197,6 +195,107 @@ async fn the_two_replica_ddp_example_trains_on_ray() {
     assert_eq!(placement_groups(id).await, ["REMOVED"]);
 }
 
+/// Reports `score` = `--a` for steps 1..=3 through the hypertune file, printing its trial
+/// environment.
+const TUNED: &str = r#"
+import json, os, sys, time
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
+config = json.loads(os.environ["TF_CONFIG"])
+print("trial", os.environ["CLOUD_ML_TRIAL_ID"], config["task"]["trial"], "a", args["a"], "dir", args["job-dir"], flush=True)
+lines = []
+for step in (1, 2, 3):
+    lines.append(json.dumps({"global_step": str(step), "score": args["a"], "timestamp": time.time()}))
+    open(os.environ["CLOUD_ML_HP_METRIC_FILE"], "w").write("\n".join(lines) + "\n")
+    time.sleep(0.2)
+"#;
+
+#[tokio::test]
+async fn a_tuning_study_runs_each_trial_as_a_ray_job() {
+    let server = ray_server().await;
+    let package = server.trainer("tuned", TUNED);
+    let job_dir = server.data.path().join("outputs/study_ray");
+    let (status, job) = server
+        .submit_training(
+            "study_ray",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "tuned.task",
+                   "jobDir": job_dir.display().to_string(),
+                   "hyperparameters": {"goal": "MAXIMIZE", "hyperparameterMetricTag": "score", "algorithm": "GRID_SEARCH",
+                       "maxTrials": 3, "maxParallelTrials": 2,
+                       "params": [{"parameterName": "a", "type": "INTEGER", "minValue": 1, "maxValue": 3}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "study_ray", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(300)).await;
+    let logs = log_text(&server, "study_ray").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    let output = &done["trainingOutput"];
+    assert_eq!(output["completedTrialCount"], "3", "{output}");
+    let trials = output["trials"].as_array().expect("trials");
+    let objectives: Vec<f64> =
+        trials.iter().map(|t| t["finalMetric"]["objectiveValue"].as_f64().expect("objective")).collect();
+    assert_eq!(objectives, [3.0, 2.0, 1.0], "best first, from each trial's reports: {output}");
+    // Each trial ran as its own Ray job, with the trial's environment and job-dir subfolder, and
+    // its lines came back under its label.
+    let best = trials[0]["trialId"].as_str().expect("id");
+    let expected = format!("trial-{best}/master-replica-0 trial {best} {best} a 3 dir {}/{best}", job_dir.display());
+    assert!(logs.lines().any(|l| l == expected), "{expected} in\n{logs}");
+    let address = cluster().0;
+    let ray_jobs: Value =
+        ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
+    let mut ids: Vec<String> = ray_jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["metadata"]["anneal_job"] == "projects/p/jobs/study_ray")
+        .map(|j| {
+            assert_eq!(j["status"], "SUCCEEDED", "{j}");
+            j["submission_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for (n, id) in ids.iter().enumerate() {
+        assert!(id.starts_with("anneal-") && id.ends_with(&format!("-p-study_ray-trial-{}", n + 1)), "{id}");
+        assert_eq!(placement_groups(id).await, ["REMOVED"]);
+    }
+    // The metric reports of every trial are in the job's series, per trial.
+    let (_, metrics) = server.get_json("/v1/projects/p/jobs/study_ray/metrics").await;
+    assert_eq!(metrics["series"].as_array().map(Vec::len), Some(3), "{metrics}");
+}
+
+#[tokio::test]
+async fn cancelling_a_study_on_ray_stops_its_running_trials() {
+    let server = ray_server().await;
+    let package = server.trainer("sleeper", SLEEPER);
+    let (status, job) = server
+        .submit_training(
+            "study_cancel",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "sleeper.task",
+                   "hyperparameters": {"hyperparameterMetricTag": "score", "maxTrials": 4, "maxParallelTrials": 2,
+                       "params": [{"parameterName": "a", "type": "DOUBLE", "minValue": 0, "maxValue": 1}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    wait_log(&server, "study_cancel", "trial-1/master-replica-0 started master", Duration::from_secs(180)).await;
+    wait_log(&server, "study_cancel", "trial-2/master-replica-0 started master", Duration::from_secs(60)).await;
+    let (status, body) = server.post_json("/v1/projects/p/jobs/study_cancel:cancel", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = wait_job(&server, "study_cancel", &["CANCELLED", "FAILED", "SUCCEEDED"], Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    assert_eq!(replica_processes(&server, "study_cancel"), Vec::<i32>::new(), "no replica process is left");
+    let address = cluster().0;
+    let ray_jobs: Value =
+        ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
+    let statuses: Vec<&str> = ray_jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["metadata"]["anneal_job"] == "projects/p/jobs/study_cancel")
+        .map(|j| j["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["STOPPED", "STOPPED"], "two trials ran, both stopped, no third started");
+}
+
 const FAILING_WORKER: &str = r#"
 import json, os, sys, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -214,7 +313,7 @@ async fn a_failing_replica_fails_the_job_with_its_cause_and_stops_the_others() {
     let (status, job) = server
         .submit_training(
             "fail_ray",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "failing.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1"}),
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "failing.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-1", "workerType": "n1-standard-1", "workerCount": "1"}),
         )
         .await;
     assert_eq!(status, 200, "{job}");
@@ -244,7 +343,7 @@ async fn cancel_stops_every_replica_and_removes_the_placement_group() {
     let (status, job) = server
         .submit_training(
             "cancel_ray",
-            json!({"packageUris": [package.display().to_string()], "pythonModule": "sleeper.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-4", "workerType": "n1-standard-4", "workerCount": "1"}),
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "sleeper.task", "scaleTier": "CUSTOM", "masterType": "n1-standard-1", "workerType": "n1-standard-1", "workerCount": "1"}),
         )
         .await;
     assert_eq!(status, 200, "{job}");
@@ -273,7 +372,8 @@ async fn cancel_stops_every_replica_and_removes_the_placement_group() {
 async fn an_infeasible_request_fails_saying_what_was_asked_and_what_the_cluster_has() {
     let server = start_on(&cluster().0, 3).await;
     let package = server.trainer("wide", SLEEPER);
-    let replicas = cluster_cpus() + 4;
+    // n1-standard-4 replicas: 4 CPUs and 15 GB each, one more replica than the CPUs allow.
+    let replicas = cluster_cpus() / 4 + 1;
     let (status, job) = server
         .submit_training(
             "wide_ray",
@@ -288,7 +388,8 @@ async fn an_infeasible_request_fails_saying_what_was_asked_and_what_the_cluster_
     let message = done["errorMessage"].as_str().expect("errorMessage");
     assert!(message.contains(&format!("could not place the job's {replicas} replicas within 3 s")), "{message}");
     assert!(message.contains("the cluster does not have that much"), "{message}");
-    assert!(message.contains(&format!("{replicas} CPU in all")), "asked: {message}");
+    let asked = format!("{} CPU, {:.1} GB memory in all", 4 * replicas, 15.0 * replicas as f64);
+    assert!(message.contains(&asked), "asked: {message}");
     assert!(message.contains(&format!("the cluster has {} CPU", cluster_cpus())), "has: {message}");
     let id = ray_job_of("wide_ray").await.expect("the Ray job")["submission_id"].as_str().expect("id").to_owned();
     assert_eq!(placement_groups(&id).await, ["REMOVED"]);

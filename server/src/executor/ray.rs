@@ -24,13 +24,15 @@
 //!   engine (`anneal ray-batch-shard`, the binary at `ray_anneal_binary` on the nodes) and writes
 //!   its own output shard, and their counts come back as the job's `predictionOutput` while it
 //!   runs. The nodes must see those paths (one machine, or a shared file system).
-//! - Tuning studies, and batch prediction jobs with objects in a bucket, run on this node's
-//!   local executor.
+//! - A tuning study's loop runs on this server and each of its trials is a Ray job of its own
+//!   ([`study`]), up to `maxParallelTrials` at once.
+//! - Batch prediction jobs with objects in a bucket run on this node's local executor.
 
 mod client;
 mod follow;
 mod package;
 pub mod shard;
+mod study;
 
 pub use client::{RayClient, RayError};
 
@@ -90,7 +92,7 @@ struct Inner {
     running: Mutex<HashMap<String, Running>>,
     /// Whether the head answered the last request.
     reachable: AtomicBool,
-    /// Runs what does not go to Ray (tuning studies, batch prediction).
+    /// Runs what does not go to Ray (batch prediction with objects in a bucket).
     local: LocalExecutor,
     /// Names this deployment in submission ids.
     deployment: String,
@@ -184,9 +186,13 @@ impl RayExecutor {
             let entry = Running { cancel: cancel.clone(), slots: marker.needs.slots, gpus: marker.needs.gpus };
             running.insert(job.to_string(), entry);
         }
+        let dir = work_dir(&self.inner.storage, &job);
         let follower = follow::Follower {
             inner: self.inner.clone(),
-            dir: work_dir(&self.inner.storage, &job),
+            state: dir.clone(),
+            dir,
+            label: String::new(),
+            trial: None,
             tag: super::run::replica_tag(&self.inner.storage, &job),
             job,
             marker,
@@ -194,6 +200,40 @@ impl RayExecutor {
             events,
         };
         self.inner.tasks.spawn("ray-job", move |shutdown| follower.run(resume, shutdown));
+        Ok(())
+    }
+
+    /// Starts a tuning study whose trials run as Ray jobs ([`study`]).
+    fn start_study(&self, submission: Submission) -> Result<(), SubmitError> {
+        let Some(events) = lock(&self.inner.events).clone() else { return Err(SubmitError::NoRoom) };
+        let Submission { job, plan, .. } = submission;
+        let Work::Training(training) = plan.work else { return Err(SubmitError::NoRoom) };
+        // A child of the server's shutdown: stopping the server stops the trials on Ray too.
+        let token = self.inner.tasks.shutdown_token().child_token();
+        {
+            let mut running = lock(&self.inner.running);
+            if !self.fits(&running, &plan.needs) {
+                return Err(SubmitError::NoRoom);
+            }
+            let entry = Running { cancel: token.clone(), slots: plan.needs.slots, gpus: plan.needs.gpus };
+            running.insert(job.to_string(), entry);
+        }
+        let context = super::JobContext {
+            storage: self.inner.storage.clone(),
+            config: self.inner.local.inner.config.clone(),
+            job: job.clone(),
+            gpus: Vec::new(),
+            token,
+            events,
+        };
+        let (inner, id) = (self.inner.clone(), self.submission_id(&job));
+        let tag = super::run::replica_tag(&self.inner.storage, &job);
+        self.inner.tasks.spawn("ray-study", move |_| async move {
+            let ending = study::run(&context, &training, inner.clone(), id, tag).await;
+            let ending = ending.unwrap_or_else(|e| crate::jobs::Ending::Failed(e.to_string()));
+            inner.done(&context.job);
+            context.report(crate::jobs::JobEvent::Ended(ending)).await;
+        });
         Ok(())
     }
 }
@@ -213,6 +253,7 @@ impl JobExecutor for RayExecutor {
     fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
         let work = match (&submission.plan.work, &submission.model_dir) {
             (Work::Training(training), _) if training.study.is_none() => RayWork::Training(training.clone()),
+            (Work::Training(_), _) => return self.start_study(submission),
             (Work::Prediction(plan), Some(Location::Local(model_dir))) if all_local(plan) => {
                 RayWork::Prediction { plan: plan.clone(), model_dir: model_dir.clone() }
             }
@@ -243,6 +284,8 @@ impl JobExecutor for RayExecutor {
                 tracing::info!(job.name = %job, "following the job on Ray again");
                 recovered.push((job.clone(), Recovered::Resumed));
             } else {
+                // A study's trials that outlived the previous server are stopped.
+                study::stop_leftover_trials(&self.inner, &work_dir(&self.inner.storage, job)).await;
                 local.push(job.clone());
             }
         }

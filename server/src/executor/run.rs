@@ -106,7 +106,7 @@ async fn prepare_and_launch(
         },
     };
     match &plan.study {
-        Some(study) => super::study::run_study(context, study, &launch, log).await,
+        Some(study) => super::study::run_study(context, study, &launch, log, &super::study::LocalTrials).await,
         None => supervise::supervise(&launch, log, &context.token).await,
     }
 }

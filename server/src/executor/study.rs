@@ -5,7 +5,8 @@
 //! `trainingOutput.trials` reported as they change.
 //!
 //! The loop has three parts: [`Trials::suggest_and_start`] (schedule), [`Trials::finished`] and
-//! [`Trials::stop_early`] (stop rules), and [`Trials::verdict`] (how the job ends).
+//! [`Trials::stop_early`] (stop rules), and [`Trials::verdict`] (how the job ends). Where a trial
+//! runs is a [`TrialRunner`]'s business: local processes here, a Ray job each on Ray.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -38,9 +39,30 @@ struct Trial {
 
 type TrialRun<'a> = Pin<Box<dyn Future<Output = (usize, Result<Ending, RunError>)> + Send + 'a>>;
 
+/// One trial's run to its end, as a future that borrows the runner.
+pub(crate) type TrialFuture<'a> = Pin<Box<dyn Future<Output = Result<Ending, RunError>> + Send + 'a>>;
+
+/// Where a study's trials run: this host's processes ([`LocalTrials`]) or one Ray job per trial
+/// (the Ray executor's). The study's loop, its suggestions and stop rules are the same for both.
+pub(crate) trait TrialRunner: Sync {
+    /// Runs the trial `launch.run` describes (its label, trial id, job dir, extra arguments) to
+    /// its end; its lines go to `log`, its metric reports to `launch.run.series`; `token` stops it.
+    fn run<'a>(&'a self, launch: Launch<'a>, log: LogSender, token: CancellationToken) -> TrialFuture<'a>;
+}
+
+/// Trials as processes of this host, each started by [`supervise`].
+pub(crate) struct LocalTrials;
+
+impl TrialRunner for LocalTrials {
+    fn run<'a>(&'a self, launch: Launch<'a>, log: LogSender, token: CancellationToken) -> TrialFuture<'a> {
+        Box::pin(async move { supervise(&launch, log, &token).await })
+    }
+}
+
 /// The study's trials and its schedule.
 struct Trials<'a> {
     study: &'a Study,
+    runner: &'a dyn TrialRunner,
     base: &'a Launch<'a>,
     log: &'a LogSender,
     series: PathBuf,
@@ -63,6 +85,7 @@ pub async fn run_study(
     plan: &StudyPlan,
     base: &Launch<'_>,
     log: LogSender,
+    runner: &dyn TrialRunner,
 ) -> Result<Ending, RunError> {
     let study = &plan.study;
     let limit = match study.algorithm {
@@ -78,6 +101,7 @@ pub async fn run_study(
     });
     let mut state = Trials {
         study,
+        runner,
         base,
         log: &log,
         series: base.run.dir.join("metrics.jsonl"),
@@ -172,7 +196,8 @@ impl<'a> Trials<'a> {
             };
             let launch = Launch { plan: base.plan, env: base.env.clone(), run };
             let (index, log, run_token) = (self.trials.len(), self.log.clone(), trial_token.clone());
-            running.push(Box::pin(async move { (index, supervise(&launch, log, &run_token).await) }));
+            let trial = self.runner.run(launch, log, run_token);
+            running.push(Box::pin(async move { (index, trial.await) }));
             self.trials.push(Trial {
                 output: HyperparameterOutput {
                     trial_id: id,

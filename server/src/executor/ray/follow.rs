@@ -74,8 +74,16 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Follo
 /// One job's follower.
 pub(super) struct Follower {
     pub inner: Arc<Inner>,
-    /// The job's folder on Anneal's side: its log, metrics and follow state.
+    /// The job's folder on Anneal's side: its log and metric series.
     pub dir: PathBuf,
+    /// Where this Ray job's follow state goes (its marker, how far its log was read, fetched
+    /// packages, metric files): the job's folder, or a trial's `trials/<id>/` in it.
+    pub state: PathBuf,
+    /// Prefixes replica names in the log and the series (`trial-3/` for a tuning trial).
+    pub label: String,
+    /// The tuning trial this Ray job runs (`CLOUD_ML_TRIAL_ID`); a trial reports no job events,
+    /// its study does.
+    pub trial: Option<String>,
     /// `ANNEAL_JOB` of its replicas.
     pub tag: String,
     pub job: JobName,
@@ -137,7 +145,20 @@ impl Follower {
         self.report(JobEvent::Ended(ending)).await;
     }
 
+    /// Runs a tuning trial's Ray job to its end and says how it ended; the server shutting down
+    /// stops it (a study is not followed again after a restart).
+    pub async fn run_trial(self) -> Ending {
+        match self.drive(false, &CancellationToken::new()).await {
+            Ok(Some((ending, _))) => ending,
+            Ok(None) => Ending::Stopped,
+            Err(e) => Ending::Failed(e.to_string()),
+        }
+    }
+
     async fn report(&self, event: JobEvent) {
+        if self.trial.is_some() {
+            return;
+        }
         if self.events.send(Event { job: self.job.clone(), event }).await.is_err() {
             tracing::warn!(job.name = %self.job, "control stopped listening to the executor");
         }
@@ -163,6 +184,8 @@ impl Follower {
         let Some(ending) = ending? else { return Ok(None) };
         let started = progress.started.unwrap_or_else(Instant::now);
         let output = match &self.marker.work {
+            // A trial's study reports the study's output.
+            RayWork::Training(_) if self.trial.is_some() => JobOutput::Training(Default::default()),
             RayWork::Training(plan) => JobOutput::Training(
                 crate::executor::run::training_output(plan, &self.dir, started, plan.replicas.count() as usize).await,
             ),
@@ -184,7 +207,7 @@ impl Follower {
     ) -> Result<Option<Ending>, FollowError> {
         let id = self.marker.submission_id.clone();
         if resume {
-            let offset = tokio::fs::read_to_string(self.dir.join(OFFSET_FILE)).await.unwrap_or_default();
+            let offset = tokio::fs::read_to_string(self.state.join(OFFSET_FILE)).await.unwrap_or_default();
             progress.offset = offset.trim().parse().unwrap_or(0);
             Self::say(log, format!("Anneal restarted: following the Ray job {id} again.")).await;
         } else {
@@ -193,7 +216,7 @@ impl Follower {
                 None if self.cancel.is_cancelled() => return Ok(Some(Ending::Stopped)),
                 None => {
                     // Not submitted: nothing to follow after a restart.
-                    let _ = tokio::fs::remove_file(marker_file(&self.dir)).await;
+                    let _ = tokio::fs::remove_file(marker_file(&self.state)).await;
                     return Ok(Some(Ending::Stopped));
                 }
             }
@@ -204,8 +227,9 @@ impl Follower {
     /// Uploads the working directory and submits the job; `None` when cancelled or shut down
     /// first. An unreachable head is tried again until then.
     async fn submit(&self, shutdown: &CancellationToken, log: &LogSender) -> Result<Option<()>, FollowError> {
-        let (marker, dir) = (self.marker.clone(), self.dir.clone());
+        let (marker, dir) = (self.marker.clone(), self.state.clone());
         tokio::task::spawn_blocking(move || -> Result<_, FollowError> {
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
             let file = marker_file(&dir);
             let text = serde_json::to_vec(&marker).unwrap_or_default();
             std::fs::write(&file, text).map_err(io("write", &file))?;
@@ -287,7 +311,7 @@ impl Follower {
                 Location::Local(path) => local.push(path.clone()),
                 Location::Object(uri) => {
                     Self::say(log, format!("Downloading the package {uri}.")).await;
-                    let dest = self.dir.join("packages").join(index.to_string());
+                    let dest = self.state.join("packages").join(index.to_string());
                     let folder = !storage.is_object(uri).await?;
                     let dest = if folder { dest.join(uri.file_name()) } else { dest };
                     local.push(storage.fetch(uri, &dest, folder).await?);
@@ -310,13 +334,20 @@ impl Follower {
                     Pool::Worker => Some(index + 1),
                     Pool::ParameterServer => None,
                 };
+                let key = match pool {
+                    Pool::Master => "masterType",
+                    Pool::Worker => "workerType",
+                    Pool::ParameterServer => "parameterServerType",
+                };
+                let machine = machine_resources(plan.tf_config_job[key].as_str().unwrap_or(""));
                 serde_json::json!({
                     "task": format!("{}-replica-{index}", pool.as_str()),
                     "type": pool.as_str(),
                     "index": index,
                     "rank": rank,
                     "gpus": plan.replicas.gpus_of(pool).max(0),
-                    "cpus": 1,
+                    "cpus": machine.cpus,
+                    "memory": machine.memory,
                 })
             })
             .collect();
@@ -330,6 +361,7 @@ impl Follower {
         serde_json::json!({
             "submissionId": self.marker.submission_id,
             "jobId": self.job.job,
+            "trial": self.trial,
             "module": plan.module,
             "args": plan.args,
             "jobDir": plan.job_dir.as_ref().map(ToString::to_string),
@@ -471,7 +503,7 @@ impl Follower {
         let mut add = |replica: &str, text: &str| {
             // The log's line format: time, replica (one word), text.
             let replica: String = replica.chars().map(|c| if c.is_whitespace() { '_' } else { c }).collect();
-            let replica = if replica.is_empty() { "ray".to_owned() } else { replica };
+            let replica = if replica.is_empty() { "ray".to_owned() } else { format!("{}{replica}", self.label) };
             lines.push_str(&format!("{time} {replica} {}\n", text.replace(['\n', '\r'], " ")));
         };
         for line in new[..end].split('\n') {
@@ -505,15 +537,16 @@ impl Follower {
             }
         }
         progress.offset += end + 1;
-        let (dir, collector, offset) = (self.dir.clone(), collector.clone(), progress.offset);
+        let (dir, state, label) = (self.dir.clone(), self.state.clone(), self.label.clone());
+        let (collector, offset) = (collector.clone(), progress.offset);
         let written = tokio::task::spawn_blocking(move || {
             use std::io::Write;
             let log = dir.join("job.log");
             logs::open(&log).and_then(|mut file| file.write_all(lines.as_bytes()))?;
             if !metrics.is_empty() {
-                record_metrics(&dir, &metrics, &collector);
+                record_metrics(&dir, &state, &label, &metrics, &collector);
             }
-            std::fs::write(dir.join(OFFSET_FILE), offset.to_string())
+            std::fs::write(state.join(OFFSET_FILE), offset.to_string())
         })
         .await;
         if !matches!(written, Ok(Ok(()))) {
@@ -636,10 +669,10 @@ fn every_instance_failed(progress: &Progress) -> Option<Ending> {
     Some(Ending::Failed(format!("Every instance failed ({errors} errors). The most frequent error: {message}")))
 }
 
-/// Adds reports (replica, hypertune line) to the job's series, each once: this poll's lines of
-/// each replica are written to `replicas/<replica>/ray-metrics.new` and collected from there.
-/// Blocks.
-fn record_metrics(dir: &Path, metrics: &[(String, String)], collector: &Mutex<Collector>) {
+/// Adds reports (replica, hypertune line) to the job's series (`dir/metrics.jsonl`, under the
+/// replica's name prefixed with `label`), each once: this poll's lines of each replica are
+/// written to `<state>/replicas/<replica>/ray-metrics.new` and collected from there. Blocks.
+fn record_metrics(dir: &Path, state: &Path, label: &str, metrics: &[(String, String)], collector: &Mutex<Collector>) {
     let mut by_replica: std::collections::BTreeMap<&str, String> = Default::default();
     for (replica, line) in metrics {
         // A replica name becomes a folder name: only the names the driver makes.
@@ -652,13 +685,55 @@ fn record_metrics(dir: &Path, metrics: &[(String, String)], collector: &Mutex<Co
     }
     let mut files = Vec::new();
     for (replica, text) in by_replica {
-        let folder = dir.join("replicas").join(replica);
+        let folder = state.join("replicas").join(replica);
         let file = folder.join("ray-metrics.new");
         if std::fs::create_dir_all(&folder).and_then(|()| std::fs::write(&file, text)).is_ok() {
-            files.push((replica.to_owned(), file));
+            files.push((format!("{label}{replica}"), file));
         }
     }
     lock(collector).collect(&files, &dir.join("metrics.jsonl"));
+}
+
+/// What one replica's bundle holds besides its GPUs: a machine type's vCPUs and memory.
+#[derive(Debug, PartialEq)]
+struct Machine {
+    cpus: u32,
+    /// Bytes; `None` reserves no memory.
+    memory: Option<u64>,
+}
+
+/// The bundle of a replica of `machine_type`: `<family>-<kind>-<N>` (n1, n2, e2, …: standard,
+/// highmem, highcpu) and `mls1-c<N>-m<M>` as Compute Engine sizes them (N vCPUs; 3.75, 6.5 or
+/// 0.9 GB per vCPU for n1, 4, 8 or 1 for the others; M GB); anything else (none, a legacy name
+/// such as `standard_gpu`) one CPU and no memory.
+fn machine_resources(machine_type: &str) -> Machine {
+    const GB: f64 = 1e9;
+    let plain = Machine { cpus: 1, memory: None };
+    let parts: Vec<&str> = machine_type.split('-').collect();
+    match parts.as_slice() {
+        ["mls1", c, m] => {
+            let cpus = c.strip_prefix('c').and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0);
+            let memory = m.strip_prefix('m').and_then(|n| n.parse::<u64>().ok());
+            match cpus {
+                Some(cpus) => Machine { cpus, memory: memory.map(|m| m * 1_000_000_000) },
+                None => plain,
+            }
+        }
+        [family, kind, n] => {
+            let Some(cpus) = n.parse::<u32>().ok().filter(|n| *n > 0) else { return plain };
+            let per_cpu = match (*family == "n1", *kind) {
+                (true, "standard") => 3.75,
+                (true, "highmem") => 6.5,
+                (true, "highcpu") => 0.9,
+                (false, "standard") => 4.0,
+                (false, "highmem") => 8.0,
+                (false, "highcpu") => 1.0,
+                _ => return plain,
+            };
+            Machine { cpus, memory: Some((per_cpu * GB * f64::from(cpus)).round() as u64) }
+        }
+        _ => plain,
+    }
 }
 
 /// `text` as one shell word.
@@ -672,6 +747,18 @@ fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_types_become_bundle_cpus_and_memory() {
+        let machine = |cpus, gb: f64| Machine { cpus, memory: Some((gb * 1e9).round() as u64) };
+        assert_eq!(machine_resources("n1-standard-4"), machine(4, 15.0));
+        assert_eq!(machine_resources("n1-highmem-2"), machine(2, 13.0));
+        assert_eq!(machine_resources("e2-highcpu-8"), machine(8, 8.0));
+        assert_eq!(machine_resources("mls1-c4-m2"), machine(4, 2.0));
+        for plain in ["", "standard_gpu", "complex_model_m", "n1-standard-0", "n1-weird-4", "mls1-x-m2"] {
+            assert_eq!(machine_resources(plain), Machine { cpus: 1, memory: None }, "{plain}");
+        }
+    }
 
     #[test]
     fn shell_words() {
