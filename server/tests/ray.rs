@@ -64,12 +64,18 @@ fn ray_client() -> reqwest::Client {
     common::client_with(Some(&cluster().1))
 }
 
-/// The Ray job Anneal submitted for `job` (by its metadata), if any.
-async fn ray_job_of(job: &str) -> Option<Value> {
+/// The Ray jobs Anneal submitted for `job` (by their metadata): one, or a study's trials.
+async fn ray_jobs_of(job: &str) -> Vec<Value> {
     let address = cluster().0;
     let jobs: Value =
         ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
-    jobs.as_array()?.iter().find(|j| j["metadata"]["anneal_job"] == format!("projects/p/jobs/{job}")).cloned()
+    let name = format!("projects/p/jobs/{job}");
+    jobs.as_array().expect("a list").iter().filter(|j| j["metadata"]["anneal_job"] == name.as_str()).cloned().collect()
+}
+
+/// The Ray job Anneal submitted for `job`, if any.
+async fn ray_job_of(job: &str) -> Option<Value> {
+    ray_jobs_of(job).await.into_iter().next()
 }
 
 /// The states of the placement groups named `name`.
@@ -239,14 +245,9 @@ async fn a_tuning_study_runs_each_trial_as_a_ray_job() {
     let best = trials[0]["trialId"].as_str().expect("id");
     let expected = format!("trial-{best}/master-replica-0 trial {best} {best} a 3 dir {}/{best}", job_dir.display());
     assert!(logs.lines().any(|l| l == expected), "{expected} in\n{logs}");
-    let address = cluster().0;
-    let ray_jobs: Value =
-        ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
-    let mut ids: Vec<String> = ray_jobs
-        .as_array()
-        .expect("jobs")
+    let mut ids: Vec<String> = ray_jobs_of("study_ray")
+        .await
         .iter()
-        .filter(|j| j["metadata"]["anneal_job"] == "projects/p/jobs/study_ray")
         .map(|j| {
             assert_eq!(j["status"], "SUCCEEDED", "{j}");
             j["submission_id"].as_str().expect("id").to_owned()
@@ -283,16 +284,8 @@ async fn cancelling_a_study_on_ray_stops_its_running_trials() {
     let done = wait_job(&server, "study_cancel", &["CANCELLED", "FAILED", "SUCCEEDED"], Duration::from_secs(60)).await;
     assert_eq!(done["state"], "CANCELLED", "{done}");
     assert_eq!(replica_processes(&server, "study_cancel"), Vec::<i32>::new(), "no replica process is left");
-    let address = cluster().0;
-    let ray_jobs: Value =
-        ray_client().get(format!("{address}/api/jobs/")).send().await.expect("Ray jobs").json().await.expect("json");
-    let statuses: Vec<&str> = ray_jobs
-        .as_array()
-        .expect("jobs")
-        .iter()
-        .filter(|j| j["metadata"]["anneal_job"] == "projects/p/jobs/study_cancel")
-        .map(|j| j["status"].as_str().unwrap_or_default())
-        .collect();
+    let jobs = ray_jobs_of("study_cancel").await;
+    let statuses: Vec<&str> = jobs.iter().map(|j| j["status"].as_str().unwrap_or_default()).collect();
     assert_eq!(statuses, ["STOPPED", "STOPPED"], "two trials ran, both stopped, no third started");
 }
 
