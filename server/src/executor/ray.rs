@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{lock, work_dir, LocalExecutor};
 use crate::jobs::executor::{Recovered, SubmitError};
-use crate::jobs::{Capacity, Event, JobExecutor, JobFiles, Needs, Submission, Work};
+use crate::jobs::{Capacity, Event, JobExecutor, JobFiles, Needs, Submission, TrainingPlan, Work};
 use crate::names::JobName;
 use crate::storage::{Location, Storage};
 use crate::tasks::Tasks;
@@ -174,18 +174,28 @@ impl RayExecutor {
         slots + needs.slots <= self.inner.config.slots && gpus + needs.gpus <= self.inner.config.gpus
     }
 
+    /// Holds `needs` for `job` (checking they fit unless `resume`: a recovered job keeps what it
+    /// held), with `cancel` as the token its cancel triggers; returns where its events go.
+    fn hold(
+        &self,
+        job: &JobName,
+        needs: &Needs,
+        cancel: &CancellationToken,
+        resume: bool,
+    ) -> Result<mpsc::Sender<Event>, SubmitError> {
+        let Some(events) = lock(&self.inner.events).clone() else { return Err(SubmitError::NoRoom) };
+        let mut running = lock(&self.inner.running);
+        if !resume && !self.fits(&running, needs) {
+            return Err(SubmitError::NoRoom);
+        }
+        running.insert(job.to_string(), Running { cancel: cancel.clone(), slots: needs.slots, gpus: needs.gpus });
+        Ok(events)
+    }
+
     /// Starts following `marker`'s job (submitting it first unless `resume`).
     fn follow(&self, job: JobName, marker: Marker, resume: bool) -> Result<(), SubmitError> {
-        let Some(events) = lock(&self.inner.events).clone() else { return Err(SubmitError::NoRoom) };
         let cancel = CancellationToken::new();
-        {
-            let mut running = lock(&self.inner.running);
-            if !resume && !self.fits(&running, &marker.needs) {
-                return Err(SubmitError::NoRoom);
-            }
-            let entry = Running { cancel: cancel.clone(), slots: marker.needs.slots, gpus: marker.needs.gpus };
-            running.insert(job.to_string(), entry);
-        }
+        let events = self.hold(&job, &marker.needs, &cancel, resume)?;
         let dir = work_dir(&self.inner.storage, &job);
         let follower = follow::Follower {
             inner: self.inner.clone(),
@@ -203,21 +213,11 @@ impl RayExecutor {
         Ok(())
     }
 
-    /// Starts a tuning study whose trials run as Ray jobs ([`study`]).
-    fn start_study(&self, submission: Submission) -> Result<(), SubmitError> {
-        let Some(events) = lock(&self.inner.events).clone() else { return Err(SubmitError::NoRoom) };
-        let Submission { job, plan, .. } = submission;
-        let Work::Training(training) = plan.work else { return Err(SubmitError::NoRoom) };
+    /// Starts `job`'s tuning study, whose trials run as Ray jobs ([`study`]).
+    fn start_study(&self, job: JobName, training: TrainingPlan, needs: &Needs) -> Result<(), SubmitError> {
         // A child of the server's shutdown: stopping the server stops the trials on Ray too.
         let token = self.inner.tasks.shutdown_token().child_token();
-        {
-            let mut running = lock(&self.inner.running);
-            if !self.fits(&running, &plan.needs) {
-                return Err(SubmitError::NoRoom);
-            }
-            let entry = Running { cancel: token.clone(), slots: plan.needs.slots, gpus: plan.needs.gpus };
-            running.insert(job.to_string(), entry);
-        }
+        let events = self.hold(&job, needs, &token, false)?;
         let context = super::JobContext {
             storage: self.inner.storage.clone(),
             config: self.inner.local.inner.config.clone(),
@@ -253,7 +253,9 @@ impl JobExecutor for RayExecutor {
     fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
         let work = match (&submission.plan.work, &submission.model_dir) {
             (Work::Training(training), _) if training.study.is_none() => RayWork::Training(training.clone()),
-            (Work::Training(_), _) => return self.start_study(submission),
+            (Work::Training(training), _) => {
+                return self.start_study(submission.job.clone(), training.clone(), &submission.plan.needs)
+            }
             (Work::Prediction(plan), Some(Location::Local(model_dir))) if all_local(plan) => {
                 RayWork::Prediction { plan: plan.clone(), model_dir: model_dir.clone() }
             }
