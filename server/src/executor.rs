@@ -359,6 +359,15 @@ mod tests {
             .env("ANNEAL_JOB", run::replica_tag(&f.storage, &left))
             .spawn()
             .expect("sleep");
+        // `spawn` returns once the exec began, but the kernel sets a new program's environment
+        // (what /proc/PID/environ shows) a moment later; a leftover of a previous server has long
+        // been running, so wait for it to show its tag first.
+        let environ = format!("/proc/{}/environ", leftover.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read(&environ).is_ok_and(|env| env.windows(11).any(|w| w == b"ANNEAL_JOB=")) {
+            assert!(std::time::Instant::now() < deadline, "the leftover shows no environment");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let recovered = f.executor.recover(std::slice::from_ref(&left)).await;
         assert_eq!(recovered, vec![(left, Recovered::Lost)]);
         let status = leftover.wait().expect("reaped");
