@@ -4,7 +4,8 @@
 //! while its Ray job runs, and the head going away and coming back; a tuning study's trials as
 //! Ray jobs of their own (and cancelling it stops them); batch prediction spread over
 //! two Ray workers running Anneal's own engine (outputs against the expected predictions, live
-//! counts, cancel, a model that cannot load).
+//! counts, cancel, a model that cannot load), and with its model, inputs and output in a bucket
+//! (moto on 127.0.0.1) that the shards read and write themselves.
 //!
 //! The cluster is the single-node head `scripts/with-ray.sh` starts on 127.0.0.1 with token
 //! authentication (`make test` runs this suite inside it); its address, token and Python come in
@@ -684,4 +685,82 @@ async fn a_batch_job_on_ray_reports_counts_live_and_cancel_keeps_what_was_writte
         "the final count matches the files: {done}\n{}",
         log_text(&server, "big_ray").await
     );
+}
+
+#[tokio::test]
+async fn a_batch_job_on_ray_reads_its_model_and_inputs_from_a_bucket_and_writes_its_shards_there() {
+    let s3 = common::s3::S3Server::start().await;
+    s3.create_bucket("data").await;
+    // A secret of its own: it travels to the shards in their environment, never in a log.
+    let mut bucket = s3.bucket("data", &[]);
+    bucket.secret_access_key = Some("shard-secret-7f3a".into());
+    let mut settings = ray_settings(&cluster().0, 180);
+    settings.push(("ANNEAL_BUCKETS".into(), common::s3::S3Server::buckets_env(&[bucket])));
+    let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestServer::start_with(&[], &envs).await;
+
+    s3.upload_tree("data", &common::fixture_models().join("mlp"), "models/mlp").await;
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture_models().join("expected.json")).expect("expected"),
+    )
+    .expect("json");
+    let instances = expected["mlp"]["instances"].as_array().expect("instances");
+    let wanted: Vec<Vec<f64>> = serde_json::from_value(expected["mlp"]["predictions"].clone()).expect("predictions");
+    // Three files, file i holding the instances i + 1 times: files 0 and 2 go to the first worker.
+    for i in 0..3 {
+        let text: String = instances.iter().cycle().take(instances.len() * (i + 1)).map(|v| format!("{v}\n")).collect();
+        s3.put("data", &format!("in/part-{i}.json"), text.as_bytes()).await;
+    }
+    s3.put("data", "in/other.txt", b"[1, 2]\n").await;
+    let (status, job) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "batch_ray_s3", "predictionInput": {
+                "uri": "s3://data/models/mlp", "dataFormat": "JSON", "maxWorkerCount": "2", "batchSize": "4",
+                "inputPaths": ["s3://data/in/part-*.json"], "outputPath": "s3://data/out"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let done = wait_job(&server, "batch_ray_s3", &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(240)).await;
+    let logs = log_text(&server, "batch_ray_s3").await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
+    let total = instances.len() * (1 + 2 + 3);
+    assert_eq!((count(&done, "predictionCount"), count(&done, "errorCount")), (total as u64, 0), "{done}");
+    assert!(logs.contains("Spreading 3 input files over 2 Ray workers"), "it ran on Ray: {logs}");
+    assert!(!logs.contains("shard-secret-7f3a"), "{logs}");
+    assert!(ray_job_of("batch_ray_s3").await.is_some(), "a Ray job ran it");
+    let keys = s3.keys("data", "out").await;
+    assert_eq!(
+        keys,
+        [
+            "out/prediction.errors_stats-00000-of-00002",
+            "out/prediction.errors_stats-00001-of-00002",
+            "out/prediction.results-00000-of-00002",
+            "out/prediction.results-00001-of-00002",
+        ]
+    );
+    let expected_order: Vec<&Vec<f64>> =
+        [0, 2, 1].iter().flat_map(|&file| wanted.iter().cycle().take(wanted.len() * (file + 1))).collect();
+    let mut got: Vec<Vec<f64>> = Vec::new();
+    for key in &keys[2..] {
+        got.extend(s3.text("data", key).await.lines().map(|l| serde_json::from_str::<Vec<f64>>(l).expect("a prediction")));
+    }
+    assert_eq!(got.len(), expected_order.len());
+    for (g, w) in got.iter().zip(&expected_order) {
+        assert!(g.len() == w.len() && g.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() < 1e-5), "{g:?} vs {w:?}");
+    }
+
+    // The same output again fails before any shard starts: earlier predictions are never replaced.
+    let (status, _) = server
+        .post_json(
+            "/v1/projects/p/jobs",
+            &json!({"jobId": "batch_ray_s3_again", "predictionInput": {
+                "uri": "s3://data/models/mlp", "dataFormat": "JSON", "maxWorkerCount": "2",
+                "inputPaths": ["s3://data/in/part-0.json"], "outputPath": "s3://data/out"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let again = wait_job(&server, "batch_ray_s3_again", &["SUCCEEDED", "FAILED"], Duration::from_secs(120)).await;
+    assert_eq!(again["state"], "FAILED", "{again}");
+    assert!(again["errorMessage"].as_str().unwrap_or_default().contains("already exists"), "{again}");
 }

@@ -15,7 +15,7 @@ use crate::jobs::wire::PredictionOutput;
 use crate::jobs::{Ending, JobEvent, JobOutput, PredictionPlan};
 use crate::names::ProjectId;
 use crate::serving::batch::{self, BatchError, BatchFiles, BatchProgress, BatchRun, LocalFiles, OutputFile, OUTPUT_PREFIX};
-use crate::storage::{Location, ObjectWriter, Storage};
+use crate::storage::{Buckets, Location, ObjectWriter, Storage};
 
 /// How often `predictionOutput` is reported while the job runs.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -42,7 +42,7 @@ pub async fn run_prediction(
     };
     context.report(JobEvent::Running).await;
     let files = JobFiles {
-        storage: context.storage.clone(),
+        buckets: context.storage.buckets().clone(),
         handle: tokio::runtime::Handle::current(),
         inputs,
         output: plan.output.clone(),
@@ -152,12 +152,13 @@ fn expand_local(storage: &Storage, project: &ProjectId, dir: &Path, file: &str) 
 }
 
 /// A job's input files and output folder, local or in a bucket, for the batch engine's blocking
-/// threads (objects go through `handle`'s runtime).
-struct JobFiles {
-    storage: Storage,
-    handle: tokio::runtime::Handle,
-    inputs: Vec<Location>,
-    output: Location,
+/// threads (objects go through `handle`'s runtime). A Ray shard reads and writes through the same
+/// (`ray::shard`).
+pub(crate) struct JobFiles {
+    pub buckets: Buckets,
+    pub handle: tokio::runtime::Handle,
+    pub inputs: Vec<Location>,
+    pub output: Location,
 }
 
 impl BatchFiles for JobFiles {
@@ -172,7 +173,7 @@ impl BatchFiles for JobFiles {
     fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send>> {
         match &self.inputs[index] {
             Location::Local(path) => Ok(Box::new(std::fs::File::open(path)?)),
-            Location::Object(uri) => Ok(Box::new(self.storage.buckets().reader(uri, &self.handle)?)),
+            Location::Object(uri) => Ok(Box::new(self.buckets.reader(uri, &self.handle)?)),
         }
     }
 
@@ -181,7 +182,7 @@ impl BatchFiles for JobFiles {
             Location::Local(dir) => LocalFiles { inputs: Vec::new(), output_dir: dir.clone() }.create_folder(),
             // A bucket has no folders; one whose prefix holds earlier predictions is refused.
             Location::Object(folder) => {
-                let listed = self.handle.block_on(self.storage.buckets().matching(folder, |name| name.starts_with(OUTPUT_PREFIX)));
+                let listed = self.handle.block_on(self.buckets.matching(folder, |name| name.starts_with(OUTPUT_PREFIX)));
                 match listed {
                     Ok(found) if found.is_empty() => Ok(()),
                     Ok(found) => Err(BatchError::OutputExists(found[0].to_string())),
@@ -196,7 +197,7 @@ impl BatchFiles for JobFiles {
             Location::Local(dir) => Ok(Box::new(batch::create_local(&dir.join(name))?)),
             Location::Object(folder) => {
                 let uri = folder.join(name);
-                let exists = self.handle.block_on(self.storage.is_object(&uri)).map_err(|e| BatchError::Write {
+                let exists = self.handle.block_on(self.buckets.head(&uri)).map(|meta| meta.is_some()).map_err(|e| BatchError::Write {
                     name: uri.to_string(),
                     source: std::io::Error::other(e),
                 })?;
@@ -204,8 +205,7 @@ impl BatchFiles for JobFiles {
                     return Err(BatchError::OutputExists(uri.to_string()));
                 }
                 let writer = self
-                    .storage
-                    .buckets()
+                    .buckets
                     .writer(&uri, &self.handle)
                     .map_err(|source| BatchError::Write { name: uri.to_string(), source })?;
                 Ok(Box::new(ObjectShard(writer)))

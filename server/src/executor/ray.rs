@@ -19,14 +19,15 @@
 //! - Faults: while the head cannot be reached, jobs keep their state, no new job starts and the
 //!   followers keep trying. A server that stops leaves its Ray jobs running; after a restart,
 //!   [`JobExecutor::recover`] follows them again (or ends them saying Ray no longer knows them).
-//! - A batch prediction job whose model, inputs and output are local paths spreads its input
-//!   files over up to `maxWorkerCount` Ray workers ([`shard`]); each runs Anneal's own batch
-//!   engine (`anneal ray-batch-shard`, the binary at `ray_anneal_binary` on the nodes) and writes
-//!   its own output shard, and their counts come back as the job's `predictionOutput` while it
-//!   runs. The nodes must see those paths (one machine, or a shared file system).
+//! - A batch prediction job spreads its input files over up to `maxWorkerCount` Ray workers
+//!   ([`shard`]); each runs Anneal's own batch engine (`anneal ray-batch-shard`, the binary at
+//!   `ray_anneal_binary` on the nodes) and writes its own output shard, and their counts come
+//!   back as the job's `predictionOutput` while it runs. Objects in a bucket (model, inputs,
+//!   output) are read and written by the shards themselves, with the bucket's configuration in
+//!   their environment; local paths must be seen by the nodes (one machine, or a shared file
+//!   system).
 //! - A tuning study's loop runs on this server and each of its trials is a Ray job of its own
 //!   ([`study`]), up to `maxParallelTrials` at once.
-//! - Batch prediction jobs with objects in a bucket run on this node's local executor.
 
 mod client;
 mod follow;
@@ -122,7 +123,7 @@ enum RayWork {
     /// A batch prediction job over the model files in `model_dir`.
     Prediction {
         plan: crate::jobs::PredictionPlan,
-        model_dir: PathBuf,
+        model_dir: Location,
     },
 }
 
@@ -256,7 +257,7 @@ impl JobExecutor for RayExecutor {
             (Work::Training(training), _) => {
                 return self.start_study(submission.job.clone(), training.clone(), &submission.plan.needs)
             }
-            (Work::Prediction(plan), Some(Location::Local(model_dir))) if all_local(plan) => {
+            (Work::Prediction(plan), Some(model_dir)) => {
                 RayWork::Prediction { plan: plan.clone(), model_dir: model_dir.clone() }
             }
             _ => return self.inner.local.submit(submission),
@@ -318,11 +319,6 @@ impl Inner {
     fn done(&self, job: &JobName) {
         lock(&self.running).remove(&job.to_string());
     }
-}
-
-/// Whether a prediction job's inputs and output are local paths (the nodes see them there).
-fn all_local(plan: &crate::jobs::PredictionPlan) -> bool {
-    plan.output.as_local().is_some() && plan.inputs.iter().all(|input| input.dir.as_local().is_some())
 }
 
 /// Where a job's marker is.

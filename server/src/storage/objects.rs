@@ -216,6 +216,9 @@ struct Bucket {
     prefixes: Vec<String>,
     /// What a trainer needs to reach the same bucket: `AWS_*` variables.
     env: Vec<(String, String)>,
+    /// The bucket's configuration with what the environment filled in (a Ray shard opens the
+    /// same bucket from it on another node).
+    resolved: BucketConfig,
 }
 
 /// The configured buckets.
@@ -281,6 +284,14 @@ impl Buckets {
     /// credentials), for its environment.
     pub fn env_for(&self, uri: &ObjectUri) -> Vec<(String, String)> {
         self.by_name.get(&uri.bucket).map(|b| b.env.clone()).unwrap_or_default()
+    }
+
+    /// The configurations of the buckets `uris` name (each once, with the region, endpoint and
+    /// credentials this server took from its environment), so another process opens the same
+    /// buckets with [`Buckets::open`].
+    pub fn resolved<'a>(&self, uris: impl IntoIterator<Item = &'a ObjectUri>) -> Vec<BucketConfig> {
+        let names: std::collections::BTreeSet<&str> = uris.into_iter().map(|uri| uri.bucket.as_str()).collect();
+        names.into_iter().filter_map(|name| self.by_name.get(name)).map(|b| b.resolved.clone()).collect()
     }
 
     /// The object at `uri`, or `None`.
@@ -512,7 +523,7 @@ fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectE
         .with_allow_http(config.allow_http)
         .with_virtual_hosted_style_request(config.virtual_hosted_style)
         .with_retry(retry);
-    let mut env = vec![("AWS_REGION".to_owned(), region.clone()), ("AWS_DEFAULT_REGION".to_owned(), region)];
+    let mut env = vec![("AWS_REGION".to_owned(), region.clone()), ("AWS_DEFAULT_REGION".to_owned(), region.clone())];
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
         env.push(("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()));
@@ -535,7 +546,15 @@ fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectE
         builder = builder.with_skip_signature(true);
     }
     let store = builder.build().map_err(|source| ObjectError::Configure { bucket: config.name.clone(), source })?;
-    Ok(Bucket { store: Arc::new(store), prefixes: config.prefixes.clone(), env })
+    let resolved = BucketConfig {
+        endpoint,
+        region: Some(region),
+        access_key_id: key_id,
+        secret_access_key: secret,
+        session_token: token,
+        ..config.clone()
+    };
+    Ok(Bucket { store: Arc::new(store), prefixes: config.prefixes.clone(), env, resolved })
 }
 
 /// A blocking reader of one object.

@@ -576,24 +576,39 @@ impl Follower {
 
     /// The driver's spec of a prediction job: its input files spread over up to `workers`
     /// shards, each a replica running `anneal ray-batch-shard` over its files. The output folder
-    /// is checked (and made) here, once, as the local executor does.
+    /// is checked (and made) here, once, as the local executor does. Shards reach the buckets the
+    /// job names with their configurations in their environment.
     async fn prediction_spec(
         &self,
         plan: &PredictionPlan,
-        model_dir: &Path,
+        model_dir: &Location,
         log: &LogSender,
     ) -> Result<serde_json::Value, FollowError> {
         let inputs =
             crate::executor::predict::expand_inputs(&self.inner.storage, &self.job.project, &plan.inputs).await?;
-        let inputs: Vec<PathBuf> = inputs.iter().filter_map(|l| l.as_local().map(Path::to_path_buf)).collect();
-        let output = plan.output.as_local().map(Path::to_path_buf).unwrap_or_default();
-        let folder = output.clone();
+        let buckets = self.inner.storage.buckets().clone();
+        let folder = crate::executor::predict::JobFiles {
+            buckets: buckets.clone(),
+            handle: tokio::runtime::Handle::current(),
+            inputs: Vec::new(),
+            output: plan.output.clone(),
+        };
         tokio::task::spawn_blocking(move || {
             use crate::serving::batch::BatchFiles;
-            crate::serving::batch::LocalFiles { inputs: Vec::new(), output_dir: folder }.create_folder()
+            folder.create_folder()
         })
         .await?
         .map_err(|e| RunError::Batch(e.to_string()))?;
+        let objects = inputs.iter().chain([model_dir, &plan.output]).filter_map(|l| match l {
+            Location::Object(uri) => Some(uri),
+            Location::Local(_) => None,
+        });
+        let configs = buckets.resolved(objects);
+        let mut env = serde_json::Map::new();
+        if !configs.is_empty() {
+            env.insert(shard::BUCKETS_VARIABLE.into(), serde_json::to_string(&configs).unwrap_or_default().into());
+        }
+        let output = plan.output.clone();
         let spread = shard::spread(&inputs, plan.workers);
         let config = &self.inner.config;
         Self::say(
@@ -611,7 +626,7 @@ impl Follower {
             .enumerate()
             .map(|(index, inputs)| {
                 let spec = ShardSpec {
-                    model_dir: model_dir.to_path_buf(),
+                    model_dir: model_dir.clone(),
                     format: plan.format,
                     inputs,
                     output: output.clone(),
@@ -639,7 +654,7 @@ impl Follower {
             "module": "",
             "args": [],
             "jobDir": null,
-            "env": {},
+            "env": env,
             "packages": [],
             "replicas": replicas,
             "tfConfigJob": {},

@@ -5,6 +5,12 @@
 //! N the job's shards, as the local executor names its workers' shards), and prints its counts
 //! as progress lines (`ANNEAL-BATCH {json}`) that the follower turns into `predictionOutput`.
 //!
+//! The model, the inputs and the output are local paths (the node must see them) or objects in a
+//! bucket: the buckets' configurations (with credentials) come in the `ANNEAL_SHARD_BUCKETS`
+//! variable, never in the command line; a model in a bucket is downloaded into a temporary
+//! folder first, inputs are streamed in ranged reads and the output shard is uploaded as it is
+//! written, as on the local executor ([`JobFiles`]).
+//!
 //! SIGTERM (the job cancelled) stops the engine after its current chunk: what was written stays,
 //! and the last progress line counts exactly that, as a cancelled local job does.
 
@@ -17,7 +23,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::predict::JobFiles;
 use crate::serving::batch::{self, BatchError, BatchFiles, BatchProgress, BatchRun, InputFormat, OutputFile};
+use crate::storage::{AwsEnvironment, BucketConfig, Buckets, Location};
+
+/// The variable that holds the configurations of the buckets a shard reads or writes (JSON).
+pub const BUCKETS_VARIABLE: &str = "ANNEAL_SHARD_BUCKETS";
 
 /// Marks a shard's progress lines in its output.
 pub const PROGRESS_MARK: &str = "ANNEAL-BATCH ";
@@ -29,12 +40,13 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(300);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardSpec {
-    pub model_dir: PathBuf,
+    /// The model's folder (local, or objects under a prefix).
+    pub model_dir: Location,
     pub format: InputFormat,
     /// This shard's input files, in the job's order.
-    pub inputs: Vec<PathBuf>,
+    pub inputs: Vec<Location>,
     /// The job's output folder (Anneal checked it holds no earlier predictions).
-    pub output: PathBuf,
+    pub output: Location,
     pub batch_size: usize,
     /// This shard's number and the job's shard count.
     pub shard: usize,
@@ -75,8 +87,7 @@ fn print(report: &ShardReport) {
 
 /// The shard's files: its inputs, and output files named as shard `shard` of `shards`.
 struct ShardFiles {
-    inputs: Vec<PathBuf>,
-    output: PathBuf,
+    files: JobFiles,
     shard: usize,
     shards: usize,
 }
@@ -86,28 +97,51 @@ const ONE_OF_ONE: &str = "-00000-of-00001";
 
 impl BatchFiles for ShardFiles {
     fn inputs(&self) -> usize {
-        self.inputs.len()
+        self.files.inputs()
     }
 
     fn input_name(&self, index: usize) -> String {
-        self.inputs[index].display().to_string()
+        self.files.input_name(index)
     }
 
     fn open(&self, index: usize) -> std::io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(std::fs::File::open(&self.inputs[index])?))
+        self.files.open(index)
     }
 
     /// The folder was checked by Anneal before the shards started (the other shards write into
-    /// it at the same time).
+    /// it at the same time); a bucket has no folders to make.
     fn create_folder(&self) -> Result<(), BatchError> {
-        std::fs::create_dir_all(&self.output)
-            .map_err(|source| BatchError::CreateOutput { name: self.output.display().to_string(), source })
+        match &self.files.output {
+            Location::Local(dir) => std::fs::create_dir_all(dir)
+                .map_err(|source| BatchError::CreateOutput { name: dir.display().to_string(), source }),
+            Location::Object(_) => Ok(()),
+        }
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn OutputFile>, BatchError> {
         let base = name.strip_suffix(ONE_OF_ONE).unwrap_or(name);
-        let name = format!("{base}-{:05}-of-{:05}", self.shard, self.shards);
-        Ok(Box::new(batch::create_local(&self.output.join(name))?))
+        self.files.create(&format!("{base}-{:05}-of-{:05}", self.shard, self.shards))
+    }
+}
+
+/// The buckets named in [`BUCKETS_VARIABLE`] (none when it is unset).
+fn shard_buckets() -> Result<Buckets, String> {
+    let configs: Vec<BucketConfig> = match std::env::var(BUCKETS_VARIABLE) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{BUCKETS_VARIABLE} cannot be read: {e}"))?,
+        Err(_) => Vec::new(),
+    };
+    Buckets::open(&configs, &AwsEnvironment::default()).map_err(|e| e.to_string())
+}
+
+/// The model's local folder: the spec's, or a bucket's objects downloaded into `scratch`.
+async fn model_folder(buckets: &Buckets, model_dir: &Location, scratch: &std::path::Path) -> Result<PathBuf, String> {
+    match model_dir {
+        Location::Local(dir) => Ok(dir.clone()),
+        Location::Object(uri) => {
+            let dest = scratch.join("model");
+            buckets.download_tree(uri, &dest).await.map_err(|e| format!("the model cannot be downloaded: {e}"))?;
+            Ok(dest)
+        }
     }
 }
 
@@ -121,16 +155,38 @@ pub fn run(spec: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // Object reads and uploads run on the runtime while the engine's thread blocks on them.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let files = ShardFiles { inputs: spec.inputs, output: spec.output, shard: spec.shard, shards: spec.shards.max(1) };
+    let failed = |error: String| {
+        print(&ShardReport { done: true, error: Some(error.clone()), ..ShardReport::default() });
+        eprintln!("error: {error}");
+        ExitCode::FAILURE
+    };
+    let buckets = match shard_buckets() {
+        Ok(buckets) => buckets,
+        Err(e) => return failed(e),
+    };
+    let scratch = match tempfile::tempdir() {
+        Ok(scratch) => scratch,
+        Err(e) => return failed(format!("cannot make a temporary folder: {e}")),
+    };
+    let model_dir = match runtime.block_on(model_folder(&buckets, &spec.model_dir, scratch.path())) {
+        Ok(dir) => dir,
+        Err(e) => return failed(e),
+    };
+    let files = ShardFiles {
+        files: JobFiles { buckets, handle: runtime.handle().clone(), inputs: spec.inputs, output: spec.output },
+        shard: spec.shard,
+        shards: spec.shards.max(1),
+    };
     let job = BatchRun {
-        model_dir: spec.model_dir,
+        model_dir,
         files: Arc::new(files),
         format: spec.format,
         workers: 1,
@@ -199,7 +255,7 @@ pub fn run(spec: &str) -> ExitCode {
 
 /// Spreads `inputs` over at most `workers` shards, file by file in turn (file i to shard
 /// i mod n), so every shard gets files and their order within a shard is the job's.
-pub fn spread(inputs: &[PathBuf], workers: usize) -> Vec<Vec<PathBuf>> {
+pub fn spread<T: Clone>(inputs: &[T], workers: usize) -> Vec<Vec<T>> {
     let shards = workers.clamp(1, inputs.len().max(1));
     let mut spread = vec![Vec::new(); shards];
     for (i, input) in inputs.iter().enumerate() {
@@ -227,7 +283,14 @@ mod tests {
     #[test]
     fn shard_files_are_named_as_shard_k_of_n() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = ShardFiles { inputs: Vec::new(), output: dir.path().to_path_buf(), shard: 1, shards: 3 };
+        let handle = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let files = JobFiles {
+            buckets: Buckets::default(),
+            handle: handle.handle().clone(),
+            inputs: Vec::new(),
+            output: Location::Local(dir.path().to_path_buf()),
+        };
+        let files = ShardFiles { files, shard: 1, shards: 3 };
         files.create("prediction.results-00000-of-00001").expect("create").finish().expect("finish");
         assert!(dir.path().join("prediction.results-00001-of-00003").is_file());
     }
