@@ -236,9 +236,12 @@ impl Server {
         let Self { listener, router, store, host, tasks, config, .. } = self;
         let shutdown = tasks.shutdown_token();
         let signal_token = shutdown.clone();
+        // Registered before the server answers anything: a signal that came before its handler
+        // would end the process at once instead of shutting it down.
+        let signals = StopSignals::register();
         tasks.spawn("signals", move |token| async move {
             tokio::select! {
-                () = wait_for_signal() => signal_token.cancel(),
+                () = signals.wait() => signal_token.cancel(),
                 () = token.cancelled() => {}
             }
         });
@@ -279,25 +282,31 @@ fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// SIGINT and SIGTERM, each `None` when it cannot be listened for.
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Until either arrives.
+    async fn wait(mut self) {
+        async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received SIGINT"),
-        () = terminate => tracing::info!("received SIGTERM"),
+        tokio::select! {
+            () = next(self.interrupt.as_mut()) => tracing::info!("received SIGINT"),
+            () = next(self.terminate.as_mut()) => tracing::info!("received SIGTERM"),
+        }
     }
 }
