@@ -7,17 +7,13 @@
 //! one forward pass, and answers each request on its own reply channel. When a merged pass fails,
 //! each request is retried alone so one bad request cannot fail its neighbours.
 //!
-//! A request that finds the model idle (no pass running, nothing queued) and whose pass is short
-//! runs it on the thread that parsed it instead ([`INLINE_UP_TO`]): handing it to a worker and
-//! back costs two thread wake-ups, and on a virtual machine each costs more than a small model's
-//! whole forward pass. It is the same kind of work as parsing the request's JSON, bounded the same
-//! way; long passes and everything that arrives while a pass runs go to the workers, which batch.
-//! This holds for CPU models with one intra-op thread and no batching window (a window asks
-//! requests to wait for each other).
+//! Every pass runs on a worker. A worker that finished a pass polls the queue for [`SPIN`] before
+//! it sleeps, so under steady traffic the request's hand-off is a queue push the polling worker
+//! picks up at once, on a core that stayed warm. (Passes used to run on the request's own runtime
+//! thread when the model was idle; measured, that thread had just woken on a cold core, and its
+//! pass took 2.7 times the floor: `benchmarks/serving/results.md`.)
 
-use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -149,38 +145,13 @@ pub enum ForwardError {
     Output(#[from] OutputError),
 }
 
-/// How long an idle worker polls its queue before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
-
-/// The longest forward pass (estimated from the model's last pass per row) that a request runs
-/// on its own thread when the model is idle: about what parsing a large request body costs there.
-pub const INLINE_UP_TO: Duration = Duration::from_micros(500);
-
-/// Forward passes in flight and how long the last one took, shared by a model's workers and the
-/// requests that run their own pass.
-#[derive(Debug, Default)]
-struct Activity {
-    running: AtomicUsize,
-    /// The last pass's duration divided by its rows, in nanoseconds (0 before the first pass).
-    nanos_per_row: AtomicU64,
-}
-
-impl Activity {
-    /// Runs `pass` over `rows` rows as one pass in flight, and records how long it took.
-    fn pass<T>(&self, rows: usize, pass: impl FnOnce() -> T) -> T {
-        let started = Instant::now();
-        let result = pass();
-        let nanos = started.elapsed().as_nanos() / rows.max(1) as u128;
-        self.nanos_per_row.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
-        result
-    }
-}
-
-thread_local! {
-    /// Whether this thread (a runtime thread running passes itself) has its libtorch intra-op
-    /// threads set to one.
-    static ONE_INTRA_OP_THREAD: Cell<bool> = const { Cell::new(false) };
-}
+/// How long an idle worker polls its queue before it sleeps. Measured on a 2-core virtual
+/// machine (`benchmarks/serving`): a core that idles between requests (its vCPU halts) runs the
+/// next forward pass of the small MLP 2.7 times slower than a hot loop does (67 µs against 25 µs,
+/// the same after an in-process 200 µs sleep), and waking a sleeping worker costs more again. A
+/// worker that keeps polling while requests keep coming keeps its core and caches warm; polling
+/// stops 2 ms after the last pass, so an idle server costs nothing.
+const SPIN: Duration = Duration::from_millis(2);
 
 type Reply = oneshot::Sender<Result<Vec<Value>, PredictError>>;
 
@@ -196,10 +167,6 @@ pub struct ServedModel {
     signature: Signature,
     device: Device,
     metrics: ModelMetrics,
-    module: Arc<CModule>,
-    activity: Arc<Activity>,
-    /// Whether a request may run its own pass when the model is idle (see the module's doc).
-    inline: bool,
 }
 
 /// Per-version metrics, labelled by the version's name; handles are made once at load.
@@ -258,7 +225,6 @@ impl ServedModel {
         let module = Arc::new(module);
 
         let metrics = ModelMetrics::new(name);
-        let activity = Arc::new(Activity::default());
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
         let mut workers = Vec::with_capacity(options.workers.max(1));
         for index in 0..options.workers.max(1) {
@@ -269,7 +235,6 @@ impl ServedModel {
                 device,
                 outputs: signature.outputs.clone(),
                 metrics: metrics.clone(),
-                activity: activity.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
@@ -277,8 +242,7 @@ impl ServedModel {
                 .map_err(LoadError::Worker)?;
             workers.push(handle);
         }
-        let inline = options.max_queue_delay.is_zero() && options.intra_op_threads <= 1 && device == Device::Cpu;
-        Ok(Self { sender: Some(sender), workers, signature, device, metrics, module, activity, inline })
+        Ok(Self { sender: Some(sender), workers, signature, device, metrics })
     }
 
     /// The model's signature.
@@ -313,37 +277,9 @@ impl ServedModel {
         result
     }
 
-    /// Runs `batch` here when the model is idle and the pass is short, else on a worker.
+    /// Runs `batch` on a worker (a pass of its own or merged with others queued).
     async fn run(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
-        let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
-        let estimate = self.activity.nanos_per_row.load(Ordering::Relaxed).saturating_mul(batch.rows as u64);
-        let short = u128::from(estimate) <= INLINE_UP_TO.as_nanos();
-        if self.inline && short && sender.is_empty() && self.claim_idle_model() {
-            let result = self.run_here(&batch);
-            self.activity.running.fetch_sub(1, Ordering::AcqRel);
-            return result;
-        }
         self.enqueue_and_wait(batch).await
-    }
-
-    /// Counts this request's pass as running if no other pass is.
-    fn claim_idle_model(&self) -> bool {
-        self.activity.running.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    }
-
-    /// One forward pass on the calling thread, with one libtorch intra-op thread as the workers.
-    fn run_here(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        ONE_INTRA_OP_THREAD.with(|set| {
-            if !set.get() {
-                tch::set_num_threads(1);
-                set.set(true);
-            }
-        });
-        let _guard = tch::no_grad_guard();
-        self.metrics.batch_rows.record(batch.rows as f64);
-        self.activity
-            .pass(batch.rows, || forward(&self.module, batch, self.device, &self.signature.outputs))
-            .map_err(|e| PredictError::Model(e.to_string()))
     }
 
     async fn enqueue_and_wait(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
@@ -466,7 +402,6 @@ struct Worker {
     device: Device,
     outputs: Vec<String>,
     metrics: ModelMetrics,
-    activity: Arc<Activity>,
 }
 
 impl Worker {
@@ -557,9 +492,6 @@ impl Worker {
     }
 
     fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        self.activity.running.fetch_add(1, Ordering::AcqRel);
-        let result = self.activity.pass(batch.rows, || forward(&self.module, batch, self.device, &self.outputs));
-        self.activity.running.fetch_sub(1, Ordering::AcqRel);
-        result.map_err(|e| PredictError::Model(e.to_string()))
+        forward(&self.module, batch, self.device, &self.outputs).map_err(|e| PredictError::Model(e.to_string()))
     }
 }
