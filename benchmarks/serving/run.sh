@@ -79,6 +79,11 @@ for model in small large; do
   echo "  floor $model $line"
   record floor "$model" 1 "$line"
 done
+# The same forward with 200 µs of idle before each call (about the gap one client leaves between
+# requests): what a pass costs on a core that has just woken.
+line=$(target/release/examples/predict_floor "$WORK/data/exports/small" 784 3000 200)
+echo "  floor_idle small $line"
+record floor_idle small 1 "$line"
 
 serve_anneal() { # system port extra-env...
   local system=$1 port=$2; shift 2

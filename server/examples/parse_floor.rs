@@ -40,12 +40,14 @@ fn main() {
 /// Parses the lines that start in `[start, end)`; returns how many and the numbers in the last.
 fn parse_part(path: &str, start: u64, end: u64) -> (u64, usize) {
     let mut file = File::open(path).expect("open");
-    file.seek(SeekFrom::Start(start)).expect("seek");
+    // From the byte before `start`: the line under way there (up to its newline, which may be
+    // that very byte) belongs to the part before.
+    let from = start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from)).expect("seek");
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut at = start;
+    let mut at = from;
     let mut line = Vec::new();
     if start > 0 {
-        // The line under way at `start` belongs to the part before.
         at += reader.read_until(b'\n', &mut line).expect("read") as u64;
     }
     let mut row: Vec<f32> = Vec::new();

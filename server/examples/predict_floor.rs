@@ -2,7 +2,11 @@
 //! one instance per call, one intra-op thread, including building the input tensor from floats
 //! and reading the output back (what any server must do), without HTTP or JSON.
 //!
-//! Usage: cargo run --release -p server --example predict_floor -- MODEL_DIR INPUT_SIZE [CALLS]
+//! With IDLE_US, the thread sleeps that long before each call, as a server's thread idles between
+//! the requests of one client: on a virtual machine an idle vCPU halts, and the call after it
+//! shows what waking on a cold core costs (the latency still times the call alone).
+//!
+//! Usage: cargo run --release -p server --example predict_floor -- MODEL_DIR INPUT_SIZE [CALLS [IDLE_US]]
 //! Prints one JSON line: p50/p99 latency in µs and calls per second.
 
 use std::time::Instant;
@@ -12,6 +16,7 @@ fn main() {
     let dir = args.get(1).expect("MODEL_DIR");
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).expect("INPUT_SIZE");
     let calls: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let idle = std::time::Duration::from_micros(args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0));
     tch::set_num_threads(1);
     let _guard = tch::no_grad_guard();
     let mut model = tch::CModule::load(format!("{dir}/model.pt")).expect("load model.pt");
@@ -28,6 +33,9 @@ fn main() {
     let mut micros = Vec::with_capacity(calls);
     let started = Instant::now();
     for _ in 0..calls {
+        if !idle.is_zero() {
+            std::thread::sleep(idle);
+        }
         let t = Instant::now();
         std::hint::black_box(run());
         micros.push(t.elapsed().as_secs_f64() * 1e6);
