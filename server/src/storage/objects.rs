@@ -213,11 +213,9 @@ fn summary(error: &object_store::Error) -> String {
 /// One configured bucket.
 struct Bucket {
     store: Arc<dyn ObjectStore>,
-    prefixes: Vec<String>,
-    /// What a trainer needs to reach the same bucket: `AWS_*` variables.
-    env: Vec<(String, String)>,
-    /// The bucket's configuration with what the environment filled in (a Ray shard opens the
-    /// same bucket from it on another node).
+    /// The bucket's configuration with what the environment filled in: the client was built from
+    /// it, a trainer's `AWS_*` variables come from it, and a Ray shard opens the same bucket from
+    /// it on another node.
     resolved: BucketConfig,
 }
 
@@ -259,8 +257,9 @@ impl Buckets {
                 format!("'{uri}' names bucket {}, which this server is not configured for (buckets: {known})", object.bucket),
             ));
         };
-        let inside = bucket.prefixes.is_empty()
-            || bucket.prefixes.iter().any(|prefix| {
+        let prefixes = &bucket.resolved.prefixes;
+        let inside = prefixes.is_empty()
+            || prefixes.iter().any(|prefix| {
                 let prefix = prefix.trim_matches('/');
                 prefix.is_empty()
                     || object.key == prefix
@@ -283,7 +282,7 @@ impl Buckets {
     /// The `AWS_*` variables a trainer needs to reach `uri`'s bucket (endpoint, region,
     /// credentials), for its environment.
     pub fn env_for(&self, uri: &ObjectUri) -> Vec<(String, String)> {
-        self.by_name.get(&uri.bucket).map(|b| b.env.clone()).unwrap_or_default()
+        self.by_name.get(&uri.bucket).map(|b| aws_env(&b.resolved)).unwrap_or_default()
     }
 
     /// The configurations of the buckets `uris` name (each once, with the region, endpoint and
@@ -503,14 +502,19 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// The client of one bucket: its own settings first, then the AWS variables.
 fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectError> {
     let pick = |own: &Option<String>, env: &Option<String>| own.clone().or_else(|| env.clone());
-    let region = pick(&config.region, &aws.region).unwrap_or_else(|| "us-east-1".to_owned());
-    let endpoint = pick(&config.endpoint, &aws.endpoint);
-    let key_id = pick(&config.access_key_id, &aws.access_key_id);
     // A secret and a token go with the key id they came with.
     let (secret, token) = if config.access_key_id.is_some() {
         (config.secret_access_key.clone(), config.session_token.clone())
     } else {
         (pick(&config.secret_access_key, &aws.secret_access_key), pick(&config.session_token, &aws.session_token))
+    };
+    let resolved = BucketConfig {
+        region: Some(pick(&config.region, &aws.region).unwrap_or_else(|| "us-east-1".to_owned())),
+        endpoint: pick(&config.endpoint, &aws.endpoint),
+        access_key_id: pick(&config.access_key_id, &aws.access_key_id),
+        secret_access_key: secret,
+        session_token: token,
+        ..config.clone()
     };
     let retry = RetryConfig {
         backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
@@ -518,43 +522,50 @@ fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectE
         retry_timeout: Duration::from_secs(15),
     };
     let mut builder = AmazonS3Builder::new()
-        .with_bucket_name(&config.name)
-        .with_region(&region)
-        .with_allow_http(config.allow_http)
-        .with_virtual_hosted_style_request(config.virtual_hosted_style)
+        .with_bucket_name(&resolved.name)
+        .with_region(resolved.region.as_deref().unwrap_or_default())
+        .with_allow_http(resolved.allow_http)
+        .with_virtual_hosted_style_request(resolved.virtual_hosted_style)
         .with_retry(retry);
-    let mut env = vec![("AWS_REGION".to_owned(), region.clone()), ("AWS_DEFAULT_REGION".to_owned(), region.clone())];
-    if let Some(endpoint) = &endpoint {
+    if let Some(endpoint) = &resolved.endpoint {
         builder = builder.with_endpoint(endpoint);
-        env.push(("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()));
-        env.push(("AWS_ENDPOINT_URL_S3".to_owned(), endpoint.clone()));
     }
-    if let Some(id) = &key_id {
+    if let Some(id) = &resolved.access_key_id {
         builder = builder.with_access_key_id(id);
-        env.push(("AWS_ACCESS_KEY_ID".to_owned(), id.clone()));
     }
-    if let Some(secret) = &secret {
+    if let Some(secret) = &resolved.secret_access_key {
         builder = builder.with_secret_access_key(secret);
-        env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), secret.clone()));
     }
-    if let Some(token) = &token {
+    if let Some(token) = &resolved.session_token {
         builder = builder.with_token(token);
-        env.push(("AWS_SESSION_TOKEN".to_owned(), token.clone()));
     }
-    if key_id.is_none() {
+    if resolved.access_key_id.is_none() {
         // No credentials anywhere: a public bucket, read unsigned.
         builder = builder.with_skip_signature(true);
     }
     let store = builder.build().map_err(|source| ObjectError::Configure { bucket: config.name.clone(), source })?;
-    let resolved = BucketConfig {
-        endpoint,
-        region: Some(region),
-        access_key_id: key_id,
-        secret_access_key: secret,
-        session_token: token,
-        ..config.clone()
-    };
-    Ok(Bucket { store: Arc::new(store), prefixes: config.prefixes.clone(), env, resolved })
+    Ok(Bucket { store: Arc::new(store), resolved })
+}
+
+/// The `AWS_*` variables that reach the bucket `resolved` describes (region, endpoint,
+/// credentials), for a trainer's environment.
+fn aws_env(resolved: &BucketConfig) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(region) = &resolved.region {
+        env.push(("AWS_REGION".to_owned(), region.clone()));
+        env.push(("AWS_DEFAULT_REGION".to_owned(), region.clone()));
+    }
+    if let Some(endpoint) = &resolved.endpoint {
+        env.push(("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()));
+        env.push(("AWS_ENDPOINT_URL_S3".to_owned(), endpoint.clone()));
+    }
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", &resolved.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", &resolved.secret_access_key),
+        ("AWS_SESSION_TOKEN", &resolved.session_token),
+    ];
+    env.extend(credentials.into_iter().filter_map(|(name, value)| Some((name.to_owned(), value.clone()?))));
+    env
 }
 
 /// A blocking reader of one object.
