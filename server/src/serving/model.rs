@@ -277,12 +277,9 @@ impl ServedModel {
         result
     }
 
-    /// Runs `batch` on a worker (a pass of its own or merged with others queued).
+    /// Runs `batch` on a worker (a pass of its own or merged with others queued); a full queue
+    /// answers at once.
     async fn run(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
-        self.enqueue_and_wait(batch).await
-    }
-
-    async fn enqueue_and_wait(&self, batch: Batch) -> Result<Vec<Value>, PredictError> {
         let (reply, answer) = oneshot::channel();
         let sender = self.sender.as_ref().ok_or(PredictError::Unavailable)?;
         match sender.try_send(Job { batch, reply }) {
