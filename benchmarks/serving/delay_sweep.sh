@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # How long should a model worker wait to fill a batch? Serves the small and the large MLP with
 # predict_max_queue_delay_us = 0, 250, 1000, 4000 and measures the small model's latency at one
-# connection (a window costs a lone request its length, and turns off running an idle model's
-# pass on the request's own thread) and the large model's throughput and latency at 8 and 64
-# connections. Bodies hold full-precision floats. Writes delay_sweep.md here (OUT: another folder;
+# connection (a window costs a lone request its length) and both models' throughput and latency
+# at 8 and 64 connections. ROUNDS (default 2) sweeps run one after the other, each over every
+# window, so a noisy machine shows as the spread between a window's rows rather than as a winner.
+# Bodies hold full-precision floats. Writes delay_sweep.md here (OUT: another folder;
 # ANNEAL_BIN: another build). Authentication is on, as by default: every /v1 call, wrk's
 # included, sends the admin token the server wrote to <data dir>/admin.token on first start.
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/delay_sweep.sh
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/benchmarks/serving
 DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-2}
 ANNEAL_BIN=${ANNEAL_BIN:-$ROOT/target/release/anneal}
 OUTDIR=${OUT:-$HERE}
 mkdir -p "$OUTDIR"
@@ -28,12 +30,14 @@ OUT=$OUTDIR/delay_sweep.md
   echo "Reproduce: \`make build && benchmarks/serving/delay_sweep.sh\`."
   echo "Requests carry a bearer token (auth on, as by default), so the overhead of checking it is included."
   echo
-  echo "| predict_max_queue_delay_us | small p50 µs c=1 | small req/s c=1 | large req/s c=8 | large p50 µs c=8 | large p99 µs c=8 | large req/s c=64 | large p50 µs c=64 | large p99 µs c=64 |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| round | predict_max_queue_delay_us | small p50 µs c=1 | small req/s c=1 | small req/s c=8 | small p99 µs c=8 | small req/s c=64 | small p99 µs c=64 | large req/s c=8 | large p99 µs c=8 | large req/s c=64 | large p99 µs c=64 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 port=18190
+for round in $(seq 1 "$ROUNDS"); do
 for delay in 0 250 1000 4000; do
   port=$((port + 1))
+  rm -rf "$WORK/data-$delay"
   ANNEAL_LOG=warn ANNEAL_PREDICT_MAX_QUEUE_DELAY_US=$delay "$ANNEAL_BIN" serve --addr 127.0.0.1:$port --data-dir "$WORK/data-$delay" > "$WORK/log-$delay" 2>&1 &
   pid=$!
   until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do sleep 0.1; done
@@ -48,16 +52,19 @@ for delay in 0 250 1000 4000; do
       -d "{\"name\": \"v\", \"deploymentUri\": \"$WORK/data-$delay/exports/$model\"}" | python -c 'import json,sys; print(json.load(sys.stdin)["name"])')
     until curl -fsS "${auth[@]}" "http://127.0.0.1:$port/v1/$op" | grep -q '"done":true'; do sleep 0.1; done
   done
-  row="| $delay"
+  row="| $round | $delay"
   line=$(BODY_FILE="$WORK/data/exports/small.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c1 -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/small:predict" | tail -n 1)
-  echo "  delay=$delay small c=1 $line"
+  echo "  round=$round delay=$delay small c=1 $line"
   row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%d | %.0f" % (r["p50_us"], r["rps"]))' "$line")"
-  for c in 8 64; do
-    line=$(BODY_FILE="$WORK/data/exports/large.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/large:predict" | tail -n 1)
-    echo "  delay=$delay c=$c $line"
-    row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f | %d | %d" % (r["rps"], r["p50_us"], r["p99_us"]))' "$line")"
+  for model in small large; do
+    for c in 8 64; do
+      line=$(BODY_FILE="$WORK/data/exports/$model.body.json" ANNEAL_TOKEN="$token" wrk -t1 -c$c -d"${DURATION}s" --timeout 10s -s "$HERE/post.lua" "http://127.0.0.1:$port/v1/projects/b/models/$model:predict" | tail -n 1)
+      echo "  round=$round delay=$delay $model c=$c $line"
+      row="$row | $(python -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f | %d" % (r["rps"], r["p99_us"]))' "$line")"
+    done
   done
   echo "$row |" >> "$OUT"
   kill $pid; wait $pid 2>/dev/null || true
+done
 done
 echo "wrote $OUT"

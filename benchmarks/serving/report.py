@@ -25,6 +25,34 @@ def get(system, model, concurrency):
     return next((r for r in rows if r["system"] == system and r["model"] == model and r["concurrency"] == concurrency), None)
 
 
+def paired_verdicts(floor):
+    """The c=1 and c=64 targets, judged on each round of pairs (a /healthz run, then :predict right
+    after it), so both sides of a comparison saw the same machine; the median round decides."""
+    rounds = sorted({r["round"] for r in rows if r["system"] == "pair_anneal"})
+    if not rounds:
+        return []
+    pair = lambda system, c, n: next(r for r in rows if r["system"] == system and r["concurrency"] == c and r.get("round") == n)
+    overheads, shares, cells1, cells64 = [], [], [], []
+    for n in rounds:
+        h1, a1, h64, a64 = pair("pair_healthz", 1, n), pair("pair_anneal", 1, n), pair("pair_healthz", 64, n), pair("pair_anneal", 64, n)
+        overhead = a1["p50_us"] - h1["p50_us"] - floor["p50_us"]
+        share = a64["rps"] / h64["rps"]
+        overheads.append(overhead)
+        shares.append(share)
+        cells1.append(f"{a1['p50_us']} vs {h1['p50_us']} + {floor['p50_us']:.0f} ({overhead:+.0f} µs)")
+        cells64.append(f"{a64['rps']:.0f} / {h64['rps']:.0f} = {share:.0%}")
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    o, sh = median(overheads), median(shares)
+    return [
+        f"- Targets, judged on {len(rounds)} rounds of pairs (`/healthz`, then `:predict` right after it, "
+        f"{pair('pair_anneal', 1, rounds[0])['seconds']:.0f} s each):",
+        f"  - c=1: Anneal p50 vs HTTP floor + forward floor, µs, each round: {'; '.join(cells1)}. Median overhead beyond "
+        f"both floors **{o:+.0f} µs** (target ≤ +60 µs: {'met' if o <= 60 else 'missed'}).",
+        f"  - c=64: Anneal req/s / HTTP floor req/s, each round: {'; '.join(cells64)}. Median **{sh:.0%}** "
+        f"(target ≥ 50 %: {'met' if sh >= 0.5 else 'missed'}).",
+    ]
+
+
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = [
     "# Online prediction benchmark results",
@@ -64,17 +92,9 @@ for model in ("small", "large"):
             f"| {names[system]} | {c1['p50_us']} | {c1['p99_us']} | {c1['rps']:.0f} | {c8['rps']:.0f} | {c64['rps']:.0f} | {c64['p99_us']} | {errors} |"
         )
     anneal, fastapi, nobatch = get("anneal", model, 64), get("fastapi", model, 64), get("anneal_nobatch", model, 64)
-    a1, h1, h64 = get("anneal", model, 1), get("healthz", "small", 1), get("healthz", "small", 64)
-    budget = h1["p50_us"] + floor["p50_us"] + 60
     lines += [""]
     if model == "small":
-        lines += [
-            f"- c=1: Anneal p50 **{a1['p50_us']} µs** against HTTP floor + forward floor + 60 µs = {h1['p50_us']} + {floor['p50_us']:.0f} + 60 = "
-            f"**{budget:.0f} µs** ({'met' if a1['p50_us'] <= budget else 'missed'}); the overhead beyond both floors is "
-            f"{a1['p50_us'] - h1['p50_us'] - floor['p50_us']:.0f} µs.",
-            f"- c=64: Anneal **{anneal['rps']:.0f} req/s = {anneal['rps'] / h64['rps']:.0%}** of the HTTP floor's {h64['rps']:.0f} (target ≥ 50 %: "
-            f"{'met' if anneal['rps'] >= 0.5 * h64['rps'] else 'missed'}).",
-        ]
+        lines += paired_verdicts(floor)
     lines += [
         f"- c=64: Anneal / FastAPI = **{anneal['rps'] / fastapi['rps']:.1f}×** (target ≥ 3×), p99 Anneal {anneal['p99_us']} µs vs FastAPI "
         f"{fastapi['p99_us']} µs; Anneal / Anneal without batching = **{anneal['rps'] / nobatch['rps']:.1f}×** "

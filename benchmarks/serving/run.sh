@@ -3,8 +3,9 @@
 # the same Anneal server (the HTTP floor), (b) Anneal over HTTP with dynamic batching, (b') Anneal
 # with batching off, (c) FastAPI + uvicorn + PyTorch, for a small and a larger MLP; p50/p99 latency
 # at concurrency 1 and throughput at concurrency 1, 8 and 64 (wrk), all in one run; then 1,000
-# connections on the small model (answers or 429s only, the server's peak memory). Request bodies
-# hold full-precision floats, as a client's json.dumps writes them.
+# connections on the small model (answers or 429s only, the server's peak memory); then the
+# targets' comparisons in pairs (below). Request bodies hold full-precision floats, as a client's
+# json.dumps writes them.
 #
 # Reproduce from the repository root, after `make build`:   benchmarks/serving/run.sh
 # Needs wrk (Debian: apt-get install wrk). Writes results.jsonl, results.md and results.png here.
@@ -19,6 +20,10 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 HERE=$ROOT/benchmarks/serving
 DURATION=${DURATION:-10}
+# The c=1 and c=64 targets are judged on pairs: /healthz, then :predict right after it, ROUNDS
+# times, PAIR_DURATION seconds each, so a noisy machine moves both sides of each comparison alike.
+ROUNDS=${ROUNDS:-3}
+PAIR_DURATION=${PAIR_DURATION:-5}
 ANNEAL_BIN=${ANNEAL_BIN:-$ROOT/target/release/anneal}
 OUT=${OUT:-$HERE}
 mkdir -p "$OUT"
@@ -36,12 +41,14 @@ python "$HERE/make_models.py" "$WORK/data/exports"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
-record() { # system model concurrency json
+record() { # system model concurrency json [round]
   python - "$@" >> "$RESULTS" <<'PY'
 import json, sys
 system, model, concurrency, line = sys.argv[1:5]
 row = json.loads(line)
 row.update(system=system, model=model, concurrency=int(concurrency))
+if len(sys.argv) > 5:
+    row["round"] = int(sys.argv[5])
 print(json.dumps(row))
 PY
 }
@@ -59,6 +66,20 @@ healthz() { # port: the HTTP floor, an empty handler of the same server under th
     line=$(wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s "$HERE/get.lua" "http://127.0.0.1:$1/healthz" | tail -n 1)
     echo "  healthz c=$c $line"
     record healthz small "$c" "$line"
+  done
+}
+
+pairs() { # port token: the targets' comparisons, each measured right after its floor, ROUNDS times
+  for round in $(seq 1 "$ROUNDS"); do
+    for c in 1 64; do
+      line=$(wrk -t1 -c"$c" -d"${PAIR_DURATION}s" --timeout 10s -s "$HERE/get.lua" "http://127.0.0.1:$1/healthz" | tail -n 1)
+      echo "  round $round healthz c=$c $line"
+      record pair_healthz small "$c" "$line" "$round"
+      line=$(BODY_FILE="$WORK/data/exports/small.body.json" ANNEAL_TOKEN="$2" wrk -t1 -c"$c" -d"${PAIR_DURATION}s" --timeout 10s -s "$HERE/post.lua" \
+        "http://127.0.0.1:$1/v1/projects/bench/models/small:predict" | tail -n 1)
+      echo "  round $round anneal small c=$c $line"
+      record pair_anneal small "$c" "$line" "$round"
+    done
   done
 }
 
@@ -104,6 +125,7 @@ serve_anneal() { # system port extra-env...
   done
   if [ "$system" = anneal ]; then
     healthz "$port"
+    pairs "$port" "$token"
     crowd "$port" "$token" "${PIDS[-1]}"
   fi
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
