@@ -10,9 +10,11 @@
 //! Every pass runs on a worker. A worker that finished a pass polls the queue for [`SPIN`] before
 //! it sleeps, so under steady traffic the request's hand-off is a queue push the polling worker
 //! picks up at once, on a core that stayed warm; it stops polling early when the runtime's threads
-//! need its core (under load, the parsing of requests is what limits the server). (Passes used to run on the request's own runtime
-//! thread when the model was idle; measured, that thread had just woken on a cold core, and its
-//! pass took 2.7 times the floor: `benchmarks/serving/results.md`.)
+//! need its core (under load, parsing requests is what limits the server). A request the model
+//! is working on alone watches for its answer ([`ServedModel::watch`]), so the runtime's thread
+//! is awake to write it. (Passes used to run on the request's own runtime thread when the model
+//! was idle; measured, that thread had just woken on a cold core, and its pass took 2.7 times the
+//! floor: `benchmarks/serving/results.md`.)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -166,9 +168,10 @@ type Reply = oneshot::Sender<Result<Vec<Value>, PredictError>>;
 type Answer = oneshot::Receiver<Result<Vec<Value>, PredictError>>;
 
 /// How long a request the model is working on alone looks for its answer before it sleeps
-/// ([`ServedModel::watch`]). Measured at one connection on 2 cores (`benchmarks/serving`): a
-/// request that slept until its answer came took 153–159 µs at p50 against 98–113 µs with this
-/// watch, about 50 µs of waking the runtime's thread on an idle vCPU. A few passes of a small model.
+/// ([`ServedModel::watch`]). Measured at one connection on 2 cores (`benchmarks/serving`, A/B
+/// rounds): a request that slept until its answer came took 153–181 µs at p50 against 101–112 µs
+/// with this watch, about 50 µs of waking the runtime's thread on an idle vCPU; its p99 rose from
+/// 275–340 to 403–439 µs. 200 µs is several passes of a small model.
 const ANSWER_WATCH: Duration = Duration::from_micros(200);
 
 /// Counts a request out of [`ServedModel::in_flight`] when it is answered or given up.
@@ -271,7 +274,15 @@ impl ServedModel {
                 .map_err(LoadError::Worker)?;
             workers.push(handle);
         }
-        Ok(Self { sender: Some(sender), in_flight: Default::default(), arrivals: Default::default(), workers, signature, device, metrics })
+        Ok(Self {
+            sender: Some(sender),
+            in_flight: Default::default(),
+            arrivals: Default::default(),
+            workers,
+            signature,
+            device,
+            metrics,
+        })
     }
 
     /// The model's signature.
@@ -341,7 +352,8 @@ impl ServedModel {
                 Err(oneshot::error::TryRecvError::Closed) => return Some(Err(PredictError::Unavailable)),
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let joined = self.arrivals.load(Ordering::Relaxed) != arrivals || self.in_flight.load(Ordering::Relaxed) > 1;
+            let joined =
+                self.arrivals.load(Ordering::Relaxed) != arrivals || self.in_flight.load(Ordering::Relaxed) > 1;
             if joined || Instant::now() >= until {
                 return None;
             }
