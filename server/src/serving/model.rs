@@ -500,14 +500,24 @@ impl Worker {
     /// with the time it has polled, and once it got less than half, threads that parse and answer
     /// requests are waiting for that core, so it sleeps and leaves the core to them.
     fn next_job(&self) -> Option<Job> {
+        // `Some(next job or None at the end)` when the queue answered; `None` while it is empty.
+        let poll = || match self.receiver.try_recv() {
+            Ok(job) => Some(Some(job)),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(None),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+        };
+        // Under load the next request is usually queued already: the clocks are read only when
+        // polling starts.
+        if let Some(next) = poll() {
+            return next;
+        }
         let started = Instant::now();
         let cpu_started = thread_cpu_time();
         let mut check_at = started + SHARE_CHECK;
         loop {
-            match self.receiver.try_recv() {
-                Ok(job) => return Some(job),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
-                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            std::thread::yield_now();
+            if let Some(next) = poll() {
+                return next;
             }
             let now = Instant::now();
             if now >= started + SPIN {
@@ -520,7 +530,6 @@ impl Worker {
                 }
                 check_at = now + SHARE_CHECK;
             }
-            std::thread::yield_now();
         }
         self.receiver.recv().ok()
     }
