@@ -116,7 +116,7 @@ server: .make/venv
 	@$(if $(wildcard target/release/deps),,STEP_EXPECTED_CRATES=$(SERVER_CRATES)) \
 	  $(STEP) server "building the server, target/release/anneal" \
 	    "$(call FIRST,target/release/anneal,about 10 min on 2 cores)" -- \
-	    cargo build --release -p server --bin anneal
+	    cargo build --release -p server --bin anneal --bin anneal-sandbox
 
 console: .make/rust-target .make/wasm-bindgen .make/node
 	@$(if $(wildcard target/wasm32-unknown-unknown/wasm-release/deps),,STEP_EXPECTED_CRATES=$(CONSOLE_CRATES)) \

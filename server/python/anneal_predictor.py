@@ -18,7 +18,10 @@ with, optionally, "signature": the request's `signature_name` (TensorFlow), and 
 request's other top-level keys, passed to a custom routine's `predict(instances, **kwargs)`.
 Each answer is one JSON frame: `{"predictions": [...]}` (one per instance) or `{"error": E}`,
 E = `{"code": C, "message": M, "detail": D}` with Cloud ML Engine's prediction error codes, which
-the server shows as "M: D (Error code: C)".
+the server shows as "M: D (Error code: C)". A detail is one line naming the cause (`_one_line`):
+the framework's message without its backtrace or graph noise, and without filesystem paths. JSON
+has no NaN or infinity: non-finite floats are the strings "NaN", "Infinity" and "-Infinity", as
+protobuf's JSON mapping writes them. The server refuses an answer longer than its bound.
 
 The protocol uses a copy of the process's original stdout; fd 1 is pointed at stderr, so what
 user code prints goes to the server's log instead of corrupting the answers.
@@ -27,7 +30,9 @@ user code prints goes to the server's log instead of corrupting the answers.
 import base64
 import importlib
 import json
+import math
 import os
+import re
 import struct
 import sys
 import traceback
@@ -59,9 +64,59 @@ class PredictionError(Exception):
         return {"error": {"code": self.code, "message": self.message, "detail": str(self.detail)}}
 
 
+# What frameworks put around the line that names an error's cause.
+_XGBOOST_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\] [^\s:]+:\d+: ")  # "[21:30:00] src/learner.cc:1289: "
+_TF_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+_TF_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\](\s*name:.*)?$")
+_TF_NODE_LINE = re.compile(r"^\[\[\{\{node [^}]*\}\}\]\]")
+_NOISE = re.compile(r"^(Graph execution error:|<stack traces unavailable>|\[bt\]|Node: |Op:)")
+# An absolute path of two or more parts (not part of a URL or a longer word): shown as its last part.
+_PATH = re.compile(r"(?<![\w.:/~@-])/(?:[^\s/'\"`<>|;,()\[\]{}]+/)+([^\s/'\"`<>|;,()\[\]{}]*)")
+
+
+def _without_paths(text):
+    """`text` with absolute filesystem paths (the server's Python, its model copies) cut to their
+    last part."""
+    return _PATH.sub(lambda m: m.group(1) or "", text)
+
+
 def _one_line(error):
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[-1] if "\n" in text else text
+    """The one line of `error` that names its cause, without filesystem paths.
+
+    XGBoost's errors end with a C++ backtrace (`Stack trace:` and `[bt]` lines) and start with a
+    timestamp and source location; TensorFlow's wrap the cause in "Graph execution error", the
+    node's definition and `[[{{node ...}}]]`. The cause is the first line left; in an error that
+    carries a Python traceback, its last line (the exception)."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    lines = []
+    traceback_seen = False
+    in_definition = False  # TensorFlow's "Detected at node X defined at (most recent call last):"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if in_definition:
+            if not line or raw[:1].isspace() or _NOISE.match(line):
+                continue
+            in_definition = False
+        if line.startswith("Stack trace:"):
+            break
+        if line.startswith("Traceback (most recent call last)"):
+            traceback_seen = True
+            continue
+        if line.startswith("Detected at node"):
+            in_definition = True
+            continue
+        if not line or _NOISE.match(line) or _TF_NODE_LINE.match(line):
+            continue
+        if traceback_seen and (line.startswith("File \"") or raw[:1].isspace()):
+            continue
+        line = _TF_OP_SUFFIX.sub("", _TF_FUNCTION_NODE.sub("", _XGBOOST_PREFIX.sub("", line))).strip()
+        if line:
+            lines.append(line)
+    if not lines:
+        return type(error).__name__
+    return _without_paths(lines[-1] if traceback_seen else lines[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +133,7 @@ def _model_file(model_dir, names, framework):
     if not found:
         raise PredictionError(
             FAILED_TO_LOAD_MODEL,
-            "Could not find %s in %s (a %s model)" % (" or ".join(names), model_dir, framework),
+            "Could not find %s in the model directory (a %s model)" % (" or ".join(names), framework),
         )
     return os.path.join(model_dir, found[0])
 
@@ -133,12 +188,15 @@ class SklearnModel:
         try:
             model = _unpickle(path)
         except Exception as e:
-            raise PredictionError(FAILED_TO_LOAD_MODEL, "Could not load the model: %s: %s" % (path, _one_line(e)))
+            raise PredictionError(
+                FAILED_TO_LOAD_MODEL, "Could not load the model: %s: %s" % (os.path.basename(path), _one_line(e))
+            )
         if _is_xgboost(model):
             return XGBoostModel(model)
         if not hasattr(model, "predict"):
             raise PredictionError(
-                FAILED_TO_LOAD_MODEL, "The object in %s (%s) has no predict method" % (path, type(model).__name__)
+                FAILED_TO_LOAD_MODEL,
+                "The object in %s (%s) has no predict method" % (os.path.basename(path), type(model).__name__),
             )
         return cls(model)
 
@@ -173,12 +231,14 @@ class XGBoostModel:
             else:
                 model = _unpickle(path)
         except Exception as e:
-            raise PredictionError(FAILED_TO_LOAD_MODEL, "Could not load the model: %s: %s" % (path, _one_line(e)))
+            raise PredictionError(
+                FAILED_TO_LOAD_MODEL, "Could not load the model: %s: %s" % (os.path.basename(path), _one_line(e))
+            )
         if not _is_xgboost(model):
             raise PredictionError(
                 FAILED_TO_LOAD_MODEL,
                 "The object in %s is a %s.%s, not an XGBoost model"
-                % (path, type(model).__module__, type(model).__name__),
+                % (os.path.basename(path), type(model).__module__, type(model).__name__),
             )
         return cls(model)
 
@@ -482,9 +542,44 @@ def _json_default(value):
     raise TypeError("%s is not JSON serializable" % type(value).__name__)
 
 
+def _finite_json(value, _open=None):
+    """`value` with every non-finite float (numpy's too, in arrays or alone) as the string
+    protobuf's JSON mapping writes: "NaN", "Infinity", "-Infinity". Only for answers that have one."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if type(value).__module__ == "numpy":
+        if hasattr(value, "tolist"):  # an array or a numpy scalar
+            return _finite_json(value.tolist(), _open)
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        _open = _open if _open is not None else set()
+        if id(value) in _open:
+            raise ValueError("Circular reference detected")
+        _open.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_finite_json(k, _open) if isinstance(k, float) else k: _finite_json(v, _open) for k, v in value.items()}
+            return [_finite_json(v, _open) for v in value]
+        finally:
+            _open.discard(id(value))
+    return value
+
+
+def _dumps(obj):
+    try:
+        return json.dumps(obj, default=_json_default, allow_nan=False)
+    except ValueError:
+        # A NaN or an infinity: rare, so only then is the answer walked.
+        return json.dumps(_finite_json(obj), default=_json_default, allow_nan=False)
+
+
 def write_frame(stream, obj):
     try:
-        data = json.dumps(obj, default=_json_default, allow_nan=True).encode("utf-8")
+        data = _dumps(obj).encode("utf-8")
     except Exception as e:
         error = PredictionError(INVALID_OUTPUTS, "The predictions are not JSON: %s" % _one_line(e))
         data = json.dumps(error.frame()).encode("utf-8")

@@ -165,6 +165,15 @@ struct ServeArgs {
 /// Runs the command line and returns the process exit code: 0 on success, 2 for bad usage (from
 /// clap), 1 for any other failure, reported as one `error:` line on stderr.
 pub fn main() -> ExitCode {
+    // The sandbox's launcher, started by the server for every user program: not a command for
+    // people, and it must start no thread before it confines itself.
+    let mut args = std::env::args_os().skip(1);
+    match args.next() {
+        Some(verb) if verb == "sandbox-exec" => return crate::sandbox::launcher::main(args),
+        // A TorchScript model's worker process, started by the server in a sandbox cell.
+        Some(verb) if verb == "model-worker" => return crate::serving::worker::main(args),
+        _ => {}
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),

@@ -82,6 +82,10 @@ pub struct Config {
     /// of different projects cannot reach each other. Two servers on one host need different
     /// bases.
     pub replica_uid_base: u32,
+    /// Whether user code (trainers, pip installs, Python models) runs confined (`on`: Landlock,
+    /// `no_new_privs`, a subreaper per program; see README's Security section) or not (`off`:
+    /// accepted only with auth off on a loopback address, and logged at every start).
+    pub sandbox: crate::sandbox::SandboxMode,
     /// The largest file one upload request (`PUT …/uploads/{id}/{path}`) may carry, in bytes.
     pub max_upload_bytes: u64,
     /// The most bytes of uploads one project may keep under `storage/uploads/<project>/`; an
@@ -182,6 +186,7 @@ const ENV_KEYS: &[&str] = &[
     "gpu_devices",
     "replica_user",
     "replica_uid_base",
+    "sandbox",
     "max_upload_bytes",
     "upload_quota_bytes",
     "max_log_line_bytes",
@@ -282,6 +287,11 @@ impl Config {
         if config.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::NoHome);
         }
+        if config.sandbox == crate::sandbox::SandboxMode::Off && (config.auth || !config.addr.ip().is_loopback()) {
+            return Err(ConfigError::Invalid(
+                "sandbox = \"off\" runs every user's code with the server's rights: it is accepted only with auth off (--no-auth) on a loopback address".into(),
+            ));
+        }
         if config.executor == ExecutorKind::Ray && config.ray_address.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::Invalid(
                 "executor = \"ray\" needs ray_address, the Ray head's dashboard address (e.g. http://127.0.0.1:8265)"
@@ -316,6 +326,7 @@ impl Config {
             intra_op_threads: self.predict_intra_op_threads.max(1),
             use_cuda: true,
             python: self.runtime_python(),
+            worker_program: std::env::current_exe().unwrap_or_else(|_| "anneal".into()),
         }
     }
 
@@ -339,6 +350,19 @@ impl Config {
             .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join(".venv/bin/python")))
             .filter(|p| p.is_file());
         repo_venv.unwrap_or_else(|| PathBuf::from("python3"))
+    }
+
+    /// What the sandbox for user code is set up from.
+    pub fn sandbox_settings(&self) -> crate::sandbox::SandboxSettings {
+        crate::sandbox::SandboxSettings {
+            mode: self.sandbox,
+            python: self.runtime_python(),
+            data_dir: self.data_dir.clone(),
+            storage_root: self.storage_root(),
+            database_path: self.database_path(),
+            replica_user: self.replica_user.clone(),
+            replica_uid_base: self.replica_uid_base,
+        }
     }
 
     /// The limits on growth that the use cases enforce.
@@ -384,6 +408,7 @@ struct Defaults {
     kill_grace_secs: u64,
     replica_user: String,
     replica_uid_base: u32,
+    sandbox: crate::sandbox::SandboxMode,
     max_upload_bytes: u64,
     upload_quota_bytes: u64,
     max_log_line_bytes: usize,
@@ -421,6 +446,7 @@ impl Defaults {
             // Above the ranges systemd gives regular, dynamic and container users (up to
             // 0x6FFFFFFF), below the ones it tells programs to avoid (0x80000000 and up).
             replica_uid_base: 0x7000_0000,
+            sandbox: crate::sandbox::SandboxMode::On,
             max_upload_bytes: 4 << 30,
             upload_quota_bytes: 20 << 30,
             max_log_line_bytes: 64 << 10,

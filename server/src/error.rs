@@ -234,6 +234,7 @@ impl From<crate::serving::LoadError> for Error {
             | LoadError::Output(_)
             | LoadError::Routine(_)
             | LoadError::PythonExited(_)
+            | LoadError::Refused(_)
             | LoadError::Packages(_) => Self::FailedPrecondition(error.to_string()),
             LoadError::Worker(_)
             | LoadError::Stopped(_)

@@ -7,7 +7,6 @@
 //! token, holding its slots and GPU devices until it ends.
 
 mod error;
-mod isolation;
 mod logs;
 mod metrics;
 mod predict;
@@ -18,7 +17,7 @@ mod study;
 mod supervise;
 
 pub use error::RunError;
-pub use isolation::{check_output_folder, hand_over, seal, server_secrets, Identity, Isolation, IsolationError};
+pub use crate::sandbox::{check_output_folder, server_secrets, Identity, IsolationError, Sandbox};
 pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
 pub use ray::shard::run as run_ray_shard;
@@ -52,8 +51,9 @@ pub struct ExecutorConfig {
     pub kill_grace: Duration,
     /// The longest replica output line kept in a job's log, in bytes.
     pub max_log_line: usize,
-    /// Who replicas run as (see [`Isolation`]).
-    pub isolation: Arc<Isolation>,
+    /// Where replicas, their pip installs and batch jobs' Python workers run (see
+    /// [`crate::sandbox`]).
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// How many events may wait for control before a job's task waits for room.
@@ -152,7 +152,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl JobExecutor for LocalExecutor {
     fn capacity(&self) -> Capacity {
         let config = &self.inner.config;
-        Capacity { slots: config.slots, gpus: config.gpus, isolated: config.isolation.is_on() }
+        Capacity { slots: config.slots, gpus: config.gpus, isolated: config.sandbox.is_isolated() }
     }
 
     fn has_room(&self, needs: &Needs) -> bool {
@@ -251,7 +251,7 @@ mod tests {
             gpus: 0,
             kill_grace: Duration::from_secs(2),
             max_log_line: 4096,
-            isolation: Arc::new(Isolation::off()),
+            sandbox: Arc::new(Sandbox::off()),
         };
         let executor = LocalExecutor::new(storage.clone(), config, tasks.clone(), sender);
         Fixture { _dir: dir, storage, executor, events, tasks }

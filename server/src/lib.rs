@@ -19,6 +19,7 @@ pub mod http;
 pub mod jobs;
 pub mod local;
 pub mod names;
+pub mod sandbox;
 pub mod server;
 pub mod serving;
 pub mod storage;

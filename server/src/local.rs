@@ -122,8 +122,10 @@ async fn run(job: LocalTrain) -> Result<Ending, LocalError> {
             kill_grace: Duration::from_secs(5),
             // The terminal shows what the replica prints: lines are cut only far beyond any log line.
             max_log_line: 16 << 20,
-            // `anneal local train` runs replicas as the calling user, as any program it starts.
-            identity: None,
+            // `anneal local train` runs replicas as the calling user, as any program it starts:
+            // the code is the caller's own, on the caller's machine.
+            sandbox: std::sync::Arc::new(crate::sandbox::Sandbox::off()),
+            project: "local",
         },
         run: Run { dir: scratch.path().to_path_buf(), job_dir, ..Run::default() },
     };

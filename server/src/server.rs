@@ -80,10 +80,10 @@ impl Server {
             .map_err(|e| StartError::Storage(e.to_string()))?
             .with_buckets(buckets)
             .with_artifacts(artifacts);
-        // As root, replicas run as unprivileged users of their own (see executor::Isolation).
-        let isolation = crate::executor::Isolation::set_up(&config)
+        // User code runs confined, and as root as unprivileged users of its own (see sandbox).
+        let sandbox = crate::sandbox::Sandbox::set_up(&config.sandbox_settings())
             .await
-            .map_err(|e| StartError::Storage(format!("cannot set up the replica users: {e}")))?;
+            .map_err(|e| StartError::Storage(format!("cannot set up the sandbox for user code: {e}")))?;
         let accelerators = Accelerators::detect().await;
         metrics::gauge!("anneal_cuda_devices").set(accelerators.cuda_devices as f64);
         tracing::info!(
@@ -106,9 +106,9 @@ impl Server {
         }
 
         let tasks = Tasks::new();
-        // Python prediction workers run as their project's replica user, as its trainers do.
-        let isolation = std::sync::Arc::new(isolation);
-        let host = ModelHost::new(config.serving_options()).with_isolation(isolation.clone());
+        // Python prediction workers run in their project's sandbox cell, as its trainers do.
+        let sandbox = std::sync::Arc::new(sandbox);
+        let host = ModelHost::new(config.serving_options()).with_sandbox(sandbox.clone());
         let (events, executor_events) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let local = LocalExecutor::new(
             storage.clone(),
@@ -118,7 +118,7 @@ impl Server {
                 gpus: config.gpu_count(),
                 kill_grace: std::time::Duration::from_secs(config.kill_grace_secs),
                 max_log_line: config.max_log_line_bytes,
-                isolation: isolation.clone(),
+                sandbox: sandbox.clone(),
             },
             tasks.clone(),
             events.clone(),

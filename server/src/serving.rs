@@ -15,9 +15,12 @@
 pub mod batch;
 pub mod instances;
 pub mod model;
+pub mod process;
 pub mod python;
 pub mod signature;
 mod tensors;
+pub mod wire;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,7 +32,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use instances::{Instances, RequestError};
-pub use model::{ForwardError, LoadError, PredictError, ServedModel, ServingOptions, MODEL_FILE};
+pub use model::{ForwardError, LoadError, PredictError, ServedModel, ServingOptions, TorchSpec, MODEL_FILE};
 pub use python::{PythonModel, Ready, RoutineError};
 pub use signature::{Signature, SignatureError, SIGNATURE_FILE};
 pub use tensors::OutputError;
@@ -104,7 +107,8 @@ pub fn python_spec(python: &Path, dir: &Path, framework: &str, threads: i32) -> 
         threads,
         load_timeout: PYTHON_LOAD_TIMEOUT,
         predict_timeout: PYTHON_PREDICT_TIMEOUT,
-        run_as: None,
+        max_answer_bytes: PYTHON_PASS_MAX_ANSWER_BYTES,
+        cell: None,
     }
 }
 
@@ -112,6 +116,9 @@ pub fn python_spec(python: &Path, dir: &Path, framework: &str, threads: i32) -> 
 const PYTHON_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// How long one pass of a Python model may take before its worker is stopped.
 const PYTHON_PREDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The largest answer of one pass of a batch job (`batchSize` lines) or of `anneal local
+/// predict`, which no request body limit bounds: it stops a runaway length prefix, not a model.
+const PYTHON_PASS_MAX_ANSWER_BYTES: usize = 256 << 20;
 
 /// What one version asks of its serving, over the host's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -126,8 +133,7 @@ pub struct VersionSettings {
     pub prediction_class: Option<String>,
     /// Its packages (sdists, wheels), installed into the model directory's [`PACKAGES_DIR`].
     pub packages: Vec<std::path::PathBuf>,
-    /// The version's project: when the server runs as root, its Python workers run as that
-    /// project's replica user ([`crate::executor::Isolation`]).
+    /// The version's project: its Python workers run in its sandbox cell ([`crate::sandbox`]).
     pub project: String,
 }
 
@@ -195,8 +201,10 @@ pub struct ModelHost {
     loads: Arc<AtomicU64>,
     failures: mpsc::UnboundedSender<ServingFailure>,
     failures_out: Arc<Mutex<Option<mpsc::UnboundedReceiver<ServingFailure>>>>,
-    /// Who Python workers run as.
-    isolation: Arc<crate::executor::Isolation>,
+    /// Where Python workers run.
+    sandbox: Arc<crate::sandbox::Sandbox>,
+    /// The largest answer a Python worker may send for one request.
+    max_answer_bytes: usize,
 }
 
 impl Default for ModelHost {
@@ -215,14 +223,22 @@ impl ModelHost {
             loads: Arc::default(),
             failures,
             failures_out: Arc::new(Mutex::new(Some(receiver))),
-            isolation: Arc::new(crate::executor::Isolation::off()),
+            sandbox: Arc::new(crate::sandbox::Sandbox::off()),
+            max_answer_bytes: python::DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 
-    /// The host with Python workers run as each version's project's replica user (when
-    /// `isolation` is on: the server runs as root), as that project's trainers are.
-    pub fn with_isolation(mut self, isolation: Arc<crate::executor::Isolation>) -> Self {
-        self.isolation = isolation;
+    /// The host with Python workers' answers bounded at `bytes` per request (the
+    /// `predict_max_answer_bytes` setting; default [`python::DEFAULT_MAX_ANSWER_BYTES`]).
+    pub fn with_max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes.max(1);
+        self
+    }
+
+    /// The host with Python workers run in `sandbox`, in their project's cell, as that project's
+    /// trainers are.
+    pub fn with_sandbox(mut self, sandbox: Arc<crate::sandbox::Sandbox>) -> Self {
+        self.sandbox = sandbox;
         self
     }
 
@@ -246,16 +262,15 @@ impl ModelHost {
         options.use_cuda = settings.use_cuda;
         let name = key.to_owned();
         let generation = self.loads.fetch_add(1, Ordering::Relaxed);
+        let max_answer_bytes = self.max_answer_bytes;
         let model = if settings.is_python() {
             let host = self.clone();
             let on_failed: python::OnFailed = Box::new(move |message| host.failed(generation, &name, message));
-            let (key, isolation) = (key.to_owned(), self.isolation.clone());
+            let (key, sandbox) = (key.to_owned(), self.sandbox.clone());
             tokio::task::spawn_blocking(move || {
-                let identity =
-                    isolation.identity(&settings.project).map_err(|e| LoadError::Isolation(e.to_string()))?;
-                let run_as = identity.map(python::RunAs::new).transpose()?;
+                let cell = sandbox.cell(&settings.project, None).map_err(|e| LoadError::Isolation(e.to_string()))?;
                 let packages = dir.join(PACKAGES_DIR);
-                python::install_packages(&options.python, &settings.packages, &packages, run_as.as_ref())?;
+                python::install_packages(&options.python, &settings.packages, &packages, &cell)?;
                 let spec = python::PythonSpec {
                     python: options.python.clone(),
                     model_dir: dir.clone(),
@@ -265,16 +280,22 @@ impl ModelHost {
                     threads: options.intra_op_threads,
                     load_timeout: PYTHON_LOAD_TIMEOUT,
                     predict_timeout: PYTHON_PREDICT_TIMEOUT,
-                    run_as,
+                    max_answer_bytes,
+                    cell: Some(cell),
                 };
                 PythonModel::load(&key, spec, &options, on_failed).map(Served::Python)
             })
             .await
             .map_err(LoadError::Stopped)??
         } else {
-            tokio::task::spawn_blocking(move || ServedModel::load(&name, &dir, &options).map(Served::Torch))
-                .await
-                .map_err(LoadError::Stopped)??
+            let sandbox = self.sandbox.clone();
+            tokio::task::spawn_blocking(move || {
+                let cell = sandbox.cell(&settings.project, None).map_err(|e| LoadError::Isolation(e.to_string()))?;
+                let spec = TorchSpec::new(&dir, &options).in_cell(cell).with_max_answer_bytes(max_answer_bytes);
+                ServedModel::load(&name, spec, &options).map(Served::Torch)
+            })
+            .await
+            .map_err(LoadError::Stopped)??
         };
         let ready = match &model {
             Served::Python(python) => Some(python.ready().clone()),

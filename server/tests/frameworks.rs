@@ -240,6 +240,26 @@ async fn xgboost_boosters_and_pickled_xgboost_models_predict_as_xgboost_does() {
     let (status, body) = predict(&server, "booster", &json!([[1.0, 2.0, 3.0, 4.0], [1.0]])).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().expect("text").ends_with("(Error code: 1)"), "{body}");
+
+    // Six columns for four features: the error names the cause in one line, without XGBoost's
+    // backtrace or the server's paths.
+    let six = json!([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]);
+    for (version, cause) in [
+        ("booster", "Number of columns does not match number of features in booster"),
+        ("classifier", "Feature shape mismatch, expected: 4, got 6"),
+    ] {
+        let (status, body) = predict(&server, version, &six).await;
+        assert_eq!(status, 400, "{body}");
+        let error = body["error"].as_str().expect("text");
+        assert!(
+            error.starts_with(
+                "Prediction failed: Failed to run the provided model: Exception during xgboost prediction: "
+            ) && error.contains(cause)
+                && error.ends_with("(Error code: 2)"),
+            "{version}: {error}"
+        );
+        assert!(!error.contains('/') && !error.contains("[bt]") && !error.contains('\n'), "{version}: {error}");
+    }
 }
 
 #[tokio::test]
@@ -326,14 +346,61 @@ async fn custom_prediction_routines_run_user_code_with_ml_engine_error_codes() {
     let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
     assert_eq!((status, &answer["predictions"]), (200, &facts["expected"]["routine"]), "served again: {answer}");
 
-    // Crashing again and again: the version goes FAILED with the last error and stops serving.
-    for _ in 0..2 {
+    // A routine that overflows: non-finite numbers are strings, as in protobuf's JSON mapping,
+    // and however often a caller sends them the version stays READY and serves.
+    for _ in 0..50 {
+        let (status, answer) = predict(&server, "routine", &json!([[1e308], [-1e308, 1.0]])).await;
+        assert_eq!((status, &answer["predictions"]), (200, &json!([["Infinity"], ["-Infinity", 3.5]])), "{answer}");
+    }
+    let version = wait_state(&server, "routine", "READY").await;
+    assert_eq!(version["state"], "READY", "{version}");
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!((status, &answer["predictions"]), (200, &facts["expected"]["routine"]), "{answer}");
+
+    // A routine that writes a length prefix of almost 4 GiB on its answers' pipe: the request
+    // fails at once, nothing of that size is allocated, and the worker is started again.
+    let (status, answer) = predict(&server, "routine", &json!(["huge"])).await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().expect("error text");
+    assert!(
+        error.starts_with("Prediction failed: There was a problem processing the outputs: the model's answer is 4294967280 bytes, over the limit of ")
+            && error.contains("(predict_max_answer_bytes)")
+            && error.ends_with("(Error code: 3)"),
+        "{error}"
+    );
+    server.get("/healthz").await.error_for_status().expect("the server is up");
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!((status, &answer["predictions"]), (200, &facts["expected"]["routine"]), "served again: {answer}");
+
+    // Crashing again and again: each request in flight fails, the version stays READY (what a
+    // caller sends never fails it) and serves the next request.
+    for _ in 0..3 {
         let (status, answer) = predict(&server, "routine", &json!(["crash"])).await;
         assert_eq!(status, 500, "{answer}");
     }
+    let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+    assert_eq!((status, &answer["predictions"]), (200, &facts["expected"]["routine"]), "{answer}");
+    let (_, version) = server.get_json("/v1/projects/p/models/m/versions/routine").await;
+    assert_eq!(version["state"], "READY", "{version}");
+
+    // A model that can no longer be loaded: its worker cannot start again, and after three tries
+    // the version goes FAILED with the last error and stops serving.
+    let (status, answer) = predict(&server, "routine", &json!(["poison mark"])).await;
+    assert_eq!(status, 200, "{answer}");
+    let mark = PathBuf::from(answer["predictions"][0].as_str().expect("the mark's path"));
+    let (status, answer) = predict(&server, "routine", &json!(["poison"])).await;
+    assert_eq!(status, 500, "{answer}");
+    for _ in 0..2 {
+        let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
+        assert_eq!(status, 503, "the worker could not start again: {answer}");
+    }
     let version = wait_state(&server, "routine", "FAILED").await;
+    let _ = std::fs::remove_file(&mark);
     let message = version["errorMessage"].as_str().expect("errorMessage");
-    assert!(message.contains("crashed 3 times") && message.contains("exit status 3"), "{message}");
+    assert!(
+        message.contains("could not be started again 3 times") && message.contains("the model was poisoned"),
+        "{message}"
+    );
     let (status, answer) = predict(&server, "routine", &facts["instances"]).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer["error"]["message"].as_str().expect("message").contains("FAILED"), "{answer}");
@@ -351,6 +418,19 @@ async fn tensorflow_saved_models_serve_their_signature() {
     let (status, body) = predict(&server, "keras", &facts["instances"]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["predictions"], facts["expected"]["keras"], "Keras's own outputs");
+    // Five columns for three inputs: TensorFlow's cause, not its graph's node, in one line.
+    let (status, body) = predict(&server, "keras", &json!([[1.0, 2.0, 3.0, 4.0, 5.0]])).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().expect("text");
+    assert!(
+        error.starts_with("Prediction failed: Failed to run the provided model: Exception during running the graph: Matrix size-incompatible: ")
+            && error.ends_with("(Error code: 2)"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("{{node") && !error.contains("Op:") && !error.contains('/') && !error.contains('\n'),
+        "{error}"
+    );
 
     // Named inputs (one a string tensor, sent as text or {"b64": ...}); several outputs are
     // named per instance; bytes that are not UTF-8 come back as {"b64": ...}.

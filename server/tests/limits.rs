@@ -24,6 +24,60 @@ async fn assert_alive(server: &TestServer) {
     assert_eq!(response.status(), 200, "the server still answers");
 }
 
+/// An `acceleratorConfig.count` of any pool, in any scale tier, past the GPUs the executor has
+/// is refused naming its field; within them it is accepted as before.
+#[tokio::test]
+async fn accelerator_counts_beyond_the_servers_gpus_are_refused_naming_the_field() {
+    let server = TestServer::start_with(&[], &[("ANNEAL_GPU_DEVICES", "2")]).await;
+    let package = server.trainer("noop", "pass\n").display().to_string();
+    let with = |extra: Value| {
+        let mut input = json!({"packageUris": [package], "pythonModule": "noop.task"});
+        input.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        input
+    };
+    let accelerators = |count: Value| json!({"acceleratorConfig": {"count": count, "type": "NVIDIA_TESLA_T4"}});
+    let field = |pool: &str| format!("job.trainingInput.{pool}Config.acceleratorConfig.count");
+    let cases = [
+        (
+            json!({"scaleTier": "CUSTOM", "masterType": "n1-standard-4", "masterConfig": accelerators(json!("1000000"))}),
+            field("master"),
+            "trainingInput.masterConfig.acceleratorConfig.count is 1000000, more than the 2 GPUs this server has",
+        ),
+        // Not only in CUSTOM, where the configs are read: a BASIC job's is refused too.
+        (json!({"masterConfig": accelerators(json!(1000000))}), field("master"), "is 1000000, more than the 2 GPUs"),
+        (
+            json!({"scaleTier": "CUSTOM", "workerCount": "1", "workerConfig": accelerators(json!("3"))}),
+            field("worker"),
+            "workerConfig.acceleratorConfig.count is 3, more than the 2 GPUs",
+        ),
+        (
+            json!({"scaleTier": "CUSTOM", "parameterServerCount": 1, "parameterServerConfig": accelerators(json!(5))}),
+            field("parameterServer"),
+            "is 5, more than the 2 GPUs",
+        ),
+        (
+            json!({"scaleTier": "CUSTOM", "masterConfig": accelerators(json!("lots"))}),
+            field("master"),
+            "not a GPU count",
+        ),
+        (json!({"scaleTier": "CUSTOM", "masterConfig": accelerators(json!(-1))}), field("master"), "between 0 and 64"),
+    ];
+    for (i, (extra, field, needle)) in cases.into_iter().enumerate() {
+        let (status, body) = server.submit_training(&format!("gpus_{i}"), with(extra)).await;
+        assert_invalid(status, &body, &field, needle);
+    }
+    let (status, body) = server.get_json("/v1/projects/p/jobs").await;
+    assert_eq!((status, &body["jobs"]), (200, &Value::Null), "nothing was created: {body}");
+    // Within the host's GPUs, and none at all: accepted as before.
+    let (status, body) = server
+        .submit_training("fits", with(json!({"scaleTier": "CUSTOM", "masterConfig": accelerators(json!("2"))})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.submit_training("none", with(json!({"masterConfig": accelerators(json!("0"))}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_alive(&server).await;
+}
+
 #[tokio::test]
 async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated() {
     let server = TestServer::start().await;
@@ -41,7 +95,7 @@ async fn huge_replica_and_trial_counts_are_refused_before_anything_is_allocated(
         (
             json!({"masterConfig": {"acceleratorConfig": {"count": "10000000000"}}}),
             "job.trainingInput.masterConfig.acceleratorConfig.count",
-            "between 0 and 64",
+            "is 10000000000, more than the",
         ),
     ];
     for (i, (extra, field, needle)) in cases.into_iter().enumerate() {

@@ -6,15 +6,21 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use anneal::serving::{ModelHost, PredictError, ServedModel, ServingOptions, VersionSettings};
+use anneal::serving::{ModelHost, PredictError, ServedModel, ServingOptions, TorchSpec, VersionSettings};
 use serde_json::{json, Value};
 
 fn models() -> &'static Path {
     common::fixture_models()
 }
 
+/// Serving options whose worker processes are the `anneal` binary under test (the test binary is
+/// not one).
+fn options() -> ServingOptions {
+    ServingOptions { worker_program: common::anneal_bin().into(), ..ServingOptions::default() }
+}
+
 fn load(name: &str, options: &ServingOptions) -> Result<ServedModel, String> {
-    ServedModel::load(name, &models().join(name), options).map_err(|e| e.to_string())
+    ServedModel::load(name, TorchSpec::new(&models().join(name), options), options).map_err(|e| e.to_string())
 }
 
 fn close(a: &Value, b: &Value) -> bool {
@@ -34,7 +40,7 @@ async fn predictions_equal_pytorch_own_output() {
             .expect("json");
     let instances = expected["mlp"]["instances"].as_array().expect("instances").clone();
     for name in ["mlp", "mlp_unsigned"] {
-        let model = load(name, &ServingOptions::default()).expect("loads");
+        let model = load(name, &options()).expect("loads");
         let predictions = model.predict(&instances).await.expect("predicts");
         let predictions = Value::Array(predictions);
         let from_pytorch = &expected["mlp"]["predictions"];
@@ -44,22 +50,22 @@ async fn predictions_equal_pytorch_own_output() {
 
 #[tokio::test]
 async fn named_inputs_and_tuple_and_dict_outputs() {
-    let two = load("two_inputs", &ServingOptions::default()).expect("loads");
+    let two = load("two_inputs", &options()).expect("loads");
     let out = two.predict(&[json!({"a": [1.0, 2.0], "b": [3, 4]})]).await.expect("predicts");
     assert_eq!(out, vec![json!([5.0, 8.0])]);
 
-    let tuple = load("tuple_out", &ServingOptions::default()).expect("loads");
+    let tuple = load("tuple_out", &options()).expect("loads");
     let out = tuple.predict(&[json!([1.0, 5.0, 2.0]), json!([-1.0, -2.0, 0.5])]).await.expect("predicts");
     assert_eq!(out, vec![json!({"total": 8.0, "best": 1}), json!({"total": -2.5, "best": 2})]);
 
-    let dict = load("dict_out", &ServingOptions::default()).expect("loads");
+    let dict = load("dict_out", &options()).expect("loads");
     let out = dict.predict(&[json!([1.5, -1.0])]).await.expect("predicts");
     assert_eq!(out, vec![json!({"doubled": [3.0, -2.0], "positive": [true, false]})]);
 }
 
 #[tokio::test]
 async fn bad_instances_and_model_errors_are_reported_not_crashed() {
-    let model = load("mlp", &ServingOptions::default()).expect("loads");
+    let model = load("mlp", &options()).expect("loads");
     match model.predict(&[json!([0.0, 0.0, 0.0, 0.0]), json!([1, 2])]).await {
         Err(PredictError::BadInstance(e)) => {
             assert_eq!(e.index, 1);
@@ -68,7 +74,7 @@ async fn bad_instances_and_model_errors_are_reported_not_crashed() {
         other => panic!("{other:?}"),
     }
     // Without a signature nothing checks shapes before the model does.
-    let unsigned = load("mlp_unsigned", &ServingOptions::default()).expect("loads");
+    let unsigned = load("mlp_unsigned", &options()).expect("loads");
     match unsigned.predict(&[json!([1.0, 2.0])]).await {
         Err(PredictError::Model(message)) => {
             assert!(message.contains("shape") || message.contains("size"), "{message}")
@@ -81,11 +87,11 @@ async fn bad_instances_and_model_errors_are_reported_not_crashed() {
 
 #[tokio::test]
 async fn broken_models_fail_to_load_with_a_reason() {
-    let err = load("not_torchscript", &ServingOptions::default()).expect_err("not TorchScript");
+    let err = load("not_torchscript", &options()).expect_err("not TorchScript");
     assert!(err.contains("not a loadable TorchScript model"), "{err}");
-    let err = load("wrong_signature", &ServingOptions::default()).expect_err("signature mismatch");
+    let err = load("wrong_signature", &options()).expect_err("signature mismatch");
     assert!(err.contains("does not accept inputs of its declared signature"), "{err}");
-    let err = ServedModel::load("missing", &models().join("no_such_dir"), &ServingOptions::default())
+    let err = ServedModel::load("missing", TorchSpec::new(&models().join("no_such_dir"), &options()), &options())
         .expect_err("missing")
         .to_string();
     assert!(err.contains("model.pt not found"), "{err}");
@@ -93,7 +99,7 @@ async fn broken_models_fail_to_load_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
-    let options = ServingOptions { max_queue_delay: std::time::Duration::from_millis(5), ..ServingOptions::default() };
+    let options = ServingOptions { max_queue_delay: std::time::Duration::from_millis(5), ..options() };
     let host = ModelHost::new(options);
     // Two workers share the queue; every request must still get its own answer.
     let settings = VersionSettings { workers: Some(2), ..VersionSettings::default() };
@@ -119,7 +125,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
     let options = ServingOptions {
         queue_capacity: 1,
         max_queue_delay: std::time::Duration::from_millis(200),
-        ..ServingOptions::default()
+        ..options()
     };
     let model = Arc::new(load("mlp", &options).expect("loads"));
     let instance = [json!([0.0, 0.0, 0.0, 0.0])];

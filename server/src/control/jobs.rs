@@ -50,11 +50,12 @@ impl Control {
 
     /// The plan of a training job of `name`'s project, with the room it holds on this executor.
     pub(super) async fn plan_training(&self, name: &JobName, input: &TrainingInput) -> Result<JobPlan> {
+        let capacity = self.executor.capacity();
+        check_accelerator_counts(input, capacity.gpus)?;
         let mut training = training_plan(&self.storage, &name.project, input)?;
         for (i, package) in training.packages.iter().enumerate() {
             self.storage.check_readable(&format!("{}[{i}]", field("packageUris")), package).await?;
         }
-        let capacity = self.executor.capacity();
         let per_run = training.replicas.count();
         if per_run as usize > capacity.slots {
             return Err(Error::invalid(
@@ -146,16 +147,43 @@ fn machine_type_gpus(machine_type: &str) -> i64 {
 /// GPUs one replica of a pool asks for through `<pool>Config.acceleratorConfig.count` or a GPU
 /// `<pool>Type`.
 fn pool_gpus(pool: &str, config: Option<&ReplicaConfig>, machine_type: Option<&str>) -> Result<i64> {
-    let count = config.and_then(|c| c.accelerator_config.as_ref()).and_then(|a| a.count.as_ref());
-    if let Some(count) = count {
-        let parsed = count.as_i64().or_else(|| count.as_str().and_then(|s| s.parse().ok()));
-        let field = format!("job.trainingInput.{pool}Config.acceleratorConfig.count");
-        return match parsed {
-            Some(n) => count_in(&field, n, 0, limits::MAX_ACCELERATORS_PER_REPLICA),
-            None => Err(Error::invalid(field, format!("{} is not a GPU count.", limits::short(&count.to_string())))),
-        };
+    match accelerator_count(pool, config)? {
+        Some((field, n)) => count_in(&field, n, 0, limits::MAX_ACCELERATORS_PER_REPLICA),
+        None => Ok(machine_type_gpus(machine_type.unwrap_or(""))),
     }
-    Ok(machine_type_gpus(machine_type.unwrap_or("")))
+}
+
+/// A pool's `<pool>Config.acceleratorConfig.count`, if given, with its field's name.
+fn accelerator_count(pool: &str, config: Option<&ReplicaConfig>) -> Result<Option<(String, i64)>> {
+    let Some(count) = config.and_then(|c| c.accelerator_config.as_ref()).and_then(|a| a.count.as_ref()) else {
+        return Ok(None);
+    };
+    let parsed = count.as_i64().or_else(|| count.as_str().and_then(|s| s.trim().parse().ok()));
+    let field = format!("job.trainingInput.{pool}Config.acceleratorConfig.count");
+    match parsed {
+        Some(n) => Ok(Some((field, n))),
+        None => Err(Error::invalid(field, format!("{} is not a GPU count.", limits::short(&count.to_string())))),
+    }
+}
+
+/// Refuses an `acceleratorConfig.count` of any pool (whatever the scale tier) that no replica
+/// could ever get: more GPUs than the executor has (all of a Ray cluster's: what it reports).
+fn check_accelerator_counts(input: &TrainingInput, gpus: usize) -> Result<()> {
+    let pools = [
+        ("master", input.master_config.as_ref()),
+        ("worker", input.worker_config.as_ref()),
+        ("parameterServer", input.parameter_server_config.as_ref()),
+    ];
+    for (pool, config) in pools {
+        let Some((field, n)) = accelerator_count(pool, config)? else { continue };
+        if n > 0 && n as u64 > gpus as u64 {
+            let name = field.strip_prefix("job.").unwrap_or(&field).to_owned();
+            let s = if gpus == 1 { "" } else { "s" };
+            return Err(Error::invalid(field, format!("{name} is {n}, more than the {gpus} GPU{s} this server has.")));
+        }
+        count_in(&field, n, 0, limits::MAX_ACCELERATORS_PER_REPLICA)?;
+    }
+    Ok(())
 }
 
 /// Replica counts of the predefined scale tiers on one host.

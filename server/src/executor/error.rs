@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::isolation::IsolationError;
+use crate::sandbox::{IsolationError, SandboxError};
 
 /// A failure preparing, starting or supervising a job.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,9 @@ pub enum RunError {
     /// Setting up who the replicas run as failed.
     #[error(transparent)]
     Isolation(#[from] IsolationError),
+    /// The sandbox could not be set up for a program of the run (or the kernel cannot confine it).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     /// `pip install` of the trainer packages failed.
     #[error("Installing the packages failed (pip exit {code}): {last_lines}")]
     Install { code: i32, last_lines: String },
@@ -51,6 +54,18 @@ pub enum RunError {
     /// A batch job was submitted without its model's files.
     #[error("the job's model was not resolved before it started")]
     Unresolved,
+}
+
+impl From<crate::sandbox::pip::PipError> for RunError {
+    fn from(error: crate::sandbox::pip::PipError) -> Self {
+        use crate::sandbox::pip::PipError;
+        match error {
+            PipError::Sandbox(e) => Self::Sandbox(e),
+            PipError::Failed { code, last_lines } => Self::Install { code, last_lines },
+            PipError::Start { python, source } => Self::Spawn { program: format!("{python} -m pip"), source },
+            PipError::Io { action, path, source } => Self::Io { action, path, source },
+        }
+    }
 }
 
 impl RunError {

@@ -31,14 +31,12 @@ pub async fn run_prediction(
         Location::Local(dir) => dir,
         Location::Object(uri) => context.storage.fetch(&uri, &context.dir().join("model"), true).await?,
     };
-    // A Python model's workers run as the project's replica user (a pickle runs code as it loads).
-    let run_as = match context.config.isolation.identity(context.job.project.as_str())? {
-        Some(identity) => Some(
-            tokio::task::spawn_blocking(move || crate::serving::python::RunAs::new(identity))
-                .await?
-                .map_err(|e| RunError::Batch(e.to_string()))?,
-        ),
-        None => None,
+    // A Python model's workers run in the project's sandbox cell (a pickle runs code as it loads).
+    let cell = {
+        let (sandbox, project) = (context.config.sandbox.clone(), context.job.project.as_str().to_owned());
+        tokio::task::spawn_blocking(move || sandbox.cell(&project, None))
+            .await?
+            .map_err(|e| RunError::Batch(e.to_string()))?
     };
     context.report(JobEvent::Running).await;
     let files = JobFiles {
@@ -55,7 +53,7 @@ pub async fn run_prediction(
         batch_size: plan.batch_size,
         use_cuda: true,
         python: context.config.python.clone(),
-        run_as,
+        cell: Some(cell),
         signature_name: plan.signature_name.clone(),
     };
     let progress = Arc::new(BatchProgress::default());

@@ -16,7 +16,8 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 
 use super::supervise::LogSender;
-use super::{isolation, Identity, RunError};
+use super::{Identity, RunError};
+use crate::sandbox::{self as isolation, pip, Sandbox};
 use crate::names::ProjectId;
 use crate::storage::Storage;
 
@@ -26,6 +27,8 @@ pub struct Packages<'a> {
     /// The runtime Python, which runs pip.
     pub python: &'a Path,
     pub project: &'a ProjectId,
+    /// pip runs in a cell of the project's, as a trainer would.
+    pub sandbox: &'a std::sync::Arc<Sandbox>,
     pub identity: Option<&'a Identity>,
 }
 
@@ -87,35 +90,18 @@ impl Packages<'_> {
         tokio::task::spawn_blocking(move || finish(&staging, &env, isolated)).await?
     }
 
-    /// `pip install --target <staging> <targets>`, as the replica user when isolated; whatever it
-    /// started and left behind is killed with it.
+    /// The sandbox's one pip install ([`pip::command`]) into the staging folder, in a cell of the
+    /// project's that may write only the staging and source folders; whatever it started and left
+    /// behind is killed with it.
     async fn pip(&self, staged: &Staged) -> Result<(), RunError> {
-        let mut command = Command::new(self.python);
-        for name in super::server_secrets() {
-            command.env_remove(name);
-        }
-        command
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-cache-dir",
-                "--no-deps",
-                "--no-build-isolation",
-                "--target",
-            ])
-            .arg(staged.staging.path())
-            .args(&staged.targets)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(id) = self.identity {
-            id.apply(&mut command, &staged.home);
-        }
+        let cell = self
+            .sandbox
+            .cell(self.project.as_str(), Some(staged.home.clone()))?
+            .write(staged.staging.path())
+            .write(staged.sources.path());
+        let cell = staged.targets.iter().fold(cell, |cell, target| cell.read(target));
+        let mut command = Command::from(pip::command(&cell, self.python, staged.staging.path(), &staged.targets)?);
+        command.kill_on_drop(true);
         let program = format!("{} -m pip", self.python.display());
         let child = command.spawn().map_err(|source| RunError::Spawn { program: program.clone(), source })?;
         let group = child.id();
@@ -124,12 +110,7 @@ impl Packages<'_> {
             let _ = killpg(Pid::from_raw(group as i32), Signal::SIGKILL);
         }
         let output = output.map_err(|source| RunError::Spawn { program, source })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(RunError::Install { code: output.status.code().unwrap_or(-1), last_lines: last.join("\n") })
+        Ok(pip::outcome(&output)?)
     }
 }
 

@@ -10,7 +10,8 @@ use nix::unistd::Pid;
 
 use super::prepare::Packages;
 use super::supervise::{self, Environment, LogSender, Run};
-use super::{isolation, logs, metrics, Identity, JobContext, Launch, RunError};
+use super::{logs, metrics, Identity, JobContext, Launch, RunError};
+use crate::sandbox;
 use crate::jobs::wire::{HyperparameterMetric, TrainingOutput};
 use crate::jobs::{Ending, JobEvent, JobOutput, TrainingPlan};
 use crate::names::JobName;
@@ -18,7 +19,7 @@ use crate::storage::{Location, Storage};
 
 /// Runs a training job to its end; `Ok` says how it ended, `Err` why it could not run.
 pub async fn run_training(context: &JobContext, plan: &TrainingPlan) -> Result<Ending, RunError> {
-    let identity = context.config.isolation.identity(context.job.project.as_str())?;
+    let identity = context.config.sandbox.identity(context.job.project.as_str())?;
     let dir = context.dir();
     let log_file = {
         let (dir, isolated) = (dir.clone(), identity.is_some());
@@ -43,10 +44,10 @@ fn make_work_dir(dir: &Path, isolated: bool) -> Result<std::fs::File, RunError> 
     std::fs::create_dir_all(dir.join("replicas")).map_err(RunError::io("create the job's directory", dir))?;
     if isolated {
         for folder in [dir.parent().unwrap_or(dir), dir, &dir.join("replicas")] {
-            isolation::server_folder(folder)?;
+            sandbox::server_folder(folder)?;
         }
         for file in ["job.log", "metrics.jsonl"] {
-            isolation::private_file(&dir.join(file))?;
+            sandbox::private_file(&dir.join(file))?;
         }
     }
     let log = dir.join("job.log");
@@ -75,6 +76,7 @@ async fn prepare_and_launch(
         storage: &context.storage,
         python: &context.config.python,
         project: &context.job.project,
+        sandbox: &context.config.sandbox,
         identity: identity.as_ref(),
     };
     let python_path = tokio::select! {
@@ -95,7 +97,8 @@ async fn prepare_and_launch(
             cwd: None,
             kill_grace: context.config.kill_grace,
             max_log_line: context.config.max_log_line,
-            identity,
+            sandbox: context.config.sandbox.clone(),
+            project: context.job.project.as_str(),
         },
         run: Run {
             dir: dir.to_path_buf(),
@@ -139,7 +142,7 @@ async fn fetch_packages(
 async fn make_job_dir(job_dir: &Path, root: &Path, identity: Option<&Identity>) -> Result<(), RunError> {
     let (job_dir, root, identity) = (job_dir.to_path_buf(), root.to_path_buf(), identity.cloned());
     tokio::task::spawn_blocking(move || match &identity {
-        Some(id) => isolation::make_job_dir(&job_dir, &root, id).map_err(RunError::from),
+        Some(id) => sandbox::make_job_dir(&job_dir, &root, id).map_err(RunError::from),
         None => std::fs::create_dir_all(&job_dir).map_err(RunError::io("create the job dir", &job_dir)),
     })
     .await?

@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{logs, metrics, Identity, RunError};
+use super::{logs, metrics, RunError};
+use crate::sandbox::Sandbox;
 use crate::jobs::plan::{Pool, TrainingPlan};
 use crate::jobs::Ending;
 
@@ -56,8 +57,10 @@ pub struct Environment<'a> {
     pub kill_grace: Duration,
     /// The longest replica output line kept, in bytes (longer ones are cut).
     pub max_log_line: usize,
-    /// Who the replicas run as (their project's replica uid); `None`: the server's own user.
-    pub identity: Option<Identity>,
+    /// Where the replicas run: each in its own cell of the project's (see [`crate::sandbox`]).
+    pub sandbox: Arc<Sandbox>,
+    /// The project the job belongs to.
+    pub project: &'a str,
 }
 
 /// One run: the job itself, or one trial of its study.
@@ -148,8 +151,15 @@ async fn start_replica(
     let own = run.dir.join("replicas").join(&task);
     let folder = own.clone();
     tokio::task::spawn_blocking(move || std::fs::create_dir_all(&folder)).await?.map_err(RunError::io("create", &own))?;
-    if let Some(id) = &env.identity {
-        id.make_home(&own)?;
+    let mut cell = env.sandbox.cell(env.project, Some(own.clone()))?.grace(env.kill_grace);
+    for folder in env.python_path {
+        cell = cell.read(folder);
+    }
+    if let Some(crate::storage::Location::Local(job_dir)) = &run.job_dir {
+        cell = cell.write(job_dir);
+    }
+    if let Some(cwd) = env.cwd {
+        cell = cell.write(cwd);
     }
     let task_config = match &run.trial {
         Some(trial) => serde_json::json!({"type": pool.as_str(), "index": index, "trial": trial}),
@@ -163,10 +173,7 @@ async fn start_replica(
     });
     let devices: Vec<String> = devices.iter().map(usize::to_string).collect();
     let world_size = 1 + plan.replicas.workers;
-    let mut command = Command::new(env.python);
-    for name in super::server_secrets() {
-        command.env_remove(name);
-    }
+    let mut command = Command::from(cell.command(env.python)?);
     command.arg("-m").arg(&plan.module).args(&plan.args).args(&run.extra_args);
     if let Some(job_dir) = &run.job_dir {
         command.arg(format!("--job-dir={job_dir}"));
@@ -199,9 +206,6 @@ async fn start_replica(
     };
     if let Some(rank) = rank {
         command.env("RANK", rank.to_string());
-    }
-    if let Some(id) = &env.identity {
-        id.apply(&mut command, &own);
     }
     if let Some(tag) = &env.tag {
         command.env("ANNEAL_JOB", tag);
@@ -288,7 +292,7 @@ async fn watch(
             }
         }
     };
-    stop_all(&pids, env.kill_grace, &mut exited, alive).await;
+    stop_all(&pids, (env.kill_grace, env.sandbox.is_confined()), &mut exited, alive).await;
     collect().await?;
     for waiter in waiters {
         let _ = waiter.await;
@@ -316,19 +320,21 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// SIGTERM to every replica's process group, SIGKILL to those still alive after `grace`.
+/// SIGTERM to every replica, SIGKILL to those still alive after `grace`. A confined replica's
+/// SIGTERM goes to its launcher, which passes it to the replica's whole tree (processes that left
+/// the group with `setsid` included) and kills that tree after the same grace; the group's
+/// SIGKILL, a second later, is the fallback. An unconfined replica's goes to its process group.
 async fn stop_all(
     pids: &[Option<u32>],
-    grace: Duration,
+    (grace, confined): (Duration, bool),
     exited: &mut mpsc::Receiver<(usize, std::io::Result<ExitStatus>)>,
     mut alive: usize,
 ) {
-    let signal_all = |signal: Signal| {
-        for pid in pids.iter().flatten() {
-            let _ = killpg(Pid::from_raw(*pid as i32), signal);
-        }
-    };
-    signal_all(Signal::SIGTERM);
+    for pid in pids.iter().flatten() {
+        let pid = Pid::from_raw(*pid as i32);
+        let _ = if confined { nix::sys::signal::kill(pid, Signal::SIGTERM) } else { killpg(pid, Signal::SIGTERM) };
+    }
+    let grace = if confined { grace + Duration::from_secs(1) } else { grace };
     let deadline = tokio::time::Instant::now() + grace;
     while alive > 0 {
         match tokio::time::timeout_at(deadline, exited.recv()).await {
@@ -337,7 +343,9 @@ async fn stop_all(
         }
     }
     // Children of replicas may outlive them in the group: the group gets SIGKILL either way.
-    signal_all(Signal::SIGKILL);
+    for pid in pids.iter().flatten() {
+        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
 }
 
 fn free_port() -> Result<u16, RunError> {

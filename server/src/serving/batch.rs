@@ -29,7 +29,9 @@ use serde_json::Value;
 
 use self::tfrecord::{Feature, Record, Records};
 use super::instances::{Batch, Column, ColumnData, DType, InputSpec, InstanceError};
-use super::model::{ForwardError, LoadError, LoadedModule};
+use super::model::{ForwardError, LoadError};
+use super::process::{Restarting, TorchSpec};
+use super::signature::Signature;
 use super::python::{Predictor, RoutineError};
 
 /// How input lines are written.
@@ -156,9 +158,9 @@ pub struct BatchRun {
     pub use_cuda: bool,
     /// The runtime Python, for models of Python frameworks.
     pub python: PathBuf,
-    /// Who a Python model's worker processes run as (the job's project's replica user when the
-    /// server runs as root).
-    pub run_as: Option<super::python::RunAs>,
+    /// The sandbox cell a Python model's worker processes run in (the job's project's);
+    /// `None`: unconfined (a Ray shard: Ray decides who runs code on its nodes).
+    pub cell: Option<crate::sandbox::Cell>,
     /// The TensorFlow signature to predict with (`signatureName`); `None`: the model's default.
     pub signature_name: Option<String>,
 }
@@ -281,7 +283,7 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
             // One process loads the model first, so a model that cannot load fails the run
             // before anything is written; each worker then starts its own.
             let spec = super::python::PythonSpec {
-                run_as: job.run_as.clone(),
+                cell: job.cell.clone(),
                 ..super::python_spec(&job.python, &job.model_dir, framework, 1)
             };
             let (first, _) = Predictor::start("batch", spec.clone())?;
@@ -290,7 +292,20 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
         None if !matches!(job.signature_name.as_deref(), None | Some("serving_default")) => {
             return Err(BatchError::Signature(job.signature_name.clone().unwrap_or_default()))
         }
-        None => Engine::Torch(Arc::new(LoadedModule::load(&job.model_dir, job.use_cuda)?)),
+        None => {
+            // As for a Python model: one worker process loads the model first, so a model that
+            // cannot load fails the run before anything is written.
+            if !job.model_dir.join(super::MODEL_FILE).is_file() {
+                return Err(LoadError::MissingModel.into());
+            }
+            let signature = Signature::read(&job.model_dir).map_err(LoadError::from)?;
+            let options = super::ServingOptions { use_cuda: job.use_cuda, ..super::ServingOptions::default() };
+            let mut spec = TorchSpec::new(&job.model_dir, &options).with_max_answer_bytes(BATCH_MAX_ANSWER_BYTES);
+            spec.cell = job.cell.clone();
+            let spec = Arc::new(spec);
+            let (first, _) = Restarting::start(spec.clone(), "batch")?;
+            Engine::Torch(spec, signature, std::sync::Mutex::new(Some(first)))
+        }
     };
     job.files.create_folder()?;
     let workers = job.workers.max(1);
@@ -307,7 +322,14 @@ pub fn run(job: &BatchRun, progress: &BatchProgress, cancel: &AtomicBool) -> Res
             let shard = format!("prediction.results-{index:05}-of-{workers:05}");
             let (format, files, engine) = (job.format, &*job.files, &engine);
             handles.push(scope.spawn(move || match engine {
-                Engine::Torch(model) => work(model, format, &queue, &used, files, &shard, progress, cancel),
+                Engine::Torch(spec, signature, first) => {
+                    let started = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                    let process = match started {
+                        Some(process) => process,
+                        None => Restarting::start(spec.clone(), "batch")?.0,
+                    };
+                    work(process, signature, format, &queue, &used, files, &shard, progress, cancel)
+                }
                 Engine::Python(spec, first) => {
                     let started = first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
                     let predictor = match started {
@@ -438,7 +460,8 @@ fn cut_chunks(
 
 /// One worker: parse, predict and write chunks until the queue closes. Returns its error counts.
 fn work(
-    model: &LoadedModule,
+    mut model: Restarting,
+    signature: &Signature,
     format: InputFormat,
     queue: &crossbeam_channel::Receiver<Chunk>,
     used: &crossbeam_channel::Sender<Chunk>,
@@ -447,13 +470,11 @@ fn work(
     progress: &BatchProgress,
     cancel: &AtomicBool,
 ) -> Result<HashMap<String, u64>, BatchError> {
-    tch::set_num_threads(1);
-    let _guard = tch::no_grad_guard();
     let unwritable = |source| BatchError::Write { name: shard.to_owned(), source };
     let file = files.create(shard)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut errors: HashMap<String, u64> = HashMap::new();
-    let inputs = &model.signature.inputs;
+    let inputs = &signature.inputs;
     let fast = inputs.len() == 1 && inputs[0].dtype == DType::Float32;
     let mut parsed: Vec<Parsed> = Vec::new();
     for chunk in queue {
@@ -471,16 +492,22 @@ fn work(
                 parsed.push(parse_line(line, format, inputs, fast));
             }
         }
-        write_results(&mut out, predict_chunk(model, &parsed), &mut errors, progress, shard)?;
+        write_results(&mut out, predict_chunk(&mut model, &parsed), &mut errors, progress, shard)?;
         let _ = used.try_send(chunk);
     }
     out.into_inner().map_err(|e| unwritable(e.into_error()))?.finish().map_err(unwritable)?;
     Ok(errors)
 }
 
+/// The largest answer of one forward pass of a batch job (`batchSize` lines): it stops a runaway
+/// worker, not a model.
+const BATCH_MAX_ANSWER_BYTES: usize = 256 << 20;
+
 /// What predicts a run's lines.
 enum Engine {
-    Torch(Arc<LoadedModule>),
+    /// A TorchScript model: its worker processes' settings, its signature, and the process
+    /// started first.
+    Torch(Arc<TorchSpec>, Signature, std::sync::Mutex<Option<Restarting>>),
     /// A Python model: the settings of its processes and the process started first.
     Python(super::python::PythonSpec, std::sync::Mutex<Option<Predictor>>),
 }
@@ -592,7 +619,7 @@ type Parsed = Result<Batch, LineError>;
 
 /// Predicts the parsed lines of a chunk: rows of the same layout in one forward pass (merged runs
 /// in line order); a failed pass is retried row by row. One result per line, in order.
-fn predict_chunk(model: &LoadedModule, parsed: &[Parsed]) -> Vec<Result<Value, LineError>> {
+fn predict_chunk(model: &mut Restarting, parsed: &[Parsed]) -> Vec<Result<Value, LineError>> {
     let mut results: Vec<Result<Value, LineError>> = Vec::with_capacity(parsed.len());
     let mut start = 0;
     while start < parsed.len() {

@@ -1,4 +1,8 @@
-//! A loaded model and the worker threads that own its forward passes.
+//! A served TorchScript model and the worker threads that own its forward passes. Each worker
+//! thread owns a worker process ([`super::process`]) that loaded the model in the version's
+//! sandbox cell: a TorchScript model is code, and the server never loads one itself. (With the
+//! `in-process` build feature, for the serving benchmark's comparison only, the threads run the
+//! passes in the server's own process, as Anneal did before.)
 //!
 //! Requests reach the workers through one bounded queue (`queue_capacity` requests); a full queue
 //! answers [`PredictError::Overloaded`] at once instead of waiting. Each worker takes a request,
@@ -28,6 +32,8 @@ use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
 use super::instances::{Batch, InstanceError, Instances};
+pub use super::process::TorchSpec;
+use super::process::Restarting;
 use super::signature::{Signature, SignatureError};
 use super::tensors::{batch_to_inputs, outputs_to_rows, OutputError};
 
@@ -51,6 +57,9 @@ pub struct ServingOptions {
     pub use_cuda: bool,
     /// The runtime Python, which serves Python models.
     pub python: std::path::PathBuf,
+    /// The program TorchScript worker processes run (`PROGRAM model-worker`): the `anneal`
+    /// binary (tests of the library name it; a running `anneal` is its own).
+    pub worker_program: std::path::PathBuf,
 }
 
 impl Default for ServingOptions {
@@ -63,6 +72,7 @@ impl Default for ServingOptions {
             intra_op_threads: 1,
             use_cuda: true,
             python: std::path::PathBuf::from("python3"),
+            worker_program: std::env::current_exe().unwrap_or_else(|_| "anneal".into()),
         }
     }
 }
@@ -133,6 +143,10 @@ pub enum LoadError {
     /// The version's `packageUris` could not be installed.
     #[error("Create Version failed. The packageUris could not be installed with pip: {0}")]
     Packages(String),
+    /// The model's worker process loaded it and refused it: its reason (the text of the load
+    /// error it met).
+    #[error("{0}")]
+    Refused(String),
     /// The Python workers could not be set up to run as the project's replica user.
     #[error("cannot run the prediction workers as the project's replica user: {0}")]
     Isolation(String),
@@ -147,6 +161,9 @@ pub enum ForwardError {
     /// The model ran, but its output cannot become one prediction per row.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The model's worker process failed during the pass (it is started again): why.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 /// How long an idle worker polls its queue before it sleeps. Measured on a 2-core virtual
@@ -250,39 +267,67 @@ impl std::fmt::Debug for ServedModel {
 }
 
 impl ServedModel {
-    /// Loads `dir/model.pt` (and `dir/signature.json` if present) and starts the workers. Blocks:
-    /// call it on a blocking thread.
-    pub fn load(name: &str, dir: &Path, options: &ServingOptions) -> Result<Self, LoadError> {
-        let LoadedModule { module, signature, device } = LoadedModule::load(dir, options.use_cuda)?;
-        let module = Arc::new(module);
-
+    /// Serves `spec.model_dir/model.pt` (with `signature.json` if present): starts the workers,
+    /// each with its worker process, and waits until every process has loaded and warmed up the
+    /// model. Blocks: call it on a blocking thread.
+    pub fn load(name: &str, spec: TorchSpec, options: &ServingOptions) -> Result<Self, LoadError> {
+        if !spec.model_dir.join(MODEL_FILE).is_file() {
+            return Err(LoadError::MissingModel);
+        }
+        // The signature is data (bounded JSON): the server reads it, the worker checks the model
+        // against it.
+        let signature = Signature::read(&spec.model_dir)?;
         let metrics = ModelMetrics::new(name);
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(options.queue_capacity.max(1));
-        let mut workers = Vec::with_capacity(options.workers.max(1));
-        for index in 0..options.workers.max(1) {
-            let worker = Worker {
-                module: module.clone(),
-                receiver: receiver.clone(),
-                options: options.clone(),
-                device,
-                outputs: signature.outputs.clone(),
-                metrics: metrics.clone(),
-            };
+        let count = options.workers.max(1);
+        let (started, starts) = std::sync::mpsc::channel::<Result<Device, LoadError>>();
+        let spec = Arc::new(spec);
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            let (spec, name, started) = (spec.clone(), name.to_owned(), started.clone());
+            let (receiver, options, metrics) = (receiver.clone(), options.clone(), metrics.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    let engine = match Engine::start(spec, &name, &options) {
+                        Ok((engine, device)) => {
+                            let _ = started.send(Ok(device));
+                            engine
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    drop(started);
+                    Worker { engine, receiver, options, metrics }.run();
+                })
                 .map_err(LoadError::Worker)?;
             workers.push(handle);
         }
-        Ok(Self {
+        drop(started);
+        let (mut device, mut failure) = (None, None);
+        for _ in 0..count {
+            match starts.recv() {
+                Ok(Ok(d)) => device = device.or(Some(d)),
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(LoadError::PythonExited("a worker thread ended while starting".into()))),
+            }
+        }
+        let mut model = Self {
             sender: Some(sender),
             in_flight: Default::default(),
             arrivals: Default::default(),
             workers,
             signature,
-            device,
+            device: device.unwrap_or(Device::Cpu),
             metrics,
-        })
+        };
+        if let Some(error) = failure {
+            model.stop();
+            return Err(error);
+        }
+        Ok(model)
     }
 
     /// The model's signature.
@@ -463,19 +508,59 @@ fn first_line(text: &str) -> String {
     lines().find(|l| l.contains("Error: ")).or_else(|| lines().next()).unwrap_or(text).to_owned()
 }
 
+/// What runs a worker's forward passes.
+enum Engine {
+    /// Its worker process (started again after a crash).
+    Process(Restarting),
+    /// The model loaded in this process: the serving benchmark's comparison only.
+    #[cfg(feature = "in-process")]
+    InProcess(LoadedModule),
+}
+
+impl Engine {
+    /// Starts what runs the passes; the device they run on.
+    fn start(spec: Arc<TorchSpec>, name: &str, options: &ServingOptions) -> Result<(Self, Device), LoadError> {
+        #[cfg(feature = "in-process")]
+        {
+            let _ = name;
+            tch::set_num_threads(options.intra_op_threads.max(1));
+            let loaded = LoadedModule::load(&spec.model_dir, options.use_cuda)?;
+            let device = loaded.device;
+            Ok((Self::InProcess(loaded), device))
+        }
+        #[cfg(not(feature = "in-process"))]
+        {
+            let _ = options;
+            let (process, ready) = Restarting::start(spec, name)?;
+            let device = match ready.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Device::Cuda(n),
+                None => Device::Cpu,
+            };
+            Ok((Self::Process(process), device))
+        }
+    }
+
+    fn forward(&mut self, batch: &Batch) -> Result<Vec<Value>, ForwardError> {
+        match self {
+            Self::Process(process) => process.forward(batch),
+            #[cfg(feature = "in-process")]
+            Self::InProcess(model) => {
+                let _guard = tch::no_grad_guard();
+                model.forward(batch)
+            }
+        }
+    }
+}
+
 struct Worker {
-    module: Arc<CModule>,
+    engine: Engine,
     receiver: Receiver<Job>,
     options: ServingOptions,
-    device: Device,
-    outputs: Vec<String>,
     metrics: ModelMetrics,
 }
 
 impl Worker {
-    fn run(self) {
-        tch::set_num_threads(self.options.intra_op_threads.max(1));
-        let _guard = tch::no_grad_guard();
+    fn run(mut self) {
         let mut held: Option<Job> = None;
         loop {
             let first = match held.take() {
@@ -556,7 +641,7 @@ impl Worker {
         (jobs, None)
     }
 
-    fn execute(&self, mut jobs: Vec<Job>) {
+    fn execute(&mut self, mut jobs: Vec<Job>) {
         if jobs.len() == 1 {
             let job = jobs.remove(0);
             let result = self.forward(&job.batch);
@@ -585,8 +670,11 @@ impl Worker {
         }
     }
 
-    fn forward(&self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
-        forward(&self.module, batch, self.device, &self.outputs).map_err(|e| PredictError::Model(e.to_string()))
+    fn forward(&mut self, batch: &Batch) -> Result<Vec<Value>, PredictError> {
+        self.engine.forward(batch).map_err(|e| match e {
+            ForwardError::Crashed(why) => PredictError::Crashed(why),
+            other => PredictError::Model(other.to_string()),
+        })
     }
 }
 

@@ -12,9 +12,18 @@
 //! refuses is retried per request, so one bad request cannot fail its neighbours; custom
 //! prediction routines get each request's instances alone, as on ML Engine.
 //!
+//! An answer frame is read as it arrives, never past `max_answer_bytes` (per request of the
+//! pass): a longer one (user code can write to the protocol's pipe) fails its requests with
+//! `INVALID_OUTPUTS`, and so does one that is not the protocol's JSON; either way the stream is out
+//! of step, so the process is stopped and started again. Non-finite numbers travel as protobuf's
+//! JSON mapping writes them: the strings `"NaN"`, `"Infinity"` and `"-Infinity"`.
+//!
 //! A process that exits (or outlives `predict_timeout` on one pass, and is killed) fails the
-//! requests it had with [`PredictError::Crashed`] and is started again; a pool whose processes
-//! crash [`MAX_CRASHES`] times within [`CRASH_WINDOW`] gives up: it answers every request with
+//! requests it had with [`PredictError::Crashed`] and is started again, after a pause that grows
+//! while its passes keep failing ([`restart_pause`]), so a model that crashes on every request
+//! does not spin. What one caller sent never fails the version: only starting a process counts
+//! against it. A pool whose processes fail to start again [`MAX_START_FAILURES`] times in a row
+//! within [`START_FAILURE_WINDOW`] gives up: it answers every request with
 //! [`PredictError::Unavailable`] and reports the last error through its `on_failed` callback, so
 //! the version goes FAILED. All of this runs on the pool's own threads; async code only enqueues
 //! a request and awaits its reply.
@@ -36,15 +45,30 @@ use tokio::sync::oneshot;
 
 use super::instances::{Instances, Raw};
 use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
-use crate::executor::{hand_over, seal, server_secrets, Identity, IsolationError};
+use crate::sandbox::{server_secrets, Cell};
 
 /// The worker's Python source, run with `python -c`.
 pub const PREDICTOR_SOURCE: &str = include_str!("../../python/anneal_predictor.py");
 
-/// Crashes within [`CRASH_WINDOW`] after which a pool stops restarting its processes.
-pub const MAX_CRASHES: usize = 3;
-/// See [`MAX_CRASHES`].
-pub const CRASH_WINDOW: Duration = Duration::from_secs(120);
+/// Failed starts in a row (within [`START_FAILURE_WINDOW`]) after which a pool stops restarting
+/// its processes and the version goes FAILED. A process that dies during a pass does not count:
+/// that is what a request did, not whether the model can be served.
+pub const MAX_START_FAILURES: usize = 3;
+/// See [`MAX_START_FAILURES`].
+pub const START_FAILURE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The pause before a worker starts its process again grows with the processes it lost within
+/// this window ([`restart_pause`]).
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// The pause after the second loss within [`RESTART_WINDOW`]; it doubles with each further one.
+const RESTART_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause before a restart.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
+
+/// The default bound on one request's answer from a worker process
+/// ([`PythonSpec::max_answer_bytes`]): four times the default request body limit
+/// (`max_request_bytes`, 1.5 MiB).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 * 1_572_864;
 
 /// How many lines of a worker's stderr are kept to explain its exit.
 const STDERR_LINES: usize = 12;
@@ -86,36 +110,13 @@ pub struct PythonSpec {
     pub load_timeout: Duration,
     /// How long one pass may take before its process is killed.
     pub predict_timeout: Duration,
-    /// Who the processes run as; `None`: the server's user.
-    pub run_as: Option<RunAs>,
-}
-
-/// Who a version's worker processes (and the pip install of its packages) run as when the server
-/// runs as root: the project's replica identity, as its trainers, so user code (a custom
-/// prediction routine, or any pickle, which runs code when it is loaded) has that uid's rights
-/// and not root's. Its `HOME` and `TMPDIR` are a folder of its own in the system's temporary
-/// folder, removed when the last spec holding it goes.
-#[derive(Clone, Debug)]
-pub struct RunAs {
-    pub identity: Identity,
-    home: Arc<tempfile::TempDir>,
-}
-
-impl RunAs {
-    /// Makes a home for `identity`'s worker processes. Blocks.
-    pub fn new(identity: Identity) -> Result<Self, LoadError> {
-        let home = tempfile::Builder::new()
-            .prefix("anneal-predictor-")
-            .tempdir()
-            .map_err(|e| LoadError::Isolation(format!("cannot create a home for the prediction workers: {e}")))?;
-        identity.make_home(home.path()).map_err(|e| LoadError::Isolation(e.to_string()))?;
-        Ok(Self { identity, home: Arc::new(home) })
-    }
-
-    /// The folder the processes get as `HOME` (with `tmp/` as `TMPDIR`).
-    pub fn home(&self) -> &Path {
-        self.home.path()
-    }
+    /// The largest answer frame a process may send for one request (a merged pass: for each of
+    /// its requests); a longer one is refused before it is read.
+    pub max_answer_bytes: usize,
+    /// The sandbox cell the processes run in (as the project's identity, confined; see
+    /// [`crate::sandbox`]); `None`: unconfined, as the server's user (`anneal local predict`, a
+    /// Ray shard, where Ray decides who runs code).
+    pub cell: Option<Cell>,
 }
 
 /// What a request carries besides its instances: a TensorFlow `signature_name`, or a custom
@@ -355,10 +356,11 @@ impl Drop for PythonModel {
     }
 }
 
-/// What a pool's workers share: its crash history and whether it gave up.
+/// What a pool's workers share: its processes' failed starts and whether it gave up.
 struct Pool {
     name: String,
-    crashes: Mutex<VecDeque<Instant>>,
+    /// When each start failed since the last one that succeeded.
+    start_failures: Mutex<VecDeque<Instant>>,
     failed: Mutex<Option<String>>,
     on_failed: OnFailed,
     /// Whether requests may share a pass (not for custom prediction routines).
@@ -367,26 +369,35 @@ struct Pool {
 
 impl Pool {
     fn new(name: &str, on_failed: OnFailed, merges: bool) -> Self {
-        Self { name: name.to_owned(), crashes: Mutex::default(), failed: Mutex::default(), on_failed, merges }
+        Self { name: name.to_owned(), start_failures: Mutex::default(), failed: Mutex::default(), on_failed, merges }
     }
 
     fn failed(&self) -> Option<String> {
         lock(&self.failed).clone()
     }
 
-    /// Records a crash; returns false when the pool gives up (and reports it, once).
-    fn crashed(&self, message: &str) -> bool {
+    /// A process was started: the failed starts before it no longer count.
+    fn started(&self) {
+        lock(&self.start_failures).clear();
+    }
+
+    /// Records a process that could not be started again; returns false when the pool gives up
+    /// (and reports it, once).
+    fn start_failed(&self, message: &str) -> bool {
         let now = Instant::now();
         let count = {
-            let mut crashes = lock(&self.crashes);
-            crashes.push_back(now);
-            while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
-                crashes.pop_front();
+            let mut failures = lock(&self.start_failures);
+            failures.push_back(now);
+            while failures.front().is_some_and(|t| now.duration_since(*t) > START_FAILURE_WINDOW) {
+                failures.pop_front();
             }
-            crashes.len()
+            failures.len()
         };
-        tracing::warn!(version.name = %self.name, crashes = count, error = message, "a Python prediction worker crashed");
-        if count < MAX_CRASHES {
+        tracing::warn!(
+            version.name = %self.name, failures = count, error = message,
+            "a Python prediction worker could not be started again"
+        );
+        if count < MAX_START_FAILURES {
             return true;
         }
         let first = {
@@ -399,11 +410,25 @@ impl Pool {
         };
         if first {
             (self.on_failed)(format!(
-                "Its prediction workers crashed {count} times within {} s; the last: {message}",
-                CRASH_WINDOW.as_secs()
+                "Its prediction workers could not be started again {count} times in a row within {} s; the last: {message}",
+                START_FAILURE_WINDOW.as_secs()
             ));
         }
         false
+    }
+}
+
+/// How long a worker waits before it starts its process again, given when it lost its process
+/// before (`losses`, oldest first, the loss being handled last): nothing after a first loss, then
+/// [`RESTART_PAUSE`] doubling with each loss within [`RESTART_WINDOW`], at most
+/// [`MAX_RESTART_PAUSE`]. Drops the losses older than the window.
+fn restart_pause(losses: &mut VecDeque<Instant>, now: Instant) -> Duration {
+    while losses.front().is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW) {
+        losses.pop_front();
+    }
+    match losses.len() {
+        0 | 1 => Duration::ZERO,
+        n => RESTART_PAUSE.saturating_mul(1 << (n - 2).min(16)).min(MAX_RESTART_PAUSE),
     }
 }
 
@@ -435,6 +460,8 @@ impl Worker {
         };
         drop(started);
         let mut held: Option<Job> = None;
+        // When this worker lost its process, for the pause before it starts another.
+        let mut losses: VecDeque<Instant> = VecDeque::new();
         loop {
             let first = match held.take() {
                 Some(job) => job,
@@ -453,7 +480,7 @@ impl Worker {
                 continue;
             }
             if process.is_none() {
-                process = self.restart();
+                process = self.restart(&mut losses);
             }
             let Some(running) = process.as_mut() else {
                 for job in jobs {
@@ -462,30 +489,47 @@ impl Worker {
                 continue;
             };
             self.metrics.batch_rows.record(jobs.iter().map(|j| j.input.rows()).sum::<usize>() as f64);
-            if let Err(crash) = self.execute(running, jobs) {
-                process = None;
-                if self.pool.crashed(&crash) {
-                    process = self.restart();
-                }
+            if let Err(lost) = self.execute(running, jobs) {
+                // What a request did to the process fails that request only; the version stays.
+                tracing::warn!(
+                    version.name = %self.name, error = %lost,
+                    "a Python prediction worker was lost during a pass"
+                );
+                drop(process.take());
+                losses.push_back(Instant::now());
+                process = self.restart(&mut losses);
             }
         }
     }
 
-    /// Starts a new process after a crash; `None` (counted as another crash) when it fails.
-    fn restart(&self) -> Option<Process> {
+    /// Starts a new process after one was lost (after a pause when they keep being lost:
+    /// `losses`); `None` when it fails, which counts toward the pool giving up.
+    fn restart(&self, losses: &mut VecDeque<Instant>) -> Option<Process> {
         if self.pool.failed().is_some() {
             return None;
         }
+        let pause = restart_pause(losses, Instant::now());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         match Process::start(&self.spec, &self.name) {
             Ok((process, _)) => {
+                self.pool.started();
                 tracing::info!(version.name = %self.name, "a Python prediction worker was started again");
                 Some(process)
             }
             Err(e) => {
-                self.pool.crashed(&format!("starting again failed: {e}"));
+                // No pause for these: a start is tried again only for a request, and a few
+                // failures in a row end the pool.
+                self.pool.start_failed(&format!("starting again failed: {e}"));
                 None
             }
         }
+    }
+
+    /// The largest answer of a pass over `requests` requests.
+    fn answer_limit(&self, requests: usize) -> usize {
+        self.spec.max_answer_bytes.saturating_mul(requests.max(1))
     }
 
     /// Collects requests that can share a pass with `first` (none for custom routines).
@@ -514,16 +558,16 @@ impl Worker {
     }
 
     /// Runs `jobs` as one pass (each alone when the merged pass is refused) and answers them.
-    /// `Err` when the process crashed: every job still unanswered is answered with the crash.
-    fn execute(&self, process: &mut Process, jobs: Vec<Job>) -> Result<(), String> {
+    /// `Err` when the process was lost: every job still unanswered is answered with why.
+    fn execute(&self, process: &mut Process, jobs: Vec<Job>) -> Result<(), Lost> {
         let inputs: Vec<&Input> = jobs.iter().map(|j| &j.input).collect();
-        let answer = match process.call(&inputs, &jobs[0].extra) {
+        let answer = match process.call(&inputs, &jobs[0].extra, self.answer_limit(jobs.len())) {
             Ok(answer) => answer,
-            Err(crash) => {
+            Err(lost) => {
                 for job in jobs {
-                    let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                    let _ = job.reply.send(Err(lost.to_predict_error()));
                 }
-                return Err(crash);
+                return Err(lost);
             }
         };
         match answer {
@@ -544,16 +588,16 @@ impl Worker {
             Err(_) => {
                 let mut jobs = jobs.into_iter();
                 while let Some(job) = jobs.next() {
-                    match process.call(&[&job.input], &job.extra) {
+                    match process.call(&[&job.input], &job.extra, self.answer_limit(1)) {
                         Ok(answer) => {
                             let _ = job.reply.send(answer.map_err(PredictError::Routine));
                         }
-                        Err(crash) => {
-                            let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                        Err(lost) => {
+                            let _ = job.reply.send(Err(lost.to_predict_error()));
                             for job in jobs {
-                                let _ = job.reply.send(Err(PredictError::Crashed(crash.clone())));
+                                let _ = job.reply.send(Err(lost.to_predict_error()));
                             }
-                            return Err(crash);
+                            return Err(lost);
                         }
                     }
                 }
@@ -586,20 +630,60 @@ impl Predictor {
         self
     }
 
-    /// One pass over `instances`: one prediction per instance, or the model's error. `Err` when
-    /// the process crashed (or could not be started again): why.
+    /// One pass over `instances`: one prediction per instance, or the model's error (an answer
+    /// it could not take among them: the process is then started again on the next call). `Err`
+    /// when the process crashed (or could not be started again): why.
     pub fn predict(&mut self, instances: Vec<Value>) -> Result<Result<Vec<Value>, RoutineError>, String> {
         if self.process.is_none() {
             let (process, _) = Process::start(&self.spec, &self.name).map_err(|e| e.to_string())?;
             self.process = Some(process);
         }
         let Some(process) = self.process.as_mut() else { return Err("the worker process is not running".into()) };
-        let result = process.call(&[&Input::Json(instances)], &self.extra);
-        if result.is_err() {
-            self.process = None;
+        match process.call(&[&Input::Json(instances)], &self.extra, self.spec.max_answer_bytes) {
+            Ok(answer) => Ok(answer),
+            Err(lost) => {
+                self.process = None;
+                match lost {
+                    Lost::Crashed(why) => Err(why),
+                    Lost::Refused(error) => Ok(Err(error)),
+                }
+            }
         }
-        result
     }
+}
+
+/// Why a pass got no answer it could use from its process, which is then stopped (and started
+/// again for the next pass).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Lost {
+    /// The process exited, or was stopped past `predict_timeout`: why.
+    Crashed(String),
+    /// Its answer was refused (too long, or not the protocol's JSON), so the stream is out of
+    /// step: the pass's requests fail with this error.
+    Refused(RoutineError),
+}
+
+impl Lost {
+    fn to_predict_error(&self) -> PredictError {
+        match self {
+            Self::Crashed(why) => PredictError::Crashed(why.clone()),
+            Self::Refused(error) => PredictError::Routine(error.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Crashed(why) => f.write_str(why),
+            Self::Refused(error) => std::fmt::Display::fmt(error, f),
+        }
+    }
+}
+
+/// `INVALID_OUTPUTS` with `detail`.
+fn invalid_outputs(detail: String) -> RoutineError {
+    RoutineError { code: 3, message: "There was a problem processing the outputs".into(), detail }
 }
 
 /// One answer frame.
@@ -623,6 +707,8 @@ struct Process {
     watch: Arc<Watch>,
     watcher: Option<JoinHandle<()>>,
     predict_timeout: Duration,
+    /// Started through the sandbox's launcher (see [`stop`]).
+    confined: bool,
 }
 
 impl Process {
@@ -630,10 +716,19 @@ impl Process {
     fn start(spec: &PythonSpec, name: &str) -> Result<(Self, Ready), LoadError> {
         let threads = spec.threads.max(1).to_string();
         let python_path = std::env::join_paths(&spec.python_path).unwrap_or_default();
-        let mut command = Command::new(&spec.python);
-        for name in server_secrets() {
-            command.env_remove(name);
-        }
+        let mut command = match &spec.cell {
+            Some(cell) => {
+                let cell = spec.python_path.iter().fold(cell.clone().read(&spec.model_dir), |c, p| c.read(p));
+                cell.command(&spec.python).map_err(|e| LoadError::Isolation(e.to_string()))?
+            }
+            None => {
+                let mut command = Command::new(&spec.python);
+                for name in server_secrets() {
+                    command.env_remove(name);
+                }
+                command
+            }
+        };
         command
             .arg("-u")
             .arg("-c")
@@ -653,9 +748,6 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(run_as) = &spec.run_as {
-            run_as.identity.apply_blocking(&mut command, run_as.home());
-        }
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().map_err(|e| LoadError::PythonStart {
             python: spec.python.display().to_string(),
@@ -671,15 +763,30 @@ impl Process {
         spawn_stderr_reader(name, stderr, tail.clone());
         let watch = Arc::new(Watch::default());
         let watcher = {
-            let (watch, pid) = (watch.clone(), child.id());
-            std::thread::Builder::new().name("py-watchdog".into()).spawn(move || watch.run(pid)).ok()
+            let (watch, pid, confined) = (watch.clone(), child.id(), spec.cell.is_some());
+            std::thread::Builder::new().name("py-watchdog".into()).spawn(move || watch.run(pid, confined)).ok()
         };
-        let mut process = Self { child, stdin, stdout, stderr: tail, watch, watcher, predict_timeout: spec.predict_timeout };
+        let mut process = Self {
+            child,
+            stdin,
+            stdout,
+            stderr: tail,
+            watch,
+            watcher,
+            predict_timeout: spec.predict_timeout,
+            confined: spec.cell.is_some(),
+        };
         process.watch.arm(spec.load_timeout);
-        let first = read_frame(&mut process.stdout);
+        let first = read_frame(&mut process.stdout, spec.max_answer_bytes);
         let fired = process.watch.disarm();
         let frame = match first {
             Ok(frame) => frame,
+            Err(FrameError::TooLong(length)) => {
+                return Err(LoadError::PythonExited(format!(
+                    "its first answer is {length} bytes, over the limit of {} bytes",
+                    spec.max_answer_bytes
+                )))
+            }
             Err(_) if fired => {
                 return Err(LoadError::Routine(RoutineError::failed_to_load(format!(
                     "Loading the model took longer than {} s",
@@ -699,36 +806,54 @@ impl Process {
     }
 
     /// One pass over `inputs`: the predictions (as many as the rows), or the model's error.
-    /// `Err` when the process crashed or was killed (it is then stopped for good).
-    fn call(&mut self, inputs: &[&Input], extra: &Extra) -> Result<Result<Vec<Value>, RoutineError>, String> {
+    /// `Err` when the process was lost (it is then stopped for good): it crashed, was killed, or
+    /// sent an answer longer than `max_answer` bytes or one that is not the protocol's JSON.
+    fn call(
+        &mut self,
+        inputs: &[&Input],
+        extra: &Extra,
+        max_answer: usize,
+    ) -> Result<Result<Vec<Value>, RoutineError>, Lost> {
         let rows: usize = inputs.iter().map(|i| i.rows()).sum();
         let (header, payload) = Input::frames(inputs, extra);
         self.watch.arm(self.predict_timeout);
         let sent = write_frame(&mut self.stdin, &header).and_then(|()| write_frame(&mut self.stdin, &payload));
-        let frame = sent.and_then(|()| read_frame(&mut self.stdout));
+        let frame = sent.map_err(FrameError::from).and_then(|()| read_frame(&mut self.stdout, max_answer));
         let fired = self.watch.disarm();
         let frame = match frame {
             Ok(frame) => frame,
+            Err(FrameError::TooLong(length)) => {
+                self.kill();
+                return Err(Lost::Refused(invalid_outputs(format!(
+                    "the model's answer is {length} bytes, over the limit of {max_answer} bytes \
+                     (predict_max_answer_bytes); its worker process is being started again"
+                ))));
+            }
             Err(_) if fired => {
                 self.kill();
-                return Err(format!(
+                return Err(Lost::Crashed(format!(
                     "the prediction took longer than {} s and its worker process was stopped",
                     self.predict_timeout.as_secs()
-                ));
+                )));
             }
-            Err(_) => return Err(self.exit_description()),
+            Err(_) => return Err(Lost::Crashed(self.exit_description())),
         };
-        match serde_json::from_slice::<Answer>(&frame) {
+        let parsed = serde_json::from_slice::<Answer>(&frame).or_else(|e| match quote_non_finite(&frame) {
+            Some(quoted) => serde_json::from_slice::<Answer>(&quoted),
+            None => Err(e),
+        });
+        match parsed {
             Ok(Answer { predictions: Some(predictions), .. }) if predictions.len() == rows => Ok(Ok(predictions)),
-            Ok(Answer { predictions: Some(predictions), .. }) => Ok(Err(RoutineError {
-                code: 3,
-                message: "There was a problem processing the outputs".into(),
-                detail: format!("{} predictions for {rows} instances", predictions.len()),
-            })),
+            Ok(Answer { predictions: Some(predictions), .. }) => {
+                Ok(Err(invalid_outputs(format!("{} predictions for {rows} instances", predictions.len()))))
+            }
             Ok(Answer { error: Some(error), .. }) => Ok(Err(error)),
             _ => {
+                // Something besides the worker wrote to its pipe: what follows is out of step.
                 self.kill();
-                Err("the worker's answer was not understood".into())
+                Err(Lost::Refused(invalid_outputs(
+                    "the worker's answer was not understood; its worker process is being started again".into(),
+                )))
             }
         }
     }
@@ -755,7 +880,7 @@ impl Process {
     }
 
     fn kill(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        stop(self.child.id(), self.confined);
     }
 }
 
@@ -767,6 +892,18 @@ impl Drop for Process {
         if let Some(watcher) = self.watcher.take() {
             let _ = watcher.join();
         }
+    }
+}
+
+/// Stops a worker process and everything it started: a confined one through its launcher
+/// (SIGTERM, and the launcher kills its whole tree at once, `setsid` children included, before it
+/// exits), an unconfined one with SIGKILL to its process group.
+fn stop(pid: u32, confined: bool) {
+    let pid = Pid::from_raw(pid as i32);
+    if confined {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+    } else {
+        let _ = killpg(pid, Signal::SIGKILL);
     }
 }
 
@@ -820,7 +957,7 @@ impl Watch {
         self.wake.notify_all();
     }
 
-    fn run(&self, pid: u32) {
+    fn run(&self, pid: u32, confined: bool) {
         let mut state = lock(&self.state);
         loop {
             if state.done {
@@ -829,7 +966,7 @@ impl Watch {
             state = match state.deadline {
                 None => self.wake.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(deadline) if Instant::now() >= deadline => {
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    stop(pid, confined);
                     state.fired = true;
                     state.deadline = None;
                     state
@@ -851,76 +988,80 @@ fn write_frame(stream: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn read_frame(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
+/// Why no frame was read.
+#[derive(Debug)]
+enum FrameError {
+    /// The stream ended (the process exited) or failed.
+    Io,
+    /// The frame's length prefix is over the bound: that length (nothing more was read).
+    TooLong(usize),
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(_: std::io::Error) -> Self {
+        Self::Io
+    }
+}
+
+/// How much of a frame is reserved before its bytes arrive; the rest grows as they do.
+const FRAME_RESERVE: usize = 64 << 10;
+
+/// Reads one frame of at most `max` bytes. The length prefix is not trusted: the buffer grows as
+/// the bytes arrive, so a prefix that promises more than is sent costs nothing.
+fn read_frame(stream: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
     let mut head = [0u8; 4];
     stream.read_exact(&mut head)?;
-    let mut frame = vec![0u8; u32::from_le_bytes(head) as usize];
-    stream.read_exact(&mut frame)?;
+    let length = u32::from_le_bytes(head) as usize;
+    if length > max {
+        return Err(FrameError::TooLong(length));
+    }
+    let mut frame = Vec::with_capacity(length.min(FRAME_RESERVE));
+    let read = stream.take(length as u64).read_to_end(&mut frame)?;
+    if read < length {
+        return Err(FrameError::Io);
+    }
     Ok(frame)
 }
 
-/// Installs a custom prediction routine's packages (sdists or wheels) with the runtime Python's
-/// pip into `target`, once: a `target` holding `.complete` is used as it is. With `run_as`, pip
-/// runs as that identity (building an sdist runs its `setup.py`) into a staging folder it owns,
-/// which is then sealed (root's, read-only) before it becomes `target`, so the routine can import
-/// its packages but not change them. Blocks.
-pub fn install_packages(
-    python: &Path,
-    packages: &[PathBuf],
-    target: &Path,
-    run_as: Option<&RunAs>,
-) -> Result<(), LoadError> {
-    if packages.is_empty() || target.join(".complete").exists() {
-        return Ok(());
-    }
-    let staging = target.with_extension("installing");
-    let _ = std::fs::remove_dir_all(&staging);
-    let isolation = |e: IsolationError| LoadError::Isolation(e.to_string());
-    if let Some(run_as) = run_as {
-        std::fs::create_dir(&staging)
-            .map_err(|e| LoadError::Packages(format!("cannot create {}: {e}", staging.display())))?;
-        hand_over(&staging, &run_as.identity).map_err(isolation)?;
-    }
-    let mut command = Command::new(python);
-    for name in server_secrets() {
-        command.env_remove(name);
-    }
-    command
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-cache-dir",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-        ])
-        .arg(&staging)
-        .args(packages)
-        .stdin(Stdio::null());
-    if let Some(run_as) = run_as {
-        run_as.identity.apply_blocking(&mut command, run_as.home());
-    }
-    let output =
-        command.output().map_err(|e| LoadError::PythonStart { python: python.display().to_string(), source: e })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).rev().take(6).collect();
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(LoadError::Packages(last.into_iter().rev().collect::<Vec<_>>().join(" | ")));
-    }
-    if run_as.is_some() {
-        if let Err(e) = seal(&staging) {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(isolation(e));
+/// `frame` with the bare `NaN`, `Infinity` and `-Infinity` that Python's `json` writes for
+/// non-finite floats quoted, as protobuf's JSON mapping writes them; `None` when it has none. The
+/// worker writes them quoted already: this keeps an answer that still has them (user code's own
+/// encoding) from failing.
+fn quote_non_finite(frame: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(frame.len() + 32);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    let mut i = 0;
+    while i < frame.len() {
+        let byte = frame[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if let Some(token) = TOKENS.iter().find(|t| frame[i..].starts_with(t)) {
+            out.push(b'"');
+            out.extend_from_slice(token);
+            out.push(b'"');
+            i += token.len();
+            changed = true;
+            continue;
         }
+        out.push(byte);
+        i += 1;
     }
-    let _ = std::fs::remove_dir_all(target);
-    std::fs::rename(&staging, target)
-        .and_then(|()| std::fs::write(target.join(".complete"), b""))
-        .map_err(|e| LoadError::Packages(format!("cannot keep the installed packages in {}: {e}", target.display())))
+    changed.then_some(out)
+}
+
+/// Installs a custom prediction routine's packages (sdists or wheels) into `target` once, with
+/// the sandbox's one pip install in `cell` (see [`crate::sandbox::pip`]). Blocks.
+pub fn install_packages(python: &Path, packages: &[PathBuf], target: &Path, cell: &Cell) -> Result<(), LoadError> {
+    crate::sandbox::pip::install_once(cell, python, packages, target).map_err(|e| LoadError::Packages(e.to_string()))
 }
 
 #[cfg(test)]
@@ -961,8 +1102,76 @@ mod tests {
         write_frame(&mut buffer, b"hello").expect("write");
         write_frame(&mut buffer, b"").expect("write");
         let mut reader = std::io::Cursor::new(buffer);
-        assert_eq!(read_frame(&mut reader).expect("frame"), b"hello");
-        assert_eq!(read_frame(&mut reader).expect("frame"), b"");
-        assert!(read_frame(&mut reader).is_err(), "end of stream");
+        assert_eq!(read_frame(&mut reader, 5).expect("frame"), b"hello");
+        assert_eq!(read_frame(&mut reader, 5).expect("frame"), b"");
+        assert!(matches!(read_frame(&mut reader, 5), Err(FrameError::Io)), "end of stream");
+    }
+
+    #[test]
+    fn a_frame_over_the_bound_is_refused_before_its_bytes_are_read() {
+        let mut buffer = 0xFFFF_FFF0u32.to_le_bytes().to_vec();
+        buffer.extend_from_slice(b"rest");
+        let mut reader = std::io::Cursor::new(buffer);
+        assert!(matches!(read_frame(&mut reader, 1 << 20), Err(FrameError::TooLong(0xFFFF_FFF0))));
+        assert_eq!(reader.position(), 4, "only the length was read");
+
+        // Within the bound but never sent: the stream's end, with only what came allocated.
+        let mut reader = std::io::Cursor::new([&(1u32 << 30).to_le_bytes()[..], &b"short"[..]].concat());
+        assert!(matches!(read_frame(&mut reader, usize::MAX), Err(FrameError::Io)));
+    }
+
+    #[test]
+    fn bare_non_finite_numbers_are_quoted_outside_strings_only() {
+        let frame = br#"{"predictions": [NaN, [Infinity, -Infinity], "NaN in a \"string\" Infinity", 1.5]}"#;
+        let quoted = quote_non_finite(frame).expect("changed");
+        let answer: Value = serde_json::from_slice(&quoted).expect("JSON");
+        assert_eq!(
+            answer,
+            serde_json::json!({"predictions": ["NaN", ["Infinity", "-Infinity"], "NaN in a \"string\" Infinity", 1.5]})
+        );
+        assert_eq!(quote_non_finite(br#"{"predictions": ["NaN", 1e308]}"#), None, "nothing to quote");
+        assert_eq!(quote_non_finite(br#"["a\\", "Infinity"]"#), None, "an escaped backslash ends no string early");
+    }
+
+    #[test]
+    fn restarts_pause_longer_while_processes_keep_being_lost() {
+        let start = Instant::now();
+        let mut losses: VecDeque<Instant> = VecDeque::new();
+        let mut pauses = Vec::new();
+        for i in 0..10 {
+            let now = start + Duration::from_secs(i);
+            losses.push_back(now);
+            pauses.push(restart_pause(&mut losses, now).as_millis());
+        }
+        assert_eq!(pauses, [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        // A loss after a quiet minute restarts at once.
+        let later = start + Duration::from_secs(200);
+        losses.push_back(later);
+        assert_eq!(restart_pause(&mut losses, later), Duration::ZERO);
+        assert_eq!(losses.len(), 1);
+    }
+
+    #[test]
+    fn only_failed_starts_in_a_row_make_a_pool_give_up() {
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let seen = reports.clone();
+        let pool = Pool::new("v", Box::new(move |message| lock(&seen).push(message)), true);
+        for _ in 0..MAX_START_FAILURES - 1 {
+            assert!(pool.start_failed("no"));
+        }
+        pool.started();
+        for _ in 0..MAX_START_FAILURES - 1 {
+            assert!(pool.start_failed("no"), "a start in between: the count begins again");
+        }
+        assert!(pool.failed().is_none());
+        assert!(!pool.start_failed("the last"));
+        assert!(!pool.start_failed("after"));
+        assert_eq!(pool.failed().as_deref(), Some("the last"));
+        let reports = lock(&reports).clone();
+        assert_eq!(reports.len(), 1, "reported once: {reports:?}");
+        assert!(
+            reports[0].contains("could not be started again 3 times") && reports[0].ends_with("the last"),
+            "{reports:?}"
+        );
     }
 }

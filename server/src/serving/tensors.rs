@@ -112,7 +112,7 @@ fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, OutputError> 
     // costs microseconds, as much as the rest of a small model's output handling.
     let on_cpu = if tensor.device() == Device::Cpu { tensor.shallow_clone() } else { tensor.to_device(Device::Cpu) };
     let flat = on_cpu.reshape([-1]);
-    let number = |x: f64| serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number);
+    let number = |x: f64| serde_json::Number::from_f64(x).map_or_else(|| non_finite(x), Value::Number);
     let scalars: Vec<Value> = match flat.kind() {
         Kind::Bool => Vec::<bool>::try_from(&flat).map_err(values)?.into_iter().map(Value::from).collect(),
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 => {
@@ -124,6 +124,21 @@ fn tensor_rows(tensor: &Tensor, rows: usize) -> Result<Vec<Value>, OutputError> 
     };
     let per_row: usize = row_shape.iter().product::<i64>() as usize;
     Ok(scalars.chunks(per_row.max(1)).take(rows).map(|chunk| nest(chunk, row_shape)).collect())
+}
+
+/// A NaN or infinity as protobuf's JSON mapping writes it (JSON has no such numbers): the
+/// string `"NaN"`, `"Infinity"` or `"-Infinity"`, as Python models' answers have them too.
+fn non_finite(x: f64) -> Value {
+    Value::String(
+        if x.is_nan() {
+            "NaN"
+        } else if x > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into(),
+    )
 }
 
 /// Rebuilds nested lists of `shape` from row-major scalars.
@@ -152,5 +167,22 @@ fn kind_name(value: &IValue) -> &'static str {
         IValue::Object(_) => "an object",
         IValue::Device(_) => "a device",
         _ => "an unsupported value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_outputs_are_strings_as_in_protobufs_json_mapping() {
+        let tensor = Tensor::from_slice(&[1.5f32, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]).reshape([2, 2]);
+        let rows = tensor_rows(&tensor, 2).expect("rows");
+        assert_eq!(rows, [serde_json::json!([1.5, "Infinity"]), serde_json::json!(["-Infinity", "NaN"])]);
+        let doubles = Tensor::from_slice(&[f64::MAX, f64::NAN]);
+        assert_eq!(
+            tensor_rows(&(doubles * 2.0), 2).expect("rows"),
+            [serde_json::json!("Infinity"), serde_json::json!("NaN")]
+        );
     }
 }

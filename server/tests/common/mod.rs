@@ -67,12 +67,41 @@ impl TestServer {
     /// Starts a server on an existing data directory (and on its test database, when the tests
     /// run on PostgreSQL and neither `args` nor `envs` name another).
     pub async fn start_in(data: tempfile::TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_in_as(data, None, args, envs).await
+    }
+
+    /// Starts a server as the unprivileged `uid` and `gid` (through `setpriv`, which execs it: the
+    /// child is the server itself), on a fresh data dir that uid owns. The test must run as root.
+    pub async fn start_as(uid: u32, gid: u32, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("temp data dir");
+        std::os::unix::fs::chown(data.path(), Some(uid), Some(gid)).expect("chown the data dir");
+        Self::start_in_as(data, Some((uid, gid)), args, envs).await
+    }
+
+    async fn start_in_as(
+        data: tempfile::TempDir,
+        user: Option<(u32, u32)>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let stderr_path = data.path().join("test-server.stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let names_database = args.iter().any(|a| a.starts_with("--database-url"))
             || envs.iter().any(|(k, _)| *k == "ANNEAL_DATABASE_URL");
         let database = if names_database { None } else { test_database(data.path()).await };
         let mut command = anneal_command();
+        if let Some((uid, gid)) = user {
+            command = Command::new("setpriv");
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("ANNEAL_") {
+                    command.env_remove(key);
+                }
+            }
+            command
+                .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "--".into()])
+                .arg(anneal_bin())
+                .kill_on_drop(true);
+        }
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())

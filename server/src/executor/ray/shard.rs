@@ -195,7 +195,7 @@ pub fn run(spec: &str) -> ExitCode {
         python: spec.python,
         // A shard's Python workers run as the Ray worker's user: Ray, not Anneal, decides who
         // runs code on its nodes.
-        run_as: None,
+        cell: None,
         signature_name: spec.signature_name,
     };
     let progress = Arc::new(BatchProgress::default());

@@ -108,7 +108,8 @@ pub(super) async fn run(
             cwd: None,
             kill_grace: context.config.kill_grace,
             max_log_line: context.config.max_log_line,
-            identity: None,
+            sandbox: std::sync::Arc::new(crate::sandbox::Sandbox::off()),
+            project: context.job.project.as_str(),
         },
         // GPUs are Ray's to hand out: the study holds none of this host's.
         run: Run { dir: dir.clone(), job_dir: plan.job_dir.clone(), ..Run::default() },

@@ -1,4 +1,5 @@
-//! Who a job's replicas run as, and which folders they may write.
+//! Who a sandboxed program runs as, and which folders it may write (moved here from the
+//! executor: the serving module's workers use it too).
 //!
 //! A trainer is code a user submitted: it must not be able to change the server (its binary,
 //! libtorch, its Python environment, the database and storage under the data dir) or another
@@ -207,19 +208,6 @@ impl Identity {
             .env("LOGNAME", &self.name);
     }
 
-    /// [`Identity::apply`] for a blocking `std::process::Command` (the serving module's Python
-    /// prediction workers and their pip, started from blocking threads).
-    pub fn apply_blocking(&self, command: &mut std::process::Command, home: &Path) {
-        use std::os::unix::process::CommandExt;
-        command
-            .uid(self.uid)
-            .gid(self.gid)
-            .env("HOME", home)
-            .env("TMPDIR", home.join("tmp"))
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name);
-    }
-
     /// Creates `home` and `home/tmp` (if missing) for [`Identity::apply`], owned by this identity;
     /// `tmp` first, so that `home` is still root's while root works in it.
     pub fn make_home(&self, home: &Path) -> Result<(), IsolationError> {
@@ -258,7 +246,7 @@ impl Isolation {
     /// search (not list) the data dir and the storage root so replicas reach their folders, makes
     /// the database files readable by root only, and makes the runtime Python reachable for
     /// replicas. Not root: nothing to do.
-    pub async fn set_up(config: &crate::config::Config) -> Result<Self, IsolationError> {
+    pub async fn set_up(config: &super::SandboxSettings) -> Result<Self, IsolationError> {
         if !running_as_root() {
             tracing::info!("the server does not run as root: replicas run as its user, isolated only as far as the OS isolates that user");
             return Ok(Self::off());
@@ -273,9 +261,9 @@ impl Isolation {
         let data_dir =
             config.data_dir.canonicalize().map_err(IsolationError::io(Action::ReadDataDir, &config.data_dir))?;
         reach(&data_dir, "so replicas can reach their folders in the data dir");
-        grant_search(&config.storage_root())?;
+        grant_search(&config.storage_root)?;
         // A PostgreSQL store has no file here.
-        if let Some(db) = config.database_path() {
+        if let Some(db) = &config.database_path {
             for suffix in ["", "-wal", "-shm", "-journal"] {
                 let file = PathBuf::from(format!("{}{suffix}", db.display()));
                 if file.exists() {
@@ -284,7 +272,7 @@ impl Isolation {
                 }
             }
         }
-        let registry = config.storage_root().join("replica-ids");
+        let registry = config.storage_root.join("replica-ids");
         let ids = read_ids(&registry);
         let users = ReplicaUsers {
             name: config.replica_user.clone(),
@@ -294,7 +282,7 @@ impl Isolation {
             ids: Mutex::new(ids),
         };
         let probe = Identity { uid: users.base, gid, name: users.name.clone() };
-        reach_python(&config.runtime_python(), &probe).await;
+        reach_python(&config.python, &probe).await;
         tracing::info!(
             replica_user = %users.name,
             gid,
@@ -334,22 +322,6 @@ impl Isolation {
             .ok_or(ReplicaUsersError::UidsExhausted { base: users.base })?;
         Ok(Some(Identity { uid, gid: users.gid, name: format!("{}-{n}", users.name) }))
     }
-}
-
-/// The server's own environment variables that no process running user code inherits (trainers,
-/// their pip installs, Python prediction workers): Anneal's settings (`ANNEAL_*`: a database URL
-/// with its password, the Ray token, buckets with keys), the AWS credentials the server reaches
-/// its buckets with, and the usual database credentials. A job whose job dir is in a bucket gets
-/// that bucket's `AWS_*` variables explicitly; anything else it needs comes from its own args.
-pub fn server_secrets() -> Vec<std::ffi::OsString> {
-    std::env::vars_os()
-        .map(|(name, _)| name)
-        .filter(|name| {
-            let text = name.to_string_lossy();
-            ["ANNEAL_", "AWS_"].iter().any(|prefix| text.starts_with(prefix))
-                || ["DATABASE_URL", "PGPASSWORD", "PGPASSFILE", "RAY_AUTH_TOKEN"].contains(&text.as_ref())
-        })
-        .collect()
 }
 
 /// Whether this process's effective uid is 0 (read from `/proc/self/status`: the workspace

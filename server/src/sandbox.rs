@@ -1,0 +1,382 @@
+//! The one sandbox for user code: "run this program as project P, reaching only what it needs".
+//!
+//! Every program Anneal starts that runs code a user wrote goes through here: training replicas
+//! and tuning trials (`executor/supervise.rs`), the pip install of a job's or a routine's
+//! packages ([`pip`]), Python prediction workers, online and batch (`serving/python.rs`). It sits
+//! at the bottom of the server beside `storage`: `executor` and `serving` use it, it uses neither.
+//!
+//! A sandboxed program is started through Anneal's own binary, `anneal sandbox-exec` (the
+//! [`launcher`]), which confines itself and then starts the program as its child:
+//!
+//! - **Files** (Landlock, with `no_new_privs`): read and execute the runtime (the system folders
+//!   and the runtime Python's prefixes and import path, the data dir left out) and the folders
+//!   its caller named (its packages, its model); write only its own home and the folders its
+//!   caller named (its working folder, its job dir). Nothing else of the data dir: no
+//!   `admin.token`, database, other projects' folders or published copies.
+//! - **Processes**: Landlock's scoping keeps it from signalling, tracing or reading
+//!   (`/proc/<pid>/environ`, `mem`) any process outside its sandbox, the server's included. The
+//!   launcher is the subreaper of its tree: when the program ends, whatever it left behind (a
+//!   `setsid` or double-forked child) is killed, and a stop request is passed to every process
+//!   of the tree, then followed by SIGKILL after the grace period.
+//! - **Identity**: as root, each project's programs run as a uid of their own ([`identity`]).
+//! - **Environment**: none of the server's settings or secrets ([`server_secrets`]).
+//!
+//! Where the kernel lacks Landlock, the server refuses to run user code and says so, unless the
+//! operator set `sandbox = "off"`, which is accepted only with auth off on a loopback address.
+
+pub mod identity;
+pub mod launcher;
+pub mod pip;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use identity::{
+    check_output_folder, hand_over, hand_over_tree, make_job_dir, private_file, running_as_root, seal, server_folder,
+    Identity, Isolation, IsolationError,
+};
+
+/// Whether user code runs confined (`sandbox` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Confined by the kernel's Landlock; without it, user code is refused.
+    #[default]
+    On,
+    /// Not confined (only per-project uids as root): accepted only with auth off on loopback.
+    Off,
+}
+
+/// What the sandbox is set up from; built once by `server.rs` from the configuration.
+#[derive(Clone, Debug)]
+pub struct SandboxSettings {
+    pub mode: SandboxMode,
+    /// The runtime Python, whose prefixes and import path sandboxed programs may read.
+    pub python: PathBuf,
+    /// The data dir: nothing under it is readable unless a caller names it.
+    pub data_dir: PathBuf,
+    /// The storage root (it may lie outside the data dir, shared by several nodes).
+    pub storage_root: PathBuf,
+    /// The SQLite database file, when the store is SQLite (made readable by root only).
+    pub database_path: Option<PathBuf>,
+    /// As root: the account whose group sandboxed programs run in, and the base of their uids.
+    pub replica_user: String,
+    pub replica_uid_base: u32,
+}
+
+/// Why a program could not be sandboxed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The kernel lacks what the sandbox needs, and the operator did not turn it off.
+    #[error("user code is not run: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Isolation(#[from] IsolationError),
+    #[error("cannot create a home folder for a sandboxed program: {0}")]
+    Home(std::io::Error),
+}
+
+/// The sandbox of one server.
+#[derive(Debug)]
+pub struct Sandbox {
+    isolation: Isolation,
+    /// `None`: `sandbox = "off"`.
+    confinement: Option<Confinement>,
+}
+
+#[derive(Debug)]
+struct Confinement {
+    /// The program that confines, and the verb it needs (`anneal sandbox-exec`, or none for
+    /// `anneal-sandbox`).
+    launcher: (PathBuf, Option<&'static str>),
+    /// What every sandboxed program may read and execute.
+    runtime: Vec<PathBuf>,
+    /// Why the kernel cannot confine, when it cannot.
+    unavailable: Option<String>,
+}
+
+impl Sandbox {
+    /// No confinement and no identities: programs run as the server's user. For tests and tools
+    /// that run no user code of others.
+    pub fn off() -> Self {
+        Self { isolation: Isolation::off(), confinement: None }
+    }
+
+    /// Sets the sandbox up at start: the identities (as root), and what the runtime is.
+    pub async fn set_up(settings: &SandboxSettings) -> Result<Self, SandboxError> {
+        let isolation = Isolation::set_up(settings).await?;
+        if settings.mode == SandboxMode::Off {
+            tracing::warn!(
+                "sandbox = \"off\": user code (trainers, pip installs, Python models) runs unconfined, with {}",
+                if isolation.is_on() { "a uid per project only" } else { "the server's own rights" }
+            );
+            return Ok(Self { isolation, confinement: None });
+        }
+        let launcher = launcher_program().map_err(SandboxError::Home)?;
+        let unavailable = launcher::probe().err();
+        match &unavailable {
+            Some(why) => tracing::error!(
+                "{why}: training jobs and Python models will be refused; set sandbox = \"off\" to run them unconfined (only with auth off on a loopback address)"
+            ),
+            None => tracing::info!("user code runs sandboxed (Landlock, no_new_privs, a subreaper per program)"),
+        }
+        let runtime = runtime_paths(&settings.python, &[&settings.data_dir, &settings.storage_root]).await;
+        Ok(Self { isolation, confinement: Some(Confinement { launcher, runtime, unavailable }) })
+    }
+
+    /// Whether programs run confined.
+    pub fn is_confined(&self) -> bool {
+        self.confinement.is_some()
+    }
+
+    /// Whether programs run as uids of their own (the server is root).
+    pub fn is_isolated(&self) -> bool {
+        self.isolation.is_on()
+    }
+
+    /// The identity `project`'s programs run as, or `None` when the server is not root.
+    pub fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
+        self.isolation.identity(project)
+    }
+
+    /// A cell for one program of `project`, with `home` as its `HOME` (and `home/tmp` its
+    /// `TMPDIR`): an existing folder, or `None` for a new temporary one, removed when the last
+    /// clone of the cell goes.
+    pub fn cell(self: &Arc<Self>, project: &str, home: Option<PathBuf>) -> Result<Cell, SandboxError> {
+        let identity = self.identity(project)?;
+        let home = match home {
+            Some(path) => Home::At(path),
+            None => Home::Temp(Arc::new(
+                tempfile::Builder::new().prefix("anneal-cell-").tempdir().map_err(SandboxError::Home)?,
+            )),
+        };
+        let path = home.path().to_path_buf();
+        match &identity {
+            Some(id) => id.make_home(&path)?,
+            None => std::fs::create_dir_all(path.join("tmp")).map_err(SandboxError::Home)?,
+        }
+        Ok(Cell { sandbox: self.clone(), identity, home, read: Vec::new(), write: Vec::new(), grace: Duration::ZERO })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Home {
+    At(PathBuf),
+    Temp(Arc<tempfile::TempDir>),
+}
+
+impl Home {
+    fn path(&self) -> &Path {
+        match self {
+            Self::At(path) => path,
+            Self::Temp(dir) => dir.path(),
+        }
+    }
+}
+
+/// Where one kind of program of one project runs: who it runs as, its home, and what it may
+/// reach besides the runtime. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    sandbox: Arc<Sandbox>,
+    identity: Option<Identity>,
+    home: Home,
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+    grace: Duration,
+}
+
+impl Cell {
+    /// Lets the program read (and execute) `path` and what is under it.
+    pub fn read(mut self, path: impl Into<PathBuf>) -> Self {
+        self.read.push(path.into());
+        self
+    }
+
+    /// Lets the program write `path` and what is under it.
+    pub fn write(mut self, path: impl Into<PathBuf>) -> Self {
+        self.write.push(path.into());
+        self
+    }
+
+    /// After a stop request (SIGTERM), the program's tree gets SIGKILL once `grace` has passed.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Who the program runs as; `None`: the server's user.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The program's `HOME`.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A command that runs `program` in this cell: through the launcher (when confined), as the
+    /// cell's identity, with its home, and without the server's secrets. Arguments added to it
+    /// go to `program`.
+    pub fn command(&self, program: impl AsRef<Path>) -> Result<std::process::Command, SandboxError> {
+        use std::os::unix::process::CommandExt;
+        let program = program.as_ref();
+        let mut command = match &self.sandbox.confinement {
+            None => std::process::Command::new(program),
+            Some(confinement) => {
+                if let Some(why) = &confinement.unavailable {
+                    return Err(SandboxError::Unavailable(format!(
+                        "{why}; the operator can set sandbox = \"off\" to accept running it unconfined"
+                    )));
+                }
+                let (launcher, verb) = &confinement.launcher;
+                let mut command = std::process::Command::new(launcher);
+                command.args(verb).args(self.launcher_args(&confinement.runtime)).arg("--").arg(program);
+                command
+            }
+        };
+        for name in server_secrets() {
+            command.env_remove(name);
+        }
+        let home = self.home();
+        command
+            .env("HOME", home)
+            .env("TMPDIR", home.join("tmp"))
+            .env_remove("ANNEAL_SANDBOX_CHILD");
+        if let Some(id) = &self.identity {
+            command.uid(id.uid).gid(id.gid).env("USER", &id.name).env("LOGNAME", &id.name);
+        }
+        Ok(command)
+    }
+
+    /// `sandbox-exec`'s arguments before `--`.
+    fn launcher_args(&self, runtime: &[PathBuf]) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut add = |flag: &str, path: &Path| {
+            args.push(flag.into());
+            args.push(path.as_os_str().to_owned());
+        };
+        for path in runtime.iter().chain(&self.read) {
+            add("--read", path);
+        }
+        for path in std::iter::once(self.home()).chain(self.write.iter().map(PathBuf::as_path)) {
+            add("--write", path);
+        }
+        for device in DEVICES {
+            add("--write", Path::new(device));
+        }
+        args.push("--grace-ms".into());
+        args.push(self.grace.as_millis().to_string().into());
+        args
+    }
+}
+
+/// The launcher: `anneal-sandbox` beside this executable (no libtorch to load), else this
+/// executable itself as `anneal sandbox-exec`.
+fn launcher_program() -> std::io::Result<(PathBuf, Option<&'static str>)> {
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name("anneal-sandbox");
+    Ok(if beside.is_file() { (beside, None) } else { (exe, Some("sandbox-exec")) })
+}
+
+/// Device files every sandboxed program may open for writing (the rest of `/dev` is read-only).
+const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/shm", "/dev/tty"];
+
+/// Folders of the system that every sandboxed program may read and execute.
+const SYSTEM: [&str; 12] =
+    ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/dev"];
+
+/// The server's own environment variables that no process running user code inherits (trainers,
+/// their pip installs, Python prediction workers): Anneal's settings (`ANNEAL_*`: a database URL
+/// with its password, the Ray token, buckets with keys), the AWS credentials the server reaches
+/// its buckets with, and the usual database credentials. A job whose job dir is in a bucket gets
+/// that bucket's `AWS_*` variables explicitly; anything else it needs comes from its own args.
+pub fn server_secrets() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let text = name.to_string_lossy();
+            ["ANNEAL_", "AWS_"].iter().any(|prefix| text.starts_with(prefix))
+                || ["DATABASE_URL", "PGPASSWORD", "PGPASSFILE", "RAY_AUTH_TOKEN"].contains(&text.as_ref())
+        })
+        .collect()
+}
+
+/// The folders every sandboxed program may read: the system's, and the runtime Python's
+/// prefixes and import path, with `hidden` (the data dir, the storage root) and everything under
+/// them left out. A folder that holds a hidden one is replaced by its other entries.
+async fn runtime_paths(python: &Path, hidden: &[&Path]) -> Vec<PathBuf> {
+    let hidden: Vec<PathBuf> = hidden.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())).collect();
+    let script = "import sys; print('\\n'.join([sys.executable, sys.prefix, sys.base_prefix, *sys.path]))";
+    let listed = match tokio::process::Command::new(python).args(["-c", script]).output().await {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            tracing::warn!(python = %python.display(), "cannot run the runtime Python: sandboxed programs will not find it");
+            String::new()
+        }
+    };
+    let mut roots: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
+    for line in listed.lines().map(PathBuf::from).chain([python.to_path_buf()]).filter(|p| p.is_absolute()) {
+        // The executable itself may be a symlink into another prefix: both are needed.
+        roots.push(line.clone());
+        if let Ok(real) = line.canonicalize() {
+            roots.push(real);
+        }
+    }
+    let mut allowed = Vec::new();
+    for root in roots {
+        let Ok(root) = root.canonicalize() else { continue };
+        let dir = if root.is_dir() { root } else { root.parent().map(Path::to_path_buf).unwrap_or(root) };
+        allow_except(&dir, &hidden, &mut allowed);
+    }
+    allowed.sort();
+    allowed.dedup();
+    // A folder already under another adds nothing.
+    let mut kept: Vec<PathBuf> = Vec::with_capacity(allowed.len());
+    for path in allowed {
+        if !kept.iter().any(|k| path.starts_with(k)) {
+            kept.push(path);
+        }
+    }
+    kept
+}
+
+/// Adds `dir` to `allowed`, or, when `dir` holds one of `hidden`, its entries that do not lead to
+/// one (recursively); a `dir` inside a hidden folder adds nothing.
+fn allow_except(dir: &Path, hidden: &[PathBuf], allowed: &mut Vec<PathBuf>) {
+    if hidden.iter().any(|h| dir.starts_with(h)) {
+        return;
+    }
+    if !hidden.iter().any(|h| h.starts_with(dir)) {
+        allowed.push(dir.to_path_buf());
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        allow_except(&entry.path(), hidden, allowed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_holding_the_data_dir_is_replaced_by_its_other_entries() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for dir in ["a/data/storage", "a/b", "c"] {
+            std::fs::create_dir_all(root.path().join(dir)).expect("mkdir");
+        }
+        std::fs::write(root.path().join("a/file"), b"x").expect("write");
+        let hidden = vec![root.path().join("a/data")];
+        let mut allowed = Vec::new();
+        allow_except(root.path(), &hidden, &mut allowed);
+        allowed.sort();
+        let expected: Vec<PathBuf> = ["a/b", "a/file", "c"].iter().map(|p| root.path().join(p)).collect();
+        assert_eq!(allowed, expected);
+        let mut inside = Vec::new();
+        allow_except(&root.path().join("a/data/storage"), &hidden, &mut inside);
+        assert!(inside.is_empty(), "nothing under a hidden folder: {inside:?}");
+    }
+}
