@@ -19,6 +19,9 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = ROOT / "benchmarks" / "batch"
 BINARY = ROOT / "target" / "release" / "anneal"
+# The same build with forward passes in the server's own process (the `in-process` feature, built by
+# run.sh for this comparison only): what Anneal did before its sandbox.
+IN_PROCESS = ROOT / "target" / "release" / "anneal-in-process"
 FLOOR = ROOT / "target" / "release" / "examples" / "batch_floor"
 PARSE_FLOOR = ROOT / "target" / "release" / "examples" / "parse_floor"
 SIZES = [int(s) for s in os.environ.get("SIZES", "100000 400000").split()]
@@ -69,12 +72,33 @@ def rss_kib(pid):
     return 0
 
 
-def run_job(work, model_dir, input_path, lines, data_format="JSON"):
+def tree_rss_kib(pid):
+    """The resident memory of every process under `pid` (its sandboxed model workers)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        todo.extend(children.get(child, []))
+        try:
+            total += rss_kib(child)
+        except OSError:
+            pass
+    return total
+
+
+def run_job(work, model_dir, input_path, lines, data_format="JSON", binary=BINARY):
     """A fresh server runs one batch job; returns throughput and memory."""
-    data = work / f"data-{lines}-{data_format}"
+    data = work / f"data-{lines}-{data_format}-{binary.name}"
     env = dict(os.environ, ANNEAL_LOG="warn", ANNEAL_STORAGE_ROOTS=json.dumps([str(work)]))
     server = subprocess.Popen(
-        [str(BINARY), "serve", "--addr", "127.0.0.1:0", "--data-dir", str(data)], stdout=subprocess.PIPE, env=env, text=True
+        [str(binary), "serve", "--addr", "127.0.0.1:0", "--data-dir", str(data)], stdout=subprocess.PIPE, env=env, text=True
     )
     try:
         base = re.search(r"http://[0-9.:]+", server.stdout.readline()).group(0)
@@ -95,11 +119,12 @@ def run_job(work, model_dir, input_path, lines, data_format="JSON"):
             headers={"Content-Type": "application/json", **auth},
         )
         urllib.request.urlopen(request).read()
-        peak = 0
+        peak = workers_peak = 0
         while True:
             status = urllib.request.Request(f"{base}/v1/projects/bench/jobs/{job_id}", headers=auth)
             job = json.loads(urllib.request.urlopen(status).read())
             peak = max(peak, rss_kib(server.pid))
+            workers_peak = max(workers_peak, tree_rss_kib(server.pid))
             if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 break
             time.sleep(0.05)
@@ -116,6 +141,7 @@ def run_job(work, model_dir, input_path, lines, data_format="JSON"):
             "instances_per_second": round(lines / seconds),
             "server_rss_idle_mib": round(idle_rss / 1024, 1),
             "server_rss_peak_mib": round(max(peak_rss_kib(server.pid), peak) / 1024, 1),
+            "workers_rss_peak_mib": round(workers_peak / 1024, 1),
         }
     finally:
         server.terminate()
@@ -148,6 +174,10 @@ def main():
             make_input(input_path, lines)
             forward, parse = floors(model_dir, input_path, lines)
             job = run_job(work, model_dir, input_path, lines)
+            if IN_PROCESS.exists():
+                inproc = run_job(work, model_dir, input_path, lines, binary=IN_PROCESS)
+                job["in_process_instances_per_second"] = inproc["instances_per_second"]
+                job["share_of_in_process"] = round(job["instances_per_second"] / inproc["instances_per_second"], 3)
             job["input_mib"] = round(input_path.stat().st_size / 2**20)
             job["floor_instances_per_second"] = forward
             job["parse_floor_lines_per_second"] = parse
@@ -156,11 +186,15 @@ def main():
             rows_out.append(job)
             input_path.unlink()
             print(json.dumps(job), flush=True)
-        for data_format, name in (("TF_RECORD", "in.tfrecord"), ("TF_RECORD_GZIP", "in.tfrecord.gz")):
+        for data_format, name in (("TF_RECORD", "in.tfrecord"), ("TF_RECORD_GZIP", "in.tfrecord.gz")) if TFRECORDS else ():
             input_path = work / name
             make_tfrecords(input_path, TFRECORDS, data_format == "TF_RECORD_GZIP")
             forward, _ = floors(model_dir, None, TFRECORDS)
             job = run_job(work, model_dir, input_path, TFRECORDS, data_format)
+            if IN_PROCESS.exists():
+                inproc = run_job(work, model_dir, input_path, TFRECORDS, data_format, binary=IN_PROCESS)
+                job["in_process_instances_per_second"] = inproc["instances_per_second"]
+                job["share_of_in_process"] = round(job["instances_per_second"] / inproc["instances_per_second"], 3)
             job["input_mib"] = round(input_path.stat().st_size / 2**20)
             job["floor_instances_per_second"] = forward
             job["share_of_floor"] = round(job["instances_per_second"] / forward, 3)
@@ -186,12 +220,14 @@ def write_results(rows):
     tfr_rows = [r for r in rows if r["format"] != "JSON"]
     table = "\n".join(
         f"| {r['instances']:,} | {r['input_mib']:,} MiB | {r['floor_instances_per_second']:,} | {r['parse_floor_lines_per_second']:,} "
-        f"| {r['instances_per_second']:,} | {r['share_of_binding_floor']:.0%} | {r['instances_per_second'] / r['floor_instances_per_second']:.0%} "
-        f"| {r['server_rss_idle_mib']} MiB | {r['server_rss_peak_mib']} MiB |"
+        f"| {r['instances_per_second']:,} | {r.get('in_process_instances_per_second', '–'):,} | {r.get('share_of_in_process', 0):.0%} "
+        f"| {r['share_of_binding_floor']:.0%} | {r['instances_per_second'] / r['floor_instances_per_second']:.0%} "
+        f"| {r['server_rss_idle_mib']} MiB | {r['server_rss_peak_mib']} MiB | {r['workers_rss_peak_mib']} MiB |"
         for r in json_rows
     )
     tfr_table = "\n".join(
         f"| {r['format']} | {r['instances']:,} | {r['input_mib']:,} MiB | {r['floor_instances_per_second']:,} | {r['instances_per_second']:,} "
+        f"| {r.get('in_process_instances_per_second', '–'):,} | {r.get('share_of_in_process', 0):.0%} "
         f"| {r['share_of_floor']:.0%} | {r['server_rss_peak_mib']} MiB |"
         for r in tfr_rows
     )
@@ -203,8 +239,8 @@ Model: {results['model']}. Requests carry a bearer token (auth on, as by default
 
 ## JSON lines of full-precision floats
 
-| Instances | JSON input | Forward floor, instances/s | Parse floor, lines/s | Anneal job, instances/s | Share of the binding floor | Share of the forward floor | Server RSS idle | Server RSS peak |
-|---|---|---|---|---|---|---|---|---|
+| Instances | JSON input | Forward floor, instances/s | Parse floor, lines/s | Anneal job, instances/s | Passes in the server's process (comparison build), instances/s | Share of that | Share of the binding floor | Share of the forward floor | Server RSS idle | Server RSS peak | Model workers' RSS peak |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {table}
 
 - Input: each line is 784 floats as Python's `json.dumps` writes them (full precision, about 16 KB
@@ -214,6 +250,9 @@ Model: {results['model']}. Requests carry a bearer token (auth on, as by default
 - Parse floor: `target/release/examples/parse_floor` reads the same file on every core and parses
   each line into f32s with fast-float2, a well-kept float parsing crate: no model, no output. Parsing
   is the binding floor here (the smaller of the two), so the job is held to it.
+- Anneal: its forward passes run in sandboxed `anneal model-worker` processes, one per job worker
+  (as shipped); the comparison build runs them in the server's own process (the `in-process`
+  feature, what Anneal did before its sandbox; target: the shipped build at ≥ 90 % of it).
 - Anneal: a fresh `anneal serve` runs one batch prediction job (`dataFormat: JSON`, default
   `batchSize` 64 and `maxWorkerCount`, so as many workers as `training_slots`) and writes one JSON
   prediction per line. Throughput is the job's `predictionCount / (endTime - startTime)`; every output
@@ -222,8 +261,8 @@ Model: {results['model']}. Requests carry a bearer token (auth on, as by default
 
 ## TFRecords of tf.train.Example
 
-| Format | Instances | Input | Forward floor, instances/s | Anneal job, instances/s | Share of the forward floor | Server RSS peak |
-|---|---|---|---|---|---|---|
+| Format | Instances | Input | Forward floor, instances/s | Anneal job, instances/s | Passes in the server's process, instances/s | Share of that | Share of the forward floor | Server RSS peak |
+|---|---|---|---|---|---|---|---|---|
 {tfr_table}
 
 - Input: one Example per record with one float feature `x` of the 784 values (packed), framed with

@@ -13,5 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export VIRTUAL_ENV=$PWD/.venv PATH=$PWD/.venv/bin:$PATH LIBTORCH_USE_PYTORCH=1
-cargo build --release --quiet -p server --bin anneal --example batch_floor --example parse_floor
+# The comparison build with forward passes in the server's process first, kept aside (see
+# benchmarks/serving/run.sh); then the shipped build, which stays in target/release.
+if [ ! -x target/release/anneal-in-process ] || [ target/release/anneal-in-process -ot server/src/serving/model.rs ]; then
+  cargo build --release --quiet -p server --bin anneal --features in-process
+  cp target/release/anneal target/release/anneal-in-process
+fi
+cargo build --release --quiet -p server --bin anneal --bin anneal-sandbox --example batch_floor --example parse_floor
 exec python benchmarks/batch/bench.py

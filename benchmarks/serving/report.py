@@ -15,7 +15,8 @@ names = {
     "floor": "(a) tch in-process (forward floor)",
     "floor_idle": "(a') the same, 200 µs idle before each call",
     "healthz": "(h) Anneal `GET /healthz` (HTTP floor)",
-    "anneal": "(b) Anneal `:predict`",
+    "anneal": "(b) Anneal `:predict` (passes in sandboxed worker processes)",
+    "anneal_inprocess": "(b'') the same, passes in the server's process (comparison build)",
     "anneal_nobatch": "(b') Anneal, batching off",
     "fastapi": "(c) FastAPI + uvicorn + PyTorch, 2 workers",
 }
@@ -32,7 +33,7 @@ def paired_verdicts(floor):
     if not rounds:
         return []
     pair = lambda system, c, n: next(r for r in rows if r["system"] == system and r["concurrency"] == c and r.get("round") == n)
-    overheads, shares, cells1, cells64 = [], [], [], []
+    overheads, shares, kept, cells1, cells64, cells_kept = [], [], [], [], [], []
     for n in rounds:
         h1, a1, h64, a64 = pair("pair_healthz", 1, n), pair("pair_anneal", 1, n), pair("pair_healthz", 64, n), pair("pair_anneal", 64, n)
         overhead = a1["p50_us"] - h1["p50_us"] - floor["p50_us"]
@@ -41,6 +42,10 @@ def paired_verdicts(floor):
         shares.append(share)
         cells1.append(f"{a1['p50_us']} vs {h1['p50_us']} + {floor['p50_us']:.0f} ({overhead:+.0f} µs)")
         cells64.append(f"{a64['rps']:.0f} / {h64['rps']:.0f} = {share:.0%}")
+        inproc = next((r for r in rows if r["system"] == "pair_inprocess" and r.get("round") == n), None)
+        if inproc:
+            kept.append(a64["rps"] / inproc["rps"])
+            cells_kept.append(f"{a64['rps']:.0f} / {inproc['rps']:.0f} = {kept[-1]:.0%}")
     median = lambda xs: sorted(xs)[len(xs) // 2]
     o, sh = median(overheads), median(shares)
     return [
@@ -49,8 +54,12 @@ def paired_verdicts(floor):
         f"  - c=1: Anneal p50 vs HTTP floor + forward floor, µs, each round: {'; '.join(cells1)}. Median overhead beyond "
         f"both floors **{o:+.0f} µs** (target ≤ +60 µs: {'met' if o <= 60 else 'missed'}).",
         f"  - c=64: Anneal req/s / HTTP floor req/s, each round: {'; '.join(cells64)}. Median **{sh:.0%}** "
-        f"(target ≥ 50 %: {'met' if sh >= 0.5 else 'missed'}).",
-    ]
+        f"(target ≥ 20 %: {'met' if sh >= 0.2 else 'missed'}).",
+    ] + ([
+        f"  - c=64: sandboxed worker processes / passes in the server's process (the comparison build, measured in each round "
+        f"right before), req/s: {'; '.join(cells_kept)}. Median **{median(kept):.0%}** (target ≥ 90 %: "
+        f"{'met' if median(kept) >= 0.9 else 'missed'}).",
+    ] if kept else [])
 
 
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
@@ -74,7 +83,7 @@ for model in ("small", "large"):
         "| system | p50 µs (c=1) | p99 µs (c=1) | req/s c=1 | req/s c=8 | req/s c=64 | p99 µs (c=64) | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for system in ("floor", "floor_idle", "healthz", "anneal", "anneal_nobatch", "fastapi"):
+    for system in ("floor", "floor_idle", "healthz", "anneal", "anneal_inprocess", "anneal_nobatch", "fastapi"):
         if system in ("healthz", "floor_idle") and model != "small":
             continue
         if system in ("floor", "floor_idle"):
@@ -107,7 +116,25 @@ for model in ("small", "large"):
             f"{crowd['other_status']} other statuses, {crowd['socket_errors']} socket errors; server peak RSS "
             f"{crowd['server_peak_rss_kib'] / 1024:.0f} MiB.",
         ]
+    ready, ready_in = get("anneal_ready", model, 1), get("anneal_inprocess_ready", model, 1)
+    if ready and ready_in:
+        lines += [
+            f"- Version create → READY: {ready['seconds'] * 1000:.0f} ms with worker processes "
+            f"(sandbox launcher, `anneal model-worker` start, load and warm-up), {ready_in['seconds'] * 1000:.0f} ms in process.",
+        ]
     lines += [""]
+idle, idle_in = get("anneal_idle_rss", "both", 0), get("anneal_inprocess_idle_rss", "both", 0)
+if idle and idle_in:
+    total = (idle["server_kib"] + idle["workers_kib"]) / 1024
+    total_in = (idle_in["server_kib"] + idle_in["workers_kib"]) / 1024
+    lines += [
+        "## Memory, both versions loaded and idle",
+        "",
+        f"- Worker processes: server {idle['server_kib'] / 1024:.0f} MiB + workers {idle['workers_kib'] / 1024:.0f} MiB "
+        f"(one `anneal model-worker` and its launcher per version) = **{total:.0f} MiB**, {total / 2:.0f} MiB per idle version.",
+        f"- In process (comparison build): server {idle_in['server_kib'] / 1024:.0f} MiB = **{total_in:.0f} MiB**.",
+        "",
+    ]
 open(sys.argv[2], "w").write("\n".join(lines))
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))

@@ -24,6 +24,7 @@
 //! Where the kernel lacks Landlock, the server refuses to run user code and says so, unless the
 //! operator set `sandbox = "off"`, which is accepted only with auth off on a loopback address.
 
+pub mod cgroup;
 pub mod identity;
 pub mod launcher;
 pub mod pip;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cgroup::{Group, Limits};
 pub use identity::{
     check_output_folder, hand_over, hand_over_tree, make_job_dir, private_file, running_as_root, seal, server_folder,
     Identity, Isolation, IsolationError,
@@ -76,6 +78,8 @@ pub enum SandboxError {
     Isolation(#[from] IsolationError),
     #[error("cannot create a home folder for a sandboxed program: {0}")]
     Home(std::io::Error),
+    #[error("cannot set the limits of a sandboxed program (control group): {0}")]
+    Cgroup(std::io::Error),
 }
 
 /// The sandbox of one server.
@@ -84,6 +88,8 @@ pub struct Sandbox {
     isolation: Isolation,
     /// `None`: `sandbox = "off"`.
     confinement: Option<Confinement>,
+    /// Where limits are set, as root; `None`: no limits.
+    cgroups: Option<cgroup::Hierarchy>,
 }
 
 #[derive(Debug)]
@@ -101,18 +107,23 @@ impl Sandbox {
     /// No confinement and no identities: programs run as the server's user. For tests and tools
     /// that run no user code of others.
     pub fn off() -> Self {
-        Self { isolation: Isolation::off(), confinement: None }
+        Self { isolation: Isolation::off(), confinement: None, cgroups: None }
     }
 
     /// Sets the sandbox up at start: the identities (as root), and what the runtime is.
     pub async fn set_up(settings: &SandboxSettings) -> Result<Self, SandboxError> {
         let isolation = Isolation::set_up(settings).await?;
+        let cgroups = if isolation.is_on() { cgroup::Hierarchy::detect() } else { None };
+        match &cgroups {
+            Some(hierarchy) => tracing::info!(?hierarchy, "replicas get memory, process and CPU limits from their machine types"),
+            None => tracing::warn!("no control groups (not root, or none mounted): replicas run without memory, process or CPU limits"),
+        }
         if settings.mode == SandboxMode::Off {
             tracing::warn!(
                 "sandbox = \"off\": user code (trainers, pip installs, Python models) runs unconfined, with {}",
                 if isolation.is_on() { "a uid per project only" } else { "the server's own rights" }
             );
-            return Ok(Self { isolation, confinement: None });
+            return Ok(Self { isolation, confinement: None, cgroups });
         }
         let launcher = launcher_program().map_err(SandboxError::Home)?;
         let unavailable = launcher::probe().err();
@@ -123,7 +134,7 @@ impl Sandbox {
             None => tracing::info!("user code runs sandboxed (Landlock, no_new_privs, a subreaper per program)"),
         }
         let runtime = runtime_paths(&settings.python, &[&settings.data_dir, &settings.storage_root]).await;
-        Ok(Self { isolation, confinement: Some(Confinement { launcher, runtime, unavailable }) })
+        Ok(Self { isolation, confinement: Some(Confinement { launcher, runtime, unavailable }), cgroups })
     }
 
     /// Whether programs run confined.
@@ -157,7 +168,15 @@ impl Sandbox {
             Some(id) => id.make_home(&path)?,
             None => std::fs::create_dir_all(path.join("tmp")).map_err(SandboxError::Home)?,
         }
-        Ok(Cell { sandbox: self.clone(), identity, home, read: Vec::new(), write: Vec::new(), grace: Duration::ZERO })
+        Ok(Cell {
+            sandbox: self.clone(),
+            identity,
+            home,
+            read: Vec::new(),
+            write: Vec::new(),
+            grace: Duration::ZERO,
+            limits: Limits::default(),
+        })
     }
 }
 
@@ -186,9 +205,27 @@ pub struct Cell {
     read: Vec<PathBuf>,
     write: Vec<PathBuf>,
     grace: Duration,
+    limits: Limits,
 }
 
 impl Cell {
+    /// The program runs with `limits` where the host can set them ([`Cell::group`]).
+    pub fn limit(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A control group `name` with the cell's limits, for one program: `None` when the cell has
+    /// no limits or the host cannot set them (not root, no control groups, no confinement).
+    /// Start the program with [`Cell::command_in`], then [`Group::enter`] its pid. Blocks.
+    pub fn group(&self, name: &str) -> Result<Option<Group>, SandboxError> {
+        let (Some(hierarchy), Some(_)) = (&self.sandbox.cgroups, &self.sandbox.confinement) else { return Ok(None) };
+        if !self.limits.any() {
+            return Ok(None);
+        }
+        hierarchy.create(name, self.limits).map(Some).map_err(SandboxError::Cgroup)
+    }
+
     /// Lets the program read (and execute) `path` and what is under it.
     pub fn read(mut self, path: impl Into<PathBuf>) -> Self {
         self.read.push(path.into());
@@ -221,6 +258,12 @@ impl Cell {
     /// cell's identity, with its home, and without the server's secrets. Arguments added to it
     /// go to `program`.
     pub fn command(&self, program: impl AsRef<Path>) -> Result<std::process::Command, SandboxError> {
+        self.command_in(program, None)
+    }
+
+    /// [`Cell::command`] for a program that runs in `group`: its launcher waits until it has been
+    /// moved there ([`Group::enter`]) before it starts the program.
+    pub fn command_in(&self, program: impl AsRef<Path>, group: Option<&Group>) -> Result<std::process::Command, SandboxError> {
         use std::os::unix::process::CommandExt;
         let program = program.as_ref();
         let mut command = match &self.sandbox.confinement {
@@ -233,7 +276,11 @@ impl Cell {
                 }
                 let (launcher, verb) = &confinement.launcher;
                 let mut command = std::process::Command::new(launcher);
-                command.args(verb).args(self.launcher_args(&confinement.runtime)).arg("--").arg(program);
+                command.args(verb).args(self.launcher_args(&confinement.runtime));
+                for path in group.map(Group::paths).unwrap_or_default() {
+                    command.arg("--cgroup").arg(path);
+                }
+                command.arg("--").arg(program);
                 command
             }
         };

@@ -648,7 +648,7 @@ fn stored_dir(server: &TestServer, project: &str, version: &str) -> PathBuf {
         .expect("the version's stored copy")
 }
 
-/// The effective uid of every process whose environment has `ANNEAL_MODEL_DIR=<dir>`.
+/// The effective uids of the processes whose environment has `ANNEAL_MODEL_DIR=<dir>`, each once.
 fn worker_uids(dir: &Path) -> Vec<u32> {
     let wanted = format!("ANNEAL_MODEL_DIR={}", dir.display());
     let mut uids = Vec::new();
@@ -661,6 +661,9 @@ fn worker_uids(dir: &Path) -> Vec<u32> {
         let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok());
         uids.extend(uid);
     }
+    // A worker and its sandbox launcher share the environment and the uid.
+    uids.sort_unstable();
+    uids.dedup();
     uids
 }
 

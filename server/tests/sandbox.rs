@@ -371,3 +371,83 @@ async fn the_sandbox_is_turned_off_only_without_auth_on_loopback() {
     assert_eq!(server.get("/healthz").await.status(), 200);
     assert!(server.stderr().contains("runs unconfined"), "{}", server.stderr());
 }
+
+/// As root, a replica's machine type is its memory and CPU limit (a control group of its own): a
+/// trainer that allocates past its 1 GB ends FAILED saying so, and a fork bomb is held by the
+/// process limit (and its one CPU) while the server keeps answering, and ends with its job.
+#[tokio::test]
+async fn replicas_are_held_to_their_machine_types_limits() {
+    if !running_as_root() {
+        println!("skipped: not root (control groups need root)");
+        return;
+    }
+    let server = TestServer::start().await;
+    if server.stderr().contains("no control groups") {
+        println!("skipped: this host mounts no control groups");
+        return;
+    }
+    let hog = server.trainer("hog", "data = b'x' * (3 * 10**9)\nprint('allocated', len(data))\n");
+    let (status, body) = server
+        .submit_training(
+            "hog_1",
+            json!({"packageUris": [hog.display().to_string()], "pythonModule": "hog.task", "region": "us-central1",
+                   "scaleTier": "CUSTOM", "masterType": "mls1-c1-m1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("hog_1", &["SUCCEEDED", "FAILED", "CANCELLED"]).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let message = done["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("exceeded its memory limit of 1 GB"), "{message}");
+
+    let bomb = server.trainer(
+        "bomb",
+        "import os, time\nprint('forking', flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n",
+    );
+    let (status, body) = server
+        .submit_training(
+            "bomb_1",
+            json!({"packageUris": [bomb.display().to_string()], "pythonModule": "bomb.task", "region": "us-central1",
+                   "scaleTier": "CUSTOM", "masterType": "n1-standard-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.wait_job("bomb_1", &["RUNNING"]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The server answers while the bomb runs against its limits.
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, _) = server.get_json("/v1/projects/p/jobs/bomb_1").await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(2), "the server took {:?} to answer", started.elapsed());
+    }
+    let tagged = processes_tagged("bomb_1");
+    assert!(tagged > 1 && tagged <= 4096, "{tagged} processes of the bomb");
+    let (status, body) = server.post_json("/v1/projects/p/jobs/bomb_1:cancel", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("bomb_1", &["CANCELLED", "FAILED", "SUCCEEDED"]).await;
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_tagged("bomb_1") > 0 {
+        assert!(std::time::Instant::now() < until, "{} processes of the bomb outlived its job", processes_tagged("bomb_1"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Live processes whose `ANNEAL_JOB` tag names job `job`.
+fn processes_tagged(job: &str) -> usize {
+    let suffix = format!("|projects/p/jobs/{job}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { return false };
+            let tagged = environ
+                .split(|b| *b == 0)
+                .filter_map(|var| var.strip_prefix(b"ANNEAL_JOB="))
+                .any(|value| String::from_utf8_lossy(value).ends_with(&suffix));
+            tagged && alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
+        })
+        .count()
+}

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{logs, metrics, RunError};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Group, Limits, Sandbox};
 use crate::jobs::plan::{Pool, TrainingPlan};
 use crate::jobs::Ending;
 
@@ -94,11 +94,17 @@ pub struct Launch<'a> {
     pub run: Run,
 }
 
+/// Processes and threads one replica may run at once (its control group's `pids.max`, as root):
+/// enough for libtorch's threads and data loader workers, not for a fork bomb.
+const REPLICA_PIDS: u64 = 4096;
+
 /// A started replica and the tasks forwarding its output.
 struct Replica {
     task: String,
     child: Child,
     pumps: Vec<JoinHandle<()>>,
+    /// Its limits, where the host sets them.
+    group: Option<Group>,
 }
 
 /// Starts every replica and waits for the run's end.
@@ -151,7 +157,11 @@ async fn start_replica(
     let own = run.dir.join("replicas").join(&task);
     let folder = own.clone();
     tokio::task::spawn_blocking(move || std::fs::create_dir_all(&folder)).await?.map_err(RunError::io("create", &own))?;
-    let mut cell = env.sandbox.cell(env.project, Some(own.clone()))?.grace(env.kill_grace);
+    // A named machine type sizes the replica's memory and CPUs; any replica's processes are
+    // counted.
+    let machine = plan.machine_of(pool);
+    let limits = Limits { memory: machine.memory, pids: Some(REPLICA_PIDS), cpus: machine.memory.map(|_| machine.cpus) };
+    let mut cell = env.sandbox.cell(env.project, Some(own.clone()))?.grace(env.kill_grace).limit(limits);
     for folder in env.python_path {
         cell = cell.read(folder);
     }
@@ -173,7 +183,16 @@ async fn start_replica(
     });
     let devices: Vec<String> = devices.iter().map(usize::to_string).collect();
     let world_size = 1 + plan.replicas.workers;
-    let mut command = Command::from(cell.command(env.python)?);
+    let group_name: String = format!("{}-{}-{}-{}{task}", std::process::id(), env.project, env.job_id, run.label)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    if env.python.is_absolute() && !env.python.exists() {
+        // Said by the server, as an unconfined start would, not by the launcher inside the job.
+        return Err(RunError::Spawn { program: task, source: std::io::Error::from_raw_os_error(nix::libc::ENOENT) });
+    }
+    let group = cell.group(&group_name)?;
+    let mut command = Command::from(cell.command_in(env.python, group.as_ref())?);
     command.arg("-m").arg(&plan.module).args(&plan.args).args(&run.extra_args);
     if let Some(job_dir) = &run.job_dir {
         command.arg(format!("--job-dir={job_dir}"));
@@ -213,7 +232,22 @@ async fn start_replica(
     if let Some(trial) = &run.trial {
         command.env("CLOUD_ML_TRIAL_ID", trial);
     }
-    let mut child = command.spawn().map_err(|source| RunError::Spawn { program: task.clone(), source })?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            if let Some(group) = &group {
+                group.remove();
+            }
+            return Err(RunError::Spawn { program: task.clone(), source });
+        }
+    };
+    if let (Some(group), Some(pid)) = (&group, child.id()) {
+        if let Err(e) = group.enter(pid) {
+            let _ = child.start_kill();
+            group.remove();
+            return Err(RunError::Sandbox(crate::sandbox::SandboxError::Cgroup(e)));
+        }
+    }
     let shown = format!("{}{task}", run.label);
     let mut pumps = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
@@ -222,7 +256,7 @@ async fn start_replica(
     if let Some(stderr) = child.stderr.take() {
         pumps.push(tokio::spawn(logs::pump(stderr, shown, log.clone(), tail.clone(), env.max_log_line)));
     }
-    Ok(Replica { task, child, pumps })
+    Ok(Replica { task, child, pumps, group })
 }
 
 /// Waits for the run's end, stops every replica, and joins everything the run started.
@@ -237,9 +271,11 @@ async fn watch(
     let pids: Vec<Option<u32>> = started.iter().map(|r| r.child.id()).collect();
     let tasks: Vec<String> = started.iter().map(|r| r.task.clone()).collect();
     let mut pumps: Vec<Vec<JoinHandle<()>>> = Vec::with_capacity(started.len());
+    let mut groups: Vec<Option<Group>> = Vec::with_capacity(started.len());
     let mut waiters = Vec::with_capacity(started.len());
     for (i, mut replica) in started.into_iter().enumerate() {
         pumps.push(std::mem::take(&mut replica.pumps));
+        groups.push(replica.group.take());
         let exits = exits.clone();
         waiters.push(tokio::spawn(async move {
             let status = replica.child.wait().await;
@@ -288,6 +324,13 @@ async fn watch(
                 // Its output is all forwarded once its pumps reach the end of its pipes.
                 join_all(std::mem::take(&mut pumps[i])).await;
                 let last = super::lock(tail).iter().cloned().collect::<Vec<_>>().join("\n");
+                let out_of_memory = groups[i].as_ref().filter(|g| g.killed_for_memory()).and_then(Group::memory_limit);
+                if let Some(limit) = out_of_memory {
+                    break Ending::Failed(format!(
+                        "Replica {}{} exceeded its memory limit of {} and was killed ({}). Last log lines:\n{last}",
+                        run.label, tasks[i], crate::sandbox::cgroup::gigabytes(limit), describe(status)
+                    ));
+                }
                 break Ending::Failed(format!("Replica {}{} exited with {}. Last log lines:\n{last}", run.label, tasks[i], describe(status)));
             }
         }
@@ -298,6 +341,10 @@ async fn watch(
         let _ = waiter.await;
     }
     join_all(pumps.into_iter().flatten().collect()).await;
+    let groups: Vec<Group> = groups.into_iter().flatten().collect();
+    if !groups.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || groups.iter().for_each(Group::remove)).await;
+    }
     Ok(ending)
 }
 

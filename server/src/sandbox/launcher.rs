@@ -44,6 +44,9 @@ pub struct Spec {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
     pub grace: Duration,
+    /// Control groups (`/proc/self/cgroup`'s form) the server moves this process into: the
+    /// program starts only once it is in all of them.
+    pub cgroups: Vec<String>,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -59,6 +62,7 @@ impl Spec {
             match flag.to_str() {
                 Some("--read") => spec.read.push(value()?.into()),
                 Some("--write") => spec.write.push(value()?.into()),
+                Some("--cgroup") => spec.cgroups.push(value()?.to_string_lossy().into_owned()),
                 Some("--grace-ms") => {
                     let ms = value()?;
                     let ms = ms.to_str().and_then(|s| s.parse().ok()).ok_or("--grace-ms takes milliseconds")?;
@@ -108,6 +112,7 @@ fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String> {
     let signals = SignalFd::with_flags(&handled, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("cannot read signals: {e}"))?;
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("cannot become a subreaper: {e}"))?;
+    wait_for_cgroups(&spec.cgroups)?;
     confine(&spec)?;
     let child = match std::process::Command::new(&spec.program).args(&spec.args).spawn() {
         Ok(child) => child,
@@ -147,6 +152,22 @@ fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String> {
                 stop_by.get_or_insert_with(|| Instant::now() + spec.grace);
             }
         }
+    }
+}
+
+/// Waits (up to 10 s) until the server has moved this process into every group of `paths`.
+fn wait_for_cgroups(paths: &[String]) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let inside = paths.iter().all(|path| own.lines().any(|line| line.rsplit(':').next() == Some(path.as_str())));
+        if inside {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(format!("the server did not move this program into its control groups {paths:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -1,8 +1,8 @@
 //! A served TorchScript model and the worker threads that own its forward passes. Each worker
 //! thread owns a worker process ([`super::process`]) that loaded the model in the version's
 //! sandbox cell: a TorchScript model is code, and the server never loads one itself. (With the
-//! `in-process` build feature, for the serving benchmark's comparison only, the threads run the
-//! passes in the server's own process, as Anneal did before.)
+//! `in-process` build feature, for the benchmarks' comparison only, the threads run the passes
+//! in the server's own process, as Anneal did before.)
 //!
 //! Requests reach the workers through one bounded queue (`queue_capacity` requests); a full queue
 //! answers [`PredictError::Overloaded`] at once instead of waiting. Each worker takes a request,
@@ -289,8 +289,12 @@ impl ServedModel {
             let handle = std::thread::Builder::new()
                 .name(format!("model-worker-{index}"))
                 .spawn(move || {
-                    let engine = match Engine::start(spec, &name, &options) {
-                        Ok((engine, device)) => {
+                    let engine = match Restarting::start(spec, &name) {
+                        Ok((engine, ready)) => {
+                            let device = match ready.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                                Some(n) => Device::Cuda(n),
+                                None => Device::Cpu,
+                            };
                             let _ = started.send(Ok(device));
                             engine
                         }
@@ -508,52 +512,8 @@ fn first_line(text: &str) -> String {
     lines().find(|l| l.contains("Error: ")).or_else(|| lines().next()).unwrap_or(text).to_owned()
 }
 
-/// What runs a worker's forward passes.
-enum Engine {
-    /// Its worker process (started again after a crash).
-    Process(Restarting),
-    /// The model loaded in this process: the serving benchmark's comparison only.
-    #[cfg(feature = "in-process")]
-    InProcess(LoadedModule),
-}
-
-impl Engine {
-    /// Starts what runs the passes; the device they run on.
-    fn start(spec: Arc<TorchSpec>, name: &str, options: &ServingOptions) -> Result<(Self, Device), LoadError> {
-        #[cfg(feature = "in-process")]
-        {
-            let _ = name;
-            tch::set_num_threads(options.intra_op_threads.max(1));
-            let loaded = LoadedModule::load(&spec.model_dir, options.use_cuda)?;
-            let device = loaded.device;
-            Ok((Self::InProcess(loaded), device))
-        }
-        #[cfg(not(feature = "in-process"))]
-        {
-            let _ = options;
-            let (process, ready) = Restarting::start(spec, name)?;
-            let device = match ready.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                Some(n) => Device::Cuda(n),
-                None => Device::Cpu,
-            };
-            Ok((Self::Process(process), device))
-        }
-    }
-
-    fn forward(&mut self, batch: &Batch) -> Result<Vec<Value>, ForwardError> {
-        match self {
-            Self::Process(process) => process.forward(batch),
-            #[cfg(feature = "in-process")]
-            Self::InProcess(model) => {
-                let _guard = tch::no_grad_guard();
-                model.forward(batch)
-            }
-        }
-    }
-}
-
 struct Worker {
-    engine: Engine,
+    engine: Restarting,
     receiver: Receiver<Job>,
     options: ServingOptions,
     metrics: ModelMetrics,

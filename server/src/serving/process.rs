@@ -235,12 +235,14 @@ impl Drop for TorchProcess {
 }
 
 /// A worker process per thread that starts again after a crash.
+#[cfg(not(feature = "in-process"))]
 pub struct Restarting {
     spec: Arc<TorchSpec>,
     name: String,
     process: Option<TorchProcess>,
 }
 
+#[cfg(not(feature = "in-process"))]
 impl Restarting {
     /// Starts the first process. Blocks.
     pub fn start(spec: Arc<TorchSpec>, name: &str) -> Result<(Self, Ready), LoadError> {
@@ -266,6 +268,29 @@ impl Restarting {
             self.process = None;
         }
         result
+    }
+}
+
+/// With the `in-process` build feature (the benchmarks' comparison build, never shipped): the
+/// model loaded in this thread's own process, as Anneal served before its sandbox.
+#[cfg(feature = "in-process")]
+pub struct Restarting(super::model::LoadedModule);
+
+#[cfg(feature = "in-process")]
+impl Restarting {
+    pub fn start(spec: Arc<TorchSpec>, _name: &str) -> Result<(Self, Ready), LoadError> {
+        tch::set_num_threads(spec.threads.max(1));
+        let loaded = super::model::LoadedModule::load(&spec.model_dir, spec.use_cuda)?;
+        let device = match loaded.device {
+            tch::Device::Cuda(n) => format!("cuda:{n}"),
+            _ => "cpu".to_owned(),
+        };
+        Ok((Self(loaded), Ready { device }))
+    }
+
+    pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Value>, ForwardError> {
+        let _guard = tch::no_grad_guard();
+        self.0.forward(batch)
     }
 }
 

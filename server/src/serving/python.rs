@@ -871,7 +871,9 @@ impl Process {
         };
         // Give the stderr reader a moment to take the last lines the process wrote.
         std::thread::sleep(Duration::from_millis(50));
-        let lines: Vec<String> = lock(&self.stderr).iter().cloned().collect();
+        // The server's log has them whole; the caller and the version's errorMessage get them
+        // without the server's paths (a traceback names the runtime Python's files).
+        let lines: Vec<String> = lock(&self.stderr).iter().map(|line| without_paths(line)).collect();
         if lines.is_empty() {
             format!("the worker process exited ({status})")
         } else {
@@ -905,6 +907,32 @@ fn stop(pid: u32, confined: bool) {
     } else {
         let _ = killpg(pid, Signal::SIGKILL);
     }
+}
+
+/// `text` with absolute filesystem paths (of two parts or more, not inside a URL or a longer
+/// word) cut to their last part, as the worker cuts them from its error details.
+fn without_paths(text: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || "'\"`<>|;,()[]{}".contains(c);
+    let joins = |c: char| c.is_alphanumeric() || "_.:/~@-".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut previous: Option<char> = None;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '/' && !previous.is_some_and(joins) {
+            let path = &rest[..rest.find(ends).unwrap_or(rest.len())];
+            let inner = &path[1..];
+            if !inner.starts_with('/') && inner.contains('/') {
+                out.push_str(path.rsplit('/').next().unwrap_or_default());
+                previous = path.chars().last();
+                rest = &rest[path.len()..];
+                continue;
+            }
+        }
+        out.push(c);
+        previous = Some(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Logs a worker's stderr (what it and user code print) and keeps its last lines.
@@ -1088,6 +1116,15 @@ mod tests {
         let header: Value = serde_json::from_slice(&header).expect("json");
         assert_eq!(header, serde_json::json!({"rows": 3, "format": "json", "signature": "second"}));
         assert_eq!(serde_json::from_slice::<Value>(&payload).expect("json"), serde_json::json!([{"x": 1}, "s", [1, 2]]));
+    }
+
+    #[test]
+    fn paths_are_cut_to_their_last_part() {
+        let line = r#"File "/work/.venv/lib/python3.11/site-packages/xgboost/core.py", line 3, in f"#;
+        assert_eq!(without_paths(line), r#"File "core.py", line 3, in f"#);
+        assert_eq!(without_paths("/usr/lib/x.so(+0x1) and /opt/dir/ then /tmp"), "x.so(+0x1) and  then /tmp");
+        let kept = "gs://bucket/a/b, https://host/a/b, 1/2, a / b, p_fmat->Info() (4 vs. 6), ünï/cödé";
+        assert_eq!(without_paths(kept), kept);
     }
 
     #[test]

@@ -334,12 +334,7 @@ impl Follower {
                     Pool::Worker => Some(index + 1),
                     Pool::ParameterServer => None,
                 };
-                let key = match pool {
-                    Pool::Master => "masterType",
-                    Pool::Worker => "workerType",
-                    Pool::ParameterServer => "parameterServerType",
-                };
-                let machine = machine_resources(plan.tf_config_job[key].as_str().unwrap_or(""));
+                let machine = plan.machine_of(pool);
                 serde_json::json!({
                     "task": format!("{}-replica-{index}", pool.as_str()),
                     "type": pool.as_str(),
@@ -709,48 +704,6 @@ fn record_metrics(dir: &Path, state: &Path, label: &str, metrics: &[(String, Str
     lock(collector).collect(&files, &dir.join("metrics.jsonl"));
 }
 
-/// What one replica's bundle holds besides its GPUs: a machine type's vCPUs and memory.
-#[derive(Debug, PartialEq)]
-struct Machine {
-    cpus: u32,
-    /// Bytes; `None` reserves no memory.
-    memory: Option<u64>,
-}
-
-/// The bundle of a replica of `machine_type`: `<family>-<kind>-<N>` (n1, n2, e2, …: standard,
-/// highmem, highcpu) and `mls1-c<N>-m<M>` as Compute Engine sizes them (N vCPUs; 3.75, 6.5 or
-/// 0.9 GB per vCPU for n1, 4, 8 or 1 for the others; M GB); anything else (none, a legacy name
-/// such as `standard_gpu`) one CPU and no memory.
-fn machine_resources(machine_type: &str) -> Machine {
-    const GB: f64 = 1e9;
-    let plain = Machine { cpus: 1, memory: None };
-    let parts: Vec<&str> = machine_type.split('-').collect();
-    match parts.as_slice() {
-        ["mls1", c, m] => {
-            let cpus = c.strip_prefix('c').and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0);
-            let memory = m.strip_prefix('m').and_then(|n| n.parse::<u64>().ok());
-            match cpus {
-                Some(cpus) => Machine { cpus, memory: memory.map(|m| m * 1_000_000_000) },
-                None => plain,
-            }
-        }
-        [family, kind, n] => {
-            let Some(cpus) = n.parse::<u32>().ok().filter(|n| *n > 0) else { return plain };
-            let per_cpu = match (*family == "n1", *kind) {
-                (true, "standard") => 3.75,
-                (true, "highmem") => 6.5,
-                (true, "highcpu") => 0.9,
-                (false, "standard") => 4.0,
-                (false, "highmem") => 8.0,
-                (false, "highcpu") => 1.0,
-                _ => return plain,
-            };
-            Machine { cpus, memory: Some((per_cpu * GB * f64::from(cpus)).round() as u64) }
-        }
-        _ => plain,
-    }
-}
-
 /// `text` as one shell word.
 fn shell_quote(text: &str) -> String {
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:".contains(c)) {
@@ -762,18 +715,6 @@ fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn machine_types_become_bundle_cpus_and_memory() {
-        let machine = |cpus, gb: f64| Machine { cpus, memory: Some((gb * 1e9).round() as u64) };
-        assert_eq!(machine_resources("n1-standard-4"), machine(4, 15.0));
-        assert_eq!(machine_resources("n1-highmem-2"), machine(2, 13.0));
-        assert_eq!(machine_resources("e2-highcpu-8"), machine(8, 8.0));
-        assert_eq!(machine_resources("mls1-c4-m2"), machine(4, 2.0));
-        for plain in ["", "standard_gpu", "complex_model_m", "n1-standard-0", "n1-weird-4", "mls1-x-m2"] {
-            assert_eq!(machine_resources(plain), Machine { cpus: 1, memory: None }, "{plain}");
-        }
-    }
 
     #[test]
     fn shell_words() {
