@@ -131,7 +131,8 @@ if idle and idle_in:
         "## Memory, both versions loaded and idle",
         "",
         f"- Worker processes: server {idle['server_kib'] / 1024:.0f} MiB + workers {idle['workers_kib'] / 1024:.0f} MiB "
-        f"(one `anneal model-worker` and its launcher per version) = **{total:.0f} MiB**, {total / 2:.0f} MiB per idle version.",
+        f"(one `anneal model-worker` and its launcher per version, each worker with its own libtorch) = **{total:.0f} MiB**; "
+        f"each idle version adds {idle['workers_kib'] / 1024 / 2:.0f} MiB of worker.",
         f"- In process (comparison build): server {idle_in['server_kib'] / 1024:.0f} MiB = **{total_in:.0f} MiB**.",
         "",
     ]

@@ -58,6 +58,10 @@ pub struct Config {
     pub predict_max_queue_delay_us: u64,
     /// Predict requests that may wait per version before new ones get 429.
     pub predict_queue_capacity: usize,
+    /// The largest answer a model's worker process may send for one request, in bytes (a pass
+    /// of several requests may send that many times as much); a larger one fails the request and
+    /// restarts the process. Unset: 4 × `max_request_bytes`.
+    pub predict_max_answer_bytes: Option<usize>,
     /// Worker threads per served version.
     pub predict_workers: usize,
     /// libtorch intra-op threads per worker.
@@ -178,6 +182,7 @@ const ENV_KEYS: &[&str] = &[
     "predict_max_batch_size",
     "predict_max_queue_delay_us",
     "predict_queue_capacity",
+    "predict_max_answer_bytes",
     "predict_workers",
     "predict_intra_op_threads",
     "python",
@@ -350,6 +355,12 @@ impl Config {
             .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join(".venv/bin/python")))
             .filter(|p| p.is_file());
         repo_venv.unwrap_or_else(|| PathBuf::from("python3"))
+    }
+
+    /// The largest answer of a model's worker process per request: `predict_max_answer_bytes`,
+    /// else 4 × `max_request_bytes`.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.predict_max_answer_bytes.unwrap_or(self.max_request_bytes.saturating_mul(4)).max(1)
     }
 
     /// What the sandbox for user code is set up from.

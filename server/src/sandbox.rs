@@ -115,8 +115,12 @@ impl Sandbox {
         let isolation = Isolation::set_up(settings).await?;
         let cgroups = if isolation.is_on() { cgroup::Hierarchy::detect() } else { None };
         match &cgroups {
-            Some(hierarchy) => tracing::info!(?hierarchy, "replicas get memory, process and CPU limits from their machine types"),
-            None => tracing::warn!("no control groups (not root, or none mounted): replicas run without memory, process or CPU limits"),
+            Some(hierarchy) => {
+                tracing::info!(?hierarchy, "replicas get memory, process and CPU limits from their machine types")
+            }
+            None => tracing::warn!(
+                "no control groups (not root, or none mounted): replicas run without memory, process or CPU limits"
+            ),
         }
         if settings.mode == SandboxMode::Off {
             tracing::warn!(
@@ -263,7 +267,11 @@ impl Cell {
 
     /// [`Cell::command`] for a program that runs in `group`: its launcher waits until it has been
     /// moved there ([`Group::enter`]) before it starts the program.
-    pub fn command_in(&self, program: impl AsRef<Path>, group: Option<&Group>) -> Result<std::process::Command, SandboxError> {
+    pub fn command_in(
+        &self,
+        program: impl AsRef<Path>,
+        group: Option<&Group>,
+    ) -> Result<std::process::Command, SandboxError> {
         use std::os::unix::process::CommandExt;
         let program = program.as_ref();
         let mut command = match &self.sandbox.confinement {
@@ -288,10 +296,7 @@ impl Cell {
             command.env_remove(name);
         }
         let home = self.home();
-        command
-            .env("HOME", home)
-            .env("TMPDIR", home.join("tmp"))
-            .env_remove("ANNEAL_SANDBOX_CHILD");
+        command.env("HOME", home).env("TMPDIR", home.join("tmp")).env_remove("ANNEAL_SANDBOX_CHILD");
         if let Some(id) = &self.identity {
             command.uid(id.uid).gid(id.gid).env("USER", &id.name).env("LOGNAME", &id.name);
         }

@@ -108,7 +108,9 @@ impl Server {
         let tasks = Tasks::new();
         // Python prediction workers run in their project's sandbox cell, as its trainers do.
         let sandbox = std::sync::Arc::new(sandbox);
-        let host = ModelHost::new(config.serving_options()).with_sandbox(sandbox.clone());
+        let host = ModelHost::new(config.serving_options())
+            .with_sandbox(sandbox.clone())
+            .with_max_answer_bytes(config.max_answer_bytes());
         let (events, executor_events) = tokio::sync::mpsc::channel(EVENT_BUFFER);
         let local = LocalExecutor::new(
             storage.clone(),

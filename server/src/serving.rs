@@ -13,6 +13,7 @@
 //! prediction fails with a [`PredictError`].
 
 pub mod batch;
+mod exits;
 pub mod instances;
 pub mod model;
 pub mod process;

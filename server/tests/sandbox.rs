@@ -201,7 +201,10 @@ async fn torchscript_attack(server: &TestServer, targets: &[(String, PathBuf)]) 
         python(&script);
         let version = format!("torch{index}");
         let (status, op) = server
-            .post_json("/v1/projects/p/models/m/versions", &json!({"name": version, "deploymentUri": dir.display().to_string()}))
+            .post_json(
+                "/v1/projects/p/models/m/versions",
+                &json!({"name": version, "deploymentUri": dir.display().to_string()}),
+            )
             .await;
         assert_eq!(status, 200, "{op}");
         let done = server.wait_operation(op["name"].as_str().expect("name")).await;
@@ -429,7 +432,11 @@ async fn replicas_are_held_to_their_machine_types_limits() {
     assert_eq!(done["state"], "CANCELLED", "{done}");
     let until = std::time::Instant::now() + Duration::from_secs(20);
     while processes_tagged("bomb_1") > 0 {
-        assert!(std::time::Instant::now() < until, "{} processes of the bomb outlived its job", processes_tagged("bomb_1"));
+        assert!(
+            std::time::Instant::now() < until,
+            "{} processes of the bomb outlived its job",
+            processes_tagged("bomb_1")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

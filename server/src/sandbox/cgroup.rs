@@ -140,10 +140,9 @@ impl Group {
     pub fn killed_for_memory(&self) -> bool {
         self.dirs.iter().any(|dir| {
             let events = if self.v2 { dir.join("memory.events") } else { dir.join("memory.oom_control") };
-            std::fs::read_to_string(events)
-                .unwrap_or_default()
-                .lines()
-                .any(|line| line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+            std::fs::read_to_string(events).unwrap_or_default().lines().any(|line| {
+                line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+            })
         })
     }
 
@@ -196,7 +195,10 @@ mod tests {
     #[test]
     fn group_paths_are_relative_to_each_hierarchy() {
         let v1 = Group {
-            dirs: vec![PathBuf::from("/sys/fs/cgroup/memory/anneal/j1"), PathBuf::from("/sys/fs/cgroup/pids/anneal/j1")],
+            dirs: vec![
+                PathBuf::from("/sys/fs/cgroup/memory/anneal/j1"),
+                PathBuf::from("/sys/fs/cgroup/pids/anneal/j1"),
+            ],
             v2: false,
             limits: Limits::default(),
         };

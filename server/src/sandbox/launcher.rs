@@ -184,7 +184,10 @@ fn confine(spec: &Spec) -> Result<(), String> {
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("cannot confine the program: {e}"))?;
     if status.ruleset == RulesetStatus::NotEnforced {
-        return Err("this kernel cannot confine user code with Landlock (Linux 5.13 or later, with landlock in its lsm= list)".into());
+        return Err(
+            "this kernel cannot confine user code with Landlock (Linux 5.13 or later, with landlock in its lsm= list)"
+                .into(),
+        );
     }
     if !status.no_new_privs {
         return Err("cannot set no_new_privs".into());

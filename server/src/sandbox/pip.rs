@@ -34,7 +34,12 @@ pub enum PipError {
 
 /// The pip command that installs `packages` into `staging` in `cell` (which must be allowed to
 /// write `staging` and read the packages). Output is piped.
-pub fn command(cell: &Cell, python: &Path, staging: &Path, packages: &[PathBuf]) -> Result<std::process::Command, PipError> {
+pub fn command(
+    cell: &Cell,
+    python: &Path,
+    staging: &Path,
+    packages: &[PathBuf],
+) -> Result<std::process::Command, PipError> {
     let mut command = cell.command(python)?;
     command
         .args([

@@ -556,24 +556,11 @@ impl Worker {
         if let Some(next) = poll() {
             return next;
         }
-        let started = Instant::now();
-        let cpu_started = thread_cpu_time();
-        let mut check_at = started + SHARE_CHECK;
-        loop {
+        let mut polling = Polling::new(SPIN);
+        while polling.go_on() {
             std::thread::yield_now();
             if let Some(next) = poll() {
                 return next;
-            }
-            let now = Instant::now();
-            if now >= started + SPIN {
-                break;
-            }
-            if now >= check_at {
-                let polled = now - started;
-                if thread_cpu_time().saturating_sub(cpu_started) * 2 < polled {
-                    break;
-                }
-                check_at = now + SHARE_CHECK;
             }
         }
         self.receiver.recv().ok()
@@ -635,6 +622,38 @@ impl Worker {
             ForwardError::Crashed(why) => PredictError::Crashed(why),
             other => PredictError::Model(other.to_string()),
         })
+    }
+}
+
+/// Polling for up to a limit that stops early once the polling thread gets less than half of
+/// its core: then other threads (the runtime's, a worker process) are waiting for that core. The
+/// clocks are read every [`SHARE_CHECK`] only. Used by the model workers' threads and processes.
+pub(super) struct Polling {
+    started: Instant,
+    cpu_started: Duration,
+    check_at: Instant,
+    until: Instant,
+}
+
+impl Polling {
+    pub(super) fn new(limit: Duration) -> Self {
+        let started = Instant::now();
+        Self { started, cpu_started: thread_cpu_time(), check_at: started + SHARE_CHECK, until: started + limit }
+    }
+
+    /// Whether to poll again.
+    pub(super) fn go_on(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.until {
+            return false;
+        }
+        if now >= self.check_at {
+            if thread_cpu_time().saturating_sub(self.cpu_started) * 2 < now - self.started {
+                return false;
+            }
+            self.check_at = now + SHARE_CHECK;
+        }
+        true
     }
 }
 

@@ -9,12 +9,10 @@
 //! `max_answer_bytes` or sends what is not an answer fails that pass with a
 //! [`ForwardError::Crashed`] naming why, is stopped, and the next pass starts a new one.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -22,16 +20,18 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use super::exits::{self, Tail};
 use super::instances::Batch;
 use super::model::{ForwardError, LoadError};
 use super::wire::{self, FrameError, Hello, Ready};
 use crate::sandbox::Cell;
 
-/// How long a thread that sent a pass polls for its answer before it blocks.
-const SPIN: Duration = Duration::from_micros(500);
+/// The size asked of a worker's pipes.
+const PIPE_BYTES: i32 = 1 << 20;
 
-/// Lines of a worker's stderr kept to explain its exit.
-const STDERR_LINES: usize = 12;
+/// How long a thread that sent a pass polls for its answer before it blocks (less when its
+/// core is wanted: [`super::model::Polling`]).
+const SPIN: Duration = Duration::from_micros(500);
 
 /// How a model's worker processes are started.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ pub struct TorchProcess {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Tail,
     confined: bool,
     request: Vec<u8>,
 }
@@ -128,9 +128,14 @@ impl TorchProcess {
             let _ = child.wait();
             return Err(LoadError::PythonExited("its pipes could not be opened".into()));
         };
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
-        spawn_stderr_reader(name, stderr, tail.clone());
-        let mut process = Self { child, stdin, stdout, stderr: tail, confined: spec.cell.is_some(), request: Vec::new() };
+        // A pass of 64 rows of 784 floats is 200 KB: in the default 64 KiB pipes it would take
+        // several wake-ups of each side to cross (best effort: the system's maximum may be lower).
+        for pipe in [stdin.as_fd(), stdout.as_fd()] {
+            let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
+        }
+        let tail = Tail::follow(name, stderr);
+        let mut process =
+            Self { child, stdin, stdout, stderr: tail, confined: spec.cell.is_some(), request: Vec::new() };
         let hello = process
             .answer(spec.load_timeout, 64 << 10)
             .map_err(|why| LoadError::PythonExited(process.exit_description(&why)))?;
@@ -173,7 +178,8 @@ impl TorchProcess {
             nix::poll::poll(&mut fds, wait).is_ok_and(|n| n > 0)
         };
         let mut readable = false;
-        while started.elapsed() < SPIN.min(timeout) {
+        let mut polling = super::model::Polling::new(SPIN.min(timeout));
+        while polling.go_on() {
             if ready(PollTimeout::ZERO, &self.stdout) {
                 readable = true;
                 break;
@@ -197,17 +203,8 @@ impl TorchProcess {
     /// Stops the process and says why it failed: `why`, its exit status, its last stderr lines.
     fn exit_description(&mut self, why: &str) -> String {
         self.stop();
-        let status = match self.child.wait() {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => format!("exit status {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => status.to_string(),
-            },
-            Err(e) => format!("status unknown: {e}"),
-        };
-        // Give the stderr reader a moment to take the last lines the process wrote.
-        std::thread::sleep(Duration::from_millis(20));
-        let lines: Vec<String> = self.stderr.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+        let status = exits::status(&mut self.child);
+        let lines = self.stderr.lines(str::to_owned);
         if lines.is_empty() {
             format!("the model's worker process failed: {why} ({status})")
         } else {
@@ -292,20 +289,4 @@ impl Restarting {
         let _guard = tch::no_grad_guard();
         self.0.forward(batch)
     }
-}
-
-/// Logs a worker's stderr (what libtorch and the model print) and keeps its last lines.
-fn spawn_stderr_reader(name: &str, stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let name = name.to_owned();
-    let _ = std::thread::Builder::new().name("model-stderr".into()).spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            tracing::info!(target: "anneal::model_worker", version = %name, "{line}");
-            let mut tail = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if tail.len() == STDERR_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-    });
 }

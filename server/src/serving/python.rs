@@ -29,7 +29,7 @@
 //! a request and awaits its reply.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,6 +43,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::exits::{self, Tail};
 use super::instances::{Instances, Raw};
 use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
 use crate::sandbox::{server_secrets, Cell};
@@ -69,9 +70,6 @@ const MAX_RESTART_PAUSE: Duration = Duration::from_secs(5);
 /// ([`PythonSpec::max_answer_bytes`]): four times the default request body limit
 /// (`max_request_bytes`, 1.5 MiB).
 pub const DEFAULT_MAX_ANSWER_BYTES: usize = 4 * 1_572_864;
-
-/// How many lines of a worker's stderr are kept to explain its exit.
-const STDERR_LINES: usize = 12;
 
 /// An error of the model or of user code, with ML Engine's prediction error codes
 /// (`FAILED_TO_LOAD_MODEL` 0, `INVALID_INPUTS` 1, `FAILED_TO_RUN_MODEL` 2, `INVALID_OUTPUTS` 3,
@@ -156,7 +154,10 @@ pub struct PythonModel {
 
 impl std::fmt::Debug for PythonModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PythonModel").field("framework", &self.ready.framework).field("workers", &self.workers.len()).finish()
+        f.debug_struct("PythonModel")
+            .field("framework", &self.ready.framework)
+            .field("workers", &self.workers.len())
+            .finish()
     }
 }
 
@@ -204,7 +205,8 @@ impl Input {
         let header = header.to_string().into_bytes();
         match inputs[0] {
             Self::Dense { .. } => {
-                let count: usize = inputs.iter().map(|i| if let Self::Dense { values, .. } = i { values.len() } else { 0 }).sum();
+                let count: usize =
+                    inputs.iter().map(|i| if let Self::Dense { values, .. } = i { values.len() } else { 0 }).sum();
                 let mut payload = Vec::with_capacity(count * 8);
                 for input in inputs {
                     if let Self::Dense { values, .. } = input {
@@ -247,7 +249,12 @@ struct Job {
 impl PythonModel {
     /// Starts `options.workers` processes serving `spec` and waits until each has loaded the
     /// model (in parallel). Blocks: call it on a blocking thread.
-    pub fn load(name: &str, spec: PythonSpec, options: &ServingOptions, on_failed: OnFailed) -> Result<Self, LoadError> {
+    pub fn load(
+        name: &str,
+        spec: PythonSpec,
+        options: &ServingOptions,
+        on_failed: OnFailed,
+    ) -> Result<Self, LoadError> {
         let spec = Arc::new(spec);
         let count = options.workers.max(1);
         let pool = Arc::new(Pool::new(name, on_failed, spec.prediction_class.is_none()));
@@ -703,7 +710,7 @@ struct Process {
     child: Child,
     stdin: ChildStdin,
     stdout: ChildStdout,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Tail,
     watch: Arc<Watch>,
     watcher: Option<JoinHandle<()>>,
     predict_timeout: Duration,
@@ -749,18 +756,16 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command.spawn().map_err(|e| LoadError::PythonStart {
-            python: spec.python.display().to_string(),
-            source: e,
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| LoadError::PythonStart { python: spec.python.display().to_string(), source: e })?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(LoadError::PythonExited("its pipes could not be opened".into()));
         };
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
-        spawn_stderr_reader(name, stderr, tail.clone());
+        let tail = Tail::follow(name, stderr);
         let watch = Arc::new(Watch::default());
         let watcher = {
             let (watch, pid, confined) = (watch.clone(), child.id(), spec.cell.is_some());
@@ -861,19 +866,10 @@ impl Process {
     /// Why the process ended: its exit status and its last lines on stderr. Stops it first.
     fn exit_description(&mut self) -> String {
         self.kill();
-        let status = match self.child.wait() {
-            Ok(status) => match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-                (Some(code), _) => format!("exit status {code}"),
-                (None, Some(signal)) => format!("killed by signal {signal}"),
-                _ => status.to_string(),
-            },
-            Err(e) => format!("status unknown: {e}"),
-        };
-        // Give the stderr reader a moment to take the last lines the process wrote.
-        std::thread::sleep(Duration::from_millis(50));
+        let status = exits::status(&mut self.child);
         // The server's log has them whole; the caller and the version's errorMessage get them
         // without the server's paths (a traceback names the runtime Python's files).
-        let lines: Vec<String> = lock(&self.stderr).iter().map(|line| without_paths(line)).collect();
+        let lines = self.stderr.lines(without_paths);
         if lines.is_empty() {
             format!("the worker process exited ({status})")
         } else {
@@ -933,22 +929,6 @@ fn without_paths(text: &str) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
-}
-
-/// Logs a worker's stderr (what it and user code print) and keeps its last lines.
-fn spawn_stderr_reader(name: &str, stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let name = name.to_owned();
-    let _ = std::thread::Builder::new().name("py-stderr".into()).spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            tracing::info!(target: "anneal::predictor", version = %name, "{line}");
-            let mut tail = lock(&tail);
-            if tail.len() == STDERR_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-    });
 }
 
 /// Kills a process whose load or pass outlives its deadline.
@@ -1115,7 +1095,10 @@ mod tests {
         let (header, payload) = Input::frames(&[&c, &d], &extra);
         let header: Value = serde_json::from_slice(&header).expect("json");
         assert_eq!(header, serde_json::json!({"rows": 3, "format": "json", "signature": "second"}));
-        assert_eq!(serde_json::from_slice::<Value>(&payload).expect("json"), serde_json::json!([{"x": 1}, "s", [1, 2]]));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&payload).expect("json"),
+            serde_json::json!([{"x": 1}, "s", [1, 2]])
+        );
     }
 
     #[test]

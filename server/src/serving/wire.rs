@@ -68,7 +68,9 @@ pub struct Ready {
 pub enum Hello {
     Ready(Ready),
     /// The model cannot be served: the [`super::LoadError`]'s text.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 fn dtype_code(dtype: DType) -> u8 {
@@ -203,9 +205,24 @@ mod tests {
         let batch = Batch {
             rows: 2,
             columns: vec![
-                Column { name: "x".into(), dtype: DType::Float32, row_shape: vec![3], data: ColumnData::F32(vec![1.0, 2.5, -3.0, 4.0, 5.0, 6.0]) },
-                Column { name: "ids".into(), dtype: DType::Int64, row_shape: vec![], data: ColumnData::I64(vec![7, -8]) },
-                Column { name: "mask".into(), dtype: DType::Bool, row_shape: vec![1], data: ColumnData::Bool(vec![true, false]) },
+                Column {
+                    name: "x".into(),
+                    dtype: DType::Float32,
+                    row_shape: vec![3],
+                    data: ColumnData::F32(vec![1.0, 2.5, -3.0, 4.0, 5.0, 6.0]),
+                },
+                Column {
+                    name: "ids".into(),
+                    dtype: DType::Int64,
+                    row_shape: vec![],
+                    data: ColumnData::I64(vec![7, -8]),
+                },
+                Column {
+                    name: "mask".into(),
+                    dtype: DType::Bool,
+                    row_shape: vec![1],
+                    data: ColumnData::Bool(vec![true, false]),
+                },
             ],
         };
         let mut bytes = Vec::new();

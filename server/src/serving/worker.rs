@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -106,13 +106,13 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
     }
 }
 
-/// Polls `input` for up to [`SPIN`]; returns when it is readable or the time is up (the read
-/// that follows then blocks).
+/// Polls `input` for up to [`SPIN`] (less when its core is wanted); returns when it is readable
+/// or the polling is over (the read that follows then blocks).
 fn wait_for_input(input: &File) {
-    let until = Instant::now() + SPIN;
-    loop {
+    let mut polling = super::model::Polling::new(SPIN);
+    while polling.go_on() {
         let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
-        if nix::poll::poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) || Instant::now() >= until {
+        if nix::poll::poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
             return;
         }
         std::thread::yield_now();
