@@ -165,8 +165,12 @@ async fn start_replica(
     for folder in env.python_path {
         cell = cell.read(folder);
     }
-    if let Some(crate::storage::Location::Local(job_dir)) = &run.job_dir {
-        cell = cell.write(job_dir);
+    // The run's job dir, and the job's: a tuning trial's is a subfolder of the job's that its
+    // trainer creates.
+    for job_dir in [&run.job_dir, &plan.job_dir] {
+        if let Some(crate::storage::Location::Local(job_dir)) = job_dir {
+            cell = cell.write(job_dir);
+        }
     }
     if let Some(cwd) = env.cwd {
         cell = cell.write(cwd);
