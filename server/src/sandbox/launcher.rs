@@ -114,16 +114,13 @@ fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String> {
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("cannot become a subreaper: {e}"))?;
     wait_for_cgroups(&spec.cgroups)?;
     confine(&spec)?;
-    let child = match std::process::Command::new(&spec.program).args(&spec.args).spawn() {
-        Ok(child) => child,
+    let main = match start(&spec) {
+        Ok(pid) => pid,
         Err(e) => {
             eprintln!("anneal sandbox: cannot start {}: {e}", spec.program.to_string_lossy());
-            return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
+            return Ok(ExitCode::from(if e == Errno::ENOENT { 127 } else { 126 }));
         }
     };
-    let main = Pid::from_raw(child.id() as i32);
-    // Reaped below with waitpid; the std handle would only wait for it again.
-    drop(child);
     let mut stop_by: Option<Instant> = None;
     loop {
         if let Some(status) = reap(main) {
@@ -155,6 +152,33 @@ fn run(args: impl IntoIterator<Item = OsString>) -> Result<ExitCode, String> {
     }
 }
 
+/// Starts the program (found on `PATH` when its name has no slash) with this process's
+/// environment, folder and standard streams, and with no signal blocked and SIGPIPE at its
+/// default: `std::process::Command` would hand down the signals the launcher blocks, and the
+/// program could not be stopped but by SIGKILL.
+fn start(spec: &Spec) -> Result<Pid, Errno> {
+    use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let text = |bytes: &[u8]| CString::new(bytes).map_err(|_| Errno::EINVAL);
+    let program = text(spec.program.as_bytes())?;
+    let mut args = vec![program.clone()];
+    for arg in &spec.args {
+        args.push(text(arg.as_bytes())?);
+    }
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        env.push(text(&[name.as_bytes(), b"=", value.as_bytes()].concat())?);
+    }
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut defaults = SigSet::empty();
+    defaults.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&defaults)?;
+    posix_spawnp(&program, &PosixSpawnFileActions::init()?, &attr, &args, &env)
+}
+
 /// Waits (up to 10 s) until the server has moved this process into every group of `paths`.
 fn wait_for_cgroups(paths: &[String]) -> Result<(), String> {
     let until = Instant::now() + Duration::from_secs(10);
@@ -175,11 +199,14 @@ fn wait_for_cgroups(paths: &[String]) -> Result<(), String> {
 /// scoping of signals, and `no_new_privs`.
 fn confine(spec: &Spec) -> Result<(), String> {
     let existing = |paths: &[PathBuf]| -> Vec<PathBuf> { paths.iter().filter(|p| p.exists()).cloned().collect() };
+    // The launcher finds the program's tree in /proc, whatever its caller listed.
+    let mut read = spec.read.clone();
+    read.push(PathBuf::from("/proc"));
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(ABI_WANTED))
         .and_then(|r| r.scope(Scope::Signal))
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(existing(&spec.read), AccessFs::from_read(ABI_WANTED))))
+        .and_then(|r| r.add_rules(path_beneath_rules(existing(&read), AccessFs::from_read(ABI_WANTED))))
         .and_then(|r| r.add_rules(path_beneath_rules(existing(&spec.write), AccessFs::from_all(ABI_WANTED))))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("cannot confine the program: {e}"))?;
