@@ -64,8 +64,8 @@ pub type Backend = Arc<dyn ConsoleBackend>;
 
 /// Looks up the backend handle the server provided for this request, and the request itself.
 pub fn from_context() -> Result<(Backend, Parts), ServerFnError> {
-    let backend =
-        use_context::<Backend>().ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))?;
+    let backend = use_context::<Backend>()
+        .ok_or_else(|| ServerFnError::new("the console backend is not available in this request"))?;
     let request = use_context::<Parts>().ok_or_else(|| ServerFnError::new("the request is not available"))?;
     Ok((backend, request))
 }

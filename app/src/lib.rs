@@ -9,10 +9,10 @@
 #![recursion_limit = "256"]
 
 pub mod api;
-pub mod jobs;
 #[cfg(feature = "ssr")]
 pub mod backend;
 mod components;
+pub mod jobs;
 mod layout;
 mod pages;
 

@@ -325,17 +325,29 @@ class Job:
         spec = self.spec
         bundles = self.place()
         max_line = int(spec.get("maxLogLine", 65536))
-        for i, (replica, bundle) in enumerate(zip(spec["replicas"], bundles)):
-            strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=i)
-            self.actors.append(Replica.options(
-                num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), memory=bundle.get("memory"),
-                scheduling_strategy=strategy,
-                name=None,
-            ).remote(replica["task"], max_line))
-        try:
-            addresses = ray.get([a.address.remote() for a in self.actors], timeout=300)
-        except (RayActorError, GetTimeoutError) as e:
-            self.finish(False, "The replicas' Ray workers did not start: %s" % e)
+        # A Ray worker process can die while it starts (before it runs anything of the job): the
+        # actors are created again once before the job fails.
+        for attempt in (1, 2):
+            for i, (replica, bundle) in enumerate(zip(spec["replicas"], bundles)):
+                strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=i)
+                self.actors.append(Replica.options(
+                    num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0), memory=bundle.get("memory"),
+                    scheduling_strategy=strategy,
+                    name=None,
+                ).remote(replica["task"], max_line))
+            try:
+                addresses = ray.get([a.address.remote() for a in self.actors], timeout=300)
+                break
+            except RayActorError as e:
+                if attempt == 2 or self.stopping:
+                    self.finish(False, "The replicas' Ray workers did not start: %s" % e)
+                service("A Ray worker died while it started (%s); starting the replicas' workers again." % (
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+                for actor in self.actors:
+                    ray.kill(actor)
+                self.actors = []
+            except GetTimeoutError as e:
+                self.finish(False, "The replicas' Ray workers did not start: %s" % e)
         cluster = collections.OrderedDict()
         for replica, (ip, port) in zip(spec["replicas"], addresses):
             cluster.setdefault(replica["type"], []).append("%s:%d" % (ip, port))

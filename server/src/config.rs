@@ -552,8 +552,10 @@ impl ClientConfig {
 /// admin token of the server's data dir (`ANNEAL_DATA_DIR`, else `~/.anneal`), so the CLI works
 /// against a local server with nothing to set up.
 pub fn client_token(flag: Option<&str>, endpoint: &str) -> Option<String> {
-    let read = |path: PathBuf| std::fs::read_to_string(path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-    if let Some(token) = flag.map(str::to_owned).or_else(|| std::env::var("ANNEAL_TOKEN").ok()).filter(|t| !t.is_empty())
+    let read =
+        |path: PathBuf| std::fs::read_to_string(path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if let Some(token) =
+        flag.map(str::to_owned).or_else(|| std::env::var("ANNEAL_TOKEN").ok()).filter(|t| !t.is_empty())
     {
         return Some(token);
     }
@@ -662,18 +664,18 @@ mod tests {
     fn database_url_comes_from_file_env_or_flag_and_bad_ones_are_refused() {
         Jail::expect_with(|jail| {
             jail.create_file("anneal.toml", "database_url = \"sqlite:///srv/anneal/meta.db\"\n")?;
-            let config = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("file");
+            let config =
+                load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("file");
             assert_eq!(config.database_path(), Some(PathBuf::from("/srv/anneal/meta.db")));
             jail.set_env("ANNEAL_DATABASE_URL", "postgres://anneal:pw@db.internal/anneal?sslmode=require");
             jail.set_env("ANNEAL_DATABASE_MAX_CONNECTIONS", "20");
-            let config = load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("env");
+            let config =
+                load(Some(Path::new("/h")), Some(Path::new("anneal.toml")), Overrides::default()).expect("env");
             assert_eq!(config.database_path(), None, "env beats file");
             assert_eq!(config.database_url().to_string(), "postgres://anneal:***@db.internal/anneal?sslmode=require");
             assert_eq!(config.database_max_connections, 20);
-            let flag = Overrides {
-                database_url: Some("sqlite:///flag.db".parse().expect("url")),
-                ..Overrides::default()
-            };
+            let flag =
+                Overrides { database_url: Some("sqlite:///flag.db".parse().expect("url")), ..Overrides::default() };
             let config = load(Some(Path::new("/h")), None, flag).expect("flag");
             assert_eq!(config.database_path(), Some(PathBuf::from("/flag.db")), "flag beats env");
             jail.set_env("ANNEAL_DATABASE_URL", "mysql://root:pw@db/anneal");

@@ -238,7 +238,9 @@ impl ConsoleBackend for ConsoleUseCases {
         // A tuning job also gets the objective of each finished trial.
         let job = self.control.get_job(&name).await?;
         let (tag, trials) = match &job.output {
-            crate::jobs::JobOutput::Training(output) => (output.hyperparameter_metric_tag.as_deref(), &output.trials[..]),
+            crate::jobs::JobOutput::Training(output) => {
+                (output.hyperparameter_metric_tag.as_deref(), &output.trials[..])
+            }
             crate::jobs::JobOutput::Prediction(_) => (None, &[][..]),
         };
         let tag = tag.unwrap_or("objective");

@@ -24,8 +24,8 @@ use std::sync::Arc;
 pub use batch::{prediction_plan, resolve_model_dir, ModelUnavailable};
 pub use filter::Filter;
 pub use health::{Check, Readiness};
-pub use limits::Limits;
 pub use jobs::{training_plan, JobLogs, JobPage};
+pub use limits::Limits;
 pub use models::ModelPage;
 pub use nodes::{Node, NodeView, VERSION_SYNC_EVERY};
 pub use operations::OperationPage;
@@ -93,7 +93,20 @@ impl Control {
         let scheduler = Arc::default();
         let node = Arc::new(node);
         let defaults = Arc::default();
-        let shared = Shared { store, storage, accelerators, data_dir, host, tasks, executor, scheduler, node, growth, auth, defaults };
+        let shared = Shared {
+            store,
+            storage,
+            accelerators,
+            data_dir,
+            host,
+            tasks,
+            executor,
+            scheduler,
+            node,
+            growth,
+            auth,
+            defaults,
+        };
         Self(Arc::new(shared))
     }
 

@@ -236,10 +236,9 @@ impl From<crate::serving::LoadError> for Error {
             | LoadError::PythonExited(_)
             | LoadError::Refused(_)
             | LoadError::Packages(_) => Self::FailedPrecondition(error.to_string()),
-            LoadError::Worker(_)
-            | LoadError::Stopped(_)
-            | LoadError::PythonStart { .. }
-            | LoadError::Isolation(_) => Self::internal(error),
+            LoadError::Worker(_) | LoadError::Stopped(_) | LoadError::PythonStart { .. } | LoadError::Isolation(_) => {
+                Self::internal(error)
+            }
         }
     }
 }

@@ -16,8 +16,8 @@ mod run;
 mod study;
 mod supervise;
 
-pub use error::RunError;
 pub use crate::sandbox::{check_output_folder, server_secrets, Identity, IsolationError, Sandbox};
+pub use error::RunError;
 pub use logs::{read_logs, LogCursor, LogLine};
 pub use metrics::{read_series, MetricPoint};
 pub use ray::shard::run as run_ray_shard;
@@ -170,7 +170,8 @@ impl JobExecutor for LocalExecutor {
             }
             let mut gpus = Self::free_gpus(&running, self.inner.config.gpus);
             gpus.truncate(plan.needs.gpus);
-            running.insert(job.to_string(), Running { token: token.clone(), slots: plan.needs.slots, gpus: gpus.clone() });
+            running
+                .insert(job.to_string(), Running { token: token.clone(), slots: plan.needs.slots, gpus: gpus.clone() });
             gpus
         };
         let context = JobContext {
@@ -328,7 +329,9 @@ mod tests {
         let mut f = fixture(1);
         let name = job("boom");
         let code = "import sys\nfor i in range(50):\n    print('line', i)\nprint('boom: the data is missing', file=sys.stderr)\nsys.exit(3)\n";
-        f.executor.submit(Submission { job: name.clone(), plan: plan(&f.storage, code, 1), model_dir: None }).expect("submitted");
+        f.executor
+            .submit(Submission { job: name.clone(), plan: plan(&f.storage, code, 1), model_dir: None })
+            .expect("submitted");
         let events = until_end(&mut f.events, &name).await;
         let Some(JobEvent::Ended(Ending::Failed(message))) = events.last() else { panic!("not failed: {events:?}") };
         assert!(message.contains("master-replica-0 exited with exit code 3"), "{message}");
@@ -341,10 +344,17 @@ mod tests {
         let mut f = fixture(1);
         let name = job("long");
         let code = "import time\nprint('started', flush=True)\ntime.sleep(120)\n";
-        f.executor.submit(Submission { job: name.clone(), plan: plan(&f.storage, code, 1), model_dir: None }).expect("submitted");
+        f.executor
+            .submit(Submission { job: name.clone(), plan: plan(&f.storage, code, 1), model_dir: None })
+            .expect("submitted");
         let first = tokio::time::timeout(Duration::from_secs(30), f.events.recv()).await.expect("event").expect("open");
         assert_eq!(first.event, JobEvent::Running);
-        assert!(f.executor.submit(Submission { job: job("other"), plan: plan(&f.storage, code, 1), model_dir: None }).is_err(), "no room for a second job");
+        assert!(
+            f.executor
+                .submit(Submission { job: job("other"), plan: plan(&f.storage, code, 1), model_dir: None })
+                .is_err(),
+            "no room for a second job"
+        );
         f.executor.cancel(&name);
         let events = until_end(&mut f.events, &name).await;
         assert_eq!(events.last(), Some(&JobEvent::Ended(Ending::Stopped)));

@@ -207,11 +207,7 @@ pub fn predict(model: &LocalModel<'_>, instances: &Path, python: &Path) -> ExitC
         .find(|known| *known == f)
         {
             Some(known) => Some(known),
-            None => {
-                return fail(format!(
-                    "--framework {f}: use tensorflow, scikit-learn, xgboost or pytorch"
-                ))
-            }
+            None => return fail(format!("--framework {f}: use tensorflow, scikit-learn, xgboost or pytorch")),
         },
     };
     if let Some(framework) = framework {

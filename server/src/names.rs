@@ -179,8 +179,9 @@ impl NodeId {
         let mut bytes = [0u8; 4];
         // A name only has to differ from the other nodes'; the clock will do if the OS cannot.
         if getrandom::fill(&mut bytes).is_err() {
-            bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos())
-                .to_le_bytes();
+            bytes =
+                (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos())
+                    .to_le_bytes();
         }
         Self(format!("node-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }

@@ -112,11 +112,14 @@ impl Sandbox {
 
     /// Sets the sandbox up at start: the identities (as root), and what the runtime is.
     pub async fn set_up(settings: &SandboxSettings) -> Result<Self, SandboxError> {
-        let isolation = Isolation::set_up(settings).await?;
+        let python_paths = python_paths(&settings.python).await;
+        let isolation = Isolation::set_up(settings, &python_paths).await?;
         let cgroups = if isolation.is_on() { cgroup::Hierarchy::detect() } else { None };
         match &cgroups {
             Some(hierarchy) => {
-                tracing::info!(?hierarchy, "replicas get memory, process and CPU limits from their machine types")
+                tracing::info!(?hierarchy, "replicas get memory, process and CPU limits from their machine types");
+                let hierarchy = hierarchy.clone();
+                let _ = tokio::task::spawn_blocking(move || hierarchy.sweep()).await;
             }
             None => tracing::warn!(
                 "no control groups (not root, or none mounted): replicas run without memory, process or CPU limits"
@@ -137,7 +140,7 @@ impl Sandbox {
             ),
             None => tracing::info!("user code runs sandboxed (Landlock, no_new_privs, a subreaper per program)"),
         }
-        let runtime = runtime_paths(&settings.python, &[&settings.data_dir, &settings.storage_root]).await;
+        let runtime = runtime_paths(&python_paths, &[&settings.data_dir, &settings.storage_root]);
         Ok(Self { isolation, confinement: Some(Confinement { launcher, runtime, unavailable }), cgroups })
     }
 
@@ -275,7 +278,7 @@ impl Cell {
         use std::os::unix::process::CommandExt;
         let program = program.as_ref();
         let mut command = match &self.sandbox.confinement {
-            None => std::process::Command::new(program),
+            None => unconfined(program),
             Some(confinement) => {
                 if let Some(why) = &confinement.unavailable {
                     return Err(SandboxError::Unavailable(format!(
@@ -283,7 +286,7 @@ impl Cell {
                     )));
                 }
                 let (launcher, verb) = &confinement.launcher;
-                let mut command = std::process::Command::new(launcher);
+                let mut command = unconfined(launcher);
                 command.args(verb).args(self.launcher_args(&confinement.runtime));
                 for path in group.map(Group::paths).unwrap_or_default() {
                     command.arg("--cgroup").arg(path);
@@ -292,11 +295,8 @@ impl Cell {
                 command
             }
         };
-        for name in server_secrets() {
-            command.env_remove(name);
-        }
         let home = self.home();
-        command.env("HOME", home).env("TMPDIR", home.join("tmp")).env_remove("ANNEAL_SANDBOX_CHILD");
+        command.env("HOME", home).env("TMPDIR", home.join("tmp"));
         if let Some(id) = &self.identity {
             command.uid(id.uid).gid(id.gid).env("USER", &id.name).env("LOGNAME", &id.name);
         }
@@ -340,6 +340,17 @@ const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/shm", "
 const SYSTEM: [&str; 12] =
     ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/dev"];
 
+/// A command for `program` without the server's secrets ([`server_secrets`]) and nothing else:
+/// how a [`Cell`] starts its launcher, and how user code runs where Anneal does not confine it
+/// (`anneal local`, a Ray shard's workers, `sandbox = "off"`).
+pub fn unconfined(program: impl AsRef<Path>) -> std::process::Command {
+    let mut command = std::process::Command::new(program.as_ref());
+    for name in server_secrets() {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// The server's own environment variables that no process running user code inherits (trainers,
 /// their pip installs, Python prediction workers): Anneal's settings (`ANNEAL_*`: a database URL
 /// with its password, the Ray token, buckets with keys), the AWS credentials the server reaches
@@ -356,29 +367,31 @@ pub fn server_secrets() -> Vec<OsString> {
         .collect()
 }
 
-/// The folders every sandboxed program may read: the system's, and the runtime Python's
-/// prefixes and import path, with `hidden` (the data dir, the storage root) and everything under
-/// them left out. A folder that holds a hidden one is replaced by its other entries.
-async fn runtime_paths(python: &Path, hidden: &[&Path]) -> Vec<PathBuf> {
-    let hidden: Vec<PathBuf> = hidden.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())).collect();
+/// The runtime Python's executable, prefixes and import path (absolute entries only, the
+/// executable as configured first): asked of it once at start, for the replica users' reach of
+/// it and for what sandboxed programs may read. Empty when it cannot run.
+async fn python_paths(python: &Path) -> Vec<PathBuf> {
     let script = "import sys; print('\\n'.join([sys.executable, sys.prefix, sys.base_prefix, *sys.path]))";
-    let listed = match tokio::process::Command::new(python).args(["-c", script]).output().await {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+    match tokio::process::Command::new(python).args(["-c", script]).output().await {
+        Ok(out) if out.status.success() => std::iter::once(python.to_path_buf())
+            .chain(String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from))
+            .filter(|p| p.is_absolute())
+            .collect(),
         _ => {
-            tracing::warn!(python = %python.display(), "cannot run the runtime Python: sandboxed programs will not find it");
-            String::new()
-        }
-    };
-    let mut roots: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
-    for line in listed.lines().map(PathBuf::from).chain([python.to_path_buf()]).filter(|p| p.is_absolute()) {
-        // The executable itself may be a symlink into another prefix: both are needed.
-        roots.push(line.clone());
-        if let Ok(real) = line.canonicalize() {
-            roots.push(real);
+            tracing::warn!(python = %python.display(), "cannot run the runtime Python: training jobs and Python models will fail");
+            Vec::new()
         }
     }
+}
+
+/// The folders every sandboxed program may read: the system's, and the runtime Python's
+/// (`python_paths`: a file stands for its folder), each resolved through symlinks, with `hidden`
+/// (the data dir, the storage root) and everything under them left out. A folder that holds a
+/// hidden one is replaced by its other entries.
+fn runtime_paths(python_paths: &[PathBuf], hidden: &[&Path]) -> Vec<PathBuf> {
+    let hidden: Vec<PathBuf> = hidden.iter().map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())).collect();
     let mut allowed = Vec::new();
-    for root in roots {
+    for root in SYSTEM.iter().map(PathBuf::from).chain(python_paths.iter().cloned()) {
         let Ok(root) = root.canonicalize() else { continue };
         let dir = if root.is_dir() { root } else { root.parent().map(Path::to_path_buf).unwrap_or(root) };
         allow_except(&dir, &hidden, &mut allowed);

@@ -140,7 +140,8 @@ impl Storage {
             allowed.push(canonical(dir)?);
         }
         let canonical_root = canonical(root)?;
-        let storage = Self { root: root.to_path_buf(), buckets: Buckets::default(), artifacts: None, canonical_root, allowed };
+        let storage =
+            Self { root: root.to_path_buf(), buckets: Buckets::default(), artifacts: None, canonical_root, allowed };
         storage.check_writable()?;
         Ok(storage)
     }
@@ -215,16 +216,20 @@ impl Storage {
             return Ok(PathBuf::from(stored));
         }
         let uri = ObjectUri::parse("artifact", stored).map_err(|_| ObjectError::NotFound(stored.to_owned()))?;
-        let local = self.local_place(&uri).ok_or_else(|| ObjectError::NotFound(format!("{stored} (outside the artifacts URI)")))?;
+        let local = self
+            .local_place(&uri)
+            .ok_or_else(|| ObjectError::NotFound(format!("{stored} (outside the artifacts URI)")))?;
         if tokio::fs::metadata(&local).await.is_ok() {
             return Ok(local);
         }
         let partial = local.with_extension(format!("download-{}", std::process::id()));
         let _ = tokio::fs::remove_dir_all(&partial).await;
         self.buckets.download_tree(&uri, &partial).await?;
-        tokio::fs::rename(&partial, &local)
-            .await
-            .map_err(|source| ObjectError::Local { action: "move", path: local.clone(), source })?;
+        tokio::fs::rename(&partial, &local).await.map_err(|source| ObjectError::Local {
+            action: "move",
+            path: local.clone(),
+            source,
+        })?;
         Ok(local)
     }
 
@@ -246,7 +251,11 @@ impl Storage {
     /// The place under the storage root of a published URI.
     fn local_place(&self, uri: &ObjectUri) -> Option<PathBuf> {
         let artifacts = self.artifacts.as_ref()?;
-        let rest = if artifacts.key.is_empty() { Some(uri.key.as_str()) } else { uri.key.strip_prefix(&artifacts.key)?.strip_prefix('/') };
+        let rest = if artifacts.key.is_empty() {
+            Some(uri.key.as_str())
+        } else {
+            uri.key.strip_prefix(&artifacts.key)?.strip_prefix('/')
+        };
         (uri.bucket == artifacts.bucket).then_some(())?;
         let rest = rest?;
         Some(rest.split('/').fold(self.root.clone(), |path, part| path.join(part)))

@@ -102,19 +102,25 @@ pub(crate) use with_pool;
 /// ("database is locked", 500 to the client) instead. On PostgreSQL a plain `BEGIN`.
 pub(crate) trait BeginWrite {
     type Db: sqlx::Database;
-    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_;
 }
 
 impl BeginWrite for SqlitePool {
     type Db = sqlx::Sqlite;
-    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
         self.begin_with("BEGIN IMMEDIATE")
     }
 }
 
 impl BeginWrite for PgPool {
     type Db = sqlx::Postgres;
-    fn begin_write(&self) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_ {
         self.begin()
     }
 }

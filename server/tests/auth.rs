@@ -83,7 +83,8 @@ async fn every_route_answers_each_role_exactly_as_its_permission_says() {
     let server = TestServer::start().await;
     let mut clients = Vec::new();
     for role in ROLES {
-        let token = if role == "admin" { server.admin_token().to_owned() } else { server.create_token(role, &["p"]).await };
+        let token =
+            if role == "admin" { server.admin_token().to_owned() } else { server.create_token(role, &["p"]).await };
         clients.push((role, client_with(Some(&token))));
     }
     let other_project = client_with(Some(&server.create_token("developer", &["q"]).await));
@@ -154,7 +155,8 @@ async fn projects_isolate_resources_uploads_operations_and_tokens() {
     assert_eq!(response.status(), 200);
     // It lists only the tokens within its projects: not the all-projects admin token.
     let listed: Value = a.get(server.url("/v1/tokens")).send().await.expect("GET").json().await.expect("JSON");
-    let names: Vec<&str> = listed["tokens"].as_array().expect("tokens").iter().filter_map(|t| t["name"].as_str()).collect();
+    let names: Vec<&str> =
+        listed["tokens"].as_array().expect("tokens").iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(names.contains(&"ok") && !names.iter().any(|n| n.starts_with("admin (first")), "{names:?}");
 }
 
@@ -301,7 +303,8 @@ async fn the_first_start_makes_a_private_admin_token_and_a_one_time_login_link()
 #[tokio::test]
 async fn no_auth_is_allowed_on_loopback_only() {
     let (code, _, err) =
-        common::run_anneal(&["serve", "--addr", "0.0.0.0:0", "--no-auth", "--data-dir", "/tmp/anneal-never"], &[]).await;
+        common::run_anneal(&["serve", "--addr", "0.0.0.0:0", "--no-auth", "--data-dir", "/tmp/anneal-never"], &[])
+            .await;
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("refusing to serve 0.0.0.0:0 without authentication"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -385,7 +388,8 @@ async fn a_refused_request_leaves_its_connection_usable() {
         );
         let (status, answer) = exchange(&mut stream, &post).await;
         assert!(status.contains(expected), "{status}: {answer}");
-        let get = format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {viewer}\r\n\r\n");
+        let get =
+            format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {viewer}\r\n\r\n");
         let (status, answer) = exchange(&mut stream, &get).await;
         assert!(status.contains("200"), "the same connection answers the next request: {status}: {answer}");
     }
@@ -413,7 +417,8 @@ async fn empty_request_bodies_sent_late_leave_the_connection_usable() {
         );
         let (status, answer) = exchange(&mut stream, &post).await;
         assert!(status.contains(expected), "{path}: {status}: {answer}");
-        let get = format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+        let get =
+            format!("GET /v1/projects/p/models HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
         let (status, answer) = exchange(&mut stream, &get).await;
         assert!(status.contains("200"), "after {path} the same connection answers: {status}: {answer}");
     }

@@ -267,9 +267,10 @@ async fn tf_record_inputs_of_examples_predict_as_their_json_instances_do() {
     // Plain, with the second record's data corrupted; gzipped, whole.
     write_tfrecords(instances, "x", &dir.join("in.tfrecord"), &["--corrupt", "1"]);
     write_tfrecords(instances, "x", &dir.join("in.tfrecord.gz"), &["--gzip"]);
-    for (job, format, file, kept) in
-        [("tfr_1", "TF_RECORD", "in.tfrecord", vec![0, 2]), ("tfr_2", "TF_RECORD_GZIP", "in.tfrecord.gz", vec![0, 1, 2])]
-    {
+    for (job, format, file, kept) in [
+        ("tfr_1", "TF_RECORD", "in.tfrecord", vec![0, 2]),
+        ("tfr_2", "TF_RECORD_GZIP", "in.tfrecord.gz", vec![0, 1, 2]),
+    ] {
         let output = dir.join(format!("out-{job}"));
         let (status, body) = submit(
             &server,

@@ -266,12 +266,8 @@ async fn logging_in_with_a_token_opens_a_session_and_logging_out_ends_it() {
     let html = jobs.text().await.expect("html");
     assert!(html.contains("admin (first start)") && html.contains("Log out"), "{html}");
     // A script with a bearer token reads pages without a session; a bad token is not logged in.
-    let scripted = browser()
-        .get(server.url("/projects/p/jobs"))
-        .bearer_auth(server.admin_token())
-        .send()
-        .await
-        .expect("GET");
+    let scripted =
+        browser().get(server.url("/projects/p/jobs")).bearer_auth(server.admin_token()).send().await.expect("GET");
     assert_eq!(scripted.status(), StatusCode::OK);
     let bad = browser().get(server.url("/projects/p/jobs")).bearer_auth("ann_0123456789abcdef_x").send().await;
     assert_eq!(bad.expect("GET").status(), StatusCode::SEE_OTHER);

@@ -291,7 +291,8 @@ async fn settings_failures_and_completions() {
     assert_eq!((code, out.trim()), (Some(0), "NAME  DEFAULT_VERSION_NAME"), "{err}");
     // The environment beats the file; flags beat both.
     let (_, out, _) =
-        common::run_anneal(&["config", "list", "--format", "json"], &[env[0], env[1], ("ANNEAL_PROJECT", "from_env")]).await;
+        common::run_anneal(&["config", "list", "--format", "json"], &[env[0], env[1], ("ANNEAL_PROJECT", "from_env")])
+            .await;
     assert_eq!(json(&out)["project"], "from_env");
     let (code, _, err) = common::run_anneal(&["config", "set", "colour", "blue"], &env).await;
     assert_eq!(code, Some(1));

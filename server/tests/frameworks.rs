@@ -29,7 +29,11 @@ fn fixtures(kind: &str) -> (PathBuf, Value) {
                 .env("TF_CPP_MIN_LOG_LEVEL", "2")
                 .output()
                 .expect("run make_framework_models.py (run `make test` to set up .venv)");
-            assert!(output.status.success(), "make_framework_models.py {kind}: {}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "make_framework_models.py {kind}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             built.push((kind.to_owned(), dir.clone()));
             dir
         }
@@ -72,7 +76,9 @@ async fn create_version(server: &TestServer, body: Value) -> Value {
 }
 
 async fn predict(server: &TestServer, version: &str, instances: &Value) -> (u16, Value) {
-    server.post_json(&format!("/v1/projects/p/models/m/versions/{version}:predict"), &json!({"instances": instances})).await
+    server
+        .post_json(&format!("/v1/projects/p/models/m/versions/{version}:predict"), &json!({"instances": instances}))
+        .await
 }
 
 /// Polls the version until it is in `state` (at most 60 s).
@@ -130,9 +136,11 @@ async fn scikit_learn_models_are_detected_and_predict_as_scikit_learn_does() {
 
     // A random forest in model.pkl: floats as scikit-learn computes them.
     let regressor = stage(&server, &dir.join("regressor"), "regressor");
-    let done =
-        create_version(&server, json!({"name": "forest", "deploymentUri": regressor.display().to_string(), "framework": "SCIKIT_LEARN"}))
-            .await;
+    let done = create_version(
+        &server,
+        json!({"name": "forest", "deploymentUri": regressor.display().to_string(), "framework": "SCIKIT_LEARN"}),
+    )
+    .await;
     assert_eq!(done["response"]["framework"], "SCIKIT_LEARN", "{done}");
     let (status, body) = predict(&server, "forest", instances).await;
     assert_eq!(status, 200, "{body}");
@@ -143,7 +151,10 @@ async fn scikit_learn_models_are_detected_and_predict_as_scikit_learn_does() {
     let labels = stage(&server, &dir.join("labels"), "labels");
     create_version(&server, json!({"name": "labels", "deploymentUri": labels.display().to_string()})).await;
     let (status, body) = server
-        .post_json("/v1/projects/p/models/m/versions/labels:predict", &json!({"signature_name": "", "instances": instances}))
+        .post_json(
+            "/v1/projects/p/models/m/versions/labels:predict",
+            &json!({"signature_name": "", "instances": instances}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["predictions"], facts["expected"]["labels"]);
@@ -196,9 +207,11 @@ async fn framework_detection_refuses_ambiguous_empty_and_mismatched_directories(
 
     // Both files and SCIKIT_LEARN named: the worker refuses, as ML Engine's does, and the
     // version ends FAILED with its text.
-    let done =
-        create_version(&server, json!({"name": "both", "deploymentUri": both.display().to_string(), "framework": "scikit-learn"}))
-            .await;
+    let done = create_version(
+        &server,
+        json!({"name": "both", "deploymentUri": both.display().to_string(), "framework": "scikit-learn"}),
+    )
+    .await;
     assert_eq!(done["error"]["code"], 9, "FAILED_PRECONDITION: {done}");
     let message = done["error"]["message"].as_str().expect("message");
     assert_eq!(
@@ -210,9 +223,13 @@ async fn framework_detection_refuses_ambiguous_empty_and_mismatched_directories(
 
     // A model.pkl that is not a pickle: FAILED_TO_LOAD_MODEL.
     let corrupt = stage(&server, &dir.join("corrupt"), "corrupt");
-    let done = create_version(&server, json!({"name": "corrupt", "deploymentUri": corrupt.display().to_string()})).await;
+    let done =
+        create_version(&server, json!({"name": "corrupt", "deploymentUri": corrupt.display().to_string()})).await;
     let message = done["error"]["message"].as_str().expect("message");
-    assert!(message.contains("Failed to load model: Could not load the model: ") && message.ends_with("(Error code: 0)\""), "{message}");
+    assert!(
+        message.contains("Failed to load model: Could not load the model: ") && message.ends_with("(Error code: 0)\""),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +240,8 @@ async fn xgboost_boosters_and_pickled_xgboost_models_predict_as_xgboost_does() {
     let instances = &facts["instances"];
 
     let booster = stage(&server, &dir.join("booster"), "booster");
-    let done = create_version(&server, json!({"name": "booster", "deploymentUri": booster.display().to_string()})).await;
+    let done =
+        create_version(&server, json!({"name": "booster", "deploymentUri": booster.display().to_string()})).await;
     assert_eq!(done["response"]["framework"], "XGBOOST", "model.bst: {done}");
     let (status, body) = predict(&server, "booster", instances).await;
     assert_eq!(status, 200, "{body}");
@@ -231,7 +249,8 @@ async fn xgboost_boosters_and_pickled_xgboost_models_predict_as_xgboost_does() {
 
     // A pickled XGBClassifier in model.pkl is XGBOOST, not SCIKIT_LEARN.
     let classifier = stage(&server, &dir.join("classifier"), "classifier");
-    let done = create_version(&server, json!({"name": "classifier", "deploymentUri": classifier.display().to_string()})).await;
+    let done =
+        create_version(&server, json!({"name": "classifier", "deploymentUri": classifier.display().to_string()})).await;
     assert_eq!(done["response"]["framework"], "XGBOOST", "the pickled object is an XGBoost model: {done}");
     let (status, body) = predict(&server, "classifier", instances).await;
     assert_eq!(status, 200, "{body}");
@@ -320,7 +339,10 @@ async fn custom_prediction_routines_run_user_code_with_ml_engine_error_codes() {
         )
         .await;
     assert_eq!(status, 400, "{refused}");
-    assert_eq!(refused["error"]["details"][0]["fieldViolations"][0]["field"], "job.predictionInput.versionName", "{refused}");
+    assert_eq!(
+        refused["error"]["details"][0]["fieldViolations"][0]["field"], "job.predictionInput.versionName",
+        "{refused}"
+    );
     assert!(refused["error"]["message"].as_str().expect("message").contains("online predictions only"), "{refused}");
 
     // Loading errors end the version FAILED with their code.
@@ -435,9 +457,15 @@ async fn tensorflow_saved_models_serve_their_signature() {
     // Named inputs (one a string tensor, sent as text or {"b64": ...}); several outputs are
     // named per instance; bytes that are not UTF-8 come back as {"b64": ...}.
     let multi = stage(&server, &dir.join("multi"), "multi");
-    let done = create_version(&server, json!({"name": "multi", "deploymentUri": multi.display().to_string(), "framework": "TENSORFLOW"})).await;
+    let done = create_version(
+        &server,
+        json!({"name": "multi", "deploymentUri": multi.display().to_string(), "framework": "TENSORFLOW"}),
+    )
+    .await;
     assert_eq!(done["response"]["state"], "READY", "{done}");
-    let (status, body) = predict(&server, "multi", &json!([{"a": [1, 2], "text": "hi"}, {"a": [3, 4.5], "text": {"b64": "/wA="}}])).await;
+    let (status, body) =
+        predict(&server, "multi", &json!([{"a": [1, 2], "text": "hi"}, {"a": [3, 4.5], "text": {"b64": "/wA="}}]))
+            .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["predictions"],
@@ -445,7 +473,10 @@ async fn tensorflow_saved_models_serve_their_signature() {
     );
     let (status, body) = predict(&server, "multi", &json!([{"a": [1, 2]}])).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "Prediction failed: Invalid inputs: Input text was missing in at least one input instance (Error code: 1)");
+    assert_eq!(
+        body["error"],
+        "Prediction failed: Invalid inputs: Input text was missing in at least one input instance (Error code: 1)"
+    );
 
     // `signature_name` picks another signature; one the model lacks is named in the error.
     let signed = |name: &str, instances: Value| json!({"instances": instances, "signature_name": name});
@@ -456,7 +487,10 @@ async fn tensorflow_saved_models_serve_their_signature() {
     assert_eq!((status, &body["predictions"]), (200, &json!([{"echo": "x", "length": 1, "total": 3.0}])), "{body}");
     let (status, body) = server.post_json(url, &signed("nope", json!([[1, 2]]))).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"], "Prediction failed: Invalid inputs: No signature found for signature key nope. (Error code: 1)");
+    assert_eq!(
+        body["error"],
+        "Prediction failed: Invalid inputs: No signature found for signature key nope. (Error code: 1)"
+    );
 
     // A model of one signature, not named serving_default, serves it without a signature_name.
     let named = stage(&server, &dir.join("named"), "named");
@@ -464,9 +498,14 @@ async fn tensorflow_saved_models_serve_their_signature() {
     assert_eq!(done["response"]["state"], "READY", "{done}");
     let (status, body) = predict(&server, "named", &json!([1.5, -2])).await;
     assert_eq!((status, &body["predictions"]), (200, &json!([-1.5, 2.0])), "{body}");
-    let (status, body) = server.post_json("/v1/projects/p/models/m/versions/named:predict", &signed("serving_default", json!([1]))).await;
+    let (status, body) = server
+        .post_json("/v1/projects/p/models/m/versions/named:predict", &signed("serving_default", json!([1])))
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().expect("text").contains("No signature found for signature key serving_default."), "{body}");
+    assert!(
+        body["error"].as_str().expect("text").contains("No signature found for signature key serving_default."),
+        "{body}"
+    );
 }
 
 /// The lines of every `prediction.results-*` shard under `dir`, shard by shard.
@@ -480,7 +519,13 @@ fn result_lines(dir: &Path) -> Vec<Value> {
     names.sort();
     names
         .iter()
-        .flat_map(|p| std::fs::read_to_string(p).expect("shard").lines().map(|l| serde_json::from_str(l).expect("JSON")).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("shard")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON"))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -496,7 +541,8 @@ async fn batch_prediction_jobs_predict_python_models() {
     // A version's scikit-learn pipeline over JSON lines, one of them bad.
     let input = server.data.path().join("batch/in.json");
     std::fs::create_dir_all(input.parent().expect("parent")).expect("mkdir");
-    let mut lines: String = facts["instances"].as_array().expect("instances").iter().map(|i| format!("{i}\n")).collect();
+    let mut lines: String =
+        facts["instances"].as_array().expect("instances").iter().map(|i| format!("{i}\n")).collect();
     lines.push_str("[1.0, 2.0]\n");
     std::fs::write(&input, lines).expect("write");
     let output = server.data.path().join("batch/out");
@@ -588,7 +634,8 @@ async fn local_predict_serves_every_framework() {
     let sk_instances = write("sk.json", &facts["instances"]);
     let pipeline = sklearn.join("pipeline").display().to_string();
     let (code, stdout, stderr) =
-        common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &sk_instances], &[]).await;
+        common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &sk_instances], &[])
+            .await;
     assert_eq!(code, Some(0), "{stderr}");
     let predictions: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(Value::from(predictions), facts["expected"]["pipeline"], "detected as SCIKIT_LEARN");
@@ -626,7 +673,10 @@ async fn local_predict_serves_every_framework() {
     let (code, _, stderr) =
         common::run_anneal(&["local", "predict", "--model-dir", &pipeline, "--json-instances", &bad], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("Prediction failed: Failed to run the provided model") && stderr.contains("(Error code: 2)"), "{stderr}");
+    assert!(
+        stderr.contains("Prediction failed: Failed to run the provided model") && stderr.contains("(Error code: 2)"),
+        "{stderr}"
+    );
 }
 
 /// Whether this test process runs as root (effective uid 0, from `/proc/self/status`).
@@ -658,7 +708,10 @@ fn worker_uids(dir: &Path) -> Vec<u32> {
             continue;
         }
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok());
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok());
         uids.extend(uid);
     }
     // A worker and its sandbox launcher share the environment and the uid.
@@ -689,7 +742,10 @@ async fn python_workers_run_as_the_projects_replica_user() {
     // Another project's scikit-learn version.
     let pipeline = stage(&server, &sklearn.join("pipeline"), "pipeline");
     let (status, op) = server
-        .post_json("/v1/projects/other/models/m/versions", &json!({"name": "pipe", "deploymentUri": pipeline.display().to_string()}))
+        .post_json(
+            "/v1/projects/other/models/m/versions",
+            &json!({"name": "pipe", "deploymentUri": pipeline.display().to_string()}),
+        )
         .await;
     assert_eq!(status, 200, "{op}");
     let done = server.wait_operation(op["name"].as_str().expect("operation")).await;
@@ -742,7 +798,10 @@ async fn python_workers_run_as_the_projects_replica_user() {
     // Every worker runs as its project's uid: another project's is another uid, never root.
     assert_eq!(worker_uids(&own), vec![uid], "the routine's worker");
     let others = worker_uids(&other);
-    assert!(!others.is_empty() && others.iter().all(|u| *u != 0 && *u != uid), "the other project's workers: {others:?}");
+    assert!(
+        !others.is_empty() && others.iter().all(|u| *u != 0 && *u != uid),
+        "the other project's workers: {others:?}"
+    );
 }
 
 /// The Keras example (examples/keras): TF_CONFIG from a master and one worker drives
@@ -768,7 +827,12 @@ async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
         let server = &server;
         async move {
             let (_, logs) = server.get_json(&format!("/v1/projects/p/jobs/keras_1/logs?replica={replica}")).await;
-            logs["lines"].as_array().expect("lines").iter().map(|l| l["text"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+            logs["lines"]
+                .as_array()
+                .expect("lines")
+                .iter()
+                .map(|l| l["text"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
         }
     };
     let (master, worker) = (lines("master-replica-0").await, lines("worker-replica-0").await);
@@ -776,7 +840,11 @@ async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
     for (replica, text, name) in [("master", &master, "chief 0"), ("worker", &worker, "worker 0")] {
         assert!(text.iter().any(|l| l == &format!("{name}: 2 replicas in sync")), "{replica}:\n{}", text.join("\n"));
     }
-    let checksum = |text: &[String]| text.iter().find(|l| l.contains("weights checksum")).map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned());
+    let checksum = |text: &[String]| {
+        text.iter()
+            .find(|l| l.contains("weights checksum"))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
     let ours = checksum(&master).expect("the master's checksum");
     assert_eq!(Some(ours), checksum(&worker), "the replicas trained in sync");
 
@@ -787,7 +855,9 @@ async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
         .expect("python");
     let digits: Value = serde_json::from_slice(&output.stdout).expect("digits");
     server.create_model("m").await;
-    let done = create_version(&server, json!({"name": "keras", "deploymentUri": job_dir.join("model").display().to_string()})).await;
+    let done =
+        create_version(&server, json!({"name": "keras", "deploymentUri": job_dir.join("model").display().to_string()}))
+            .await;
     assert_eq!(done["response"]["framework"], "TENSORFLOW", "{done}");
     let (status, body) = predict(&server, "keras", &digits["x"]).await;
     assert_eq!(status, 200, "{body}");
@@ -796,7 +866,8 @@ async fn the_keras_example_trains_on_two_replicas_and_its_export_serves() {
         .iter()
         .zip(digits["y"].as_array().expect("labels"))
         .filter(|(logits, label)| {
-            let logits: Vec<f64> = logits.as_array().expect("logits").iter().map(|v| v.as_f64().expect("number")).collect();
+            let logits: Vec<f64> =
+                logits.as_array().expect("logits").iter().map(|v| v.as_f64().expect("number")).collect();
             let best = (0..logits.len()).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).expect("ten logits");
             Some(best as u64) == label.as_u64()
         })

@@ -18,9 +18,7 @@ async fn queued_jobs_without_a_plan_run_and_unreadable_plans_fail_alone() {
     let server = TestServer::start_with(&[], &slots).await;
     let blocker = server.trainer("blocker", "import time\nprint('holding the slot', flush=True)\ntime.sleep(600)\n");
     let quick = server.trainer("quick", "print('planned and done')\n");
-    let input = |package: &std::path::Path, module: &str| {
-        json!({"packageUris": [package.display().to_string()], "pythonModule": module})
-    };
+    let input = |package: &std::path::Path, module: &str| json!({"packageUris": [package.display().to_string()], "pythonModule": module});
     assert_eq!(server.submit_training("blocker", input(&blocker, "blocker.task")).await.0, 200);
     server.wait_job("blocker", &["RUNNING"]).await;
     for job in ["old", "future", "current"] {

@@ -516,7 +516,10 @@ print("inherited", names, flush=True)
 "#;
     let package = server.trainer("envspy", source);
     let (status, body) = server
-        .submit_training("env_1", json!({"packageUris": [package.display().to_string()], "pythonModule": "envspy.task"}))
+        .submit_training(
+            "env_1",
+            json!({"packageUris": [package.display().to_string()], "pythonModule": "envspy.task"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let done = server.wait_job("env_1", &["SUCCEEDED", "FAILED"]).await;

@@ -87,14 +87,18 @@ async fn jobs_run_once_in_priority_order_across_nodes_and_logs_read_anywhere() {
     let a = cluster.node("node-a", "1").await;
     let b = cluster.node("node-b", "1").await;
     let (_, nodes) = b.get_json("/v1/nodes").await;
-    let names: Vec<&str> = nodes["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["name"].as_str()).collect();
+    let names: Vec<&str> =
+        nodes["nodes"].as_array().expect("nodes").iter().filter_map(|n| n["name"].as_str()).collect();
     assert_eq!(names, ["node-a", "node-b"], "{nodes}");
 
     // Both slots held until the gate opens, so every job below queues first.
     let gate = cluster.shared.path().join("gate");
     let holder = cluster.trainer(
         "holder",
-        &format!("import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)\n", gate.display().to_string()),
+        &format!(
+            "import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.05)\n",
+            gate.display().to_string()
+        ),
     );
     let (status, body) = a.submit_training("hold_a", input(&holder, "holder.task", 1000)).await;
     assert_eq!(status, 200, "{body}");

@@ -743,7 +743,9 @@ async fn a_batch_job_on_ray_reads_its_model_and_inputs_from_a_bucket_and_writes_
         [0, 2, 1].iter().flat_map(|&file| wanted.iter().cycle().take(wanted.len() * (file + 1))).collect();
     let mut got: Vec<Vec<f64>> = Vec::new();
     for key in &keys[2..] {
-        got.extend(s3.text("data", key).await.lines().map(|l| serde_json::from_str::<Vec<f64>>(l).expect("a prediction")));
+        got.extend(
+            s3.text("data", key).await.lines().map(|l| serde_json::from_str::<Vec<f64>>(l).expect("a prediction")),
+        );
     }
     assert_eq!(got.len(), expected_order.len());
     for (g, w) in got.iter().zip(&expected_order) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::TestServer;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Whether this test process runs as root (effective uid 0, from `/proc/self/status`).
 fn running_as_root() -> bool {
@@ -104,18 +104,21 @@ async fn other_projects_model(server: &TestServer) -> PathBuf {
     python(&script);
     let (status, body) = server.post_json("/v1/projects/other/models", &json!({"name": "m"})).await;
     assert_eq!(status, 200, "{body}");
-    let (status, op) = server
-        .post_json(
-            "/v1/projects/other/models/m/versions",
-            &json!({"name": "v1", "deploymentUri": dir.display().to_string(), "framework": "SCIKIT_LEARN"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{op}");
-    let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+    let done = create_version(server, "other", "v1", &dir, json!({"framework": "SCIKIT_LEARN"})).await;
     assert!(done["error"].is_null(), "{done}");
     let models = server.data.path().join("storage/models/other/m");
     let stored = std::fs::read_dir(&models).expect("stored").flatten().map(|e| e.path()).next().expect("a copy");
     stored.join("model.joblib")
+}
+
+/// Creates version `name` of model `m` in `project` from `dir`, with `fields` added to the
+/// request, and waits: the finished operation.
+async fn create_version(server: &TestServer, project: &str, name: &str, dir: &Path, mut fields: Value) -> Value {
+    fields["name"] = json!(name);
+    fields["deploymentUri"] = json!(dir.display().to_string());
+    let (status, op) = server.post_json(&format!("/v1/projects/{project}/models/m/versions"), &fields).await;
+    assert_eq!(status, 200, "{op}");
+    server.wait_operation(op["name"].as_str().expect("name")).await
 }
 
 /// Runs `script` with the project's Python, from a file (TorchScript compiles from source).
@@ -167,14 +170,7 @@ async fn attack(server: &TestServer) {
     python(&script);
     let (status, body) = server.post_json("/v1/projects/p/models", &json!({"name": "m"})).await;
     assert_eq!(status, 200, "{body}");
-    let (status, op) = server
-        .post_json(
-            "/v1/projects/p/models/m/versions",
-            &json!({"name": "pickle", "deploymentUri": dir.display().to_string(), "framework": "SCIKIT_LEARN"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{op}");
-    let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+    let done = create_version(server, "p", "pickle", &dir, json!({"framework": "SCIKIT_LEARN"})).await;
     let text = done["error"]["message"].as_str().unwrap_or_default().replace(" ; ", "\n");
     println!("the pickle's attempts:\n{text}");
     assert_all_denied(server, &targets, &text);
@@ -200,14 +196,7 @@ async fn torchscript_attack(server: &TestServer, targets: &[(String, PathBuf)]) 
         );
         python(&script);
         let version = format!("torch{index}");
-        let (status, op) = server
-            .post_json(
-                "/v1/projects/p/models/m/versions",
-                &json!({"name": version, "deploymentUri": dir.display().to_string()}),
-            )
-            .await;
-        assert_eq!(status, 200, "{op}");
-        let done = server.wait_operation(op["name"].as_str().expect("name")).await;
+        let done = create_version(server, "p", &version, &dir, json!({})).await;
         assert!(done["error"].is_null(), "the model loads (it reads nothing until it runs): {done}");
         let response = server
             .client
@@ -403,10 +392,12 @@ async fn replicas_are_held_to_their_machine_types_limits() {
     let message = done["errorMessage"].as_str().unwrap_or_default();
     assert!(message.contains("exceeded its memory limit of 1 GB"), "{message}");
 
+    // Every process forks until the limit refuses it, then tries again ten times a second.
     let bomb = server.trainer(
         "bomb",
-        "import os, time\nprint('forking', flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n",
+        "import os, time\nprint('forking', flush=True)\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.1)\n",
     );
+    let _cleanup = KillTagged("bomb_1");
     let (status, body) = server
         .submit_training(
             "bomb_1",
@@ -443,18 +434,44 @@ async fn replicas_are_held_to_their_machine_types_limits() {
 
 /// Live processes whose `ANNEAL_JOB` tag names job `job`.
 fn processes_tagged(job: &str) -> usize {
+    tagged_pids(job).len()
+}
+
+/// The pids of live processes whose `ANNEAL_JOB` tag names job `job`.
+fn tagged_pids(job: &str) -> Vec<i32> {
     let suffix = format!("|projects/p/jobs/{job}");
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| {
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { return false };
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
             let tagged = environ
                 .split(|b| *b == 0)
                 .filter_map(|var| var.strip_prefix(b"ANNEAL_JOB="))
                 .any(|value| String::from_utf8_lossy(value).ends_with(&suffix));
-            tagged && alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
+            (tagged && alive(pid)).then_some(pid)
         })
-        .count()
+        .collect()
+}
+
+/// Kills every process tagged with its job when dropped: a failed assertion must not leave a
+/// fork bomb running on the test machine (the launcher outlives a killed test server).
+struct KillTagged(&'static str);
+
+impl Drop for KillTagged {
+    fn drop(&mut self) {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let pids = tagged_pids(self.0);
+            if pids.is_empty() || std::time::Instant::now() > until {
+                return;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -122,11 +122,8 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
 
 #[tokio::test]
 async fn a_full_queue_answers_overloaded_at_once() {
-    let options = ServingOptions {
-        queue_capacity: 1,
-        max_queue_delay: std::time::Duration::from_millis(200),
-        ..options()
-    };
+    let options =
+        ServingOptions { queue_capacity: 1, max_queue_delay: std::time::Duration::from_millis(200), ..options() };
     let model = Arc::new(load("mlp", &options).expect("loads"));
     let instance = [json!([0.0, 0.0, 0.0, 0.0])];
     let mut pending = Vec::new();

@@ -86,9 +86,10 @@ impl IntoResponse for Error {
         let envelope = Envelope { error: Status { code: http.as_u16(), message, status, details } };
         let mut response = (http, Json(envelope)).into_response();
         if unauthenticated {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"anneal\""));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"anneal\""),
+            );
         }
         response
     }

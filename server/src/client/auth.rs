@@ -80,9 +80,7 @@ pub fn auth(options: &ClientOptions, command: AuthCommand) -> ExitCode {
 fn client(settings: &ClientConfig, options: &ClientOptions) -> Result<Client, ClientError> {
     let token = client_token(options.token.as_deref(), &settings.endpoint);
     if token.is_none() {
-        return Err(ClientError(
-            "no token: run `anneal auth login`, or pass --token / set ANNEAL_TOKEN".to_owned(),
-        ));
+        return Err(ClientError("no token: run `anneal auth login`, or pass --token / set ANNEAL_TOKEN".to_owned()));
     }
     Client::new(&settings.endpoint, &settings.project, token.as_deref())
 }
@@ -107,7 +105,8 @@ async fn login(endpoint: &str, token: Option<String>, quiet: bool) -> Result<(),
     }
     let me = Client::new(endpoint, "", Some(&token))?.get_v1("/tokens/self").await?;
     let file = client_token_file().ok_or_else(|| ClientError("neither XDG_CONFIG_HOME nor HOME is set".into()))?;
-    crate::auth::write_token_file(&file, &token).map_err(|e| ClientError(format!("cannot write {}: {e}", file.display())))?;
+    crate::auth::write_token_file(&file, &token)
+        .map_err(|e| ClientError(format!("cannot write {}: {e}", file.display())))?;
     if !quiet {
         eprintln!(
             "Logged in as {} ({}) at {endpoint}; the token is kept in {}.",
@@ -179,6 +178,8 @@ async fn token(client: &Client, command: TokenCommand, format: output::Format, q
 }
 
 fn list(value: &Value) -> String {
-    value.as_array().map(|items| items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
 }
-

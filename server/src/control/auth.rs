@@ -120,7 +120,8 @@ impl Control {
         if let Some(identity) = self.cached(&hash) {
             return Ok(identity);
         }
-        let invalid = || Error::Unauthenticated("The request's token is not valid (unknown, malformed or revoked).".into());
+        let invalid =
+            || Error::Unauthenticated("The request's token is not valid (unknown, malformed or revoked).".into());
         let id = auth::token_id(token).ok_or_else(invalid)?;
         let record = self.store.token(id).await?.ok_or_else(invalid)?;
         if record.revoke_time.is_some() || !auth::hashes_equal(&record.secret_hash, &hash) {
@@ -404,13 +405,17 @@ impl Control {
                 ));
             }
             if binding.members.len() > 1000 {
-                return Err(Error::invalid(format!("policy.bindings[{i}].members"), "A binding has at most 1000 members."));
+                return Err(Error::invalid(
+                    format!("policy.bindings[{i}].members"),
+                    "A binding has at most 1000 members.",
+                ));
             }
         }
         let sent_etag = std::mem::take(&mut policy.etag);
         let etag = etag_of(&policy)?;
         let text = serde_json::to_string(&policy).map_err(Error::internal)?;
-        let stale = || Error::Aborted("The policy was changed since it was read (etag mismatch); read it again.".into());
+        let stale =
+            || Error::Aborted("The policy was changed since it was read (etag mismatch); read it again.".into());
         // With an etag, the policy read before must still be the current one: the stored policy
         // if there is one (checked again in the same transaction as the write), else the one
         // the project's tokens give.
@@ -437,11 +442,7 @@ impl Control {
 
 /// `testIamPermissions`: the subset of `permissions` the caller holds in `project`.
 pub fn held_permissions(caller: &Identity, project: &str, permissions: &[String]) -> Vec<String> {
-    permissions
-        .iter()
-        .filter(|p| permission_of(p).is_some_and(|needed| caller.can(needed, project)))
-        .cloned()
-        .collect()
+    permissions.iter().filter(|p| permission_of(p).is_some_and(|needed| caller.can(needed, project))).cloned().collect()
 }
 
 /// The Anneal permission an `ml.*` IAM permission corresponds to.
@@ -467,7 +468,12 @@ fn etag_of(policy: &Policy) -> Result<String> {
 }
 
 fn identity_of(record: &TokenRecord) -> Identity {
-    Identity { token_id: record.id.clone(), name: record.name.clone(), role: record.role, projects: record.projects.clone() }
+    Identity {
+        token_id: record.id.clone(),
+        name: record.name.clone(),
+        role: record.role,
+        projects: record.projects.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -478,10 +484,16 @@ mod tests {
     fn iam_permissions_map_onto_roles() {
         let viewer =
             Identity { token_id: "t".into(), name: "v".into(), role: Role::Viewer, projects: ProjectScope::All };
-        let asked: Vec<String> =
-            ["ml.models.get", "ml.models.create", "ml.models.predict", "ml.jobs.list", "ml.models.setIamPolicy", "x.y.z"]
-                .map(String::from)
-                .to_vec();
+        let asked: Vec<String> = [
+            "ml.models.get",
+            "ml.models.create",
+            "ml.models.predict",
+            "ml.jobs.list",
+            "ml.models.setIamPolicy",
+            "x.y.z",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(held_permissions(&viewer, "p", &asked), vec!["ml.models.get", "ml.jobs.list"]);
         let predictor = Identity { role: Role::Predictor, ..viewer.clone() };
         assert_eq!(held_permissions(&predictor, "p", &asked), vec!["ml.models.predict"]);

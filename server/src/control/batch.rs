@@ -163,7 +163,10 @@ pub fn prediction_plan(
     if let (Some(name), ModelSource::Dir { dir: Location::Local(dir) }) = (&signature_name, &model) {
         // A TorchScript model has one signature; other models' are checked when the job runs.
         if name != "serving_default" && dir.join(crate::serving::MODEL_FILE).is_file() {
-            return Err(Error::invalid(field("signatureName"), "A TorchScript model has one signature, serving_default."));
+            return Err(Error::invalid(
+                field("signatureName"),
+                "A TorchScript model has one signature, serving_default.",
+            ));
         }
     }
     Ok(PredictionPlan {

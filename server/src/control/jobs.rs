@@ -245,7 +245,9 @@ fn scheduling_duration(
     get: impl Fn(&crate::jobs::wire::Scheduling) -> Option<&str>,
 ) -> Result<Option<Duration>> {
     let Some(text) = input.scheduling.as_ref().and_then(get) else { return Ok(None) };
-    limits::parse_duration(text).map(Some).map_err(|e| Error::invalid(field(&format!("scheduling.{name}")), e.to_string()))
+    limits::parse_duration(text)
+        .map(Some)
+        .map_err(|e| Error::invalid(field(&format!("scheduling.{name}")), e.to_string()))
 }
 
 /// Checks a TrainingInput of a job of `project` and resolves it into the plan the executor runs
@@ -295,11 +297,11 @@ pub fn training_plan(storage: &Storage, project: &ProjectId, input: &TrainingInp
         .and_then(|s| s.hyperparameter_metric_tag.clone())
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| DEFAULT_METRIC_TAG.to_owned());
-    let study = spec
-        .as_ref()
-        .map(Study::from_spec)
-        .transpose()?
-        .map(|study| StudyPlan { study, parallel_trials: 1, previous_trials: Vec::new() });
+    let study = spec.as_ref().map(Study::from_spec).transpose()?.map(|study| StudyPlan {
+        study,
+        parallel_trials: 1,
+        previous_trials: Vec::new(),
+    });
     Ok(TrainingPlan {
         packages,
         module: input.python_module.clone(),

@@ -247,7 +247,8 @@ impl Control {
         for version in ready {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let key = name.to_string();
-            let retry_later = super::lock(&self.node.failed_loads).get(&key).is_some_and(|at| at.elapsed() < LOAD_RETRY);
+            let retry_later =
+                super::lock(&self.node.failed_loads).get(&key).is_some_and(|at| at.elapsed() < LOAD_RETRY);
             if self.host.get(&key).is_some() || retry_later {
                 continue;
             }

@@ -86,7 +86,8 @@ impl Control {
             PredictTarget::Version(name) => name.clone(),
             PredictTarget::Model(model) => {
                 // The remembered default, while it is fresh and served here; else the store's.
-                let remembered = self.defaults.fresh(model).map(|version| VersionName { model: model.clone(), version });
+                let remembered =
+                    self.defaults.fresh(model).map(|version| VersionName { model: model.clone(), version });
                 if let Some(served) = remembered.as_ref().and_then(|name| self.host.get(&name.to_string())) {
                     return Ok(served.predict_instances(instances).await?);
                 }

@@ -221,7 +221,9 @@ impl Control {
                 (JobState::Cancelled, Some("Cancelled: the job ran longer than scheduling.maxRunningTime.".to_owned()))
             }
             Ending::Stopped if cancelling().await? => (JobState::Cancelled, Some("Cancelled by request.".to_owned())),
-            Ending::Stopped => (JobState::Failed, Some("The server stopped while the job ran; submit it again.".into())),
+            Ending::Stopped => {
+                (JobState::Failed, Some("The server stopped while the job ran; submit it again.".into()))
+            }
         };
         self.store.transition_job(name, &UNFINISHED, to, message.as_deref()).await?;
         Ok(())

@@ -110,7 +110,10 @@ fn param(i: usize, p: &ParameterSpec, algorithm: Algorithm) -> Result<Param> {
             }
             let limit = limits::MAX_INTEGER_PARAMETER;
             if min.abs() > limit || max.abs() > limit {
-                return Err(Error::invalid(f("maxValue"), format!("INTEGER bounds must lie between -{limit} and {limit}.")));
+                return Err(Error::invalid(
+                    f("maxValue"),
+                    format!("INTEGER bounds must lie between -{limit} and {limit}."),
+                ));
             }
             Domain::Integer { min: min as i64, max: max as i64, scale }
         }
@@ -363,4 +366,3 @@ mod search_quality {
         assert!(tpe < random, "TPE median {tpe} vs random {random}");
     }
 }
-

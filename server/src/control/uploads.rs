@@ -37,17 +37,18 @@ impl Control {
     /// storage folder.
     pub async fn create_upload(&self, project: &ProjectId, target: Option<&str>) -> Result<Upload> {
         let id = format!("{:x}{:08x}", chrono::Utc::now().timestamp_micros(), std::process::id() ^ rand_u32());
-        let object =
-            match target {
-                Some(uri) if ObjectUri::is_object(uri) => Some(self.storage.buckets().confine("uri", uri)?.join(&id)),
-                Some(uri) => return Err(Error::invalid(
+        let object = match target {
+            Some(uri) if ObjectUri::is_object(uri) => Some(self.storage.buckets().confine("uri", uri)?.join(&id)),
+            Some(uri) => {
+                return Err(Error::invalid(
                     "uri",
                     format!(
                         "'{uri}' is not an s3:// folder; an upload goes to a bucket, or to this server without a uri."
                     ),
-                )),
-                None => self.default_object_upload(project, &id),
-            };
+                ))
+            }
+            None => self.default_object_upload(project, &id),
+        };
         let Some(uri) = object else {
             let path = self.upload_dir(project, &id);
             tokio::fs::create_dir_all(&path).await.map_err(Error::internal)?;

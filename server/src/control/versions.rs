@@ -18,8 +18,7 @@ use crate::names::{ModelName, VersionName};
 use crate::serving::frameworks::{SCIKIT_LEARN, TENSORFLOW, XGBOOST};
 use crate::serving::{VersionSettings, MODEL_FILE};
 use crate::store::{
-    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord,
-    VersionState,
+    version_not_found, NewVersion, OperationKind, OperationOutcome, OperationRecord, VersionRecord, VersionState,
 };
 
 /// The message of a version creation cancelled through its operation.
@@ -378,7 +377,9 @@ impl Control {
             let name = VersionName::new("name", &version.project, &version.model, &version.version)?;
             let loaded = match &version.artifact_dir {
                 Some(dir) => match self.storage.local_copy(dir).await {
-                    Ok(dir) => self.host.load(&name.to_string(), &dir, settings(&version)).await.map(drop).map_err(Error::from),
+                    Ok(dir) => {
+                        self.host.load(&name.to_string(), &dir, settings(&version)).await.map(drop).map_err(Error::from)
+                    }
                     Err(e) => Err(Error::from(e)),
                 },
                 None => Err(Error::FailedPrecondition("the version has no stored model files".to_owned())),
@@ -467,7 +468,9 @@ fn detect_framework(dir: &Path, framework: &str) -> Result<String> {
         PYTORCH | TENSORFLOW | SCIKIT_LEARN | XGBOOST => {
             let wanted: Vec<&str> = MODEL_FILES
                 .iter()
-                .filter(|(file, kind)| *kind == requested || (requested == XGBOOST && file.starts_with("model.") && *kind == SCIKIT_LEARN))
+                .filter(|(file, kind)| {
+                    *kind == requested || (requested == XGBOOST && file.starts_with("model.") && *kind == SCIKIT_LEARN)
+                })
                 .map(|(file, _)| *file)
                 .collect();
             if found.iter().any(|(file, _)| wanted.contains(file)) {
@@ -486,7 +489,9 @@ fn detect_framework(dir: &Path, framework: &str) -> Result<String> {
         other => {
             return Err(Error::invalid(
                 "version.framework",
-                format!("Framework {other} is not supported; Anneal serves TENSORFLOW, SCIKIT_LEARN, XGBOOST and PYTORCH."),
+                format!(
+                    "Framework {other} is not supported; Anneal serves TENSORFLOW, SCIKIT_LEARN, XGBOOST and PYTORCH."
+                ),
             ))
         }
     }

@@ -14,7 +14,9 @@ use crate::jobs::plan::InputPattern;
 use crate::jobs::wire::PredictionOutput;
 use crate::jobs::{Ending, JobEvent, JobOutput, PredictionPlan};
 use crate::names::ProjectId;
-use crate::serving::batch::{self, BatchError, BatchFiles, BatchProgress, BatchRun, LocalFiles, OutputFile, OUTPUT_PREFIX};
+use crate::serving::batch::{
+    self, BatchError, BatchFiles, BatchProgress, BatchRun, LocalFiles, OutputFile, OUTPUT_PREFIX,
+};
 use crate::storage::{Buckets, Location, ObjectWriter, Storage};
 
 /// How often `predictionOutput` is reported while the job runs.
@@ -103,8 +105,10 @@ pub(super) async fn expand_inputs(
     for pattern in patterns {
         match &pattern.dir {
             Location::Local(dir) => {
-                let (storage, project, dir, file) = (storage.clone(), project.clone(), dir.clone(), pattern.file.clone());
-                let found = tokio::task::spawn_blocking(move || expand_local(&storage, &project, &dir, &file)).await??;
+                let (storage, project, dir, file) =
+                    (storage.clone(), project.clone(), dir.clone(), pattern.file.clone());
+                let found =
+                    tokio::task::spawn_blocking(move || expand_local(&storage, &project, &dir, &file)).await??;
                 files.extend(found.into_iter().map(Location::Local));
             }
             Location::Object(dir) if !pattern.file.contains('*') => {
@@ -180,11 +184,14 @@ impl BatchFiles for JobFiles {
             Location::Local(dir) => LocalFiles { inputs: Vec::new(), output_dir: dir.clone() }.create_folder(),
             // A bucket has no folders; one whose prefix holds earlier predictions is refused.
             Location::Object(folder) => {
-                let listed = self.handle.block_on(self.buckets.matching(folder, |name| name.starts_with(OUTPUT_PREFIX)));
+                let listed =
+                    self.handle.block_on(self.buckets.matching(folder, |name| name.starts_with(OUTPUT_PREFIX)));
                 match listed {
                     Ok(found) if found.is_empty() => Ok(()),
                     Ok(found) => Err(BatchError::OutputExists(found[0].to_string())),
-                    Err(e) => Err(BatchError::CreateOutput { name: folder.to_string(), source: std::io::Error::other(e) }),
+                    Err(e) => {
+                        Err(BatchError::CreateOutput { name: folder.to_string(), source: std::io::Error::other(e) })
+                    }
                 }
             }
         }
@@ -195,10 +202,11 @@ impl BatchFiles for JobFiles {
             Location::Local(dir) => Ok(Box::new(batch::create_local(&dir.join(name))?)),
             Location::Object(folder) => {
                 let uri = folder.join(name);
-                let exists = self.handle.block_on(self.buckets.head(&uri)).map(|meta| meta.is_some()).map_err(|e| BatchError::Write {
-                    name: uri.to_string(),
-                    source: std::io::Error::other(e),
-                })?;
+                let exists = self
+                    .handle
+                    .block_on(self.buckets.head(&uri))
+                    .map(|meta| meta.is_some())
+                    .map_err(|e| BatchError::Write { name: uri.to_string(), source: std::io::Error::other(e) })?;
                 if exists {
                     return Err(BatchError::OutputExists(uri.to_string()));
                 }
@@ -250,7 +258,6 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     }
     true
 }
-
 
 #[cfg(test)]
 mod tests {

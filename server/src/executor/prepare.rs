@@ -17,8 +17,8 @@ use tokio::process::Command;
 
 use super::supervise::LogSender;
 use super::{Identity, RunError};
-use crate::sandbox::{self as isolation, pip, Sandbox};
 use crate::names::ProjectId;
+use crate::sandbox::{self as isolation, pip, Sandbox};
 use crate::storage::Storage;
 
 /// What the packages of one job are prepared with.
@@ -55,7 +55,8 @@ impl Packages<'_> {
             return Ok(path);
         }
         if env.join(".complete").exists() {
-            let _ = log.send(("service".into(), format!("Using the cached environment for these packages ({key:016x}).")))
+            let _ = log
+                .send(("service".into(), format!("Using the cached environment for these packages ({key:016x}).")))
                 .await;
             path.insert(0, env);
             return Ok(path);

@@ -11,10 +11,10 @@ use nix::unistd::Pid;
 use super::prepare::Packages;
 use super::supervise::{self, Environment, LogSender, Run};
 use super::{logs, metrics, Identity, JobContext, Launch, RunError};
-use crate::sandbox;
 use crate::jobs::wire::{HyperparameterMetric, TrainingOutput};
 use crate::jobs::{Ending, JobEvent, JobOutput, TrainingPlan};
 use crate::names::JobName;
+use crate::sandbox;
 use crate::storage::{Location, Storage};
 
 /// Runs a training job to its end; `Ok` says how it ended, `Err` why it could not run.
@@ -150,7 +150,12 @@ async fn make_job_dir(job_dir: &Path, root: &Path, identity: Option<&Identity>) 
 
 /// `trainingOutput` of a job that is not a study: replica hours used (`consumedMLUnits`) and the
 /// master's last report of the plan's metric tag as `finalMetric`, when it made one.
-pub(super) async fn training_output(plan: &TrainingPlan, dir: &Path, started: Instant, replicas: usize) -> TrainingOutput {
+pub(super) async fn training_output(
+    plan: &TrainingPlan,
+    dir: &Path,
+    started: Instant,
+    replicas: usize,
+) -> TrainingOutput {
     let series = dir.join("metrics.jsonl");
     let points = tokio::task::spawn_blocking(move || metrics::read_series(&series)).await;
     let points = match points {

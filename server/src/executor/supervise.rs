@@ -23,9 +23,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{logs, metrics, RunError};
-use crate::sandbox::{Group, Limits, Sandbox};
 use crate::jobs::plan::{Pool, TrainingPlan};
 use crate::jobs::Ending;
+use crate::sandbox::{Group, Limits, Sandbox};
 
 /// Where a run's output lines go: `(replica, line)`, bounded (a replica that prints faster than
 /// the log is written waits).
@@ -156,11 +156,14 @@ async fn start_replica(
     let task = format!("{}-replica-{index}", pool.as_str());
     let own = run.dir.join("replicas").join(&task);
     let folder = own.clone();
-    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&folder)).await?.map_err(RunError::io("create", &own))?;
+    tokio::task::spawn_blocking(move || std::fs::create_dir_all(&folder))
+        .await?
+        .map_err(RunError::io("create", &own))?;
     // A named machine type sizes the replica's memory and CPUs; any replica's processes are
     // counted.
     let machine = plan.machine_of(pool);
-    let limits = Limits { memory: machine.memory, pids: Some(REPLICA_PIDS), cpus: machine.memory.map(|_| machine.cpus) };
+    let limits =
+        Limits { memory: machine.memory, pids: Some(REPLICA_PIDS), cpus: machine.memory.map(|_| machine.cpus) };
     let mut cell = env.sandbox.cell(env.project, Some(own.clone()))?.grace(env.kill_grace).limit(limits);
     for folder in env.python_path {
         cell = cell.read(folder);

@@ -203,10 +203,17 @@ pub struct PredictionPlan {
 #[serde(tag = "source", rename_all = "camelCase")]
 pub enum ModelSource {
     /// The model's default version when the job starts.
-    Model { model: String },
-    Version { model: String, version: String },
+    Model {
+        model: String,
+    },
+    Version {
+        model: String,
+        version: String,
+    },
     /// A model directory that is not deployed.
-    Dir { dir: Location },
+    Dir {
+        dir: Location,
+    },
 }
 
 /// One entry of `inputPaths`: a folder and a file name that may hold `*` wildcards.
@@ -289,7 +296,6 @@ mod tests {
             assert_eq!(machine_resources(plain), Machine { cpus: 1, memory: None }, "{plain}");
         }
     }
-
 
     fn training() -> JobPlan {
         let study = Study {

@@ -397,4 +397,3 @@ pub fn should_stop(study: &Study, running: &[(i64, f64)], completed: &[Vec<(i64,
     };
     study.better(median, mine)
 }
-

@@ -54,6 +54,29 @@ impl Hierarchy {
         (memory.is_some() || pids.is_some()).then_some(Self::V1 { memory, pids, cpu })
     }
 
+    /// Removes the empty groups a server that is gone left behind (one killed while its replicas
+    /// ran): every group's name starts with its server's pid. Blocks.
+    pub fn sweep(&self) {
+        let bases: Vec<&PathBuf> = match self {
+            Self::V2(base) => vec![base],
+            Self::V1 { memory, pids, cpu } => [memory, pids, cpu].into_iter().flatten().collect(),
+        };
+        for base in bases {
+            for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let Some(server) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if Path::new(&format!("/proc/{server}")).exists() {
+                    continue;
+                }
+                // A group that still holds processes cannot be removed; the next start tries again.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+
     /// Creates a group `name` with `limits`. Blocks.
     pub fn create(&self, name: &str, limits: Limits) -> std::io::Result<Group> {
         let mut dirs = Vec::new();

@@ -246,7 +246,7 @@ impl Isolation {
     /// search (not list) the data dir and the storage root so replicas reach their folders, makes
     /// the database files readable by root only, and makes the runtime Python reachable for
     /// replicas. Not root: nothing to do.
-    pub async fn set_up(config: &super::SandboxSettings) -> Result<Self, IsolationError> {
+    pub async fn set_up(config: &super::SandboxSettings, python_paths: &[PathBuf]) -> Result<Self, IsolationError> {
         if !running_as_root() {
             tracing::info!("the server does not run as root: replicas run as its user, isolated only as far as the OS isolates that user");
             return Ok(Self::off());
@@ -282,7 +282,7 @@ impl Isolation {
             ids: Mutex::new(ids),
         };
         let probe = Identity { uid: users.base, gid, name: users.name.clone() };
-        reach_python(&config.python, &probe).await;
+        reach_python(&config.python, python_paths, &probe).await;
         tracing::info!(
             replica_user = %users.name,
             gid,
@@ -446,21 +446,16 @@ fn reach(dir: &Path, why: &str) {
 }
 
 /// Makes the runtime Python runnable by replicas: every folder on the way to its executable,
-/// prefixes and import path gets search permission for others where it lacks it (a Python under
+/// prefixes and import path (`paths`, [`super::python_paths`]) gets search permission for others where it lacks it (a Python under
 /// `/root`, mode 0700, as pyenv installs it for root, is the usual case), each one logged. Then
 /// runs it once as `probe` and warns when that still fails (the server still starts: it may only
 /// serve models).
-async fn reach_python(python: &Path, probe: &Identity) {
-    let script = "import sys; print('\\n'.join([sys.executable, sys.prefix, sys.base_prefix, *sys.path]))";
-    let paths = match Command::new(python).args(["-c", script]).output().await {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-        _ => {
-            tracing::warn!(python = %python.display(), "cannot run the runtime Python: training jobs will fail");
-            return;
-        }
-    };
+async fn reach_python(python: &Path, paths: &[PathBuf], probe: &Identity) {
+    if paths.is_empty() {
+        return;
+    }
     let mut dirs = std::collections::BTreeSet::new();
-    for line in paths.lines().map(PathBuf::from).chain([python.to_path_buf()]).filter(|p| p.is_absolute()) {
+    for line in paths {
         let Some(existing) = line.ancestors().find(|a| a.exists()) else { continue };
         let Ok(canonical) = existing.canonicalize() else { continue };
         let start = if canonical.is_dir() { canonical.as_path() } else { canonical.parent().unwrap_or(Path::new("/")) };

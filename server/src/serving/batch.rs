@@ -31,8 +31,8 @@ use self::tfrecord::{Feature, Record, Records};
 use super::instances::{Batch, Column, ColumnData, DType, InputSpec, InstanceError};
 use super::model::{ForwardError, LoadError};
 use super::process::{Restarting, TorchSpec};
-use super::signature::Signature;
 use super::python::{Predictor, RoutineError};
+use super::signature::Signature;
 
 /// How input lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,7 +69,9 @@ impl InputFormat {
         match read {
             Ok(_) => Ok(tfrecord::is_header(&header)),
             // Not gzip data at all.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) => Ok(false),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData) => {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -698,8 +700,12 @@ fn parse_example(record: &[u8], inputs: &[InputSpec]) -> Parsed {
     if let [spec] = inputs {
         if let (DType::Float32, Feature::Floats(values)) = (spec.dtype, find(spec)?) {
             if let Some(row_shape) = example_shape(spec, values.len()) {
-                let column =
-                    Column { name: spec.name.clone(), dtype: DType::Float32, row_shape, data: ColumnData::F32(values.clone()) };
+                let column = Column {
+                    name: spec.name.clone(),
+                    dtype: DType::Float32,
+                    row_shape,
+                    data: ColumnData::F32(values.clone()),
+                };
                 return Ok(Batch { rows: 1, columns: vec![column] });
             }
         }
@@ -711,7 +717,9 @@ fn parse_example(record: &[u8], inputs: &[InputSpec]) -> Parsed {
             Feature::Ints(v) => v.iter().map(|x| Value::from(*x)).collect(),
             Feature::Bytes(v) => {
                 use base64::Engine;
-                v.iter().map(|b| serde_json::json!({"b64": base64::engine::general_purpose::STANDARD.encode(b)})).collect()
+                v.iter()
+                    .map(|b| serde_json::json!({"b64": base64::engine::general_purpose::STANDARD.encode(b)}))
+                    .collect()
             }
         };
         let shaped = match example_shape(spec, values.len()) {
@@ -720,7 +728,11 @@ fn parse_example(record: &[u8], inputs: &[InputSpec]) -> Parsed {
         };
         object.insert(spec.name.clone(), shaped);
     }
-    let instance = if inputs.len() == 1 { object.into_iter().next().map_or(Value::Null, |(_, v)| v) } else { Value::Object(object) };
+    let instance = if inputs.len() == 1 {
+        object.into_iter().next().map_or(Value::Null, |(_, v)| v)
+    } else {
+        Value::Object(object)
+    };
     Batch::from_instances(std::slice::from_ref(&instance), inputs).map_err(LineError::Instance)
 }
 

@@ -42,6 +42,18 @@ impl Tail {
     }
 }
 
+/// Stops a worker process and everything it started: a confined one through its launcher
+/// (SIGTERM, and the launcher kills its whole tree at once, `setsid` children included, before it
+/// exits), an unconfined one with SIGKILL to its process group.
+pub(super) fn stop(pid: u32, confined: bool) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    if confined {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    } else {
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Waits for `child` (already stopped) and says how it ended.
 pub(super) fn status(child: &mut Child) -> String {
     match child.wait() {

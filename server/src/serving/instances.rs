@@ -732,14 +732,20 @@ mod tests {
         ] {
             assert!(!read(text).is_ok_and(|i| i.is_dense()), "{text} is not read as dense");
         }
-        assert!(read(r#"{"instances": [[1, 2], [3]]}"#).expect("json").into_batch(&[InputSpec::default_input()]).is_err());
+        assert!(read(r#"{"instances": [[1, 2], [3]]}"#)
+            .expect("json")
+            .into_batch(&[InputSpec::default_input()])
+            .is_err());
         let keyed = read(r#"{"instances": [[1, 2]], "signature_name": "s", "top_k": 2}"#).expect("json");
         assert_eq!(serde_json::Value::Object(keyed.rest().clone()), json!({"signature_name": "s", "top_k": 2}));
         assert!(read(r#"{"instances": [[1, 2]]}"#).expect("dense").rest().is_empty());
         let message = |text: &str| read(text).expect_err("refused").to_string();
         assert!(message("[1]").contains("must be a JSON object"));
         assert!(message("{").starts_with("The request body is not valid JSON"));
-        assert_eq!(message(r#"{"instances": [1, 2, 3, 4]}"#), "\"instances\" has 4 instances; send at most 3 per request.");
+        assert_eq!(
+            message(r#"{"instances": [1, 2, 3, 4]}"#),
+            "\"instances\" has 4 instances; send at most 3 per request."
+        );
         assert!(message(r#"{"instances": []}"#).contains("is empty"));
         assert!(message(r#"{"instances": 1}"#).contains("must be a list"));
         assert!(message(r#"{"other": 1}"#).contains("no \"instances\""));

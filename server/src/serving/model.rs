@@ -32,8 +32,8 @@ use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
 use super::instances::{Batch, InstanceError, Instances};
-pub use super::process::TorchSpec;
 use super::process::Restarting;
+pub use super::process::TorchSpec;
 use super::signature::{Signature, SignatureError};
 use super::tensors::{batch_to_inputs, outputs_to_rows, OutputError};
 
@@ -291,11 +291,7 @@ impl ServedModel {
                 .spawn(move || {
                     let engine = match Restarting::start(spec, &name) {
                         Ok((engine, ready)) => {
-                            let device = match ready.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-                                Some(n) => Device::Cuda(n),
-                                None => Device::Cpu,
-                            };
-                            let _ = started.send(Ok(device));
+                            let _ = started.send(Ok(ready.device()));
                             engine
                         }
                         Err(e) => {
@@ -315,7 +311,9 @@ impl ServedModel {
             match starts.recv() {
                 Ok(Ok(d)) => device = device.or(Some(d)),
                 Ok(Err(e)) => failure = failure.or(Some(e)),
-                Err(_) => failure = failure.or(Some(LoadError::PythonExited("a worker thread ended while starting".into()))),
+                Err(_) => {
+                    failure = failure.or(Some(LoadError::PythonExited("a worker thread ended while starting".into())))
+                }
             }
         }
         let mut model = Self {

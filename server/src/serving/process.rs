@@ -11,13 +11,11 @@
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::exits::{self, Tail};
@@ -101,13 +99,7 @@ impl TorchProcess {
                 .read(&spec.program)
                 .command(&spec.program)
                 .map_err(|e| LoadError::Isolation(e.to_string()))?,
-            None => {
-                let mut command = Command::new(&spec.program);
-                for name in crate::sandbox::server_secrets() {
-                    command.env_remove(name);
-                }
-                command
-            }
+            None => crate::sandbox::unconfined(&spec.program),
         };
         command
             .arg("model-worker")
@@ -212,15 +204,9 @@ impl TorchProcess {
         }
     }
 
-    /// Stops the process and everything it started: a confined one through its launcher (which
-    /// kills its whole tree at once), an unconfined one with SIGKILL to its process group.
+    /// Stops the process and everything it started ([`exits::stop`]).
     fn stop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        if self.confined {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-        } else {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
+        exits::stop(self.child.id(), self.confined);
     }
 }
 
@@ -278,11 +264,8 @@ impl Restarting {
     pub fn start(spec: Arc<TorchSpec>, _name: &str) -> Result<(Self, Ready), LoadError> {
         tch::set_num_threads(spec.threads.max(1));
         let loaded = super::model::LoadedModule::load(&spec.model_dir, spec.use_cuda)?;
-        let device = match loaded.device {
-            tch::Device::Cuda(n) => format!("cuda:{n}"),
-            _ => "cpu".to_owned(),
-        };
-        Ok((Self(loaded), Ready { device }))
+        let ready = Ready::on(loaded.device);
+        Ok((Self(loaded), ready))
     }
 
     pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Value>, ForwardError> {

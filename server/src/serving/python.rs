@@ -31,14 +31,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -46,7 +44,7 @@ use tokio::sync::oneshot;
 use super::exits::{self, Tail};
 use super::instances::{Instances, Raw};
 use super::model::{LoadError, ModelMetrics, PredictError, ServingOptions};
-use crate::sandbox::{server_secrets, Cell};
+use crate::sandbox::Cell;
 
 /// The worker's Python source, run with `python -c`.
 pub const PREDICTOR_SOURCE: &str = include_str!("../../python/anneal_predictor.py");
@@ -728,13 +726,7 @@ impl Process {
                 let cell = spec.python_path.iter().fold(cell.clone().read(&spec.model_dir), |c, p| c.read(p));
                 cell.command(&spec.python).map_err(|e| LoadError::Isolation(e.to_string()))?
             }
-            None => {
-                let mut command = Command::new(&spec.python);
-                for name in server_secrets() {
-                    command.env_remove(name);
-                }
-                command
-            }
+            None => crate::sandbox::unconfined(&spec.python),
         };
         command
             .arg("-u")
@@ -878,7 +870,7 @@ impl Process {
     }
 
     fn kill(&mut self) {
-        stop(self.child.id(), self.confined);
+        exits::stop(self.child.id(), self.confined);
     }
 }
 
@@ -890,18 +882,6 @@ impl Drop for Process {
         if let Some(watcher) = self.watcher.take() {
             let _ = watcher.join();
         }
-    }
-}
-
-/// Stops a worker process and everything it started: a confined one through its launcher
-/// (SIGTERM, and the launcher kills its whole tree at once, `setsid` children included, before it
-/// exits), an unconfined one with SIGKILL to its process group.
-fn stop(pid: u32, confined: bool) {
-    let pid = Pid::from_raw(pid as i32);
-    if confined {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-    } else {
-        let _ = killpg(pid, Signal::SIGKILL);
     }
 }
 
@@ -974,7 +954,7 @@ impl Watch {
             state = match state.deadline {
                 None => self.wake.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(deadline) if Instant::now() >= deadline => {
-                    stop(pid, confined);
+                    exits::stop(pid, confined);
                     state.fired = true;
                     state.deadline = None;
                     state

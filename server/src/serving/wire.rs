@@ -62,6 +62,25 @@ pub struct Ready {
     pub device: String,
 }
 
+impl Ready {
+    /// A worker ready on `device`.
+    pub fn on(device: tch::Device) -> Self {
+        let device = match device {
+            tch::Device::Cuda(n) => format!("cuda:{n}"),
+            _ => "cpu".to_owned(),
+        };
+        Self { device }
+    }
+
+    /// The device it named.
+    pub fn device(&self) -> tch::Device {
+        match self.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => tch::Device::Cuda(n),
+            None => tch::Device::Cpu,
+        }
+    }
+}
+
 /// A worker's first frame.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -75,12 +75,7 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
     tch::set_num_threads(args.threads.max(1));
     let loaded = LoadedModule::load(&args.model_dir, args.cuda);
     let hello = match &loaded {
-        Ok(model) => Hello::Ready(Ready {
-            device: match model.device {
-                tch::Device::Cuda(n) => format!("cuda:{n}"),
-                _ => "cpu".to_owned(),
-            },
-        }),
+        Ok(model) => Hello::Ready(Ready::on(model.device)),
         Err(e) => Hello::Failed { message: e.to_string() },
     };
     let text = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;

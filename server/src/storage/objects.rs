@@ -254,7 +254,10 @@ impl Buckets {
             let known = if known.is_empty() { "none is configured".to_owned() } else { known.join(", ") };
             return Err(crate::Error::invalid(
                 field,
-                format!("'{uri}' names bucket {}, which this server is not configured for (buckets: {known})", object.bucket),
+                format!(
+                    "'{uri}' names bucket {}, which this server is not configured for (buckets: {known})",
+                    object.bucket
+                ),
             ));
         };
         let prefixes = &bucket.resolved.prefixes;
@@ -317,14 +320,18 @@ impl Buckets {
     }
 
     /// The object URIs directly in folder `uri` whose file names `matches` accepts, in name order.
-    pub async fn matching(&self, uri: &ObjectUri, matches: impl Fn(&str) -> bool) -> Result<Vec<ObjectUri>, ObjectError> {
+    pub async fn matching(
+        &self,
+        uri: &ObjectUri,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ObjectUri>, ObjectError> {
         let bucket = self.bucket(uri)?;
         let prefix = (!uri.key.is_empty()).then(|| uri.path());
-        let listing = bucket
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|source| ObjectError::Store { action: "list", uri: uri.to_string(), source })?;
+        let listing = bucket.store.list_with_delimiter(prefix.as_ref()).await.map_err(|source| ObjectError::Store {
+            action: "list",
+            uri: uri.to_string(),
+            source,
+        })?;
         let mut names: Vec<String> = listing
             .objects
             .into_iter()
@@ -351,7 +358,8 @@ impl Buckets {
             let mut file = tokio::fs::File::create(&partial).await.map_err(|e| local("create", e))?;
             let mut stream = got.into_stream();
             while let Some(bytes) = stream.next().await {
-                let bytes = bytes.map_err(|source| ObjectError::Store { action: "read", uri: uri.to_string(), source })?;
+                let bytes =
+                    bytes.map_err(|source| ObjectError::Store { action: "read", uri: uri.to_string(), source })?;
                 file.write_all(&bytes).await.map_err(|e| local("write", e))?;
             }
             file.flush().await.map_err(|e| local("write", e))?;
@@ -411,7 +419,11 @@ impl Buckets {
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || files_under(&dir))
                 .await
-                .map_err(|e| ObjectError::Local { action: "list", path: PathBuf::new(), source: std::io::Error::other(e) })?
+                .map_err(|e| ObjectError::Local {
+                    action: "list",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e),
+                })?
                 .map_err(|e| ObjectError::Local { action: "list", path: PathBuf::new(), source: e })?
         };
         for relative in &files {
@@ -517,7 +529,11 @@ fn bucket(config: &BucketConfig, aws: &AwsEnvironment) -> Result<Bucket, ObjectE
         ..config.clone()
     };
     let retry = RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
         max_retries: 4,
         retry_timeout: Duration::from_secs(15),
     };
@@ -649,9 +665,20 @@ mod tests {
         assert_eq!(uri.to_string(), "s3://data/models/m1");
         assert_eq!(uri.join("model.pt").to_string(), "s3://data/models/m1/model.pt");
         assert_eq!(ObjectUri::parse("f", "s3://data").expect("root").key, "");
-        for bad in ["s3://", "s3://UPPER/x", "s3://ab/x", "s3://data/a//b", "s3://data/a/../b", "gs://data/x", "s3://data/a\nb"] {
+        for bad in [
+            "s3://",
+            "s3://UPPER/x",
+            "s3://ab/x",
+            "s3://data/a//b",
+            "s3://data/a/../b",
+            "gs://data/x",
+            "s3://data/a\nb",
+        ] {
             let err = ObjectUri::parse("version.deploymentUri", bad).expect_err(bad);
-            assert!(matches!(&err, crate::Error::InvalidArgument(v) if v.field == "version.deploymentUri"), "{bad}: {err}");
+            assert!(
+                matches!(&err, crate::Error::InvalidArgument(v) if v.field == "version.deploymentUri"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -685,17 +712,20 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let shown = format!("{:?}", BucketConfig {
-            name: "data".into(),
-            endpoint: None,
-            region: None,
-            access_key_id: Some("id".into()),
-            secret_access_key: Some("very-secret".into()),
-            session_token: Some("token-secret".into()),
-            allow_http: false,
-            virtual_hosted_style: false,
-            prefixes: Vec::new(),
-        });
+        let shown = format!(
+            "{:?}",
+            BucketConfig {
+                name: "data".into(),
+                endpoint: None,
+                region: None,
+                access_key_id: Some("id".into()),
+                secret_access_key: Some("very-secret".into()),
+                session_token: Some("token-secret".into()),
+                allow_http: false,
+                virtual_hosted_style: false,
+                prefixes: Vec::new(),
+            }
+        );
         assert!(!shown.contains("very-secret") && !shown.contains("token-secret"), "{shown}");
     }
 }

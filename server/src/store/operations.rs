@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::models::ModelRecord;
-use super::BeginWrite;
 use super::versions::VersionRecord;
+use super::BeginWrite;
 use super::{now_text, parse_time, with_pool, Store};
 use crate::error::{Error, Result};
 use crate::names::{OperationName, ProjectId};

@@ -100,10 +100,8 @@ impl RayClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, RayError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RayError::Unreachable { address: self.address.clone(), source })?;
+        let response =
+            request.send().await.map_err(|source| RayError::Unreachable { address: self.address.clone(), source })?;
         let status = response.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RayError::Unauthorized { address: self.address.clone(), status });

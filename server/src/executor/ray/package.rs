@@ -78,7 +78,8 @@ pub fn entries(packages: &[PathBuf]) -> Vec<PackageEntry> {
 pub fn build(spec: &serde_json::Value, packages: &[PathBuf]) -> Result<Package, PackageError> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (i, package) in packages.iter().enumerate() {
-        let meta = std::fs::symlink_metadata(package).map_err(|source| PackageError::Read { path: package.clone(), source })?;
+        let meta = std::fs::symlink_metadata(package)
+            .map_err(|source| PackageError::Read { path: package.clone(), source })?;
         if meta.is_dir() {
             collect(package, &format!("packages/{i}"), &mut files)?;
         } else if meta.is_file() {
@@ -164,7 +165,13 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["anneal_job.json", DRIVER_FILE, "packages/0/trainer/task.py", "packages/1/setup.py", "packages/2/t-1.0.tar.gz"]
+            [
+                "anneal_job.json",
+                DRIVER_FILE,
+                "packages/0/trainer/task.py",
+                "packages/1/setup.py",
+                "packages/2/t-1.0.tar.gz"
+            ]
         );
         let mut text = String::new();
         archive.by_name("anneal_job.json").expect("spec").read_to_string(&mut text).expect("read");

@@ -45,7 +45,10 @@ impl TrialRunner for RayTrials {
             // The study keeps the running-time limit and stops its trials.
             plan.max_running_time = None;
             plan.study = None;
-            let needs = Needs { slots: plan.replicas.count().max(1) as usize, gpus: plan.replicas.total_gpus().max(0) as usize };
+            let needs = Needs {
+                slots: plan.replicas.count().max(1) as usize,
+                gpus: plan.replicas.total_gpus().max(0) as usize,
+            };
             let marker = Marker {
                 submission_id: format!("{}-trial-{trial}", self.submission_id),
                 needs,
@@ -114,14 +117,7 @@ pub(super) async fn run(
         // GPUs are Ray's to hand out: the study holds none of this host's.
         run: Run { dir: dir.clone(), job_dir: plan.job_dir.clone(), ..Run::default() },
     };
-    let trials = RayTrials {
-        inner,
-        job: context.job.clone(),
-        submission_id,
-        dir,
-        tag,
-        events: context.events.clone(),
-    };
+    let trials = RayTrials { inner, job: context.job.clone(), submission_id, dir, tag, events: context.events.clone() };
     let ending = run_study(context, study, &launch, log, &trials).await;
     // Every line is in the log before the job's end is reported.
     let _ = writer.await;

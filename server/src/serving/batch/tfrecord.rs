@@ -66,7 +66,8 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 
 /// Whether `header` (at least 12 bytes) is a TFRecord header: a length and its masked CRC.
 pub fn is_header(header: &[u8]) -> bool {
-    header.len() >= 12 && masked_crc32c(&header[..8]) == u32::from_le_bytes([header[8], header[9], header[10], header[11]])
+    header.len() >= 12
+        && masked_crc32c(&header[..8]) == u32::from_le_bytes([header[8], header[9], header[10], header[11]])
 }
 
 /// The most one record may hold; a longer one is taken for a corrupt header.
@@ -100,11 +101,17 @@ impl<R: BufRead> Records<R> {
         }
         self.reader.read_exact(&mut header).map_err(cut)?;
         if !is_header(&header) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a TFRecord header's CRC does not match its length"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a TFRecord header's CRC does not match its length",
+            ));
         }
         let length = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
         if length > MAX_RECORD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a TFRecord of {length} bytes is too long")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a TFRecord of {length} bytes is too long"),
+            ));
         }
         let start = out.len();
         let taken = (&mut self.reader).take(length).read_to_end(out)?;
@@ -166,7 +173,9 @@ fn map_entry(entry: &[u8]) -> Result<(&str, Feature<'_>), ExampleError> {
     let mut feature = Feature::Floats(Vec::new());
     for field in Fields(entry) {
         match field? {
-            (1, Value::Bytes(key)) => name = std::str::from_utf8(key).map_err(|_| ExampleError("a feature name is not UTF-8"))?,
+            (1, Value::Bytes(key)) => {
+                name = std::str::from_utf8(key).map_err(|_| ExampleError("a feature name is not UTF-8"))?
+            }
             (2, Value::Bytes(value)) => feature = feature_of(value)?,
             _ => {}
         }
