@@ -82,9 +82,9 @@ pub struct Config {
     /// then run as the server's user.
     pub replica_user: String,
     /// When the server runs as root: each project's replicas run as uid `replica_uid_base + n`,
-    /// n numbering the projects by their first job (kept in `storage/replica-ids`), so trainers
-    /// of different projects cannot reach each other. Two servers on one host need different
-    /// bases.
+    /// n numbering the projects by their first program (kept in the database, so every node of
+    /// one database agrees), so trainers of different projects cannot reach each other. Two
+    /// servers with different databases on one host need different bases.
     pub replica_uid_base: u32,
     /// Whether user code (trainers, pip installs, Python models) runs confined (`on`: Landlock,
     /// `no_new_privs`, a subreaper per program; see README's Security section) or not (`off`:

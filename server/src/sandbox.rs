@@ -111,9 +111,9 @@ impl Sandbox {
     }
 
     /// Sets the sandbox up at start: the identities (as root), and what the runtime is.
-    pub async fn set_up(settings: &SandboxSettings) -> Result<Self, SandboxError> {
+    pub async fn set_up(settings: &SandboxSettings, store: &crate::store::Store) -> Result<Self, SandboxError> {
         let python_paths = python_paths(&settings.python).await;
-        let isolation = Isolation::set_up(settings, &python_paths).await?;
+        let isolation = Isolation::set_up(settings, &python_paths, store).await?;
         let cgroups = if isolation.is_on() { cgroup::Hierarchy::detect() } else { None };
         match &cgroups {
             Some(hierarchy) => {
@@ -155,26 +155,32 @@ impl Sandbox {
     }
 
     /// The identity `project`'s programs run as, or `None` when the server is not root.
-    pub fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
-        self.isolation.identity(project)
+    pub async fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
+        self.isolation.identity(project).await
     }
 
     /// A cell for one program of `project`, with `home` as its `HOME` (and `home/tmp` its
     /// `TMPDIR`): an existing folder, or `None` for a new temporary one, removed when the last
     /// clone of the cell goes.
-    pub fn cell(self: &Arc<Self>, project: &str, home: Option<PathBuf>) -> Result<Cell, SandboxError> {
-        let identity = self.identity(project)?;
-        let home = match home {
-            Some(path) => Home::At(path),
-            None => Home::Temp(Arc::new(
-                tempfile::Builder::new().prefix("anneal-cell-").tempdir().map_err(SandboxError::Home)?,
-            )),
-        };
-        let path = home.path().to_path_buf();
-        match &identity {
-            Some(id) => id.make_home(&path)?,
-            None => std::fs::create_dir_all(path.join("tmp")).map_err(SandboxError::Home)?,
-        }
+    pub async fn cell(self: &Arc<Self>, project: &str, home: Option<PathBuf>) -> Result<Cell, SandboxError> {
+        let identity = self.identity(project).await?;
+        let made = identity.clone();
+        let home = tokio::task::spawn_blocking(move || {
+            let home = match home {
+                Some(path) => Home::At(path),
+                None => Home::Temp(Arc::new(
+                    tempfile::Builder::new().prefix("anneal-cell-").tempdir().map_err(SandboxError::Home)?,
+                )),
+            };
+            let path = home.path().to_path_buf();
+            match &made {
+                Some(id) => id.make_home(&path)?,
+                None => std::fs::create_dir_all(path.join("tmp")).map_err(SandboxError::Home)?,
+            }
+            Ok::<_, SandboxError>(home)
+        })
+        .await
+        .map_err(|e| SandboxError::Home(std::io::Error::other(e)))??;
         Ok(Cell {
             sandbox: self.clone(),
             identity,

@@ -81,7 +81,7 @@ impl Server {
             .with_buckets(buckets)
             .with_artifacts(artifacts);
         // User code runs confined, and as root as unprivileged users of its own (see sandbox).
-        let sandbox = crate::sandbox::Sandbox::set_up(&config.sandbox_settings())
+        let sandbox = crate::sandbox::Sandbox::set_up(&config.sandbox_settings(), &store)
             .await
             .map_err(|e| StartError::Storage(format!("cannot set up the sandbox for user code: {e}")))?;
         let accelerators = Accelerators::detect().await;

@@ -267,9 +267,10 @@ impl ModelHost {
         let model = if settings.is_python() {
             let host = self.clone();
             let on_failed: python::OnFailed = Box::new(move |message| host.failed(generation, &name, message));
-            let (key, sandbox) = (key.to_owned(), self.sandbox.clone());
+            let key = key.to_owned();
+            let cell =
+                self.sandbox.cell(&settings.project, None).await.map_err(|e| LoadError::Isolation(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
-                let cell = sandbox.cell(&settings.project, None).map_err(|e| LoadError::Isolation(e.to_string()))?;
                 let packages = dir.join(PACKAGES_DIR);
                 python::install_packages(&options.python, &settings.packages, &packages, &cell)?;
                 let spec = python::PythonSpec {
@@ -289,9 +290,9 @@ impl ModelHost {
             .await
             .map_err(LoadError::Stopped)??
         } else {
-            let sandbox = self.sandbox.clone();
+            let cell =
+                self.sandbox.cell(&settings.project, None).await.map_err(|e| LoadError::Isolation(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
-                let cell = sandbox.cell(&settings.project, None).map_err(|e| LoadError::Isolation(e.to_string()))?;
                 let spec = TorchSpec::new(&dir, &options).in_cell(cell).with_max_answer_bytes(max_answer_bytes);
                 ServedModel::load(&name, spec, &options).map(Served::Torch)
             })

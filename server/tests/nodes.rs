@@ -151,14 +151,19 @@ async fn a_killed_nodes_job_fails_on_a_survivor_naming_it() {
     );
     assert_eq!(a.submit_training("long", input(&long, "long.task", 0)).await.0, 200);
     let running = a.wait_job("long", &["RUNNING"]).await;
-    assert_eq!(running["node"], "node-a", "{running}");
+    // Either node may claim a queued job: the one that runs it is killed, the other survives.
+    let (victim, survivor, lost) = match running["node"].as_str() {
+        Some("node-a") => (a, b, "node-a"),
+        Some("node-b") => (b, a, "node-b"),
+        _ => panic!("no node runs the job: {running}"),
+    };
     let pid_file = cluster.storage.path().join("jobs/p/long/replicas/master-replica-0/pid");
 
     let killed = Instant::now();
-    let _data = a.crash_keeping_data().await;
+    let _data = victim.crash_keeping_data().await;
     let deadline = Duration::from_secs(3 * LEASE_SECS + 10);
     let failed = loop {
-        let (_, job) = b.get_json("/v1/projects/p/jobs/long").await;
+        let (_, job) = survivor.get_json("/v1/projects/p/jobs/long").await;
         if job["state"] != "RUNNING" {
             break job;
         }
@@ -167,8 +172,8 @@ async fn a_killed_nodes_job_fails_on_a_survivor_naming_it() {
     };
     assert_eq!(failed["state"], "FAILED", "{failed}");
     let message = failed["errorMessage"].as_str().expect("errorMessage");
-    assert!(message.contains("Node node-a") && message.contains("lost"), "{message}");
-    let (_, nodes) = b.get_json("/v1/nodes").await;
+    assert!(message.contains(&format!("Node {lost}")) && message.contains("lost"), "{message}");
+    let (_, nodes) = survivor.get_json("/v1/nodes").await;
     assert_eq!(nodes["nodes"].as_array().expect("nodes").len(), 1, "only the survivor is live: {nodes}");
     // The replica of the killed node is an orphan of this test now: stop it.
     if let Ok(pid) = std::fs::read_to_string(&pid_file) {
@@ -212,4 +217,82 @@ async fn answers_within(server: &TestServer, path: &str, body: &Value, wanted: u
         assert!(Instant::now() < deadline, "still {status}, not {wanted}: {answer}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether this test process runs as root (effective uid 0, from `/proc/self/status`).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
+
+/// Polls job `job` of `project` until it ended; returns it.
+async fn wait_ended(server: &TestServer, project: &str, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (status, body) = server.get_json(&format!("/v1/projects/{project}/jobs/{job}")).await;
+        assert_eq!(status, 200, "{body}");
+        if ["SUCCEEDED", "FAILED", "CANCELLED"].iter().any(|s| body["state"] == *s) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{project}/{job} did not end: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// As root, a project's user code runs as a uid of its own, allocated once for the cluster: the
+/// first jobs of 40 new projects, sent at once to both nodes (two per project), all run, 40
+/// projects get 40 different uids, and both of a project's jobs run as the same one whichever
+/// node ran each.
+#[tokio::test]
+async fn new_projects_started_at_once_on_two_nodes_get_one_distinct_uid_each() {
+    if !running_as_root() {
+        println!("skipped: not root (projects run as uids of their own only as root)");
+        return;
+    }
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "4").await;
+    let b = cluster.node("node-b", "4").await;
+    let whoami = cluster.trainer("whoami", "import os\nprint('uid', os.getuid(), flush=True)\n");
+    let projects: Vec<String> = (0..40).map(|i| format!("tenant{i:02}")).collect();
+    let submits = projects.iter().flat_map(|project| {
+        [(&a, project, "on_a"), (&b, project, "on_b")].map(|(node, project, job)| {
+            let body = json!({"jobId": job, "trainingInput": input(&whoami, "whoami.task", 0)});
+            async move { (project, job, node.post_json(&format!("/v1/projects/{project}/jobs"), &body).await) }
+        })
+    });
+    for (project, job, (status, body)) in futures_util::future::join_all(submits).await {
+        assert_eq!(status, 200, "{project}/{job}: {body}");
+    }
+    let mut uids = std::collections::BTreeMap::<u32, String>::new();
+    let mut across_nodes = 0;
+    for project in &projects {
+        let mut seen = Vec::new();
+        for job in ["on_a", "on_b"] {
+            let done = wait_ended(&a, project, job).await;
+            assert_eq!(done["state"], "SUCCEEDED", "{project}/{job}: {done}");
+            let (_, logs) = b.get_json(&format!("/v1/projects/{project}/jobs/{job}/logs")).await;
+            let uid: u32 = logs["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|l| l["text"].as_str()?.strip_prefix("uid ")?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{project}/{job} printed no uid: {logs}"));
+            seen.push((uid, done["node"].as_str().unwrap_or_default().to_owned()));
+        }
+        assert_eq!(seen[0].0, seen[1].0, "{project}'s two jobs ran as different uids: {seen:?}");
+        assert_ne!(seen[0].0, 0, "{project} ran as root");
+        if seen[0].1 != seen[1].1 {
+            across_nodes += 1;
+        }
+        if let Some(other) = uids.insert(seen[0].0, project.clone()) {
+            panic!("{project} and {other} both run as uid {}", seen[0].0);
+        }
+    }
+    assert_eq!(uids.len(), 40);
+    assert!(across_nodes > 0, "no project had a job on each node: the test proved nothing about agreement");
+    println!("40 projects, 40 uids; {across_nodes} projects ran a job on each node");
 }

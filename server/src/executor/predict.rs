@@ -34,12 +34,12 @@ pub async fn run_prediction(
         Location::Object(uri) => context.storage.fetch(&uri, &context.dir().join("model"), true).await?,
     };
     // A Python model's workers run in the project's sandbox cell (a pickle runs code as it loads).
-    let cell = {
-        let (sandbox, project) = (context.config.sandbox.clone(), context.job.project.as_str().to_owned());
-        tokio::task::spawn_blocking(move || sandbox.cell(&project, None))
-            .await?
-            .map_err(|e| RunError::Batch(e.to_string()))?
-    };
+    let cell = context
+        .config
+        .sandbox
+        .cell(context.job.project.as_str(), None)
+        .await
+        .map_err(|e| RunError::Batch(e.to_string()))?;
     context.report(JobEvent::Running).await;
     let files = JobFiles {
         buckets: context.storage.buckets().clone(),

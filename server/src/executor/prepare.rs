@@ -97,7 +97,8 @@ impl Packages<'_> {
     async fn pip(&self, staged: &Staged) -> Result<(), RunError> {
         let cell = self
             .sandbox
-            .cell(self.project.as_str(), Some(staged.home.clone()))?
+            .cell(self.project.as_str(), Some(staged.home.clone()))
+            .await?
             .write(staged.staging.path())
             .write(staged.sources.path());
         let cell = staged.targets.iter().fold(cell, |cell, target| cell.read(target));

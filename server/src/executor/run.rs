@@ -19,7 +19,7 @@ use crate::storage::{Location, Storage};
 
 /// Runs a training job to its end; `Ok` says how it ended, `Err` why it could not run.
 pub async fn run_training(context: &JobContext, plan: &TrainingPlan) -> Result<Ending, RunError> {
-    let identity = context.config.sandbox.identity(context.job.project.as_str())?;
+    let identity = context.config.sandbox.identity(context.job.project.as_str()).await?;
     let dir = context.dir();
     let log_file = {
         let (dir, isolated) = (dir.clone(), identity.is_some());

@@ -164,7 +164,7 @@ async fn start_replica(
     let machine = plan.machine_of(pool);
     let limits =
         Limits { memory: machine.memory, pids: Some(REPLICA_PIDS), cpus: machine.memory.map(|_| machine.cpus) };
-    let mut cell = env.sandbox.cell(env.project, Some(own.clone()))?.grace(env.kill_grace).limit(limits);
+    let mut cell = env.sandbox.cell(env.project, Some(own.clone())).await?.grace(env.kill_grace).limit(limits);
     for folder in env.python_path {
         cell = cell.read(folder);
     }

@@ -5,7 +5,8 @@
 //! libtorch, its Python environment, the database and storage under the data dir) or another
 //! project's files. When the server runs as root, every project's replicas, and the pip install of
 //! its packages, run as a uid of their own, `replica_uid_base + n` (n numbers the projects in the
-//! order their first job ran; the numbers are kept in `storage/replica-ids`), with the group of the
+//! order their first program ran, on whichever node: the numbers are rows of the database's
+//! `project_uids`, allocated once, so every node runs a project as the same uid), with the group of the
 //! `replica_user` account, which start-up creates when it is missing. A uid per project, not one
 //! for all: processes of one uid may signal and trace each other and write each other's files, so
 //! one shared uid would let project A's trainer change project B's running job or cached packages.
@@ -24,7 +25,6 @@
 //! job's owner or the operator (it becomes a job's `errorMessage` or a start-up error).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -180,6 +180,9 @@ pub enum ReplicaUsersError {
     /// `useradd` ran but the user still does not exist; `useradd` is what it wrote to stderr.
     #[error("cannot create the replica user '{user}' (useradd: {useradd}); create an unprivileged user and name it in replica_user")]
     NotCreated { user: String, useradd: String },
+    /// The database could not read or allocate a project's number.
+    #[error("cannot read or allocate the sandbox identity of project '{project}' in the database: {message}")]
+    Registry { project: String, message: String },
     /// Every uid from `replica_uid_base + 1` up to `u32::MAX - 1` is taken.
     #[error("no replica uid left above replica_uid_base {base}")]
     UidsExhausted { base: u32 },
@@ -231,8 +234,9 @@ struct ReplicaUsers {
     name: String,
     gid: u32,
     base: u32,
-    /// `storage/replica-ids`: `<n> <project>` per line.
-    registry: PathBuf,
+    /// The numbers' home (`project_uids`), and the ones this node has read from it (a
+    /// project's number never changes).
+    store: crate::store::Store,
     ids: Mutex<BTreeMap<String, u32>>,
 }
 
@@ -246,7 +250,11 @@ impl Isolation {
     /// search (not list) the data dir and the storage root so replicas reach their folders, makes
     /// the database files readable by root only, and makes the runtime Python reachable for
     /// replicas. Not root: nothing to do.
-    pub async fn set_up(config: &super::SandboxSettings, python_paths: &[PathBuf]) -> Result<Self, IsolationError> {
+    pub async fn set_up(
+        config: &super::SandboxSettings,
+        python_paths: &[PathBuf],
+        store: &crate::store::Store,
+    ) -> Result<Self, IsolationError> {
         if !running_as_root() {
             tracing::info!("the server does not run as root: replicas run as its user, isolated only as far as the OS isolates that user");
             return Ok(Self::off());
@@ -272,14 +280,21 @@ impl Isolation {
                 }
             }
         }
-        let registry = config.storage_root.join("replica-ids");
-        let ids = read_ids(&registry);
+        // Numbers a node allocated before the database kept them stay the projects' own.
+        let legacy = read_ids(&config.storage_root.join("replica-ids"));
+        if !legacy.is_empty() {
+            let numbers: Vec<(String, i64)> = legacy.iter().map(|(p, n)| (p.clone(), i64::from(*n))).collect();
+            store.import_project_uids(&numbers).await.map_err(|e| ReplicaUsersError::Registry {
+                project: "(storage/replica-ids)".into(),
+                message: e.to_string(),
+            })?;
+        }
         let users = ReplicaUsers {
             name: config.replica_user.clone(),
             gid,
             base: config.replica_uid_base,
-            registry,
-            ids: Mutex::new(ids),
+            store: store.clone(),
+            ids: Mutex::new(BTreeMap::new()),
         };
         let probe = Identity { uid: users.base, gid, name: users.name.clone() };
         reach_python(&config.python, python_paths, &probe).await;
@@ -297,24 +312,31 @@ impl Isolation {
         self.users.is_some()
     }
 
-    /// The identity `project`'s replicas run as (numbered at its first job), or `None` when
-    /// isolation is off.
-    pub fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
+    /// The identity `project`'s programs run as (numbered the first time any node ran one), or
+    /// `None` when isolation is off.
+    pub async fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
         let Some(users) = &self.users else { return Ok(None) };
-        let mut ids = users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = match ids.get(project) {
-            Some(n) => *n,
-            None => {
-                let taken = passwd_uids();
-                let mut n = ids.values().max().map_or(1, |m| m + 1);
-                while users.base.checked_add(n).is_some_and(|uid| taken.contains(&uid)) {
-                    n += 1;
+        let known = users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(project).copied();
+        let n =
+            match known {
+                Some(n) => n,
+                None => {
+                    let taken = passwd_uids();
+                    let base = users.base;
+                    // A number whose uid is an account of this host is skipped; one past the last uid
+                    // ends the search (and fails below).
+                    let usable = |n: i64| match u32::try_from(n).ok().and_then(|n| base.checked_add(n)) {
+                        Some(uid) => uid == u32::MAX || !taken.contains(&uid),
+                        None => true,
+                    };
+                    let n = users.store.project_uid(project, usable).await.map_err(|e| {
+                        ReplicaUsersError::Registry { project: project.to_owned(), message: e.to_string() }
+                    })?;
+                    let n = u32::try_from(n).map_err(|_| ReplicaUsersError::UidsExhausted { base })?;
+                    users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(project.to_owned(), n);
+                    n
                 }
-                ids.insert(project.to_owned(), n);
-                write_ids(&users.registry, &ids)?;
-                n
-            }
-        };
+            };
         let uid = users
             .base
             .checked_add(n)
@@ -398,22 +420,6 @@ fn read_ids(registry: &Path) -> BTreeMap<String, u32> {
             Some((project.to_owned(), n.parse().ok()?))
         })
         .collect()
-}
-
-fn write_ids(registry: &Path, ids: &BTreeMap<String, u32>) -> Result<(), IsolationError> {
-    let text: String = ids.iter().map(|(project, n)| format!("{n} {project}\n")).collect();
-    let staging = registry.with_extension("tmp");
-    let fail = || IsolationError::io(Action::Write, registry);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staging)
-        .map_err(fail())?;
-    file.write_all(text.as_bytes()).map_err(fail())?;
-    file.sync_all().map_err(fail())?;
-    std::fs::rename(&staging, registry).map_err(fail())
 }
 
 /// Adds search permission for others to `dir` (never read: they can reach a path they know, not

@@ -32,3 +32,61 @@ impl Store {
         Ok(ProjectRecord { id: id.clone(), number, create_time: parse_time(&create_time)? })
     }
 }
+
+impl Store {
+    /// The number `n` of `project`'s sandbox identity (uid `replica_uid_base + n`), allocated on
+    /// first use: the lowest free number above every allocated one for which `usable` holds (it
+    /// says no where the uid belongs to an account of this host). Two nodes allocating at once
+    /// both end with the same answer for one project and different ones for two: the row's
+    /// uniqueness decides, and the loser reads again.
+    pub async fn project_uid(&self, project: &str, usable: impl Fn(i64) -> bool) -> crate::Result<i64> {
+        for _ in 0..64 {
+            let found: Option<(i64,)> = with_pool!(self, |pool| {
+                sqlx::query_as("SELECT n FROM project_uids WHERE project_id = $1")
+                    .bind(project)
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some((n,)) = found {
+                return Ok(n);
+            }
+            let (highest,): (i64,) = with_pool!(self, |pool| {
+                sqlx::query_as("SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM project_uids").fetch_one(pool).await?
+            });
+            let mut n = highest + 1;
+            while !usable(n) {
+                n += 1;
+            }
+            let inserted = with_pool!(self, |pool| {
+                sqlx::query("INSERT INTO project_uids (project_id, n) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(project)
+                    .bind(n)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            if inserted == 1 {
+                return Ok(n);
+            }
+        }
+        Err(crate::Error::Unavailable(format!(
+            "cannot allocate a sandbox identity for project '{project}': too many nodes allocating at once"
+        )))
+    }
+
+    /// Records numbers allocated before the database held them (`storage/replica-ids`), keeping
+    /// each project's uid; a project or number already recorded is left as it is.
+    pub async fn import_project_uids(&self, numbers: &[(String, i64)]) -> crate::Result<()> {
+        for (project, n) in numbers {
+            with_pool!(self, |pool| {
+                sqlx::query("INSERT INTO project_uids (project_id, n) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(project)
+                    .bind(*n)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        Ok(())
+    }
+}
