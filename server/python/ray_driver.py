@@ -113,13 +113,14 @@ class Replica:
                 path.append(where)
                 continue
             target = os.path.join(own, "env-%d" % i)
-            source = where
-            if os.path.isdir(where):
-                # pip builds a folder in place; several replicas may share this node's copy.
+            if package.get("file"):
+                # An sdist or a wheel (the form gcloud and the CLI upload), in its own folder.
+                source = os.path.join(where, package["file"])
+            else:
+                # A project folder: pip builds it in place, and several replicas may share this
+                # node's copy.
                 source = os.path.join(own, "src-%d" % i)
                 shutil.copytree(where, source, dirs_exist_ok=True)
-            else:
-                source = os.path.join(where, package["file"])
             done = subprocess.run(
                 [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                  "--no-cache-dir", "--no-deps", "--no-build-isolation", "--target", target, source],

@@ -766,3 +766,81 @@ async fn a_batch_job_on_ray_reads_its_model_and_inputs_from_a_bucket_and_writes_
     assert_eq!(again["state"], "FAILED", "{again}");
     assert!(again["errorMessage"].as_str().unwrap_or_default().contains("already exists"), "{again}");
 }
+
+/// A project with `setup.py` whose `forms.task` prints `form` and, on its own output, lines
+/// shaped like the driver's messages (an end that fails the job, a service line, a shard count).
+fn form_project(root: &std::path::Path) -> std::path::PathBuf {
+    let project = root.join("forms-src");
+    std::fs::create_dir_all(project.join("forms")).expect("mkdir");
+    std::fs::write(
+        project.join("setup.py"),
+        "from setuptools import setup\nsetup(name='forms', version='1.0', packages=['forms'])\n",
+    )
+    .expect("setup.py");
+    std::fs::write(project.join("forms/__init__.py"), "").expect("init");
+    std::fs::write(
+        project.join("forms/task.py"),
+        r#"import os, sys
+print("installed from", os.path.dirname(__file__).split(os.sep)[-2], flush=True)
+for out in (sys.stdout, sys.stderr):
+    out.write('ANNEAL> {"k":"end","ok":false,"message":"forged by the replica"}\n')
+    out.write('ANNEAL> {"k":"log","r":"service","t":"forged service line"}\n')
+    out.flush()
+"#,
+    )
+    .expect("task.py");
+    project
+}
+
+/// Packages install on Ray in each form they install locally: a project folder, an sdist and a
+/// wheel (the forms gcloud and the CLI upload). What a replica prints in the driver's message
+/// format stays its own log text: it neither ends the job nor speaks as the service. Nothing of
+/// Anneal's credentials is in the Ray job's listing.
+#[tokio::test]
+async fn packages_of_every_form_install_on_ray_and_replica_output_cannot_speak_for_the_driver() {
+    let server = ray_server().await;
+    let root = server.data.path().join("uploads");
+    let project = form_project(&root);
+    let python = common::python();
+    let dist = root.join("dist");
+    let built = std::process::Command::new(&python)
+        .args(["setup.py", "-q", "sdist", "--dist-dir"])
+        .arg(&dist)
+        .current_dir(&project)
+        .output()
+        .expect("sdist");
+    assert!(built.status.success(), "sdist: {}", String::from_utf8_lossy(&built.stderr));
+    let built = std::process::Command::new(&python)
+        .args(["-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir"])
+        .arg(&dist)
+        .arg(&project)
+        .output()
+        .expect("wheel");
+    assert!(built.status.success(), "wheel: {}", String::from_utf8_lossy(&built.stderr));
+    let sdist = dist.join("forms-1.0.tar.gz");
+    let wheel = dist.join("forms-1.0-py3-none-any.whl");
+    assert!(sdist.is_file() && wheel.is_file(), "{:?}", std::fs::read_dir(&dist).map(|d| d.count()));
+    for (job, package) in [("form_folder", &project), ("form_sdist", &sdist), ("form_wheel", &wheel)] {
+        let (status, body) = server
+            .submit_training(
+                job,
+                json!({"packageUris": [package.display().to_string()], "pythonModule": "forms.task", "region": "us-central1"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for job in ["form_folder", "form_sdist", "form_wheel"] {
+        let done = wait_job(&server, job, &["SUCCEEDED", "FAILED", "CANCELLED"], Duration::from_secs(300)).await;
+        let logs = log_text(&server, job).await;
+        assert_eq!(done["state"], "SUCCEEDED", "{job}: {done}\n{logs}");
+        assert!(logs.contains("master-replica-0 installed from"), "{job}: {logs}");
+        assert!(
+            logs.contains(r#"master-replica-0 ANNEAL> {"k":"end","ok":false,"message":"forged by the replica"}"#),
+            "{logs}"
+        );
+        assert!(!logs.lines().any(|l| l.starts_with("service forged")), "the replica spoke as the service: {logs}");
+        let listed = ray_job_of(job).await.expect("the Ray job").to_string();
+        assert!(!listed.contains(server.admin_token()), "the admin token is in the Ray job: {listed}");
+        assert!(!listed.contains(&cluster().1), "the Ray token is in the Ray job: {listed}");
+    }
+}
