@@ -27,7 +27,7 @@ use axum::Router;
 
 use crate::control::Control;
 
-pub use auth::{authenticate, required_permission};
+pub use auth::{authenticate, metrics_reader, required_permission};
 pub use wire::Json;
 
 /// The `/v1` router (to be nested at `/v1`). Every route is guarded by [`auth::authorize`]: the

@@ -98,8 +98,13 @@ pub struct Config {
     /// The longest line of a replica's output kept in a job's log, in bytes; a longer line is
     /// cut there and marked, so a replica that prints without newlines cannot grow memory.
     pub max_log_line_bytes: usize,
-    /// The most `logs?follow=true` streams open at once on this server; more answer 429.
+    /// The most `logs?follow=true` streams open at once on this server; more answer 429. One
+    /// token may hold a quarter of them and one project half.
     pub max_log_followers: usize,
+    /// Whether `/metrics` answers without a token. Its series name every project's versions, so
+    /// by default (with auth on) it needs a token that reads every project (an `admin` or
+    /// `viewer` token bound to `["*"]`); `true` opens it, for a scraper on a trusted network.
+    pub metrics_public: bool,
     /// How long an ordinary API request may take, in seconds, before it answers 503; log
     /// follow streams and uploads are not cut.
     pub request_timeout_secs: u64,
@@ -196,6 +201,7 @@ const ENV_KEYS: &[&str] = &[
     "upload_quota_bytes",
     "max_log_line_bytes",
     "max_log_followers",
+    "metrics_public",
     "request_timeout_secs",
     "public_url",
     "allowed_hosts",
@@ -424,6 +430,7 @@ struct Defaults {
     upload_quota_bytes: u64,
     max_log_line_bytes: usize,
     max_log_followers: usize,
+    metrics_public: bool,
     request_timeout_secs: u64,
     allowed_hosts: Vec<String>,
     node_lease_secs: u64,
@@ -462,6 +469,7 @@ impl Defaults {
             upload_quota_bytes: 20 << 30,
             max_log_line_bytes: 64 << 10,
             max_log_followers: 256,
+            metrics_public: false,
             request_timeout_secs: 60,
             allowed_hosts: Vec::new(),
             node_lease_secs: 10,

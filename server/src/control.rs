@@ -64,6 +64,7 @@ pub struct Shared {
     auth: Arc<auth::AuthState>,
     /// Models' default versions, remembered for predictions.
     defaults: Arc<predict::DefaultVersions>,
+    metrics_public: bool,
 }
 
 /// The parts [`Control`] works with.
@@ -82,12 +83,26 @@ pub struct Parts {
     pub limits: Limits,
     /// Whether callers must authenticate (false only with `--no-auth` on loopback).
     pub auth_enabled: bool,
+    /// Whether `/metrics` answers without a token (`metrics_public`).
+    pub metrics_public: bool,
 }
 
 impl Control {
     /// Assembles the use cases over opened parts.
     pub fn new(parts: Parts) -> Self {
-        let Parts { store, storage, accelerators, data_dir, host, tasks, executor, node, limits, auth_enabled } = parts;
+        let Parts {
+            store,
+            storage,
+            accelerators,
+            data_dir,
+            host,
+            tasks,
+            executor,
+            node,
+            limits,
+            auth_enabled,
+            metrics_public,
+        } = parts;
         let auth = Arc::new(auth::AuthState::new(auth_enabled));
         let growth = limits::Growth::new(limits);
         let scheduler = Arc::default();
@@ -106,6 +121,7 @@ impl Control {
             growth,
             auth,
             defaults,
+            metrics_public,
         };
         Self(Arc::new(shared))
     }
@@ -125,15 +141,21 @@ impl Control {
         &self.data_dir
     }
 
+    /// Whether `/metrics` answers without a token (`metrics_public`).
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public
+    }
+
     /// The configured limits on growth.
     pub fn limits(&self) -> &Limits {
         &self.growth.limits
     }
 
-    /// A permit for one `logs?follow=true` stream, held while it is open; RESOURCE_EXHAUSTED
-    /// when `max_log_followers` streams are open.
-    pub fn log_follower(&self) -> crate::Result<tokio::sync::OwnedSemaphorePermit> {
-        self.growth.follower()
+    /// A permit for one `logs?follow=true` stream of `project` by token `token`, held while it
+    /// is open; RESOURCE_EXHAUSTED when the token's, the project's or the server's share of
+    /// `max_log_followers` is taken ([`limits::Growth::follower`]).
+    pub fn log_follower(&self, token: &str, project: &str) -> crate::Result<limits::Follower> {
+        self.growth.follower(token, project)
     }
 }
 

@@ -19,7 +19,7 @@ mod supervise;
 pub use crate::sandbox::{check_output_folder, server_secrets, Identity, IsolationError, Sandbox};
 pub use error::RunError;
 pub use logs::{read_logs, LogCursor, LogLine};
-pub use metrics::{read_series, MetricPoint};
+pub use metrics::{group_series, read_series, MetricPoint, Series};
 pub use ray::shard::run as run_ray_shard;
 pub use ray::{RayConfig, RayExecutor};
 pub use supervise::{supervise, Environment, Launch, LogSender, Run, LOG_BUFFER};

@@ -21,11 +21,14 @@ use crate::control::Control;
 
 /// Builds the whole application: every route, with the custom-verb rewrite applied before routing.
 pub fn app(control: Control, console: Console, metrics: PrometheusHandle, max_request_bytes: usize) -> Router {
-    let ops = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(control.clone())
-        .route("/metrics", get(render_metrics).with_state(metrics));
+    let ops =
+        Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(control.clone()).route(
+            "/metrics",
+            get(render_metrics)
+                .with_state(metrics)
+                .layer(axum::middleware::from_fn_with_state(control.clone(), api::metrics_reader))
+                .layer(axum::middleware::from_fn_with_state(control.clone(), api::authenticate)),
+        );
     let routes = Router::new()
         .nest(
             "/v1",

@@ -168,6 +168,7 @@ impl Server {
             node,
             limits: config.limits(),
             auth_enabled: config.auth,
+            metrics_public: config.metrics_public,
         });
         let bootstrap = control.bootstrap_auth().await.map_err(|e| StartError::Auth(e.to_string()))?;
         if let Some(file) = &bootstrap.created {

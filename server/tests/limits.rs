@@ -413,3 +413,114 @@ async fn long_log_lines_are_cut_and_log_followers_are_counted() {
     assert_eq!(again.status(), 200);
     assert_alive(&server).await;
 }
+
+/// A trainer that waits for `release` in its job dir.
+const WAITER: &str = "import os, sys, time\njob_dir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--job-dir=')][0]\nprint('waiting', flush=True)\nwhile not os.path.exists(os.path.join(job_dir, 'release')):\n    time.sleep(0.05)\n";
+
+/// Log followers are shared fairly: one token holds at most a quarter of `max_log_followers`
+/// streams and one project half, so another project (and another token) still gets one.
+#[tokio::test]
+async fn one_tokens_or_projects_log_followers_leave_room_for_the_others() {
+    let server = TestServer::start_with(&[], &[("ANNEAL_MAX_LOG_FOLLOWERS", "8")]).await;
+    let package = server.trainer("waiter", WAITER).display().to_string();
+    let mut job_dirs = Vec::new();
+    for project in ["p", "q"] {
+        let job_dir = server.data.path().join("outputs").join(project);
+        let input =
+            json!({"packageUris": [package], "pythonModule": "waiter.task", "jobDir": job_dir.display().to_string()});
+        let (status, body) = server
+            .post_json(&format!("/v1/projects/{project}/jobs"), &json!({"jobId": "w", "trainingInput": input}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        job_dirs.push(job_dir);
+    }
+    let follow = |token: String, project: &'static str| {
+        let url = server.url(&format!("/v1/projects/{project}/jobs/w/logs?follow=true"));
+        async move { common::client_with(Some(&token)).get(url).send().await.expect("follow") }
+    };
+    let (first, second) = (server.create_token("viewer", &["p"]).await, server.create_token("viewer", &["p"]).await);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let stream = follow(first.clone(), "p").await;
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let refused = follow(first.clone(), "p").await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or_default().contains("This token has 2 log streams open"),
+        "{body}"
+    );
+    for _ in 0..2 {
+        let stream = follow(second.clone(), "p").await;
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let third = server.create_token("viewer", &["p"]).await;
+    let refused = follow(third, "p").await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or_default().contains("Project p has 4 log streams open"),
+        "{body}"
+    );
+    // The other project still follows its job.
+    let other = follow(server.create_token("viewer", &["q"]).await, "q").await;
+    assert_eq!(other.status(), 200);
+    drop(open);
+    for dir in &job_dirs {
+        std::fs::create_dir_all(dir).expect("job dir");
+        std::fs::write(dir.join("release"), "").expect("release");
+    }
+    assert_alive(&server).await;
+}
+
+/// Readiness probes do not collide: 72 at once all answer 200.
+#[tokio::test]
+async fn concurrent_readiness_probes_all_answer_ready() {
+    let server = TestServer::start().await;
+    let probes = (0..72).map(|_| async { server.get("/readyz").await.status().as_u16() });
+    let statuses = futures_util::future::join_all(probes).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+/// `/metrics` names every project's versions: with auth on it needs a token that reads every
+/// project; a token of one project gets 403, none 401; `metrics_public` opens it.
+#[tokio::test]
+async fn metrics_need_a_token_that_reads_every_project_unless_public() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get("/metrics").await.status(), 200, "the admin token reads them");
+    let anonymous = common::client_with(None).get(server.url("/metrics")).send().await.expect("GET");
+    assert_eq!(anonymous.status(), 401);
+    let viewer = server.create_token("viewer", &["p"]).await;
+    let scoped = common::client_with(Some(&viewer)).get(server.url("/metrics")).send().await.expect("GET");
+    assert_eq!(scoped.status(), 403);
+    let body: Value = scoped.json().await.expect("json");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("all projects"), "{body}");
+    let everywhere = server.create_token("viewer", &[]).await;
+    let allowed = common::client_with(Some(&everywhere)).get(server.url("/metrics")).send().await.expect("GET");
+    assert_eq!(allowed.status(), 200);
+
+    let public = TestServer::start_with(&[], &[("ANNEAL_METRICS_PUBLIC", "true")]).await;
+    let open = common::client_with(None).get(public.url("/metrics")).send().await.expect("GET");
+    assert_eq!(open.status(), 200);
+}
+
+/// A trainer that reports 3,000 tags keeps at most 1,000 series; the metrics read answers, and
+/// the server with it.
+#[tokio::test]
+async fn a_job_keeps_a_bounded_number_of_metric_series() {
+    let server = TestServer::start().await;
+    let source = "import json, os\nreport = {'global_step': 1, **{'t%d' % i: i for i in range(3000)}}\nopen(os.environ['CLOUD_ML_HP_METRIC_FILE'], 'w').write(json.dumps(report) + '\\n')\n";
+    let package = server.trainer("tags", source).display().to_string();
+    let (status, body) =
+        server.submit_training("tags_1", json!({"packageUris": [package], "pythonModule": "tags.task"})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = server.wait_job("tags_1", &["SUCCEEDED", "FAILED", "CANCELLED"]).await;
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    let (status, metrics) = server.get_json("/v1/projects/p/jobs/tags_1/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    assert_eq!(metrics["series"].as_array().map(Vec::len), Some(1000));
+    assert_alive(&server).await;
+}

@@ -99,6 +99,33 @@ pub async fn authenticate(State(control): State<Control>, mut request: Request, 
     next.run(request).await
 }
 
+/// `/metrics`, after [`authenticate`]: its series name every project's versions, so with
+/// authentication on it answers only a token that reads every project (a role with read
+/// permission bound to `["*"]`), unless `metrics_public` opens it.
+pub async fn metrics_reader(State(control): State<Control>, request: Request, next: Next) -> Response {
+    if control.metrics_public() {
+        return next.run(request).await;
+    }
+    let refusal = match request.extensions().get::<Identity>() {
+        None => Error::Unauthenticated(
+            "/metrics needs a token that reads every project (or metrics_public = true): send 'Authorization: Bearer <token>'."
+                .into(),
+        ),
+        Some(identity) if identity.projects == ProjectScope::All && identity.role.grants(Permission::Read) => {
+            return next.run(request).await;
+        }
+        Some(identity) => Error::PermissionDenied(format!(
+            "/metrics names every project's versions: it needs a token with read permission on all projects ([\"*\"]); this one ({}) has {}.",
+            identity.role,
+            match &identity.projects {
+                ProjectScope::All => "every project".to_owned(),
+                ProjectScope::Only(projects) => format!("only {}", projects.join(", ")),
+            }
+        )),
+    };
+    refuse(request, refusal).await
+}
+
 /// Checks the caller against the matched route's permission and project, then records
 /// mutations in the audit log.
 pub async fn authorize(

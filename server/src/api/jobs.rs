@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use std::convert::Infallible;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,6 +16,7 @@ use super::extract::{Body, Query};
 use super::patch::{mask_paths, revision, PatchQuery};
 use super::resources::{etag, time, ListQuery};
 use super::Json;
+use crate::auth::Identity;
 use crate::control::Control;
 use crate::error::Error;
 use crate::executor::LogCursor;
@@ -178,13 +179,14 @@ struct LogQuery {
 
 async fn logs(
     State(control): State<Control>,
+    Extension(caller): Extension<Identity>,
     Path((project, job)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> crate::Result<Response> {
     let name = JobName::new("name", &project, &job)?;
     if query.follow {
         control.get_job(&name).await?;
-        let permit = control.log_follower()?;
+        let permit = control.log_follower(&caller.token_id, &project)?;
         return Ok(follow(control, name, query.replica, query.offset, permit).into_response());
     }
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
@@ -208,7 +210,7 @@ struct Following {
     cursor: LogCursor,
     pending: std::collections::VecDeque<crate::executor::LogLine>,
     /// Counts this stream against `max_log_followers` until it is dropped.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: crate::control::limits::Follower,
 }
 
 /// Server-sent events: one `line` event per log line (JSON `{time, replica, text}`), then an `end`
@@ -218,7 +220,7 @@ fn follow(
     name: JobName,
     replica: Option<String>,
     offset: usize,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: crate::control::limits::Follower,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let state = Following {
         control,
@@ -285,19 +287,25 @@ async fn metrics(
     Path((project, job)): Path<(String, String)>,
 ) -> crate::Result<Json<MetricsResponse>> {
     let name = JobName::new("name", &project, &job)?;
-    let mut series: Vec<Series> = Vec::new();
-    for point in control.job_metrics(&name).await? {
-        let time = chrono::DateTime::from_timestamp_millis((point.timestamp * 1000.0) as i64)
-            .map(|t| time(&t))
-            .unwrap_or_default();
-        let entry = match series.iter_mut().position(|s| s.tag == point.tag && s.replica == point.replica) {
-            Some(i) => &mut series[i],
-            None => {
-                series.push(Series { tag: point.tag.clone(), replica: point.replica.clone(), points: Vec::new() });
-                series.last_mut().expect("just pushed")
-            }
-        };
-        entry.points.push(Point { step: point.step.to_string(), value: point.value, time });
-    }
+    let series = control
+        .job_metric_series(&name)
+        .await?
+        .into_iter()
+        .map(|s| Series {
+            tag: s.tag,
+            replica: s.replica,
+            points: s
+                .points
+                .into_iter()
+                .map(|point| Point {
+                    step: point.step.to_string(),
+                    value: point.value,
+                    time: chrono::DateTime::from_timestamp_millis((point.timestamp * 1000.0) as i64)
+                        .map(|t| time(&t))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
     Ok(Json(MetricsResponse { series }))
 }

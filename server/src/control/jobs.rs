@@ -367,6 +367,13 @@ impl Control {
         Ok(JobLogs { lines, next, job_ended })
     }
 
+    /// The job's metric reports collected so far, grouped into series (tag and replica) in the
+    /// order each first appeared; read and grouped off the async runtime.
+    pub async fn job_metric_series(&self, name: &JobName) -> Result<Vec<crate::executor::Series>> {
+        let points = self.job_metrics(name).await?;
+        tokio::task::spawn_blocking(move || crate::executor::group_series(points)).await.map_err(Error::internal)
+    }
+
     /// The job's metric reports collected so far, in report order.
     pub async fn job_metrics(&self, name: &JobName) -> Result<Vec<MetricPoint>> {
         let job_ended = self.get_job(name).await?.state.is_final();

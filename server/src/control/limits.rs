@@ -163,6 +163,9 @@ impl Default for Limits {
 pub struct Growth {
     pub limits: Limits,
     followers: Arc<tokio::sync::Semaphore>,
+    /// Open follower streams per token and per project (keys `token:<id>`, `project:<id>`), so
+    /// one caller or one project cannot take the whole pool.
+    shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// One lock per project, held while an upload's file is written, so the quota check and the
     /// write of concurrent uploads cannot overtake each other.
     uploads: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -172,7 +175,7 @@ impl Growth {
     /// Growth limits with no follower streams open.
     pub fn new(limits: Limits) -> Self {
         let followers = Arc::new(tokio::sync::Semaphore::new(limits.max_log_followers));
-        Self { limits, followers, uploads: Arc::default() }
+        Self { limits, followers, shares: Arc::default(), uploads: Arc::default() }
     }
 
     /// Waits for the project's turn to write an upload (see `uploads`); the turn lasts as long as
@@ -185,15 +188,60 @@ impl Growth {
         lock.lock_owned().await
     }
 
-    /// A permit for one log follower, held for the stream's life; RESOURCE_EXHAUSTED when
-    /// `max_log_followers` streams are open.
-    pub fn follower(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.followers.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "{} log streams are open on this server (max_log_followers); retry later or read without follow.",
-                self.limits.max_log_followers
-            ))
-        })
+    /// A permit for one log follower of `project` opened by token `token`, held for the
+    /// stream's life. RESOURCE_EXHAUSTED when the token has a quarter of `max_log_followers`
+    /// streams open, the project half of them, or the server all of them: one viewer or one
+    /// project leaves room for the others.
+    pub fn follower(&self, token: &str, project: &str) -> Result<Follower> {
+        let max = self.limits.max_log_followers;
+        let (per_token, per_project) = ((max / 4).max(1), (max / 2).max(1));
+        let keys = [format!("token:{token}"), format!("project:{project}")];
+        {
+            let mut shares = self.shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let open = |key: &str| shares.get(key).copied().unwrap_or(0);
+            if open(&keys[0]) >= per_token {
+                return Err(Error::ResourceExhausted(format!(
+                    "This token has {per_token} log streams open (a quarter of max_log_followers); close one or read without follow."
+                )));
+            }
+            if open(&keys[1]) >= per_project {
+                return Err(Error::ResourceExhausted(format!(
+                    "Project {project} has {per_project} log streams open (half of max_log_followers); close one or read without follow."
+                )));
+            }
+            let permit = self.followers.clone().try_acquire_owned().map_err(|_| {
+                Error::ResourceExhausted(format!(
+                    "{max} log streams are open on this server (max_log_followers); retry later or read without follow."
+                ))
+            })?;
+            for key in &keys {
+                *shares.entry(key.clone()).or_default() += 1;
+            }
+            Ok(Follower { _permit: permit, shares: self.shares.clone(), keys })
+        }
+    }
+}
+
+/// One open log follower stream: its place in the server's pool and in its token's and
+/// project's shares, given back when dropped.
+#[derive(Debug)]
+pub struct Follower {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shares: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    keys: [String; 2],
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let mut shares = self.shares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(open) = shares.get_mut(key) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    shares.remove(key);
+                }
+            }
+        }
     }
 }
 
@@ -224,9 +272,24 @@ mod tests {
     #[tokio::test]
     async fn followers_are_counted_while_their_permits_live() {
         let growth = Growth::new(Limits { max_log_followers: 1, ..Limits::default() });
-        let first = growth.follower().expect("first");
-        assert!(matches!(growth.follower(), Err(Error::ResourceExhausted(_))));
+        let first = growth.follower("t1", "p").expect("first");
+        assert!(matches!(growth.follower("t2", "q"), Err(Error::ResourceExhausted(_))));
         drop(first);
-        let _again = growth.follower().expect("free again");
+        let _again = growth.follower("t2", "q").expect("free again");
+    }
+
+    #[tokio::test]
+    async fn one_token_or_one_project_leaves_room_for_the_others() {
+        let growth = Growth::new(Limits { max_log_followers: 8, ..Limits::default() });
+        let mine: Vec<Follower> =
+            (0..2).map(|_| growth.follower("t1", "p").expect("within the token's share")).collect();
+        let refused = growth.follower("t1", "q").expect_err("a quarter per token");
+        assert!(refused.to_string().contains("This token has 2 log streams open"), "{refused}");
+        let _more: Vec<Follower> = (0..2).map(|_| growth.follower("t2", "p").expect("another token")).collect();
+        let refused = growth.follower("t3", "p").expect_err("half per project");
+        assert!(refused.to_string().contains("Project p has 4 log streams open"), "{refused}");
+        let _other = growth.follower("t3", "q").expect("another project still has room");
+        drop(mine);
+        let _back = growth.follower("t1", "p").expect("the token's share came back");
     }
 }

@@ -21,10 +21,15 @@ pub struct MetricPoint {
     pub trial: String,
 }
 
+/// The most series (tag and replica pairs) one job keeps: a trainer picks its tags, and a
+/// report past this many is dropped rather than grow every read of the job's metrics.
+pub const MAX_SERIES_PER_JOB: usize = 1000;
+
 /// Collects new reports from each replica's metrics file into `series`.
 #[derive(Debug, Default)]
 pub struct Collector {
     seen: HashSet<(String, String, i64, u64)>,
+    series: HashSet<(String, String)>,
 }
 
 /// Keys of a hypertune line that are not metrics.
@@ -49,6 +54,13 @@ impl Collector {
                     .unwrap_or_default();
                 for (tag, value) in report.iter().filter(|(k, _)| !RESERVED.contains(&k.as_str())) {
                     let Some(value) = number(value) else { continue };
+                    let key = (replica.clone(), tag.clone());
+                    if !self.series.contains(&key) {
+                        if self.series.len() >= MAX_SERIES_PER_JOB {
+                            continue;
+                        }
+                        self.series.insert(key);
+                    }
                     if self.seen.insert((replica.clone(), tag.clone(), step, timestamp.to_bits())) {
                         fresh.push(MetricPoint {
                             replica: replica.clone(),
@@ -98,13 +110,46 @@ fn read_report_file(file: &Path) -> Option<String> {
     Some(text)
 }
 
-/// Reads a job's collected series.
+/// Reads a job's collected series (points of at most [`MAX_SERIES_PER_JOB`] series, in report
+/// order).
 pub fn read_series(series: &Path) -> std::io::Result<Vec<MetricPoint>> {
     match std::fs::read_to_string(series) {
-        Ok(text) => Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()),
+        Ok(text) => {
+            let mut kept: HashSet<(String, String)> = HashSet::new();
+            Ok(text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<MetricPoint>(l).ok())
+                .filter(|p| {
+                    let key = (p.replica.clone(), p.tag.clone());
+                    kept.contains(&key) || (kept.len() < MAX_SERIES_PER_JOB && kept.insert(key))
+                })
+                .collect())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// One series: a tag's points of one replica, in report order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub tag: String,
+    pub replica: String,
+    pub points: Vec<MetricPoint>,
+}
+
+/// Groups points into series in the order each series first appears; linear in the points.
+pub fn group_series(points: Vec<MetricPoint>) -> Vec<Series> {
+    let mut index: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    let mut series: Vec<Series> = Vec::new();
+    for point in points {
+        let at = *index.entry((point.tag.clone(), point.replica.clone())).or_insert_with(|| {
+            series.push(Series { tag: point.tag.clone(), replica: point.replica.clone(), points: Vec::new() });
+            series.len() - 1
+        });
+        series[at].points.push(point);
+    }
+    series
 }
 
 #[cfg(test)]
@@ -130,5 +175,20 @@ mod tests {
         let points = read_series(&series).expect("read");
         assert_eq!(points.iter().map(|p| (p.step, p.value)).collect::<Vec<_>>(), vec![(1, 0.5), (2, 0.75)]);
         assert_eq!(points[0].tag, "accuracy");
+    }
+
+    #[test]
+    fn a_job_keeps_a_bounded_number_of_series_grouped_in_linear_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (file, series) = (dir.path().join("m"), dir.path().join("series"));
+        let tags: Vec<String> = (0..MAX_SERIES_PER_JOB + 500).map(|i| format!("\"t{i}\": {i}")).collect();
+        std::fs::write(&file, format!("{{\"global_step\": 1, {}}}\n", tags.join(", "))).expect("write");
+        let mut collector = Collector::default();
+        collector.collect(&[("master-replica-0".into(), file)], &series);
+        let points = read_series(&series).expect("read");
+        assert_eq!(points.len(), MAX_SERIES_PER_JOB);
+        let grouped = group_series(points);
+        assert_eq!(grouped.len(), MAX_SERIES_PER_JOB);
+        assert!(grouped.iter().all(|s| s.points.len() == 1));
     }
 }
