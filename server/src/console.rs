@@ -8,6 +8,10 @@
 //! hydration script, which carries the per-response nonce Leptos makes; WebAssembly compiled from
 //! there (`'wasm-unsafe-eval'`); styles, images and connections to this server only; no framing.
 //!
+//! Server functions (`POST /api/<name>`) get a body limit, [`MAX_SERVER_FN_BODY`] (413 past it),
+//! and the server's `request_timeout_secs` for reading the body and answering (503 past it),
+//! both answered as a server function's error, which the page shows.
+//!
 //! The assets are found where `make build` (scripts/build-console.sh) puts them relative to the
 //! executable, so `target/release/anneal` serves its console from any working directory: the configured
 //! `site_root` if set, else `<exe dir>/site`, else `<exe dir>/../site` (that is `target/site`).
@@ -81,6 +85,7 @@ impl Console {
             browser: self.browser.clone(),
             site_root: PathBuf::from(&*self.options.site_root),
         };
+        let time_limit = control.limits().request_timeout;
         let backend: Backend = Arc::new(ConsoleUseCases { control, api });
         let routes = generate_route_list(app::App);
         let options = self.options.clone();
@@ -100,8 +105,88 @@ impl Console {
             .with_state(self.options.clone())
             .merge(session_routes)
             .layer(axum::middleware::from_fn_with_state(sessions, session::require_session))
+            .layer(axum::middleware::from_fn_with_state(ServerFnLimits::new(time_limit), server_fn_limits))
             .layer(axum::middleware::map_response(default_security_policy))
     }
+}
+
+/// The largest body a server function call may carry: what the console sends (a form's JSON,
+/// URL-encoded) is far smaller; a larger one answers 413 before the function runs.
+pub const MAX_SERVER_FN_BODY: usize = 1 << 20;
+
+/// The server functions' paths, and how long one call may take.
+#[derive(Clone)]
+struct ServerFnLimits {
+    paths: Arc<std::collections::HashSet<&'static str>>,
+    time_limit: std::time::Duration,
+}
+
+impl ServerFnLimits {
+    /// The limits for every server function the app registered.
+    fn new(time_limit: std::time::Duration) -> Self {
+        let paths = leptos::server_fn::axum::server_fn_paths().map(|(path, _)| path).collect();
+        Self { paths: Arc::new(paths), time_limit }
+    }
+}
+
+/// Bounds a server function call: its body is read here, at most [`MAX_SERVER_FN_BODY`] bytes
+/// (413 past it), and reading it plus the call itself must finish within the time limit (503
+/// past it). Other console requests pass unchanged.
+async fn server_fn_limits(
+    axum::extract::State(limits): axum::extract::State<ServerFnLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !limits.paths.contains(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let too_large = || {
+        server_fn_error(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request is larger than the console accepts ({MAX_SERVER_FN_BODY} bytes)."),
+        )
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_SERVER_FN_BODY as u64) {
+        return too_large();
+    }
+    let call = async {
+        use futures_util::StreamExt;
+        let (parts, body) = request.into_parts();
+        let mut chunks = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let Ok(chunk) = chunk else {
+                return server_fn_error(axum::http::StatusCode::BAD_REQUEST, "The request's body could not be read.");
+            };
+            if bytes.len() + chunk.len() > MAX_SERVER_FN_BODY {
+                return too_large();
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    };
+    match tokio::time::timeout(limits.time_limit, call).await {
+        Ok(response) => response,
+        Err(_) => server_fn_error(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "The request did not finish within {} s (request_timeout_secs); retry, or ask for less at once.",
+                limits.time_limit.as_secs()
+            ),
+        ),
+    }
+}
+
+/// An answer with `status` that a server function's caller reads as its error, `message`.
+fn server_fn_error(status: axum::http::StatusCode, message: impl Into<String>) -> axum::response::Response {
+    use leptos::server_fn::error::FromServerFnError;
+    let error: ServerFnError = ServerFnError::ServerError(message.into());
+    let body = error.ser();
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
 
 /// Puts the page's Content-Security-Policy, with this response's nonce, into its headers (while

@@ -249,7 +249,9 @@ impl From<crate::storage::StorageError> for Error {
     fn from(error: crate::storage::StorageError) -> Self {
         use crate::storage::StorageError;
         match error {
-            StorageError::Copy { .. } => Self::FailedPrecondition(error.to_string()),
+            StorageError::Copy { .. } | StorageError::LinkLoop { .. } | StorageError::TooDeep { .. } => {
+                Self::FailedPrecondition(error.to_string())
+            }
             StorageError::Create { .. }
             | StorageError::Unusable { .. }
             | StorageError::NotWritable { .. }

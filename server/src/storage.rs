@@ -104,7 +104,24 @@ pub enum StorageError {
     /// cannot be read or written.
     #[error("cannot copy {}: {source}", .from.display())]
     Copy { from: PathBuf, source: std::io::Error },
+    /// A symbolic link in a copied folder points at the folder it is in or at one of that
+    /// folder's ancestors: following it would copy the same folders again without end.
+    #[error(
+        "cannot copy {}: {} is a symbolic link that loops back into the folder being copied; \
+         remove it or replace it with a copy of what it points to",
+        .from.display(),
+        .link.display()
+    )]
+    LinkLoop { from: PathBuf, link: PathBuf },
+    /// A copied folder nests deeper than [`MAX_COPY_DEPTH`] folders below the one named.
+    #[error("cannot copy {}: {} is more than {limit} folders deep", .from.display(), .path.display())]
+    TooDeep { from: PathBuf, path: PathBuf, limit: usize },
 }
+
+/// How many folders deep a folder copied into storage ([`Storage::copy_into`]) may nest below
+/// the one the request named; deeper is refused ([`StorageError::TooDeep`]), so links that lead
+/// round in a way the loop check cannot see (bind mounts) still end.
+pub const MAX_COPY_DEPTH: usize = 64;
 
 /// Local-directory storage rooted at one directory, plus the other directories users may point
 /// URIs at, and the configured buckets.
@@ -421,12 +438,21 @@ impl Storage {
 
     /// Copies the regular files of `source` (recursively) into a new directory `dest` under the
     /// storage root, for `project`. A symlink inside `source` is followed only when it stays
-    /// within what the project may name. Blocks: call it on a blocking thread.
+    /// within what the project may name, and never when it points back at a folder being copied
+    /// (a loop, [`StorageError::LinkLoop`]); no more than [`MAX_COPY_DEPTH`] folders deep.
+    ///
+    /// The copy is made in a hidden staging folder beside `dest` and renamed into place when
+    /// complete, so `dest` never holds half a copy; a copy that fails (or panics) leaves nothing
+    /// behind. Blocks: call it on a blocking thread.
     pub fn copy_into(&self, project: &ProjectId, source: &Path, relative_dest: &Path) -> Result<PathBuf, StorageError> {
         let dest = self.root.join(relative_dest);
+        let failed = |error| StorageError::Copy { from: source.to_path_buf(), source: error };
+        let staging = Staging::beside(&dest).map_err(failed)?;
         let permits = |target: &Path| self.permits(project, target);
-        copy_tree(source, &dest, &permits)
-            .map_err(|error| StorageError::Copy { from: source.to_path_buf(), source: error })?;
+        let top = source.canonicalize().map_err(failed)?;
+        let mut copy = TreeCopy { from: source, permits: &permits, folders: vec![top.clone()] };
+        copy.tree(&top, &staging.path, 0)?;
+        staging.finish(&dest).map_err(failed)?;
         Ok(dest)
     }
 
@@ -439,11 +465,16 @@ impl Storage {
 
     /// Writes, reads back and removes a probe file under the root.
     pub fn check_writable(&self) -> Result<(), StorageError> {
-        let probe = self.root.join(format!(".probe-{}", std::process::id()));
+        // A file of its own per probe (a new random name, created exclusively): concurrent
+        // probes, of this node or of another on shared storage, never read or remove each
+        // other's.
+        use std::io::{Read, Seek, Write};
         let fail = |source| StorageError::NotWritable { path: self.root.clone(), source };
-        std::fs::write(&probe, b"anneal").map_err(fail)?;
-        let back = std::fs::read(&probe).map_err(fail)?;
-        std::fs::remove_file(&probe).map_err(fail)?;
+        let mut probe = tempfile::Builder::new().prefix(".probe-").tempfile_in(&self.root).map_err(fail)?;
+        probe.write_all(b"anneal").and_then(|()| probe.flush()).map_err(fail)?;
+        let mut back = Vec::new();
+        probe.rewind().and_then(|()| probe.read_to_end(&mut back)).map_err(fail)?;
+        probe.close().map_err(fail)?;
         if back == b"anneal" {
             Ok(())
         } else {
@@ -473,29 +504,96 @@ pub fn local_path<'a>(field: &str, uri: &'a str) -> crate::Result<&'a Path> {
     }
 }
 
-fn copy_tree(source: &Path, dest: &Path, permits: &dyn Fn(&Path) -> bool) -> std::io::Result<()> {
-    std::fs::create_dir_all(dest)?;
-    for entry in std::fs::read_dir(source)? {
-        let entry = entry?;
-        // A link that cannot be followed gets the same error as one that leads out, so the copy
-        // never tells whether something outside the roots exists.
-        let links_out = || std::io::Error::other(format!("{} links outside the storage roots", entry.path().display()));
-        let target = match entry.path().canonicalize() {
-            Ok(target) => target,
-            Err(_) if entry.file_type().is_ok_and(|t| t.is_symlink()) => return Err(links_out()),
-            Err(e) => return Err(e),
-        };
-        if !permits(&target) {
-            return Err(links_out());
-        }
-        let to = dest.join(entry.file_name());
-        if target.is_dir() {
-            copy_tree(&target, &to, permits)?;
-        } else {
-            std::fs::copy(&target, &to)?;
+/// A folder a copy is written into before it is renamed to its place; removed on drop unless
+/// [`Staging::finish`] moved it there.
+struct Staging {
+    path: PathBuf,
+    done: bool,
+}
+
+impl Staging {
+    /// A new, empty staging folder in `dest`'s parent (created when missing), named after
+    /// `dest` with a leading dot and a suffix no other copy uses.
+    fn beside(dest: &Path) -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let parent = dest.parent().ok_or_else(|| std::io::Error::other("the destination has no parent folder"))?;
+        std::fs::create_dir_all(parent)?;
+        let name = dest.file_name().map_or_else(|| "copy".into(), |n| n.to_string_lossy().into_owned());
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = parent.join(format!(".{name}.copying-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path)?;
+        Ok(Self { path, done: false })
+    }
+
+    /// Renames the finished copy to `dest`.
+    fn finish(mut self, dest: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.path);
         }
     }
-    Ok(())
+}
+
+/// One copy of a folder tree: what it may read, and the folders it is inside of right now.
+struct TreeCopy<'a> {
+    /// The folder the request named, for errors.
+    from: &'a Path,
+    permits: &'a dyn Fn(&Path) -> bool,
+    /// The canonical folders being copied, outermost first: the named folder, then each one
+    /// entered below it (through links as well).
+    folders: Vec<PathBuf>,
+}
+
+impl TreeCopy<'_> {
+    /// Copies the folder `source` (canonical, `depth` folders below the named one) into the
+    /// existing folder `dest`.
+    fn tree(&mut self, source: &Path, dest: &Path, depth: usize) -> Result<(), StorageError> {
+        let from = self.from;
+        let failed = |error| StorageError::Copy { from: from.to_path_buf(), source: error };
+        for entry in std::fs::read_dir(source).map_err(failed)? {
+            let entry = entry.map_err(failed)?;
+            let path = entry.path();
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            // A link that cannot be followed gets the same error as one that leads out, so the
+            // copy never tells whether something outside the roots exists.
+            let links_out =
+                || failed(std::io::Error::other(format!("{} links outside the storage roots", path.display())));
+            let target = match path.canonicalize() {
+                Ok(target) => target,
+                Err(_) if is_link => return Err(links_out()),
+                Err(e) => return Err(failed(e)),
+            };
+            if !(self.permits)(&target) {
+                return Err(links_out());
+            }
+            let to = dest.join(entry.file_name());
+            if !target.is_dir() {
+                std::fs::copy(&target, &to).map_err(failed)?;
+                continue;
+            }
+            // A link to a folder being copied, or to one above it, would bring that folder (and
+            // this link) back in again.
+            if is_link && self.folders.iter().any(|folder| folder.starts_with(&target)) {
+                return Err(StorageError::LinkLoop { from: from.to_path_buf(), link: path });
+            }
+            if depth + 1 > MAX_COPY_DEPTH {
+                return Err(StorageError::TooDeep { from: from.to_path_buf(), path, limit: MAX_COPY_DEPTH });
+            }
+            std::fs::create_dir(&to).map_err(failed)?;
+            self.folders.push(target.clone());
+            let copied = self.tree(&target, &to, depth + 1);
+            self.folders.pop();
+            copied?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -646,6 +744,73 @@ mod tests {
         assert!(answer(format!("{root}/mine"), false).is_ok(), "the rest of the data dir");
         let missing = answer(format!("{root}/storage/jobs/a/missing"), false).expect_err("missing");
         assert!(missing.contains("does not exist"), "{missing}");
+    }
+
+    /// What is in `dir` (nothing when it does not exist).
+    fn entries(dir: &Path) -> Vec<String> {
+        let Ok(list) = std::fs::read_dir(dir) else { return Vec::new() };
+        list.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn a_copy_refuses_symlink_loops_and_leaves_nothing_behind() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(&data.path().join("storage")).expect("open");
+        let model = data.path().join("mine/m");
+        std::fs::create_dir_all(model.join("sub/deeper")).expect("mkdir");
+        std::fs::write(model.join("model.pt"), b"weights").expect("write");
+        std::fs::write(model.join("sub/deeper/file"), b"x").expect("write");
+        let dest_parent = Path::new("models/a/m");
+        for (link, target) in [("loop", "."), ("up", ".."), ("sub/back", ".."), ("sub/deeper/top", "../../..")] {
+            let link = model.join(link);
+            std::os::unix::fs::symlink(target, &link).expect("symlink");
+            let error = storage.copy_into(&project(), &model, &dest_parent.join("v1")).expect_err("a loop");
+            assert!(
+                matches!(&error, StorageError::LinkLoop { link: named, .. } if named.ends_with(link.strip_prefix(data.path()).expect("inside"))),
+                "{error:?}"
+            );
+            let text = error.to_string();
+            assert!(text.contains("loops back into the folder being copied") && text.contains("mine/m/"), "{text}");
+            assert_eq!(entries(&storage.root().join(dest_parent)), Vec::<String>::new(), "nothing left for {link:?}");
+            std::fs::remove_file(&link).expect("unlink");
+        }
+
+        // A link to another folder of the tree is not a loop: it is copied as a folder.
+        std::os::unix::fs::symlink("sub/deeper", model.join("alias")).expect("symlink");
+        let copy = storage.copy_into(&project(), &model, &dest_parent.join("v2")).expect("copy");
+        assert_eq!(std::fs::read(copy.join("alias/file")).expect("read"), b"x");
+        assert_eq!(std::fs::read(copy.join("sub/deeper/file")).expect("read"), b"x");
+        assert!(!copy.join("alias").is_symlink(), "a folder, not a link");
+        assert_eq!(entries(&storage.root().join(dest_parent)), ["v2"], "no staging folder left");
+    }
+
+    #[test]
+    fn a_copy_is_bounded_in_depth_and_a_failed_one_leaves_nothing_behind() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(&data.path().join("storage")).expect("open");
+        let deep = data.path().join("deep");
+        let mut folder = deep.clone();
+        for _ in 0..MAX_COPY_DEPTH {
+            folder.push("d");
+        }
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        std::fs::write(folder.join("file"), b"x").expect("write");
+        storage.copy_into(&project(), &deep, Path::new("models/a/m/fits")).expect("as deep as allowed");
+
+        std::fs::create_dir(folder.join("d")).expect("one more");
+        let error = storage.copy_into(&project(), &deep, Path::new("models/a/m/deep")).expect_err("too deep");
+        assert!(matches!(error, StorageError::TooDeep { limit: MAX_COPY_DEPTH, .. }), "{error:?}");
+        assert!(error.to_string().contains("folders deep"), "{error}");
+
+        // What was copied before the link out was found goes with the staging folder.
+        let model = data.path().join("model");
+        std::fs::create_dir_all(&model).expect("mkdir");
+        std::fs::write(model.join("a-file"), b"x").expect("write");
+        std::os::unix::fs::symlink(outside.path(), model.join("z-out")).expect("symlink");
+        let error = storage.copy_into(&project(), &model, Path::new("models/a/m/out")).expect_err("a link out");
+        assert!(error.to_string().contains("links outside the storage roots"), "{error}");
+        assert_eq!(entries(&storage.root().join("models/a/m")), ["fits"]);
     }
 
     #[test]

@@ -367,3 +367,60 @@ async fn without_authentication_the_console_needs_no_login() {
     assert!(!html.contains("Log out"));
     assert_eq!(location(&page(&server, "/login", None).await), "/", "there is nothing to log in to");
 }
+
+#[tokio::test]
+async fn server_functions_have_a_body_limit_and_a_time_limit() {
+    let server = TestServer::start_with(&[], &[("ANNEAL_REQUEST_TIMEOUT_SECS", "2")]).await;
+    // A script with a bearer token calls server functions as that token.
+    use leptos::server_fn::ServerFn;
+    let (fetch_session, api_get) = (app::api::FetchSession::PATH, app::api::ApiGet::PATH);
+    let call = |path: &str, body: reqwest::Body| {
+        browser()
+            .post(server.url(path))
+            .bearer_auth(server.admin_token())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let ok = call(fetch_session, reqwest::Body::from("")).await.expect("POST");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.text().await.expect("body").contains("admin"));
+    let ok = call(api_get, reqwest::Body::from("path=%2Fprojects%2Fp%2Fmodels")).await.expect("POST");
+    assert_eq!(ok.status(), StatusCode::OK, "a body under the limit reaches the function");
+
+    // Over 1 MiB, with its length declared or sent in chunks: 413, as the function's error.
+    let big = format!("path={}", "a".repeat(1 << 20));
+    let refused = call(api_get, reqwest::Body::from(big)).await.expect("POST");
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(refused.text().await.expect("body").contains("larger than the console accepts"));
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+        (0..3).map(|_| Ok(bytes::Bytes::from(vec![b'a'; 400 << 10]))).collect();
+    let refused =
+        call(api_get, reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))).await.expect("POST chunked");
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A body that never arrives in full: 503 once the request timeout (2 s) has passed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST {fetch_session} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nx=",
+        server.admin_token()
+    );
+    socket.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), socket.read(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("did not finish within 2 s"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+
+    // The server goes on answering.
+    let ok = call(fetch_session, reqwest::Body::from("")).await.expect("POST");
+    assert_eq!(ok.status(), StatusCode::OK);
+}

@@ -434,3 +434,34 @@ async fn versions_choose_their_workers_threads_and_accelerator() {
         assert_eq!(error["error"]["details"][0]["fieldViolations"][0]["field"], field, "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_deployment_folder_with_a_symlink_loop_is_refused_and_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    server.create_model("m").await;
+    let dir = server.stage_fixture("mlp");
+    let link = dir.join("loop");
+    std::os::unix::fs::symlink(".", &link).expect("symlink");
+    let op = server.deploy_uri("m", "v", &dir.display().to_string()).await;
+    assert_eq!(op["error"]["code"], 9, "FAILED_PRECONDITION: {op}");
+    let message = op["error"]["message"].as_str().expect("message");
+    assert!(message.contains("loops back into the folder being copied"), "{message}");
+    let named = dir.canonicalize().expect("canonical").join("loop");
+    assert!(message.contains(&named.display().to_string()), "names the link: {message}");
+    let (_, version) = server.get_json("/v1/projects/p/models/m/versions/v").await;
+    assert_eq!(version["state"], "FAILED", "{version}");
+
+    // Nothing of the copy is left in storage, not even a staging folder.
+    let copies = server.data.path().join("storage/models/p/m");
+    let left: Vec<_> = std::fs::read_dir(&copies)
+        .map(|list| list.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind in {}: {left:?}", copies.display());
+
+    // The server still answers, and the folder deploys once the link is gone.
+    let (status, _) = server.get_json("/v1/projects/p/models/m").await;
+    assert_eq!(status, 200);
+    std::fs::remove_file(&link).expect("unlink");
+    let op = server.deploy_uri("m", "v2", &dir.display().to_string()).await;
+    assert_eq!(op["response"]["state"], "READY", "{op}");
+}
