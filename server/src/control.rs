@@ -65,6 +65,9 @@ pub struct Shared {
     /// Models' default versions, remembered for predictions.
     defaults: Arc<predict::DefaultVersions>,
     metrics_public: bool,
+    /// Jobs this node stopped because it could not renew its lease (self-fencing), with the
+    /// message they end with.
+    fenced: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The parts [`Control`] works with.
@@ -122,6 +125,7 @@ impl Control {
             auth,
             defaults,
             metrics_public,
+            fenced: std::sync::Mutex::default(),
         };
         Self(Arc::new(shared))
     }

@@ -80,6 +80,7 @@ struct Inner {
 /// What a submitted job holds.
 #[derive(Debug)]
 struct Running {
+    name: JobName,
     token: CancellationToken,
     slots: usize,
     gpus: Vec<usize>,
@@ -170,8 +171,10 @@ impl JobExecutor for LocalExecutor {
             }
             let mut gpus = Self::free_gpus(&running, self.inner.config.gpus);
             gpus.truncate(plan.needs.gpus);
-            running
-                .insert(job.to_string(), Running { token: token.clone(), slots: plan.needs.slots, gpus: gpus.clone() });
+            running.insert(
+                job.to_string(),
+                Running { name: job.clone(), token: token.clone(), slots: plan.needs.slots, gpus: gpus.clone() },
+            );
             gpus
         };
         let context = JobContext {
@@ -202,6 +205,10 @@ impl JobExecutor for LocalExecutor {
         if let Some(running) = self.running().get(&job.to_string()) {
             running.token.cancel();
         }
+    }
+
+    fn running_jobs(&self) -> Vec<JobName> {
+        self.running().values().map(|running| running.name.clone()).collect()
     }
 
     /// Replicas of this executor cannot be picked up again: every job is lost, and any of its

@@ -156,7 +156,8 @@ impl Server {
             &config.data_dir,
             std::time::Duration::from_secs(config.node_lease_secs),
         )
-        .map_err(|e| StartError::Node(e.to_string()))?;
+        .map_err(|e| StartError::Node(e.to_string()))?
+        .with_kill_grace(std::time::Duration::from_secs(config.kill_grace_secs));
         let control = Control::new(Parts {
             store: store.clone(),
             storage,

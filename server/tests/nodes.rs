@@ -39,22 +39,35 @@ impl Cluster {
 
     /// Starts node `name` with `slots` training slots.
     async fn node(&mut self, name: &str, slots: &str) -> TestServer {
+        self.node_with(name, slots, &[]).await
+    }
+
+    /// The environment of node `name`, with `extra` settings after (and over) the cluster's.
+    fn settings(&self, name: &str, slots: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut envs: Vec<(String, String)> = [
+            ("ANNEAL_DATABASE_URL", self.url.clone()),
+            ("ANNEAL_STORAGE_DIR", self.storage.path().display().to_string()),
+            ("ANNEAL_STORAGE_ROOTS", format!("[{}]", self.shared.path().display())),
+            ("ANNEAL_NODE_ID", name.to_owned()),
+            ("ANNEAL_NODE_LEASE_SECS", LEASE_SECS.to_string()),
+            ("ANNEAL_TRAINING_SLOTS", slots.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        envs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        envs
+    }
+
+    /// Starts node `name` with `slots` training slots and `extra` settings.
+    async fn node_with(&mut self, name: &str, slots: &str, extra: &[(&str, &str)]) -> TestServer {
         let data = tempfile::tempdir().expect("data dir");
         if let Some(token) = &self.token {
             // The first node made the admin token; the others use it (it is in the database).
             std::fs::write(data.path().join("admin.token"), token).expect("token");
         }
-        let lease = LEASE_SECS.to_string();
-        let storage = self.storage.path().display().to_string();
-        let roots = format!("[{}]", self.shared.path().display());
-        let envs = [
-            ("ANNEAL_DATABASE_URL", self.url.as_str()),
-            ("ANNEAL_STORAGE_DIR", storage.as_str()),
-            ("ANNEAL_STORAGE_ROOTS", roots.as_str()),
-            ("ANNEAL_NODE_ID", name),
-            ("ANNEAL_NODE_LEASE_SECS", lease.as_str()),
-            ("ANNEAL_TRAINING_SLOTS", slots),
-        ];
+        let settings = self.settings(name, slots, extra);
+        let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server = TestServer::start_in(data, &[], &envs).await;
         if self.token.is_none() {
             self.token = Some(server.admin_token().to_owned());
@@ -295,4 +308,110 @@ async fn new_projects_started_at_once_on_two_nodes_get_one_distinct_uid_each() {
     assert_eq!(uids.len(), 40);
     assert!(across_nodes > 0, "no project had a job on each node: the test proved nothing about agreement");
     println!("40 projects, 40 uids; {across_nodes} projects ran a job on each node");
+}
+
+/// Whether process `pid` is alive (not a zombie).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// The pid a `long` trainer wrote in its replica folder, once it has.
+async fn replica_pid(cluster: &Cluster, job: &str) -> i32 {
+    let file = cluster.storage.path().join(format!("jobs/p/{job}/replicas/master-replica-0/pid"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{job} wrote no pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const LONG: &str =
+    "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('working', flush=True)\ntime.sleep(120)\n";
+
+/// A cancel sent to the node that does not run the job stops the replicas on the one that does,
+/// within two lease periods, and the job ends CANCELLED.
+#[tokio::test]
+async fn a_cancel_sent_to_another_node_stops_the_replicas() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "1").await;
+    let b = cluster.node("node-b", "1").await;
+    let long = cluster.trainer("long", LONG);
+    assert_eq!(a.submit_training("far", input(&long, "long.task", 0)).await.0, 200);
+    let running = a.wait_job("far", &["RUNNING"]).await;
+    let pid = replica_pid(&cluster, "far").await;
+    // The cancel goes to the node that does not run the job.
+    let other = if running["node"] == "node-a" { &b } else { &a };
+    let sent = Instant::now();
+    let (status, body) = other.post_json("/v1/projects/p/jobs/far:cancel", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    while alive(pid) {
+        assert!(sent.elapsed() < Duration::from_secs(2 * LEASE_SECS), "the replica outlived the cancel by two leases");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = sent.elapsed();
+    let done = other.wait_job("far", &["CANCELLED", "FAILED", "SUCCEEDED"]).await;
+    assert_eq!(done["state"], "CANCELLED", "{done}");
+    println!("the replica stopped {stopped:?} after a cancel sent to the other node (lease {LEASE_SECS} s)");
+}
+
+/// A second node started with the name of a live node refuses to start, naming it.
+#[tokio::test]
+async fn a_second_node_with_a_live_nodes_name_refuses_to_start() {
+    let mut cluster = Cluster::new().await;
+    let _a = cluster.node("node-a", "1").await;
+    let data = tempfile::tempdir().expect("data dir");
+    std::fs::write(data.path().join("admin.token"), cluster.token.as_deref().expect("token")).expect("token");
+    let settings = cluster.settings("node-a", "1", &[]);
+    let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = data.path().display().to_string();
+    let (code, _, stderr) = common::run_anneal(&["serve", "--addr", "127.0.0.1:0", "--data-dir", &dir], &envs).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("node id 'node-a' belongs to another live node"), "{stderr}");
+}
+
+/// A node cut off from PostgreSQL (through a proxy the test cuts) stops its replica itself
+/// before the surviving node may end the job, which then ends FAILED.
+#[tokio::test]
+async fn a_node_cut_off_from_the_database_stops_its_replicas_before_the_survivor_ends_the_job() {
+    let mut cluster = Cluster::new().await;
+    let address = cluster.url.split('@').nth(1).and_then(|rest| rest.split('/').next()).expect("host:port").to_owned();
+    let proxy = common::proxy::Proxy::start(&address).await;
+    let through_proxy = cluster.url.replacen(&address, &proxy.address, 1);
+    let cut_off = cluster
+        .node_with("node-a", "1", &[("ANNEAL_DATABASE_URL", &through_proxy), ("ANNEAL_KILL_GRACE_SECS", "0")])
+        .await;
+    let long = cluster.trainer("long", LONG);
+    assert_eq!(cut_off.submit_training("fenced", input(&long, "long.task", 0)).await.0, 200);
+    let running = cut_off.wait_job("fenced", &["RUNNING"]).await;
+    assert_eq!(running["node"], "node-a", "{running}");
+    let pid = replica_pid(&cluster, "fenced").await;
+    let survivor = cluster.node("node-b", "1").await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    let mut stopped = None;
+    let ended = loop {
+        if stopped.is_none() && !alive(pid) {
+            stopped = Some(cut.elapsed());
+        }
+        let (_, job) = survivor.get_json("/v1/projects/p/jobs/fenced").await;
+        if job["state"] != "RUNNING" {
+            break (cut.elapsed(), job);
+        }
+        assert!(cut.elapsed() < Duration::from_secs(4 * LEASE_SECS), "the job outlived its node: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stopped = stopped.expect("the replica was still running when the survivor ended the job");
+    assert_eq!(ended.1["state"], "FAILED", "{}", ended.1);
+    println!(
+        "cut off at 0: replica stopped by its own node after {stopped:?}, job ended by the survivor after {:?} (lease {LEASE_SECS} s)",
+        ended.0
+    );
+    proxy.restore();
 }

@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -464,55 +462,10 @@ async fn a_restarted_server_follows_its_ray_job_again_and_it_runs_once() {
     assert_eq!(std::fs::read_to_string(job_dir.join("runs.txt")).expect("runs"), "run\n", "the job ran once");
 }
 
-/// A TCP proxy in front of the Ray head that can be cut (every connection dropped, new ones
-/// refused) and restored, so the head is unreachable for the server without stopping it.
-struct Proxy {
-    address: String,
-    open: Arc<AtomicBool>,
-    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: &str) -> Self {
-        let target = target.trim_start_matches("http://").to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("addr"));
-        let open = Arc::new(AtomicBool::new(true));
-        let connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (is_open, held) = (open.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !is_open.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                held.lock().expect("lock").push(task.abort_handle());
-            }
-        });
-        Self { address, open, connections }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().expect("lock").drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn while_the_head_is_unreachable_jobs_keep_their_state_and_new_ones_wait() {
-    let proxy = Proxy::start(&cluster().0).await;
-    let server = start_on(&proxy.address, 180).await;
+    let proxy = common::proxy::Proxy::start(cluster().0.trim_start_matches("http://")).await;
+    let server = start_on(&format!("http://{}", proxy.address), 180).await;
     let package = server.trainer("ticker", TICKER);
     let job_dir = server.data.path().join("outputs/away");
     let input = |ticks: &str| {

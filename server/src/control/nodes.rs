@@ -8,6 +8,20 @@
 //! [`VERSION_SYNC_EVERY`], loading READY versions it does not serve and dropping versions that
 //! are gone, so a version deployed or deleted on one node is served (or not) by all.
 //!
+//! A cancel sent to any node sets the job CANCELLING in the database; the node that runs it sees
+//! that at its next heartbeat (every third of the lease) and stops the replicas.
+//!
+//! **Self-fencing.** A node that cannot renew its heartbeat stops its own replicas before any
+//! other node may declare them lost: its claims run out `node_lease_secs` after its last renewal
+//! (and the sweep ends the jobs only then), and it stops every job it runs once
+//! [`Node::fence_after`] has passed without a renewal, that is `node_lease_secs` −
+//! `kill_grace_secs` − [`FENCE_MARGIN`] (at least a third of the lease). The replicas get their
+//! grace and are killed at least [`FENCE_MARGIN`] before the claim lapses.
+//!
+//! **One name, one node.** A node whose name belongs to another live node (a copied data dir, a
+//! repeated `node_id`) refuses to start: on a shared database it watches the row's heartbeat for
+//! a third of the lease and more, and a heartbeat that moves is another node's.
+//!
 //! Polling is the correctness path: nothing relies on a notification arriving.
 
 use std::collections::HashMap;
@@ -33,6 +47,10 @@ const LOAD_RETRY: Duration = Duration::from_secs(30);
 /// The singleton duty of ending jobs whose node was lost.
 const SWEEP_LEASE: &str = "sweep";
 
+/// How long before its claims lapse a fenced node's replicas are gone at the latest (a confined
+/// replica's launcher gets a second past the kill grace, then SIGKILL; one more for safety).
+pub const FENCE_MARGIN: Duration = Duration::from_secs(2);
+
 /// This node.
 #[derive(Debug)]
 pub struct Node {
@@ -43,6 +61,10 @@ pub struct Node {
     address: Mutex<String>,
     /// Versions that failed to load on this node, and when.
     failed_loads: Mutex<HashMap<String, Instant>>,
+    /// How long a stopped replica has before SIGKILL (`kill_grace_secs`).
+    kill_grace: Duration,
+    /// When this node last renewed its heartbeat and claims.
+    renewed: Mutex<Instant>,
 }
 
 impl Node {
@@ -58,7 +80,28 @@ impl Node {
             start_time: Utc::now(),
             address: Mutex::new(String::new()),
             failed_loads: Mutex::default(),
+            kill_grace: Duration::ZERO,
+            renewed: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Sets the grace a stopped replica has, which [`Node::fence_after`] leaves room for.
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// How long this node runs its replicas without renewing its claims before it stops them:
+    /// the lease less the kill grace and [`FENCE_MARGIN`], and at least half the lease (a
+    /// heartbeat comes every third of it, so one that is late is not taken for a lost database).
+    pub fn fence_after(&self) -> Duration {
+        self.lease.saturating_sub(self.kill_grace + FENCE_MARGIN).max(self.lease / 2)
+    }
+
+    /// Whether self-fencing stops the replicas before the claims lapse: the lease is at least
+    /// twice the kill grace and [`FENCE_MARGIN`].
+    pub fn fences_in_time(&self) -> bool {
+        self.lease >= 2 * (self.kill_grace + FENCE_MARGIN)
     }
 
     /// Records where this node listens (shown to the other nodes).
@@ -110,6 +153,14 @@ impl Control {
     /// Makes this node known (its first heartbeat) and starts its heartbeat, claim renewal, the
     /// sweep of lost nodes' jobs and (on a shared database) version following.
     pub async fn start_node(&self) -> Result<()> {
+        self.refuse_duplicate().await?;
+        if self.store.backend() == Backend::Postgres && !self.node.fences_in_time() {
+            tracing::warn!(
+                node_lease_secs = self.node.lease.as_secs(),
+                kill_grace_secs = self.node.kill_grace.as_secs(),
+                "node_lease_secs is less than twice kill_grace_secs + 2: a node cut off from the database may still be stopping its replicas when another node declares them lost"
+            );
+        }
         self.beat().await?;
         let control = self.clone();
         self.tasks.spawn("node-heartbeat", move |token| async move { control.node_loop(token).await });
@@ -139,26 +190,120 @@ impl Control {
 
     async fn node_loop(&self, token: CancellationToken) {
         let every = self.node.lease / 3;
+        let fencing = self.clone();
+        let fence = tokio::spawn(async move { fencing.fence_loop().await });
         loop {
             tokio::select! {
                 () = token.cancelled() => break,
                 () = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.beat().await {
-                tracing::warn!(node = %self.node.id, error = %e, "cannot renew this node's heartbeat and claims");
+            // A database that does not answer must not hold the loop past a heartbeat.
+            match tokio::time::timeout(every.max(Duration::from_secs(1)), self.beat()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %self.node.id, error = %e, "cannot renew this node's heartbeat and claims")
+                }
+                Err(_) => tracing::warn!(node = %self.node.id, "renewing this node's heartbeat and claims timed out"),
+            }
+            if let Err(e) = self.stop_cancelled().await {
+                tracing::warn!(node = %self.node.id, error = %e, "cannot read the cancels sent to other nodes");
             }
             if let Err(e) = self.sweep().await {
                 tracing::warn!(node = %self.node.id, error = %e, "cannot end the jobs of lost nodes");
             }
         }
+        fence.abort();
         // Stopping cleanly: the other nodes see this one gone at once.
         if let Err(e) = self.store.leave(self.node.id.as_str(), Utc::now()).await {
             tracing::warn!(node = %self.node.id, error = %e, "cannot mark this node gone");
         }
     }
 
+    /// Stops every job this node runs whenever [`Node::fence_after`] passes without a renewal
+    /// (self-fencing), checking four times a second. The jobs end FAILED saying why, by this node
+    /// once the database answers again or by the node that sweeps its lapsed claims.
+    async fn fence_loop(&self) {
+        let mut fenced = false;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let silent = super::lock(&self.node.renewed).elapsed();
+            if silent < self.node.fence_after() {
+                fenced = false;
+                continue;
+            }
+            let running = self.executor.running_jobs();
+            if running.is_empty() {
+                continue;
+            }
+            let reason = format!(
+                "Node {} could not renew its lease in the database for {} s and stopped the job's replicas \
+                 before another node could take its claim (self-fencing); submit the job again.",
+                self.node.id,
+                silent.as_secs()
+            );
+            for job in &running {
+                if !fenced {
+                    tracing::error!(
+                        job.name = %job,
+                        node = %self.node.id,
+                        silent_secs = silent.as_secs(),
+                        "cannot renew this node's lease: stopping the job (self-fencing)"
+                    );
+                }
+                self.fence_job(job, &reason);
+                self.executor.cancel(job);
+            }
+            fenced = true;
+        }
+    }
+
+    /// Records that `job` is being stopped by self-fencing: it ends FAILED with `reason`.
+    fn fence_job(&self, job: &JobName, reason: &str) {
+        super::lock(&self.fenced).entry(job.to_string()).or_insert_with(|| reason.to_owned());
+    }
+
+    /// The message a job stopped by self-fencing ends with, taken once.
+    pub(super) fn fenced_reason(&self, job: &JobName) -> Option<String> {
+        super::lock(&self.fenced).remove(&job.to_string())
+    }
+
+    /// Stops the jobs of this node that a cancel on another node set CANCELLING.
+    async fn stop_cancelled(&self) -> Result<()> {
+        for job in self.store.cancelling_jobs_of(self.node.id.as_str()).await? {
+            self.executor.cancel(&job);
+        }
+        Ok(())
+    }
+
+    /// Refuses to start when another live node has this node's name: a row with a lease still
+    /// running whose heartbeat moves while this node watches it for a heartbeat period and more.
+    /// (A row left by this node's own previous, crashed run does not move.) On SQLite there is
+    /// one node, and nothing to watch.
+    async fn refuse_duplicate(&self) -> Result<()> {
+        if self.store.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let Some(first) = self.store.get_node(self.node.id.as_str()).await? else { return Ok(()) };
+        if first.lease_until <= Utc::now() {
+            return Ok(());
+        }
+        tokio::time::sleep(self.node.lease / 3 + Duration::from_millis(500)).await;
+        let Some(again) = self.store.get_node(self.node.id.as_str()).await? else { return Ok(()) };
+        if again.heartbeat != first.heartbeat {
+            return Err(Error::FailedPrecondition(format!(
+                "node id '{}' belongs to another live node (at {}, heartbeat {}): give this node another node_id, or \
+                 remove node-id from its data dir if the data dir was copied from that node",
+                self.node.id,
+                again.address,
+                crate::store::stored_time(again.heartbeat)
+            )));
+        }
+        Ok(())
+    }
+
     /// Renews this node's heartbeat and its claims on the jobs it runs.
     async fn beat(&self) -> Result<()> {
+        let started = Instant::now();
         let now = Utc::now();
         let until = self.node.until(now);
         let record = NodeRecord {
@@ -171,6 +316,8 @@ impl Control {
         };
         self.store.heartbeat(&record).await?;
         self.store.renew_claims(self.node.id.as_str(), until).await?;
+        // The claims hold for a lease from `now`, taken before the writes.
+        *super::lock(&self.node.renewed) = started;
         Ok(())
     }
 

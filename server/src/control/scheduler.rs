@@ -220,6 +220,7 @@ impl Control {
             Ending::TimedOut => {
                 (JobState::Cancelled, Some("Cancelled: the job ran longer than scheduling.maxRunningTime.".to_owned()))
             }
+            Ending::Stopped if let Some(reason) = self.fenced_reason(name) => (JobState::Failed, Some(reason)),
             Ending::Stopped if cancelling().await? => (JobState::Cancelled, Some("Cancelled by request.".to_owned())),
             Ending::Stopped => {
                 (JobState::Failed, Some("The server stopped while the job ran; submit it again.".into()))

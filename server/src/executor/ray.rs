@@ -101,6 +101,7 @@ struct Inner {
 
 #[derive(Debug)]
 struct Running {
+    name: JobName,
     cancel: CancellationToken,
     slots: usize,
     gpus: usize,
@@ -189,7 +190,10 @@ impl RayExecutor {
         if !resume && !self.fits(&running, needs) {
             return Err(SubmitError::NoRoom);
         }
-        running.insert(job.to_string(), Running { cancel: cancel.clone(), slots: needs.slots, gpus: needs.gpus });
+        running.insert(
+            job.to_string(),
+            Running { name: job.clone(), cancel: cancel.clone(), slots: needs.slots, gpus: needs.gpus },
+        );
         Ok(events)
     }
 
@@ -271,6 +275,12 @@ impl JobExecutor for RayExecutor {
             Some(running) => running.cancel.cancel(),
             None => self.inner.local.cancel(job),
         }
+    }
+
+    fn running_jobs(&self) -> Vec<JobName> {
+        let mut jobs: Vec<JobName> = lock(&self.inner.running).values().map(|r| r.name.clone()).collect();
+        jobs.extend(self.inner.local.running_jobs());
+        jobs
     }
 
     /// Jobs this executor sent to Ray (their folder holds the marker) are followed again; the

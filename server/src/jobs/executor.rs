@@ -112,6 +112,9 @@ pub trait JobExecutor: Send + Sync + std::fmt::Debug + 'static {
     /// Stops a submitted job; it ends with [`Ending::Stopped`]. Unknown jobs are ignored.
     fn cancel(&self, job: &JobName);
 
+    /// The jobs it runs now (submitted and not ended), for stopping them all (self-fencing).
+    fn running_jobs(&self) -> Vec<JobName>;
+
     /// After a restart: what became of jobs a previous run left PREPARING, RUNNING or
     /// CANCELLING (stopping whatever of theirs still runs, when they cannot be picked up again).
     async fn recover(&self, jobs: &[JobName]) -> Vec<(JobName, Recovered)>;

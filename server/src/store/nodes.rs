@@ -160,6 +160,19 @@ impl Store {
         Ok(renewed)
     }
 
+    /// Jobs `node` holds that a cancel (sent to any node) set CANCELLING.
+    pub async fn cancelling_jobs_of(&self, node: &str) -> Result<Vec<JobName>> {
+        let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT project_id, job_id FROM jobs WHERE state = 'CANCELLING' AND node_id = $1 ORDER BY project_id, job_id",
+            )
+            .bind(node)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(|(project, job)| JobName::new("name", &project, &job)).collect()
+    }
+
     /// Jobs held by a node other than `node` whose claim lapsed before `now`.
     pub async fn lapsed_jobs(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<LapsedJob>> {
         let rows: Vec<LapsedJob> = with_pool!(self, |pool| {
