@@ -14,6 +14,7 @@ pub mod paging;
 mod predict;
 mod projects;
 mod scheduler;
+mod tenancy;
 mod tuning;
 mod uploads;
 mod versions;

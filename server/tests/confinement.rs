@@ -220,3 +220,127 @@ async fn a_batch_job_never_writes_through_a_link_in_its_output_folder() {
         assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "{shard}: the victim is unchanged");
     }
 }
+
+/// The message of a 400 naming `field`, with the URI replaced by `URI`.
+fn refusal(status: u16, body: &Value, field: &str, uri: &str) -> String {
+    assert_eq!(status, 400, "{field}: {body}");
+    assert_eq!(body["error"]["details"][0]["fieldViolations"][0]["field"], field, "{body}");
+    body["error"]["message"].as_str().expect("message").replace(uri, "URI")
+}
+
+/// A job dir (or batch output) a project's job named outside the storage folders becomes that
+/// project's: another project cannot name it, anything inside it or a folder holding it in any
+/// URI field, and gets the answer a place outside the roots gets, whether it exists or not. The
+/// owner still uses it.
+#[tokio::test]
+async fn a_job_dir_named_by_one_project_is_outside_the_roots_for_every_other() {
+    let server = TestServer::start().await;
+    let outputs = server.data.path().join("outputs");
+    let a_dir = outputs.join("a_job");
+    let trainer = server.trainer(
+        "exporter",
+        "import os, shutil, sys\njob_dir = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--job-dir=')][0]\nos.makedirs(job_dir, exist_ok=True)\nopen(os.path.join(job_dir, 'inputs.json'), 'w').write('[1.0, 2.0, 3.0, 4.0]\\n')\n",
+    );
+    let input = json!({"packageUris": [trainer.display().to_string()], "pythonModule": "exporter.task",
+                       "jobDir": a_dir.display().to_string()});
+    let (status, body) =
+        server.post_json("/v1/projects/a/jobs", &json!({"jobId": "export", "trainingInput": input})).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, job) = server.get_json("/v1/projects/a/jobs/export").await;
+        if job["state"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(!["FAILED", "CANCELLED"].contains(&job["state"].as_str().unwrap_or("")), "{job}");
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(a_dir.join("inputs.json").is_file());
+
+    let outside = tempfile::tempdir().expect("outside the roots");
+    let nowhere = outside.path().join("missing").display().to_string();
+    let expected = |field: &str| -> String {
+        // What a place outside the roots gets, in the same field.
+        format!("Field: {field} Error: 'URI' is outside the storage roots this server may")
+    };
+    let a = a_dir.display().to_string();
+    let inside = a_dir.join("inputs.json").display().to_string();
+    let holder = outputs.display().to_string();
+    let trainer_uri = trainer.display().to_string();
+    let cases: Vec<(&str, &str, Value, String, String)> = vec![
+        (
+            "jobs",
+            "job.trainingInput.jobDir",
+            json!({"jobId": "b1", "trainingInput": {"packageUris": [trainer_uri], "pythonModule": "exporter.task", "jobDir": a}}),
+            a.clone(),
+            "jobs".into(),
+        ),
+        (
+            "jobs",
+            "job.trainingInput.jobDir",
+            json!({"jobId": "b2", "trainingInput": {"packageUris": [trainer_uri], "pythonModule": "exporter.task", "jobDir": format!("{a}/sub")}}),
+            format!("{a}/sub"),
+            "jobs".into(),
+        ),
+        (
+            "jobs",
+            "job.trainingInput.packageUris[0]",
+            json!({"jobId": "b3", "trainingInput": {"packageUris": [inside], "pythonModule": "x.task"}}),
+            inside.clone(),
+            "jobs".into(),
+        ),
+        (
+            "jobs",
+            "job.predictionInput.inputPaths[0]",
+            json!({"jobId": "b4", "predictionInput": {"dataFormat": "JSON", "inputPaths": [inside], "outputPath": outputs.join("b_out").display().to_string(), "region": "us-central1", "uri": trainer_uri}}),
+            inside.clone(),
+            "jobs".into(),
+        ),
+        (
+            "jobs",
+            "job.predictionInput.outputPath",
+            json!({"jobId": "b5", "predictionInput": {"dataFormat": "JSON", "inputPaths": [trainer.join("exporter/task.py").display().to_string()], "outputPath": format!("{a}/out"), "region": "us-central1", "uri": trainer_uri}}),
+            format!("{a}/out"),
+            "jobs".into(),
+        ),
+        (
+            "models/m/versions",
+            "version.deploymentUri",
+            json!({"name": "v1", "deploymentUri": a}),
+            a.clone(),
+            "version".into(),
+        ),
+        (
+            "models/m/versions",
+            "version.deploymentUri",
+            json!({"name": "v2", "deploymentUri": holder}),
+            holder.clone(),
+            "version".into(),
+        ),
+    ];
+    let (status, body) = server.post_json("/v1/projects/b/models", &json!({"name": "m"})).await;
+    assert_eq!(status, 200, "{body}");
+    for (path, field, request, uri, _) in &cases {
+        let (status, body) = server.post_json(&format!("/v1/projects/b/{path}"), request).await;
+        let message = refusal(status, &body, field, uri);
+        assert!(message.starts_with(&expected(field)), "{field} naming {uri}: {message}");
+        // The same field naming a missing place outside the roots reads the same.
+        let text = request.to_string().replace(uri.as_str(), &nowhere);
+        let (status, body) =
+            server.post_json(&format!("/v1/projects/b/{path}"), &serde_json::from_str(&text).expect("json")).await;
+        let other = refusal(status, &body, field, &nowhere);
+        assert_eq!(message, other, "{field}: a claimed place reads like a missing one outside the roots");
+    }
+    // Nothing of B's was created in A's folder.
+    assert!(!a_dir.join("sub").exists() && !a_dir.join("out").exists());
+
+    // A still names its own job dir.
+    let (status, body) = server
+        .post_json(
+            "/v1/projects/a/jobs",
+            &json!({"jobId": "again", "trainingInput": {"packageUris": [trainer.display().to_string()], "pythonModule": "exporter.task", "jobDir": a_dir.display().to_string()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -39,7 +39,20 @@ impl Control {
     /// The plan of a batch job of `name`'s project, with the room it holds on this executor.
     pub(super) async fn plan_prediction(&self, name: &JobName, input: &PredictionInput) -> Result<JobPlan> {
         let capacity = self.executor.capacity();
+        // Another project's place is refused before the plan's checks can say anything of it.
+        let output = "job.predictionInput.outputPath";
+        if let Ok(place) = self.storage.locate_output(&name.project, output, &input.output_path) {
+            self.claim_output(&name.project, output, &input.output_path, &place).await?;
+        }
         let mut plan = prediction_plan(&self.storage, &name.project, input, capacity.isolated)?;
+        for (i, (pattern, uri)) in plan.inputs.iter().zip(&input.input_paths).enumerate() {
+            let field = format!("job.predictionInput.inputPaths[{i}]");
+            self.refuse_foreign(&name.project, &field, uri, &pattern.dir).await?;
+        }
+        if let (ModelSource::Dir { dir }, Some(uri)) = (&plan.model, &input.uri) {
+            self.refuse_foreign(&name.project, "job.predictionInput.uri", uri, dir).await?;
+        }
+
         match &plan.model {
             ModelSource::Model { model } => {
                 let model = ModelName::new("job.predictionInput.modelName", name.project.as_str(), model)?;

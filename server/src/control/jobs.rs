@@ -54,7 +54,12 @@ impl Control {
         check_accelerator_counts(input, capacity.gpus)?;
         let mut training = training_plan(&self.storage, &name.project, input)?;
         for (i, package) in training.packages.iter().enumerate() {
-            self.storage.check_readable(&format!("{}[{i}]", field("packageUris")), package).await?;
+            let package_field = format!("{}[{i}]", field("packageUris"));
+            self.refuse_foreign(&name.project, &package_field, &input.package_uris[i], package).await?;
+            self.storage.check_readable(&package_field, package).await?;
+        }
+        if let (Some(dir), Some(uri)) = (&training.job_dir, &input.job_dir) {
+            self.claim_output(&name.project, &field("jobDir"), uri, dir).await?;
         }
         let per_run = training.replicas.count();
         if per_run as usize > capacity.slots {

@@ -59,6 +59,10 @@ impl Control {
         }
         let (source, download) = self.model_source(&name.model.project, &new.deployment_uri).await?;
         self.check_prediction_routine(&name.model.project, &mut new)?;
+        for (i, (path, uri)) in new.serving.package_paths.iter().zip(&new.serving.package_uris).enumerate() {
+            let package = crate::storage::Location::Local(path.into());
+            self.refuse_foreign(&name.model.project, &format!("version.packageUris[{i}]"), uri, &package).await?;
+        }
         new.framework = if new.serving.prediction_class.is_some() {
             routine_framework(&source, &new.framework)?
         } else {
@@ -596,7 +600,9 @@ impl Control {
     /// Engine's models are small: its own limit was 250 MB on its legacy machine types).
     async fn model_source(&self, project: &crate::names::ProjectId, uri: &str) -> Result<(PathBuf, Download)> {
         let field = "version.deploymentUri";
-        let object = match self.storage.locate(project, field, uri)? {
+        let located = self.storage.locate(project, field, uri)?;
+        self.refuse_foreign(project, field, uri, &located).await?;
+        let object = match located {
             crate::storage::Location::Local(dir) => return Ok((dir, Download(None))),
             crate::storage::Location::Object(object) => object,
         };

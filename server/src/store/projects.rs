@@ -90,3 +90,39 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Records that `project`'s jobs write at `place` (a canonical local path or an `s3://` URI,
+    /// without a trailing slash); a place already recorded keeps its first project.
+    pub async fn claim_place(&self, project: &str, place: &str) -> crate::Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO claimed_places (place, project_id, create_time) VALUES ($1, $2, $3) \
+                 ON CONFLICT (place) DO NOTHING",
+            )
+            .bind(place)
+            .bind(project)
+            .bind(now_text())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Another project than `project` that claimed `place`, a place inside it or a place that
+    /// holds it, if any.
+    pub async fn foreign_claim(&self, project: &str, place: &str) -> crate::Result<Option<String>> {
+        let row: Option<(String,)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT project_id FROM claimed_places WHERE project_id <> $1 AND (place = CAST($2 AS TEXT) \
+                 OR substr(CAST($2 AS TEXT), 1, length(place) + 1) = place || '/' \
+                 OR substr(place, 1, length(CAST($2 AS TEXT)) + 1) = CAST($2 AS TEXT) || '/') LIMIT 1",
+            )
+            .bind(project)
+            .bind(place)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(p,)| p))
+    }
+}
