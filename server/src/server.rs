@@ -182,6 +182,7 @@ impl Server {
             );
         }
         control.watch_serving_failures();
+        control.follow_revocations();
         control.node().set_address(config.addr.to_string());
         control.start_node().await.map_err(|e| StartError::Storage(format!("cannot register this node: {e}")))?;
         control

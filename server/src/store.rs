@@ -17,7 +17,8 @@
 //! whose type PostgreSQL cannot infer is cast (`CAST($3 AS BIGINT) IS NULL`, not `::`, which SQLite
 //! lacks); integers are `BIGINT` (read as `i64`), flags are `0`/`1` integers, times are RFC 3339
 //! text, and literals that would be `INTEGER` on PostgreSQL are cast to `BIGINT` before they are
-//! read as `i64`. Where the backends truly differ (row locks), match on [`Pool`] directly.
+//! read as `i64`. Where the backends truly differ (row locks, PostgreSQL's `NOTIFY` of a revoked
+//! token in `auth`), match on [`Pool`] directly or implement a small trait for each backend.
 
 mod auth;
 mod database_url;
@@ -35,7 +36,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use auth::{AuditRecord, NewAudit, NewToken, TokenRecord};
+pub use auth::{AuditRecord, AuthEvent, AuthEvents, NewAudit, NewToken, TokenRecord};
 pub use database_url::{DatabaseUrl, DatabaseUrlError};
 pub use jobs::{JobInput, JobKind, JobRecord, JobState, NewJob, StoredPlan};
 pub use models::{ModelRecord, NewModel};

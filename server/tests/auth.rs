@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::{client_with, TestServer};
 use serde_json::{json, Value};
@@ -195,6 +196,86 @@ async fn a_revoked_token_stops_working_at_once() {
         .expect("GET");
     assert_eq!(response.status(), 401);
     assert!(response.headers().get("www-authenticate").is_some());
+}
+
+/// Node `name` of a cluster on the PostgreSQL database `url` with the storage folder `storage`
+/// (as `tests/nodes.rs` starts them).
+async fn cluster_node(url: &str, storage: &Path, name: &str) -> TestServer {
+    let storage = storage.display().to_string();
+    let envs = [("ANNEAL_DATABASE_URL", url), ("ANNEAL_NODE_ID", name), ("ANNEAL_STORAGE_DIR", storage.as_str())];
+    TestServer::start_with(&[], &envs).await
+}
+
+/// Makes a developer token on node `a`, has node `b` check (and cache) it, revokes it through
+/// `a`, and polls `b` with it every 50 ms; returns how long after `a` answered the revocation `b`
+/// first refused the token (polling up to 15 s, past the cache's 10 s).
+async fn revocation_delay(a: &TestServer, b: &TestServer) -> Duration {
+    let token = a.create_token("developer", &[]).await;
+    let developer = client_with(Some(&token));
+    let (status, me) = call(&developer, a, "get", "/v1/tokens/self").await;
+    assert_eq!(status, 200, "{me}");
+    let id = me["id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        let (status, body) = call(&developer, b, "get", "/v1/projects/p/models").await;
+        assert_eq!(status, 200, "node B accepts the token: {body}");
+    }
+    let (status, revoked) = a.delete_json(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(status, 200, "{revoked}");
+    let answered = Instant::now();
+    let delay = loop {
+        let (status, body) = call(&developer, b, "get", "/v1/projects/p/models").await;
+        let elapsed = answered.elapsed();
+        if status == 401 {
+            break elapsed;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(elapsed < Duration::from_secs(15), "node B still accepts the revoked token after 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, _) = call(&developer, a, "get", "/v1/projects/p/models").await;
+    assert_eq!(status, 401, "node A refuses it too");
+    delay
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_one_node_stops_working_on_every_node_within_a_second() {
+    if common::backend() != common::Backend::Postgres {
+        println!("skipped: several nodes share a PostgreSQL database (ANNEAL_TEST_BACKEND=postgres runs this)");
+        return;
+    }
+    let url = common::fresh_postgres_database().await;
+    let storage = tempfile::tempdir().expect("storage");
+    let a = cluster_node(&url, storage.path(), "node-a").await;
+    let b = cluster_node(&url, storage.path(), "node-b").await;
+
+    let delay = revocation_delay(&a, &b).await;
+    println!("revocation on node A reached node B {:.3} s after A answered", delay.as_secs_f64());
+    assert!(delay < Duration::from_secs(1), "node B accepted the revoked token for {:.3} s", delay.as_secs_f64());
+
+    // The nodes' listening connections are cut (as a network failure or a database restart
+    // would): each listens again and still hears revocations.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let listeners = "SELECT pid FROM pg_stat_activity \
+                     WHERE application_name = 'anneal-auth-listener' AND datname = current_database()";
+    let cut: Vec<(i32,)> = sqlx::query_as(listeners).fetch_all(&mut db).await.expect("listeners");
+    assert_eq!(cut.len(), 2, "each node listens on a connection of its own");
+    for (pid,) in &cut {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut db).await.expect("terminate");
+    }
+    let cut_at = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now: Vec<(i32,)> = sqlx::query_as(listeners).fetch_all(&mut db).await.expect("listeners");
+        if now.len() == 2 && !now.iter().any(|pid| cut.contains(pid)) {
+            break;
+        }
+        assert!(cut_at.elapsed() < Duration::from_secs(10), "the nodes did not listen again within 10 s: {now:?}");
+    }
+    println!("both nodes listened again {:.3} s after their connections were cut", cut_at.elapsed().as_secs_f64());
+    let delay = revocation_delay(&a, &b).await;
+    println!("after the listeners reconnected: reached node B {:.3} s after A answered", delay.as_secs_f64());
+    assert!(delay < Duration::from_secs(1), "node B accepted the revoked token for {:.3} s", delay.as_secs_f64());
 }
 
 #[tokio::test]

@@ -3,7 +3,13 @@
 //! methods mapped onto Anneal's roles.
 //!
 //! Checked tokens are cached in memory for [`CACHE_TTL`] so a prediction does not wait on the
-//! database; revoking a token on this server drops it from the cache at once.
+//! database; revoking a token on this server drops it from the cache at once. On a shared
+//! PostgreSQL database every node also follows the revocations of all nodes
+//! ([`Control::follow_revocations`], the store's `LISTEN anneal_auth`) and drops a revoked token
+//! within milliseconds; it forgets its whole cache whenever it (re)starts listening, since
+//! revocations sent while it was not may be lost. [`CACHE_TTL`] stays the bound when no
+//! notification arrives (the listener cut off from the database). Console sessions are not
+//! cached: each request reads its session and token from the database.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,15 +18,20 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::Control;
 use crate::auth::{self, Identity, Permission, ProjectScope, Role, ADMIN_TOKEN_FILE};
 use crate::error::{Error, Result};
 use crate::names::ProjectId;
-use crate::store::{AuditRecord, NewAudit, NewToken, TokenRecord};
+use crate::store::{AuditRecord, AuthEvent, AuthEvents, NewAudit, NewToken, TokenRecord};
 
 /// How long a checked token is trusted without asking the database again.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long following revocations waits before connecting again after a failure.
+pub const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// The most checked tokens kept; the cache is emptied when it would grow past this.
+const CACHE_MAX: usize = 10_000;
 /// How long a console session lasts.
 pub const SESSION_TTL: chrono::Duration = chrono::Duration::hours(12);
 /// How long the one-time login link printed at start stays usable.
@@ -34,8 +45,8 @@ pub const MAX_PAGE: u32 = 1000;
 #[derive(Debug)]
 pub struct AuthState {
     enabled: bool,
-    /// Checked tokens by the hash of the whole token.
-    cache: Mutex<HashMap<String, (Identity, Instant)>>,
+    /// Checked tokens.
+    cache: Mutex<TokenCache>,
     /// The one-time login code: its hash, the token it logs in as, and when it expires.
     login_code: Mutex<Option<(String, String, Instant)>>,
 }
@@ -43,8 +54,94 @@ pub struct AuthState {
 impl AuthState {
     /// Authentication on (`enabled`) or off (`--no-auth`).
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, cache: Mutex::new(HashMap::new()), login_code: Mutex::new(None) }
+        Self { enabled, cache: Mutex::default(), login_code: Mutex::new(None) }
     }
+
+    /// The cached identity of the token with this hash, while it is fresh.
+    fn cached(&self, hash: &str) -> Option<Identity> {
+        let cache = self.cache.lock().ok()?;
+        let (identity, at) = cache.entries.get(hash)?;
+        (at.elapsed() < CACHE_TTL).then(|| identity.clone())
+    }
+
+    /// The cache's epoch now: read before a token is looked up in the database.
+    fn epoch(&self) -> u64 {
+        self.cache.lock().map(|c| c.epoch).unwrap_or(u64::MAX)
+    }
+
+    /// Caches a token checked in the database, unless something was forgotten since `epoch`
+    /// was read (the token may have been revoked after it was read: its revocation, already
+    /// handled, must not be undone).
+    fn remember(&self, hash: String, identity: Identity, epoch: u64) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.epoch != epoch {
+                return;
+            }
+            if cache.entries.len() >= CACHE_MAX {
+                cache.entries.clear();
+            }
+            cache.entries.insert(hash, (identity, Instant::now()));
+        }
+    }
+
+    /// Drops the token with this id from the cache.
+    fn forget_token(&self, token_id: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.epoch = cache.epoch.wrapping_add(1);
+            cache.entries.retain(|_, (identity, _)| identity.token_id != token_id);
+        }
+    }
+
+    /// Empties the cache.
+    fn forget_all(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.epoch = cache.epoch.wrapping_add(1);
+            cache.entries.clear();
+        }
+    }
+
+    /// Follows `events` until `shutdown`: drops each revoked token, and forgets everything each
+    /// time listening (re)starts. After a failure it says so once and retries every
+    /// [`LISTEN_RETRY`]; meanwhile [`CACHE_TTL`] bounds how long a revoked token still works.
+    async fn follow(&self, mut events: AuthEvents, shutdown: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Ok(AuthEvent::Listening) => {
+                    self.forget_all();
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("following token revocations of other nodes again");
+                    }
+                }
+                Ok(AuthEvent::Revoked(token_id)) => self.forget_token(&token_id),
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            error = %e,
+                            cache_secs = CACHE_TTL.as_secs(),
+                            "cannot follow token revocations of other nodes: a token revoked elsewhere keeps working here until its cache entry expires"
+                        );
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(LISTEN_RETRY) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checked tokens by the hash of the whole token, with when each was checked, and an epoch that
+/// moves whenever something is forgotten.
+#[derive(Debug, Default)]
+struct TokenCache {
+    entries: HashMap<String, (Identity, Instant)>,
+    epoch: u64,
 }
 
 /// What `create_token` returns: the stored token and, once, its secret.
@@ -111,15 +208,28 @@ impl Control {
         }
     }
 
+    /// On a shared database (PostgreSQL), starts following the revocations of every node in
+    /// the background, so a token revoked on another node stops working here at once. Nothing
+    /// on SQLite or without authentication.
+    pub fn follow_revocations(&self) {
+        if !self.auth.enabled {
+            return;
+        }
+        let Some(events) = self.store.auth_events() else { return };
+        let auth = self.auth.clone();
+        self.tasks.spawn("auth-revocations", move |token| async move { auth.follow(events, token).await });
+    }
+
     /// Checks an API token and returns its identity.
     pub async fn authenticate_token(&self, token: &str) -> Result<Identity> {
         if !self.auth.enabled {
             return Ok(Identity::anonymous_admin());
         }
         let hash = auth::hash_secret(token);
-        if let Some(identity) = self.cached(&hash) {
+        if let Some(identity) = self.auth.cached(&hash) {
             return Ok(identity);
         }
+        let epoch = self.auth.epoch();
         let invalid =
             || Error::Unauthenticated("The request's token is not valid (unknown, malformed or revoked).".into());
         let id = auth::token_id(token).ok_or_else(invalid)?;
@@ -128,19 +238,8 @@ impl Control {
             return Err(invalid());
         }
         let identity = identity_of(&record);
-        if let Ok(mut cache) = self.auth.cache.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(hash, (identity.clone(), Instant::now()));
-        }
+        self.auth.remember(hash, identity.clone(), epoch);
         Ok(identity)
-    }
-
-    fn cached(&self, hash: &str) -> Option<Identity> {
-        let cache = self.auth.cache.lock().ok()?;
-        let (identity, at) = cache.get(hash)?;
-        (at.elapsed() < CACHE_TTL).then(|| identity.clone())
     }
 
     /// Makes the admin token on first start (written to `admin.token` in the data dir, readable
@@ -309,7 +408,8 @@ impl Control {
         }
     }
 
-    /// Revokes a token the caller manages; its sessions end and it stops working at once.
+    /// Revokes a token the caller manages; its sessions end and it stops working at once here,
+    /// and on the other nodes of a shared database as soon as they hear of it.
     pub async fn revoke_token(&self, caller: &Identity, id: &str) -> Result<TokenRecord> {
         let record = self.get_token(caller, id).await?;
         if !caller.projects.covers(&record.projects) {
@@ -318,9 +418,8 @@ impl Control {
         if !self.store.revoke_token(id).await? {
             return Err(Error::FailedPrecondition(format!("Token {id} is revoked already.")));
         }
-        if let Ok(mut cache) = self.auth.cache.lock() {
-            cache.retain(|_, (identity, _)| identity.token_id != id);
-        }
+        // Other nodes drop it when the store's notification reaches them.
+        self.auth.forget_token(id);
         self.get_token(caller, id).await
     }
 
@@ -499,5 +598,25 @@ mod tests {
         assert_eq!(held_permissions(&predictor, "p", &asked), vec!["ml.models.predict"]);
         let other = Identity { projects: ProjectScope::Only(vec!["q".into()]), ..viewer };
         assert!(held_permissions(&other, "p", &asked).is_empty());
+    }
+
+    #[test]
+    fn a_token_read_before_its_revocation_is_not_cached_after_it() {
+        let state = AuthState::new(true);
+        let identity =
+            Identity { token_id: "t".into(), name: "d".into(), role: Role::Developer, projects: ProjectScope::All };
+        let epoch = state.epoch();
+        state.remember("h".into(), identity.clone(), epoch);
+        assert_eq!(state.cached("h"), Some(identity.clone()));
+        state.forget_token("t");
+        assert_eq!(state.cached("h"), None);
+        // A lookup that began before the revocation was handled must not cache the token.
+        let before = epoch;
+        state.remember("h".into(), identity.clone(), before);
+        assert_eq!(state.cached("h"), None);
+        let epoch = state.epoch();
+        state.remember("h".into(), identity.clone(), epoch);
+        state.forget_all();
+        assert_eq!(state.cached("h"), None);
     }
 }

@@ -1,11 +1,22 @@
 //! SQL for identity and audit: API tokens (hashes only), console sessions, the audit log and
 //! stored IAM policies.
+//!
+//! On PostgreSQL (several nodes) a revocation also names the token on the channel
+//! [`AUTH_CHANNEL`] (`NOTIFY`, sent when its transaction commits), and [`AuthEvents`] listens on
+//! it, on a connection of its own outside the pool, so every node can drop the token from its
+//! cache of checked tokens at once. SQLite has one node: nothing is sent or listened for.
+
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use super::{now_text, parse_time, with_pool, BeginWrite, Store};
+use super::{now_text, parse_time, with_pool, BeginWrite, Pool, Store, StoreError, ACQUIRE_TIMEOUT};
 use crate::auth::{ProjectScope, Role};
 use crate::error::{Error, Result};
+
+/// The PostgreSQL notification channel on which a revocation names the revoked token's id.
+pub const AUTH_CHANNEL: &str = "anneal_auth";
 
 /// A stored API token (never its secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,10 +159,25 @@ impl Store {
                     .await?
                     .rows_affected();
             sqlx::query("DELETE FROM console_sessions WHERE token_id = $1").bind(id).execute(&mut *tx).await?;
+            if done == 1 {
+                tx.notify_revoked(id).await?;
+            }
             tx.commit().await?;
             done
         });
         Ok(done == 1)
+    }
+
+    /// The revocations every node makes, as they commit: `None` on SQLite (one node, whose own
+    /// revocations need no message). Nothing connects until the first [`AuthEvents::next`].
+    pub fn auth_events(&self) -> Option<AuthEvents> {
+        match &self.pool {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(pool) => Some(AuthEvents {
+                options: pool.connect_options().as_ref().clone().application_name("anneal-auth-listener"),
+                listener: None,
+            }),
+        }
     }
 
     /// Stores a console session (by the hash of its secret) for a token.
@@ -310,5 +336,90 @@ impl Store {
         }
         });
         Ok(written == 1)
+    }
+}
+
+/// Names a revoked token to every node, delivered when the transaction commits (and not at all
+/// if it rolls back): `NOTIFY` on [`AUTH_CHANNEL`] on PostgreSQL; nothing on SQLite, which has one
+/// node.
+trait NotifyRevoked {
+    fn notify_revoked<'a>(&'a mut self, id: &'a str) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+}
+
+impl NotifyRevoked for sqlx::Transaction<'static, sqlx::Sqlite> {
+    fn notify_revoked<'a>(&'a mut self, _id: &'a str) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl NotifyRevoked for sqlx::Transaction<'static, sqlx::Postgres> {
+    fn notify_revoked<'a>(&'a mut self, id: &'a str) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        async move {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(AUTH_CHANNEL).bind(id).execute(&mut **self).await?;
+            Ok(())
+        }
+    }
+}
+
+/// What [`AuthEvents::next`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthEvent {
+    /// Listening began, or began again after the connection was lost: revocations made before
+    /// may not have been reported, so whatever was cached is to be forgotten.
+    Listening,
+    /// The token with this id was revoked (on any node, this one included).
+    Revoked(String),
+}
+
+/// The revocations of every node sharing a PostgreSQL database (`LISTEN anneal_auth`), on one
+/// connection of its own (not one of the pool's, so it cannot starve requests).
+pub struct AuthEvents {
+    options: PgConnectOptions,
+    listener: Option<PgListener>,
+}
+
+impl std::fmt::Debug for AuthEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEvents").field("listening", &self.listener.is_some()).finish()
+    }
+}
+
+impl AuthEvents {
+    /// Waits for the next event. Connects first when not connected (the first call, or after a
+    /// failure) and then answers [`AuthEvent::Listening`]; a connection lost while waiting is
+    /// replaced at once (again `Listening`). An error means it cannot (re)connect or the
+    /// connection failed; the next call tries again, so the caller should wait a little first.
+    pub async fn next(&mut self) -> Result<AuthEvent, StoreError> {
+        loop {
+            let Some(listener) = self.listener.as_mut() else {
+                self.listener = Some(self.connect().await.map_err(StoreError::Unavailable)?);
+                return Ok(AuthEvent::Listening);
+            };
+            match listener.try_recv().await {
+                Ok(Some(notification)) => return Ok(AuthEvent::Revoked(notification.payload().to_owned())),
+                // The connection was lost (and nothing reconnected: `eager_reconnect` is off).
+                Ok(None) => self.listener = None,
+                Err(e) => {
+                    self.listener = None;
+                    return Err(StoreError::Unavailable(e));
+                }
+            }
+        }
+    }
+
+    /// A listener on a new one-connection pool, listening on [`AUTH_CHANNEL`]. A fresh pool each
+    /// time, so a connection that listened is never handed out again.
+    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(self.options.clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.eager_reconnect(false);
+        listener.listen(AUTH_CHANNEL).await?;
+        Ok(listener)
     }
 }
