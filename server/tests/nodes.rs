@@ -415,3 +415,57 @@ async fn a_node_cut_off_from_the_database_stops_its_replicas_before_the_survivor
     );
     proxy.restore();
 }
+
+/// A version a node was creating when it was killed (its custom routine still loading) ends
+/// FAILED on a survivor naming the lost node, and so does its operation; neither stays CREATING.
+#[tokio::test]
+async fn a_version_a_lost_node_was_creating_ends_failed_on_a_survivor() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node("node-a", "1").await;
+    let b = cluster.node("node-b", "1").await;
+    let package = cluster.shared.path().join("slow_routine");
+    std::fs::create_dir_all(package.join("slow_routine")).expect("mkdir");
+    std::fs::write(
+        package.join("setup.py"),
+        "from setuptools import setup\nsetup(name='slow_routine', version='1.0', packages=['slow_routine'])\n",
+    )
+    .expect("setup.py");
+    std::fs::write(package.join("slow_routine/__init__.py"), "").expect("init");
+    std::fs::write(
+        package.join("slow_routine/predictor.py"),
+        "import time\nclass Slow:\n    @classmethod\n    def from_path(cls, model_dir):\n        time.sleep(30)\n        return cls()\n    def predict(self, instances, **kwargs):\n        return instances\n",
+    )
+    .expect("predictor");
+    let model_dir = cluster.shared.path().join("slow_model");
+    std::fs::create_dir_all(&model_dir).expect("mkdir");
+    std::fs::write(model_dir.join("weights.txt"), "none").expect("model file");
+    let (status, body) = a.post_json("/v1/projects/p/models", &json!({"name": "m"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, op) = a
+        .post_json(
+            "/v1/projects/p/models/m/versions",
+            &json!({"name": "slow", "deploymentUri": model_dir.display().to_string(), "framework": "SCIKIT_LEARN",
+                    "predictionClass": "slow_routine.predictor.Slow", "packageUris": [package.display().to_string()]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{op}");
+    let (_, version) = b.get_json("/v1/projects/p/models/m/versions/slow").await;
+    assert_eq!(version["state"], "CREATING", "{version}");
+
+    let killed = Instant::now();
+    let _data = a.crash_keeping_data().await;
+    let deadline = Duration::from_secs(3 * LEASE_SECS + 10);
+    let failed = loop {
+        let (_, version) = b.get_json("/v1/projects/p/models/m/versions/slow").await;
+        if version["state"] != "CREATING" {
+            break version;
+        }
+        assert!(killed.elapsed() < deadline, "the version stayed CREATING after its node was lost: {version}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["state"], "FAILED", "{failed}");
+    let message = failed["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("node-a") && message.contains("lost"), "{message}");
+    let done = b.wait_operation(op["name"].as_str().expect("operation name")).await;
+    assert!(done["error"]["message"].as_str().unwrap_or_default().contains("node-a"), "{done}");
+}

@@ -331,7 +331,7 @@ impl Control {
         for lapsed in self.store.lapsed_jobs(self.node.id.as_str(), now).await? {
             self.end_lapsed(&lapsed).await?;
         }
-        Ok(())
+        self.fail_orphaned_creations(None, "The node creating the version was lost").await
     }
 
     async fn end_lapsed(&self, lapsed: &LapsedJob) -> Result<()> {

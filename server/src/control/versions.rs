@@ -85,7 +85,7 @@ impl Control {
             name.model.to_string(),
             None,
         );
-        let version = self.store.insert_version(name, &new, &pending).await?;
+        let version = self.store.insert_version(name, &new, &pending, self.node().id.as_str()).await?;
         let operation = OperationRecord { version: Some(version.clone()), labels: version.labels.clone(), ..pending };
         let control = self.clone();
         let (name, op) = (name.clone(), operation.clone());
@@ -320,6 +320,9 @@ impl Control {
             .count();
         if others > 0 {
             tracing::info!(nodes = others, "other nodes are live: versions and operations mid-way are left to them");
+            // This node's own, from before its restart, are nobody else's.
+            let own = self.node().id.to_string();
+            self.fail_orphaned_creations(Some(&own), "Interrupted by a restart of the node creating it").await?;
             return self.store.versions_in_state(VersionState::Ready).await;
         }
         let interrupted = "Interrupted by a server restart; create the version again.";
@@ -344,6 +347,37 @@ impl Control {
             self.store.finish_operation(&op.project, &op.id, &outcome).await?;
         }
         self.store.versions_in_state(VersionState::Ready).await
+    }
+
+    /// Fails the versions a lost node left CREATING, and that node's unfinished create
+    /// operations (with `own`: this node's own, left by its previous run). `why` starts the
+    /// message.
+    pub(super) async fn fail_orphaned_creations(&self, own: Option<&str>, why: &str) -> Result<()> {
+        let this = self.node().id.to_string();
+        let except = if own.is_some() { "" } else { this.as_str() };
+        let orphans = self.store.orphaned_creations(except, own, chrono::Utc::now()).await?;
+        let mut nodes = std::collections::BTreeSet::new();
+        for (name, node) in orphans {
+            let message = format!("{why} ({node}); create the version again.");
+            if self
+                .store
+                .transition_version(&name, VersionState::Creating, VersionState::Failed, Some(&message), None)
+                .await?
+            {
+                tracing::warn!(version.name = %name, node = %node, "failed a version its node left CREATING");
+            }
+            nodes.insert((node, message));
+        }
+        for (node, message) in nodes {
+            for op in self.store.unfinished_operations_of(&node).await? {
+                if op.kind == OperationKind::CreateVersion {
+                    self.store
+                        .finish_operation(&op.project, &op.id, &failure(&op, &Error::Unavailable(message.clone())))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Follows the models the host gave up serving (Python workers that kept crashing): each

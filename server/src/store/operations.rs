@@ -307,6 +307,19 @@ impl Store {
     }
 
     /// Operations not yet done (for reconciling at start).
+    /// Operations node `node` started that are not done.
+    pub async fn unfinished_operations_of(&self, node: &str) -> Result<Vec<OperationRecord>> {
+        let rows: Vec<Row> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM operations WHERE done = 0 AND node_id = $1"
+            )))
+            .bind(node)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(OperationRecord::try_from).collect()
+    }
+
     pub async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>> {
         let rows: Vec<Row> = with_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM operations WHERE done = 0")))

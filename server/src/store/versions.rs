@@ -156,14 +156,15 @@ const SELECT: &str = "SELECT v.project_id, v.model_id, v.version_id, v.state, v.
      FROM versions v JOIN models m ON m.project_id = v.project_id AND m.model_id = v.model_id";
 
 impl Store {
-    /// Stores a CREATING version and the operation that creates it, in one transaction; the
-    /// model's first version becomes its default. NOT_FOUND without the model, ALREADY_EXISTS for
-    /// a taken name.
+    /// Stores a CREATING version and the operation that creates it, in one transaction, both
+    /// recording `node` as the node that works on them; the model's first version becomes its
+    /// default. NOT_FOUND without the model, ALREADY_EXISTS for a taken name.
     pub async fn insert_version(
         &self,
         name: &VersionName,
         new: &NewVersion,
         operation: &OperationRecord,
+        node: &str,
     ) -> Result<VersionRecord> {
         let labels = serde_json::to_string(&new.labels).map_err(Error::internal)?;
         let serving = serde_json::to_string(&new.serving).map_err(Error::internal)?;
@@ -180,8 +181,8 @@ impl Store {
             }
             let inserted = sqlx::query(
                 "INSERT INTO versions (project_id, model_id, version_id, state, description, labels, deployment_uri, framework, \
-                 runtime_version, python_version, machine_type, create_time, serving) \
-                 VALUES ($1, $2, $3, 'CREATING', $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+                 runtime_version, python_version, machine_type, create_time, serving, node_id) \
+                 VALUES ($1, $2, $3, 'CREATING', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
             )
             .bind(name.model.project.as_str())
             .bind(&name.model.model)
@@ -195,6 +196,7 @@ impl Store {
             .bind(&new.machine_type)
             .bind(now_text())
             .bind(&serving)
+            .bind(node)
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -213,9 +215,44 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             insert_operation!(tx, operation);
+            sqlx::query("UPDATE operations SET node_id = $1 WHERE project_id = $2 AND operation_id = $3")
+                .bind(node)
+                .bind(operation.project.as_str())
+                .bind(&operation.id)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         self.get_version(name).await?.ok_or_else(|| Error::internal("a version vanished right after it was stored"))
+    }
+
+    /// Versions left CREATING by a node other than `except` whose lease lapsed before `now` (or
+    /// that has no row), with that node; with `except` = `None`, those of node `only` whatever
+    /// its lease (a restarted node's own).
+    pub async fn orphaned_creations(
+        &self,
+        except: &str,
+        only: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(VersionName, String)>> {
+        let rows: Vec<(String, String, String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT v.project_id, v.model_id, v.version_id, v.node_id FROM versions v \
+                 LEFT JOIN nodes n ON n.node_id = v.node_id \
+                 WHERE v.state = 'CREATING' AND v.node_id IS NOT NULL AND v.node_id <> $1 \
+                 AND (CAST($2 AS TEXT) IS NULL OR v.node_id = CAST($2 AS TEXT)) \
+                 AND (CAST($2 AS TEXT) IS NOT NULL OR n.node_id IS NULL OR n.lease_until < $3) \
+                 ORDER BY v.project_id, v.model_id, v.version_id",
+            )
+            .bind(except)
+            .bind(only)
+            .bind(super::stored_time(now))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(project, model, version, node)| Ok((VersionName::new("name", &project, &model, &version)?, node)))
+            .collect()
     }
 
     /// The version, if it exists.
