@@ -122,7 +122,7 @@ pub struct Config {
     /// node renews every third of it; a job whose node has not renewed for this long is ended
     /// FAILED by another node, naming the lost node (so within two lease periods of the loss).
     /// A node that cannot renew stops its own replicas first (self-fencing), in time when this
-    /// is at least twice `kill_grace_secs` + 2 (default 15).
+    /// is at least three times `kill_grace_secs` + 2 (default 24).
     pub node_lease_secs: u64,
     /// Where artifacts, job logs and metrics live (default `<data dir>/storage`). Nodes sharing
     /// a database must share this folder (a network file system), so every node reads every
@@ -474,8 +474,8 @@ impl Defaults {
             metrics_public: false,
             request_timeout_secs: 60,
             allowed_hosts: Vec::new(),
-            // At least twice kill_grace_secs + 2, so self-fencing stops replicas in time.
-            node_lease_secs: 15,
+            // At least three times kill_grace_secs + 2, so self-fencing stops replicas in time.
+            node_lease_secs: 24,
             buckets: Vec::new(),
             executor: ExecutorKind::Local,
             ray_python: "python3".into(),

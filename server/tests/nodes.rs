@@ -16,7 +16,7 @@ use common::TestServer;
 use serde_json::{json, Value};
 
 /// The lease the nodes run with here: short, so a lost node is noticed quickly.
-const LEASE_SECS: u64 = 2;
+const LEASE_SECS: u64 = 3;
 
 /// The nodes of one test: their database, shared storage and the first node's admin token.
 struct Cluster {
@@ -375,6 +375,10 @@ async fn a_second_node_with_a_live_nodes_name_refuses_to_start() {
     assert!(stderr.contains("node id 'node-a' belongs to another live node"), "{stderr}");
 }
 
+/// The lease of the node the fencing test cuts off: with no kill grace it fences after two thirds
+/// of it (one missed heartbeat and more), two seconds before its claims lapse.
+const FENCED_LEASE_SECS: u64 = 6;
+
 /// A node cut off from PostgreSQL (through a proxy the test cuts) stops its replica itself
 /// before the surviving node may end the job, which then ends FAILED.
 #[tokio::test]
@@ -384,7 +388,15 @@ async fn a_node_cut_off_from_the_database_stops_its_replicas_before_the_survivor
     let proxy = common::proxy::Proxy::start(&address).await;
     let through_proxy = cluster.url.replacen(&address, &proxy.address, 1);
     let cut_off = cluster
-        .node_with("node-a", "1", &[("ANNEAL_DATABASE_URL", &through_proxy), ("ANNEAL_KILL_GRACE_SECS", "0")])
+        .node_with(
+            "node-a",
+            "1",
+            &[
+                ("ANNEAL_DATABASE_URL", &through_proxy),
+                ("ANNEAL_KILL_GRACE_SECS", "0"),
+                ("ANNEAL_NODE_LEASE_SECS", &FENCED_LEASE_SECS.to_string()),
+            ],
+        )
         .await;
     let long = cluster.trainer("long", LONG);
     assert_eq!(cut_off.submit_training("fenced", input(&long, "long.task", 0)).await.0, 200);
@@ -404,13 +416,13 @@ async fn a_node_cut_off_from_the_database_stops_its_replicas_before_the_survivor
         if job["state"] != "RUNNING" {
             break (cut.elapsed(), job);
         }
-        assert!(cut.elapsed() < Duration::from_secs(4 * LEASE_SECS), "the job outlived its node: {job}");
+        assert!(cut.elapsed() < Duration::from_secs(3 * FENCED_LEASE_SECS), "the job outlived its node: {job}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let stopped = stopped.expect("the replica was still running when the survivor ended the job");
     assert_eq!(ended.1["state"], "FAILED", "{}", ended.1);
     println!(
-        "cut off at 0: replica stopped by its own node after {stopped:?}, job ended by the survivor after {:?} (lease {LEASE_SECS} s)",
+        "cut off at 0: replica stopped by its own node after {stopped:?}, job ended by the survivor after {:?} (lease {FENCED_LEASE_SECS} s, no kill grace)",
         ended.0
     );
     proxy.restore();

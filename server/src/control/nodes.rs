@@ -92,16 +92,17 @@ impl Node {
     }
 
     /// How long this node runs its replicas without renewing its claims before it stops them:
-    /// the lease less the kill grace and [`FENCE_MARGIN`], and at least half the lease (a
-    /// heartbeat comes every third of it, so one that is late is not taken for a lost database).
+    /// the lease less the kill grace and [`FENCE_MARGIN`], and at least two thirds of the lease (a
+    /// heartbeat comes every third of it, so one missed or slow heartbeat is not taken for a lost
+    /// database).
     pub fn fence_after(&self) -> Duration {
-        self.lease.saturating_sub(self.kill_grace + FENCE_MARGIN).max(self.lease / 2)
+        self.lease.saturating_sub(self.kill_grace + FENCE_MARGIN).max(self.lease * 2 / 3)
     }
 
     /// Whether self-fencing stops the replicas before the claims lapse: the lease is at least
-    /// twice the kill grace and [`FENCE_MARGIN`].
+    /// three times the kill grace and [`FENCE_MARGIN`].
     pub fn fences_in_time(&self) -> bool {
-        self.lease >= 2 * (self.kill_grace + FENCE_MARGIN)
+        self.lease >= 3 * (self.kill_grace + FENCE_MARGIN)
     }
 
     /// Records where this node listens (shown to the other nodes).
@@ -158,7 +159,7 @@ impl Control {
             tracing::warn!(
                 node_lease_secs = self.node.lease.as_secs(),
                 kill_grace_secs = self.node.kill_grace.as_secs(),
-                "node_lease_secs is less than twice kill_grace_secs + 2: a node cut off from the database may still be stopping its replicas when another node declares them lost"
+                "node_lease_secs is less than three times kill_grace_secs + 2: a node cut off from the database may still be stopping its replicas when another node declares them lost"
             );
         }
         self.beat().await?;
