@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::names::ProjectId;
-pub use objects::{AwsEnvironment, BucketConfig, Buckets, ObjectError, ObjectUri, ObjectWriter};
+pub use objects::{AwsEnvironment, BucketConfig, Buckets, ObjectError, ObjectUri, ObjectWriter, ProjectKeys};
 
 /// Where a resolved URI points: a local path inside the roots, or an object in a configured
 /// bucket. Stored in plans as the text of its URI (a plain path for a local one).

@@ -133,6 +133,7 @@ parser.add_argument("--job-dir")
 parser.add_argument("--greeting")
 args = parser.parse_args()
 print("job dir", args.job_dir, flush=True)
+print("key", os.environ.get("AWS_ACCESS_KEY_ID"), flush=True)
 assert args.job_dir.startswith("s3://"), args.job_dir
 bucket, _, prefix = args.job_dir[len("s3://"):].partition("/")
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
@@ -144,7 +145,8 @@ print("exported", flush=True)
 async fn a_training_job_runs_a_package_from_a_bucket_and_writes_to_its_job_dir_there() {
     let s3 = S3Server::start().await;
     s3.create_bucket("work").await;
-    let server = server_with(&[s3.bucket("work", &["packages", "jobs"])]).await;
+    // Project p's trainers get p's keys for the bucket, not the server's ("testing").
+    let server = server_with(&[S3Server::with_projects(s3.bucket("work", &["packages", "jobs"]), &["p"])]).await;
     let package = server.trainer("s3trainer", S3_TRAINER);
     s3.upload_tree("work", &package, "packages/s3trainer").await;
     let (status, body) = server
@@ -160,6 +162,8 @@ async fn a_training_job_runs_a_package_from_a_bucket_and_writes_to_its_job_dir_t
     let (_, logs) = server.get_json("/v1/projects/p/jobs/train_s3/logs").await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}\n{logs}");
     assert!(logs.to_string().contains("job dir s3://work/jobs/train_s3"), "{logs}");
+    assert!(logs.to_string().contains("key p-key"), "the trainer got its project's key: {logs}");
+    assert!(!logs.to_string().contains("key testing"), "the trainer got the server's key: {logs}");
     assert_eq!(s3.text("work", "jobs/train_s3/export/model.txt").await, "hello-from-s3");
 
     let (status, body) = server
@@ -425,7 +429,7 @@ async fn the_cli_stages_a_package_in_a_bucket_and_uploads_there_are_whole_or_abs
 async fn the_example_trains_into_a_bucket_on_one_node_and_another_deploys_and_predicts_from_it() {
     let s3 = S3Server::start().await;
     s3.create_bucket("work").await;
-    let config = [s3.bucket("work", &[])];
+    let config = [S3Server::with_projects(s3.bucket("work", &[]), &["p"])];
     let trainer_node = server_with(&config).await;
     let package = trainer_node.stage_example("digits");
     let (status, job) = trainer_node

@@ -19,7 +19,10 @@ async fn the_official_python_client_works_unchanged() {
 async fn the_official_python_client_works_unchanged_with_s3_uris() {
     let s3 = common::s3::S3Server::start().await;
     s3.create_bucket("compat").await;
-    let buckets = common::s3::S3Server::buckets_env(&[s3.bucket("compat", &[])]);
+    let buckets = common::s3::S3Server::buckets_env(&[common::s3::S3Server::with_projects(
+        s3.bucket("compat", &[]),
+        &["compat"],
+    )]);
     let server = TestServer::start_with(&[], &[("ANNEAL_BUCKETS", buckets.as_str())]).await;
     run_official_client(&server, &[("S3_ENDPOINT", s3.endpoint.as_str()), ("S3_BUCKET", "compat")]).await;
 }

@@ -69,7 +69,19 @@ async fn prepare_and_launch(
                 return Err(e);
             }
         }
-        Some(Location::Object(uri)) => env = context.storage.buckets().env_for(uri),
+        Some(Location::Object(uri)) => {
+            let keyed;
+            (env, keyed) = context.storage.buckets().env_for(uri, context.job.project.as_str());
+            if !keyed {
+                let message = format!(
+                    "The job dir is in bucket {}, which has no credentials for project {} ([buckets.projects.{}]): the replicas get its endpoint and region only.",
+                    uri.bucket,
+                    context.job.project.as_str(),
+                    context.job.project.as_str()
+                );
+                let _ = log.send(("service".into(), message)).await;
+            }
+        }
         None => {}
     }
     let packages = Packages {

@@ -65,6 +65,28 @@ pub struct BucketConfig {
     /// The key prefixes URIs may name (at folder boundaries); empty: the whole bucket.
     #[serde(default)]
     pub prefixes: Vec<String>,
+    /// The credentials each project's trainers get for this bucket (`[buckets.projects.<id>]`),
+    /// keys the store limits to that project's prefixes. A project without an entry gets the
+    /// bucket's endpoint and region only: never the server's own keys.
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectKeys>,
+}
+
+/// One project's credentials for a bucket, handed to its trainers.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for ProjectKeys {
+    /// Without the secret and the session token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectKeys").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for BucketConfig {
@@ -78,6 +100,7 @@ impl fmt::Debug for BucketConfig {
             .field("allow_http", &self.allow_http)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
             .field("prefixes", &self.prefixes)
+            .field("projects", &self.projects)
             .finish_non_exhaustive()
     }
 }
@@ -282,10 +305,20 @@ impl Buckets {
         self.by_name.get(&uri.bucket).ok_or_else(|| ObjectError::NotFound(format!("bucket {}", uri.bucket)))
     }
 
-    /// The `AWS_*` variables a trainer needs to reach `uri`'s bucket (endpoint, region,
-    /// credentials), for its environment.
-    pub fn env_for(&self, uri: &ObjectUri) -> Vec<(String, String)> {
-        self.by_name.get(&uri.bucket).map(|b| aws_env(&b.resolved)).unwrap_or_default()
+    /// The `AWS_*` variables a trainer of `project` gets for `uri`'s bucket: its endpoint and
+    /// region, and the project's own credentials (`projects`) when the bucket has them, never
+    /// the server's. The second value says whether it has.
+    pub fn env_for(&self, uri: &ObjectUri, project: &str) -> (Vec<(String, String)>, bool) {
+        let Some(bucket) = self.by_name.get(&uri.bucket) else { return (Vec::new(), false) };
+        let keys = bucket.resolved.projects.get(project);
+        let shown = BucketConfig {
+            access_key_id: keys.map(|k| k.access_key_id.clone()),
+            secret_access_key: keys.map(|k| k.secret_access_key.clone()),
+            session_token: keys.and_then(|k| k.session_token.clone()),
+            projects: BTreeMap::new(),
+            ..bucket.resolved.clone()
+        };
+        (aws_env(&shown), keys.is_some())
     }
 
     /// The configurations of the buckets `uris` name (each once, with the region, endpoint and
@@ -293,7 +326,12 @@ impl Buckets {
     /// buckets with [`Buckets::open`].
     pub fn resolved<'a>(&self, uris: impl IntoIterator<Item = &'a ObjectUri>) -> Vec<BucketConfig> {
         let names: std::collections::BTreeSet<&str> = uris.into_iter().map(|uri| uri.bucket.as_str()).collect();
-        names.into_iter().filter_map(|name| self.by_name.get(name)).map(|b| b.resolved.clone()).collect()
+        // Without the projects' keys: no process needs another project's.
+        names
+            .into_iter()
+            .filter_map(|name| self.by_name.get(name))
+            .map(|b| BucketConfig { projects: BTreeMap::new(), ..b.resolved.clone() })
+            .collect()
     }
 
     /// The object at `uri`, or `None`.
@@ -654,6 +692,11 @@ mod tests {
             allow_http: true,
             virtual_hosted_style: false,
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            projects: [(
+                "p".to_owned(),
+                ProjectKeys { access_key_id: "p-id".into(), secret_access_key: "p-secret".into(), session_token: None },
+            )]
+            .into(),
         };
         Buckets::open(&[config], &AwsEnvironment::default()).expect("open")
     }
@@ -701,13 +744,19 @@ mod tests {
     }
 
     #[test]
-    fn trainers_get_the_buckets_endpoint_and_credentials() {
-        let env: BTreeMap<String, String> =
-            buckets(&[]).env_for(&ObjectUri::parse("f", "s3://data/x").expect("uri")).into_iter().collect();
+    fn trainers_get_their_projects_credentials_never_the_servers() {
+        let uri = ObjectUri::parse("f", "s3://data/x").expect("uri");
+        let (env, keyed) = buckets(&[]).env_for(&uri, "p");
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        assert!(keyed);
         assert_eq!(env.get("AWS_ENDPOINT_URL").map(String::as_str), Some("http://127.0.0.1:9"));
-        assert_eq!(env.get("AWS_ACCESS_KEY_ID").map(String::as_str), Some("id"));
-        assert_eq!(env.get("AWS_SECRET_ACCESS_KEY").map(String::as_str), Some("secret"));
+        assert_eq!(env.get("AWS_ACCESS_KEY_ID").map(String::as_str), Some("p-id"));
+        assert_eq!(env.get("AWS_SECRET_ACCESS_KEY").map(String::as_str), Some("p-secret"));
         assert_eq!(env.get("AWS_REGION").map(String::as_str), Some("us-east-1"));
+        let (env, keyed) = buckets(&[]).env_for(&uri, "q");
+        assert!(!keyed);
+        assert!(env.iter().all(|(k, _)| !k.contains("KEY") && k != "AWS_SESSION_TOKEN"), "{env:?}");
+        assert!(buckets(&[]).resolved([&uri]).iter().all(|c| c.projects.is_empty()), "no project's keys go out");
     }
 
     #[test]
@@ -724,8 +773,20 @@ mod tests {
                 allow_http: false,
                 virtual_hosted_style: false,
                 prefixes: Vec::new(),
+                projects: [(
+                    "p".to_owned(),
+                    ProjectKeys {
+                        access_key_id: "p-id".into(),
+                        secret_access_key: "project-secret".into(),
+                        session_token: None,
+                    },
+                )]
+                .into(),
             }
         );
-        assert!(!shown.contains("very-secret") && !shown.contains("token-secret"), "{shown}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("token-secret") && !shown.contains("project-secret"),
+            "{shown}"
+        );
     }
 }

@@ -54,7 +54,24 @@ impl S3Server {
             allow_http: true,
             virtual_hosted_style: false,
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            projects: Default::default(),
         }
+    }
+
+    /// `config` with credentials `<project>-key`/`<project>-secret` for each of `projects`'
+    /// trainers (moto takes any keys unless it checks them).
+    pub fn with_projects(mut config: BucketConfig, projects: &[&str]) -> BucketConfig {
+        for project in projects {
+            config.projects.insert(
+                (*project).to_owned(),
+                anneal::storage::ProjectKeys {
+                    access_key_id: format!("{project}-key"),
+                    secret_access_key: format!("{project}-secret"),
+                    session_token: None,
+                },
+            );
+        }
+        config
     }
 
     /// `ANNEAL_BUCKETS` for these bucket configurations (inline TOML).
@@ -63,13 +80,21 @@ impl S3Server {
             .iter()
             .map(|c| {
                 let prefixes: Vec<String> = c.prefixes.iter().map(|p| format!("{p:?}")).collect();
+                let projects: Vec<String> = c
+                    .projects
+                    .iter()
+                    .map(|(p, k)| {
+                        format!("{p:?}={{access_key_id={:?}, secret_access_key={:?}}}", k.access_key_id, k.secret_access_key)
+                    })
+                    .collect();
                 format!(
-                    "{{name={:?}, endpoint={:?}, region=\"us-east-1\", access_key_id={:?}, secret_access_key={:?}, allow_http=true, prefixes=[{}]}}",
+                    "{{name={:?}, endpoint={:?}, region=\"us-east-1\", access_key_id={:?}, secret_access_key={:?}, allow_http=true, prefixes=[{}], projects={{{}}}}}",
                     c.name,
                     c.endpoint.clone().unwrap_or_default(),
                     c.access_key_id.clone().unwrap_or_default(),
                     c.secret_access_key.clone().unwrap_or_default(),
-                    prefixes.join(", ")
+                    prefixes.join(", "),
+                    projects.join(", ")
                 )
             })
             .collect();

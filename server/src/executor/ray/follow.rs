@@ -349,7 +349,8 @@ impl Follower {
         let config = &self.inner.config;
         let env: serde_json::Map<String, serde_json::Value> = match &plan.job_dir {
             Some(Location::Object(uri)) => {
-                self.inner.storage.buckets().env_for(uri).into_iter().map(|(k, v)| (k, v.into())).collect()
+                let (env, _) = self.inner.storage.buckets().env_for(uri, self.job.project.as_str());
+                env.into_iter().map(|(k, v)| (k, v.into())).collect()
             }
             _ => serde_json::Map::new(),
         };
