@@ -463,3 +463,75 @@ async fn the_example_trains_into_a_bucket_on_one_node_and_another_deploys_and_pr
     assert_eq!(predictions.len(), 4, "{body}");
     assert!(predictions.iter().all(|p| p.as_array().map(Vec::len) == Some(10)), "ten logits each: {body}");
 }
+
+/// A place in a bucket that one project's job writes (its `jobDir`, a batch `outputPath`) is
+/// that project's: another project naming it, or anything under it, in any URI field gets the
+/// answer a URI outside the bucket's prefixes gets.
+#[tokio::test]
+async fn a_job_dir_in_a_bucket_is_outside_the_prefixes_for_every_other_project() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("work").await;
+    let server = server_with(&[s3.bucket("work", &["jobs"])]).await;
+    let package = server.trainer("s3trainer", S3_TRAINER).display().to_string();
+    let claim = json!({"jobId": "owner", "trainingInput": {"packageUris": [package], "pythonModule": "s3trainer.task",
+                       "args": ["--greeting=a"], "jobDir": "s3://work/jobs/a_job"}});
+    let (status, body) = server.post_json("/v1/projects/a/jobs", &claim).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post_json("/v1/projects/b/models", &json!({"name": "m"})).await;
+    assert_eq!(status, 200, "{body}");
+    // Each case: the request with `URI` in the field, the URI of A's place and one outside the
+    // prefixes, and how the answer names each (a batch input by its folder).
+    let cases = [
+        (
+            "jobs",
+            "job.trainingInput.jobDir",
+            json!({"jobId": "b1", "trainingInput": {"packageUris": [package], "pythonModule": "s3trainer.task", "jobDir": "URI"}}),
+            ("s3://work/jobs/a_job/mine", "s3://work/elsewhere/mine"),
+            None,
+        ),
+        (
+            "jobs",
+            "job.trainingInput.packageUris[0]",
+            json!({"jobId": "b2", "trainingInput": {"packageUris": ["URI"], "pythonModule": "x.task"}}),
+            ("s3://work/jobs/a_job/export/model.txt", "s3://work/elsewhere/model.txt"),
+            None,
+        ),
+        (
+            "jobs",
+            "job.predictionInput.inputPaths[0]",
+            json!({"jobId": "b3", "predictionInput": {"dataFormat": "JSON", "inputPaths": ["URI"], "outputPath": "s3://work/jobs/b_out", "region": "us-central1", "uri": package}}),
+            ("s3://work/jobs/a_job/in/*.json", "s3://work/elsewhere/in/*.json"),
+            Some("/*.json"),
+        ),
+        (
+            "jobs",
+            "job.predictionInput.outputPath",
+            json!({"jobId": "b4", "predictionInput": {"dataFormat": "JSON", "inputPaths": [format!("{package}/s3trainer/task.py")], "outputPath": "URI", "region": "us-central1", "uri": package}}),
+            ("s3://work/jobs/a_job/out", "s3://work/elsewhere/out"),
+            None,
+        ),
+        (
+            "models/m/versions",
+            "version.deploymentUri",
+            json!({"name": "v1", "deploymentUri": "URI"}),
+            ("s3://work/jobs/a_job/export", "s3://work/elsewhere/export"),
+            None,
+        ),
+    ];
+    for (path, field, request, (claimed, outside), cut) in cases {
+        let answer = |named: &'static str| {
+            let request: Value = serde_json::from_str(&request.to_string().replace("URI", named)).expect("json");
+            let server = &server;
+            async move {
+                let (status, body) = server.post_json(&format!("/v1/projects/b/{path}"), &request).await;
+                assert_eq!(status, 400, "{field} naming {named}: {body}");
+                assert_eq!(field_of(&body), field, "{body}");
+                let shown = cut.map_or(named.to_owned(), |cut| named.replace(cut, ""));
+                body["error"]["message"].as_str().expect("message").replace(&shown, "URI")
+            }
+        };
+        let message = answer(claimed).await;
+        assert!(message.contains("'URI' is outside the prefixes of bucket work"), "{field}: {message}");
+        assert_eq!(message, answer(outside).await, "{field}: A's place reads like a place outside the prefixes");
+    }
+}

@@ -47,7 +47,12 @@ impl Control {
         let mut plan = prediction_plan(&self.storage, &name.project, input, capacity.isolated)?;
         for (i, (pattern, uri)) in plan.inputs.iter().zip(&input.input_paths).enumerate() {
             let field = format!("job.predictionInput.inputPaths[{i}]");
-            self.refuse_foreign(&name.project, &field, uri, &pattern.dir).await?;
+            // Named as the storage checks name it: an object pattern, or a local one with a
+            // wildcard, by its folder.
+            let folder = uri.rsplit_once('/').map_or(uri.as_str(), |(parent, _)| parent);
+            let shown =
+                if matches!(pattern.dir, Location::Object(_)) || pattern.file.contains('*') { folder } else { uri };
+            self.refuse_foreign(&name.project, &field, shown, &pattern.dir).await?;
         }
         if let (ModelSource::Dir { dir }, Some(uri)) = (&plan.model, &input.uri) {
             self.refuse_foreign(&name.project, "job.predictionInput.uri", uri, dir).await?;

@@ -39,8 +39,15 @@ impl Control {
         verb: &str,
     ) -> Result<()> {
         if self.store.foreign_claim(project.as_str(), &place(location)).await?.is_some() {
-            // Word for word what a place outside the roots gets (`storage::Storage`).
-            return Err(Error::invalid(field, format!("'{uri}' is outside the storage roots this server may {verb}")));
+            // Word for word what a place outside the roots, or outside a bucket's prefixes, gets
+            // (`storage::Storage`, `storage::Buckets::confine`).
+            let message = match location {
+                Location::Local(_) => format!("'{uri}' is outside the storage roots this server may {verb}"),
+                Location::Object(object) => {
+                    format!("'{uri}' is outside the prefixes of bucket {} this server may use", object.bucket)
+                }
+            };
+            return Err(Error::invalid(field, message));
         }
         Ok(())
     }
