@@ -644,9 +644,13 @@ async fn a_batch_job_on_ray_reports_counts_live_and_cancel_keeps_what_was_writte
 async fn a_batch_job_on_ray_reads_its_model_and_inputs_from_a_bucket_and_writes_its_shards_there() {
     let s3 = common::s3::S3Server::start().await;
     s3.create_bucket("data").await;
-    // A secret of its own: it travels to the shards in their environment, never in a log.
-    let mut bucket = s3.bucket("data", &[]);
-    bucket.secret_access_key = Some("shard-secret-7f3a".into());
+    // Project p's own keys travel to the shards in their environment (never the server's), and
+    // neither secret appears in a log.
+    let mut bucket = common::s3::S3Server::with_projects(s3.bucket("data", &[]), &["p"]);
+    bucket.secret_access_key = Some("server-secret-91c2".into());
+    if let Some(keys) = bucket.projects.get_mut("p") {
+        keys.secret_access_key = "shard-secret-7f3a".into();
+    }
     let mut settings = ray_settings(&cluster().0, 180);
     settings.push(("ANNEAL_BUCKETS".into(), common::s3::S3Server::buckets_env(&[bucket])));
     let envs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -680,7 +684,7 @@ async fn a_batch_job_on_ray_reads_its_model_and_inputs_from_a_bucket_and_writes_
     let total = instances.len() * (1 + 2 + 3);
     assert_eq!((count(&done, "predictionCount"), count(&done, "errorCount")), (total as u64, 0), "{done}");
     assert!(logs.contains("Spreading 3 input files over 2 Ray workers"), "it ran on Ray: {logs}");
-    assert!(!logs.contains("shard-secret-7f3a"), "{logs}");
+    assert!(!logs.contains("shard-secret-7f3a") && !logs.contains("server-secret-91c2"), "{logs}");
     assert!(ray_job_of("batch_ray_s3").await.is_some(), "a Ray job ran it");
     let keys = s3.keys("data", "out").await;
     assert_eq!(

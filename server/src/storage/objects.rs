@@ -334,6 +334,32 @@ impl Buckets {
             .collect()
     }
 
+    /// [`Buckets::resolved`] with `project`'s keys (`projects`) in place of the server's, for a
+    /// process that runs a project's code beside them (a batch job's shards on Ray); the first
+    /// bucket without keys for the project is the error.
+    pub fn resolved_for<'a>(
+        &self,
+        uris: impl IntoIterator<Item = &'a ObjectUri>,
+        project: &str,
+    ) -> Result<Vec<BucketConfig>, String> {
+        self.resolved(uris)
+            .into_iter()
+            .map(|config| {
+                let keys = self
+                    .by_name
+                    .get(&config.name)
+                    .and_then(|b| b.resolved.projects.get(project))
+                    .ok_or_else(|| config.name.clone())?;
+                Ok(BucketConfig {
+                    access_key_id: Some(keys.access_key_id.clone()),
+                    secret_access_key: Some(keys.secret_access_key.clone()),
+                    session_token: keys.session_token.clone(),
+                    ..config
+                })
+            })
+            .collect()
+    }
+
     /// The object at `uri`, or `None`.
     pub async fn head(&self, uri: &ObjectUri) -> Result<Option<ObjectMeta>, ObjectError> {
         let bucket = self.bucket(uri)?;
@@ -757,6 +783,10 @@ mod tests {
         assert!(!keyed);
         assert!(env.iter().all(|(k, _)| !k.contains("KEY") && k != "AWS_SESSION_TOKEN"), "{env:?}");
         assert!(buckets(&[]).resolved([&uri]).iter().all(|c| c.projects.is_empty()), "no project's keys go out");
+        let shards = buckets(&[]).resolved_for([&uri], "p").expect("p has keys");
+        assert_eq!(shards[0].access_key_id.as_deref(), Some("p-id"));
+        assert!(shards[0].projects.is_empty());
+        assert_eq!(buckets(&[]).resolved_for([&uri], "q").err().as_deref(), Some("data"));
     }
 
     #[test]

@@ -599,7 +599,13 @@ impl Follower {
             Location::Object(uri) => Some(uri),
             Location::Local(_) => None,
         });
-        let configs = buckets.resolved(objects);
+        // The shards run the project's model beside the keys: its keys, never the server's.
+        let project = self.job.project.as_str();
+        let configs = buckets.resolved_for(objects, project).map_err(|bucket| {
+            RunError::Batch(format!(
+                "On Ray, a batch job's workers reach bucket {bucket} with project {project}'s own keys, and the bucket has none for it: add [buckets.projects.{project}] to its configuration"
+            ))
+        })?;
         let mut env = serde_json::Map::new();
         if !configs.is_empty() {
             env.insert(shard::BUCKETS_VARIABLE.into(), serde_json::to_string(&configs).unwrap_or_default().into());
