@@ -353,11 +353,9 @@ impl NotifyRevoked for sqlx::Transaction<'static, sqlx::Sqlite> {
 }
 
 impl NotifyRevoked for sqlx::Transaction<'static, sqlx::Postgres> {
-    fn notify_revoked<'a>(&'a mut self, id: &'a str) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
-        async move {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(AUTH_CHANNEL).bind(id).execute(&mut **self).await?;
-            Ok(())
-        }
+    async fn notify_revoked<'a>(&'a mut self, id: &'a str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(AUTH_CHANNEL).bind(id).execute(&mut **self).await?;
+        Ok(())
     }
 }
 
