@@ -15,8 +15,9 @@
 //! other node may declare them lost: its claims run out `node_lease_secs` after its last renewal
 //! (and the sweep ends the jobs only then), and it stops every job it runs once
 //! [`Node::fence_after`] has passed without a renewal, that is `node_lease_secs` −
-//! `kill_grace_secs` − [`FENCE_MARGIN`] (at least a third of the lease). The replicas get their
-//! grace and are killed at least [`FENCE_MARGIN`] before the claim lapses.
+//! `kill_grace_secs` − [`FENCE_MARGIN`] (at least two thirds of the lease). The replicas get
+//! their grace and are gone before the claim lapses when the lease is long enough
+//! ([`Node::fences_in_time`]; a node started with a shorter one warns).
 //!
 //! **One name, one node.** A node whose name belongs to another live node (a copied data dir, a
 //! repeated `node_id`) refuses to start: on a shared database it watches the row's heartbeat for
@@ -332,7 +333,8 @@ impl Control {
         for lapsed in self.store.lapsed_jobs(self.node.id.as_str(), now).await? {
             self.end_lapsed(&lapsed).await?;
         }
-        self.fail_orphaned_creations(None, "The node creating the version was lost").await
+        let orphans = self.store.creations_of_lost_nodes(self.node.id.as_str(), now).await?;
+        self.fail_creations(orphans, "The node creating the version was lost").await
     }
 
     async fn end_lapsed(&self, lapsed: &LapsedJob) -> Result<()> {

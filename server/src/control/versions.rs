@@ -321,8 +321,8 @@ impl Control {
         if others > 0 {
             tracing::info!(nodes = others, "other nodes are live: versions and operations mid-way are left to them");
             // This node's own, from before its restart, are nobody else's.
-            let own = self.node().id.to_string();
-            self.fail_orphaned_creations(Some(&own), "Interrupted by a restart of the node creating it").await?;
+            let own = self.store.creations_of(self.node().id.as_str()).await?;
+            self.fail_creations(own, "Interrupted by a restart of the node creating it").await?;
             return self.store.versions_in_state(VersionState::Ready).await;
         }
         let interrupted = "Interrupted by a server restart; create the version again.";
@@ -349,13 +349,10 @@ impl Control {
         self.store.versions_in_state(VersionState::Ready).await
     }
 
-    /// Fails the versions a lost node left CREATING, and that node's unfinished create
-    /// operations (with `own`: this node's own, left by its previous run). `why` starts the
+    /// Fails `orphans`, versions left CREATING by the node named beside each (lost, or this node
+    /// before its restart), and those nodes' unfinished create operations. `why` starts the
     /// message.
-    pub(super) async fn fail_orphaned_creations(&self, own: Option<&str>, why: &str) -> Result<()> {
-        let this = self.node().id.to_string();
-        let except = if own.is_some() { "" } else { this.as_str() };
-        let orphans = self.store.orphaned_creations(except, own, chrono::Utc::now()).await?;
+    pub(super) async fn fail_creations(&self, orphans: Vec<(VersionName, String)>, why: &str) -> Result<()> {
         let mut nodes = std::collections::BTreeSet::new();
         for (name, node) in orphans {
             let message = format!("{why} ({node}); create the version again.");

@@ -316,33 +316,39 @@ impl Isolation {
     /// `None` when isolation is off.
     pub async fn identity(&self, project: &str) -> Result<Option<Identity>, IsolationError> {
         let Some(users) = &self.users else { return Ok(None) };
-        let known = users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(project).copied();
-        let n =
-            match known {
-                Some(n) => n,
-                None => {
-                    let taken = passwd_uids();
-                    let base = users.base;
-                    // A number whose uid is an account of this host is skipped; one past the last uid
-                    // ends the search (and fails below).
-                    let usable = |n: i64| match u32::try_from(n).ok().and_then(|n| base.checked_add(n)) {
-                        Some(uid) => uid == u32::MAX || !taken.contains(&uid),
-                        None => true,
-                    };
-                    let n = users.store.project_uid(project, usable).await.map_err(|e| {
-                        ReplicaUsersError::Registry { project: project.to_owned(), message: e.to_string() }
-                    })?;
-                    let n = u32::try_from(n).map_err(|_| ReplicaUsersError::UidsExhausted { base })?;
-                    users.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(project.to_owned(), n);
-                    n
-                }
-            };
+        let n = users.number(project).await?;
         let uid = users
             .base
             .checked_add(n)
             .filter(|uid| *uid < u32::MAX)
             .ok_or(ReplicaUsersError::UidsExhausted { base: users.base })?;
         Ok(Some(Identity { uid, gid: users.gid, name: format!("{}-{n}", users.name) }))
+    }
+}
+
+impl ReplicaUsers {
+    /// `project`'s number: the one this node read before, else the database's (allocated there
+    /// the first time any node asks).
+    async fn number(&self, project: &str) -> Result<u32, ReplicaUsersError> {
+        let known = self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(project).copied();
+        if let Some(n) = known {
+            return Ok(n);
+        }
+        let (taken, base) = (passwd_uids(), self.base);
+        // A number whose uid is an account of this host is skipped; one past the last uid ends
+        // the search (and fails in `identity`).
+        let usable = |n: i64| match u32::try_from(n).ok().and_then(|n| base.checked_add(n)) {
+            Some(uid) => uid == u32::MAX || !taken.contains(&uid),
+            None => true,
+        };
+        let n = self
+            .store
+            .project_uid(project, usable)
+            .await
+            .map_err(|e| ReplicaUsersError::Registry { project: project.to_owned(), message: e.to_string() })?;
+        let n = u32::try_from(n).map_err(|_| ReplicaUsersError::UidsExhausted { base })?;
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(project.to_owned(), n);
+        Ok(n)
     }
 }
 
@@ -452,8 +458,9 @@ fn reach(dir: &Path, why: &str) {
 }
 
 /// Makes the runtime Python runnable by replicas: every folder on the way to its executable,
-/// prefixes and import path (`paths`, [`super::python_paths`]) gets search permission for others where it lacks it (a Python under
-/// `/root`, mode 0700, as pyenv installs it for root, is the usual case), each one logged. Then
+/// prefixes and import path (`paths`, [`super::python_paths`]) gets search permission for others
+/// where it lacks it (a Python under `/root`, mode 0700, as pyenv installs it for root, is the
+/// usual case), each one logged. Then
 /// runs it once as `probe` and warns when that still fails (the server still starts: it may only
 /// serve models).
 async fn reach_python(python: &Path, paths: &[PathBuf], probe: &Identity) {

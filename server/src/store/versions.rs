@@ -226,33 +226,40 @@ impl Store {
         self.get_version(name).await?.ok_or_else(|| Error::internal("a version vanished right after it was stored"))
     }
 
-    /// Versions left CREATING by a node other than `except` whose lease lapsed before `now` (or
-    /// that has no row), with that node; with `except` = `None`, those of node `only` whatever
-    /// its lease (a restarted node's own).
-    pub async fn orphaned_creations(
+    /// Versions left CREATING by a node other than `this` whose lease lapsed before `now` (or
+    /// that has no row), each with that node.
+    pub async fn creations_of_lost_nodes(
         &self,
-        except: &str,
-        only: Option<&str>,
+        this: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<(VersionName, String)>> {
-        let rows: Vec<(String, String, String, String)> = with_pool!(self, |pool| {
+        let rows: Vec<CreationRow> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT v.project_id, v.model_id, v.version_id, v.node_id FROM versions v \
                  LEFT JOIN nodes n ON n.node_id = v.node_id \
                  WHERE v.state = 'CREATING' AND v.node_id IS NOT NULL AND v.node_id <> $1 \
-                 AND (CAST($2 AS TEXT) IS NULL OR v.node_id = CAST($2 AS TEXT)) \
-                 AND (CAST($2 AS TEXT) IS NOT NULL OR n.node_id IS NULL OR n.lease_until < $3) \
-                 ORDER BY v.project_id, v.model_id, v.version_id",
+                 AND (n.node_id IS NULL OR n.lease_until < $2) ORDER BY v.project_id, v.model_id, v.version_id",
             )
-            .bind(except)
-            .bind(only)
+            .bind(this)
             .bind(super::stored_time(now))
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter()
-            .map(|(project, model, version, node)| Ok((VersionName::new("name", &project, &model, &version)?, node)))
-            .collect()
+        rows.into_iter().map(creation).collect()
+    }
+
+    /// Versions node `node` left CREATING, each with the node.
+    pub async fn creations_of(&self, node: &str) -> Result<Vec<(VersionName, String)>> {
+        let rows: Vec<CreationRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT project_id, model_id, version_id, node_id FROM versions \
+                 WHERE state = 'CREATING' AND node_id = $1 ORDER BY project_id, model_id, version_id",
+            )
+            .bind(node)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(creation).collect()
     }
 
     /// The version, if it exists.
@@ -466,4 +473,11 @@ pub fn model_not_found(name: &ModelName) -> Error {
 /// NOT_FOUND for a version.
 pub fn version_not_found(name: &VersionName) -> Error {
     Error::not_found("name", format!("Version {name} not found."))
+}
+
+/// A CREATING version's name and the node creating it.
+type CreationRow = (String, String, String, String);
+
+fn creation((project, model, version, node): CreationRow) -> Result<(VersionName, String)> {
+    Ok((VersionName::new("name", &project, &model, &version)?, node))
 }
