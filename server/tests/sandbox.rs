@@ -322,8 +322,9 @@ async fn wait_for_children(server: &TestServer, job: &str, job_dir: &Path) -> Ve
 async fn what_a_trainer_starts_ends_with_its_job() {
     let server = TestServer::start().await;
 
-    // The job succeeds: its master exits 0 with its children still running.
-    let job_dir = submit_escaper(&server, "escape_done", 0).await;
+    // The job succeeds: its master exits 0 with its children still running (two seconds after
+    // they started, so the test sees them running before the sandbox ends them with the job).
+    let job_dir = submit_escaper(&server, "escape_done", 2).await;
     let pids = wait_for_children(&server, "escape_done", &job_dir).await;
     let done = server.wait_job("escape_done", &["SUCCEEDED", "FAILED"]).await;
     assert_eq!(done["state"], "SUCCEEDED", "{done}\n{}", job_log(&server, "escape_done").await);
